@@ -1,0 +1,21 @@
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from agentvine.errors import DomainError
+
+
+def exception_handler(exc, context):
+    """Map domain errors to HTTP: 400 with field messages, 404, 409, 403."""
+    if isinstance(exc, DomainError):
+        if exc.field:
+            body = {exc.field: [exc.message]}
+        else:
+            body = {"detail": exc.message, "code": exc.code}
+        return Response(body, status=exc.http_status)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if response.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        response.data = {"detail": str(exc)}
+    return response

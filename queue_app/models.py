@@ -1,0 +1,79 @@
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from tasks_app.models import Priority
+
+
+class WorkOrderKind(models.TextChoices):
+    RUN_TASK = "run_task", "Run a task"
+    DELIVER_MESSAGE = "deliver_message", "Deliver a message to a session"
+
+
+class WorkOrderStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    CLAIMED = "claimed", "Claimed"
+    RUNNING = "running", "Running"
+    WAITING = "waiting", "Waiting for a human"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    DEAD = "dead", "Dead"
+
+
+ACTIVE_STATUSES = (WorkOrderStatus.CLAIMED, WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING)
+TERMINAL_STATUSES = (
+    WorkOrderStatus.COMPLETED,
+    WorkOrderStatus.FAILED,
+    WorkOrderStatus.CANCELLED,
+    WorkOrderStatus.DEAD,
+)
+
+# Celery queue a priority is routed to.
+QUEUE_FOR_PRIORITY = {Priority.HIGH: "high", Priority.NORMAL: "default", Priority.LOW: "low"}
+
+
+class WorkOrder(models.Model):
+    """A unit of dispatchable work. Postgres is the truth; Celery only rings."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task = models.ForeignKey("tasks_app.Task", on_delete=models.CASCADE, related_name="work_orders")
+    kind = models.CharField(max_length=20, choices=WorkOrderKind.choices, default=WorkOrderKind.RUN_TASK)
+    worker = models.ForeignKey(
+        "workers_app.Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="work_orders"
+    )
+    status = models.CharField(max_length=12, choices=WorkOrderStatus.choices, default=WorkOrderStatus.QUEUED)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    # 0 = high, 1 = normal, 2 = low: sorts the ready set without a CASE.
+    priority_rank = models.PositiveSmallIntegerField(default=1)
+    enqueued_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    retry_count = models.PositiveIntegerField(default=0)
+    max_retries = models.PositiveIntegerField(default=3)
+    not_before = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority_rank", "enqueued_at"]
+        indexes = [
+            # The ready set: partial, so it stays as small as the backlog.
+            models.Index(
+                fields=["priority_rank", "enqueued_at"],
+                name="workorder_ready_idx",
+                condition=Q(status="queued"),
+            ),
+            models.Index(fields=["status", "priority"], name="workorder_status_priority_idx"),
+            models.Index(fields=["task", "-enqueued_at"], name="workorder_task_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.id} ({self.status})"
+
+    @property
+    def queue_name(self):
+        return QUEUE_FOR_PRIORITY[self.priority]

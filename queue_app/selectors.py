@@ -1,0 +1,27 @@
+"""Reads of the queue shared by pages, APIs and benchmarks."""
+
+from django.db.models import Count, Min
+from django.utils import timezone
+
+from queue_app.models import WorkOrder, WorkOrderStatus
+from tasks_app.models import Priority
+
+
+def queue_stats():
+    """Depth per priority and per status, and the oldest waiting age per priority."""
+    now = timezone.now()
+    by_status = {status: 0 for status in WorkOrderStatus.values}
+    for row in WorkOrder.objects.values("status").annotate(n=Count("id")).order_by():
+        by_status[row["status"]] = row["n"]
+    depth = {priority: 0 for priority in Priority.values}
+    oldest = {priority: None for priority in Priority.values}
+    rows = (
+        WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED)
+        .values("priority")
+        .annotate(n=Count("id"), oldest=Min("enqueued_at"))
+        .order_by()
+    )
+    for row in rows:
+        depth[row["priority"]] = row["n"]
+        oldest[row["priority"]] = (now - row["oldest"]).total_seconds()
+    return {"depth": depth, "by_status": by_status, "oldest_waiting_seconds": oldest}

@@ -1,0 +1,410 @@
+"""Work-order state machine: every transition is a compare-and-set.
+
+    queued ──claim──▶ claimed ──start──▶ running ──▶ completed
+      ▲                                   │  ▲
+      │                                   ▼  └── waiting (agent asked a human)
+      └── requeue (stalled / preempted / retry with backoff) ◀── fail ──▶ dead
+
+A transition is ``UPDATE … WHERE id=… AND status IN (…)``; zero rows means
+somebody else got there first (a duplicate doorbell, a cancel, a guardian), and
+the service raises :class:`IllegalTransition` or returns ``None`` for the
+expected race of claiming. Celery dispatch happens only after commit.
+"""
+
+import logging
+import random
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agentvine import events
+from agentvine.errors import IllegalTransition, PermissionDenied
+from queue_app.models import (
+    ACTIVE_STATUSES,
+    QUEUE_FOR_PRIORITY,
+    WorkOrder,
+    WorkOrderKind,
+    WorkOrderStatus,
+)
+from tasks_app.models import PRIORITY_RANK, Execution, ExecutionStatus, Task, TaskStatus
+from workers_app.models import Worker, WorkerStatus
+
+logger = logging.getLogger(__name__)
+
+ERR_NOT_CLAIMABLE = "work order is not queued"
+ERR_NOT_YOURS = "work order belongs to another worker"
+ERR_CANNOT_START = "work order must be claimed by this worker to start"
+ERR_CANNOT_COMPLETE = "work order is not running on this worker"
+ERR_CANNOT_FAIL = "work order is not active on this worker"
+ERR_CANNOT_CANCEL = "work order is already finished"
+ERR_CANNOT_REQUEUE = "work order is not active"
+ERR_CANNOT_RETRY = "only failed, dead or cancelled work can be retried"
+
+# Task status follows the status of its run work order.
+TASK_STATUS_FOR = {
+    WorkOrderStatus.QUEUED: TaskStatus.QUEUED,
+    WorkOrderStatus.CLAIMED: TaskStatus.QUEUED,
+    WorkOrderStatus.RUNNING: TaskStatus.IN_PROGRESS,
+    WorkOrderStatus.WAITING: TaskStatus.IN_PROGRESS,
+    WorkOrderStatus.COMPLETED: TaskStatus.COMPLETED,
+    WorkOrderStatus.FAILED: TaskStatus.FAILED,
+    WorkOrderStatus.DEAD: TaskStatus.FAILED,
+    WorkOrderStatus.CANCELLED: TaskStatus.CANCELLED,
+}
+
+
+# --- publishing ---------------------------------------------------------------
+
+
+def work_order_payload(work_order):
+    return {
+        "id": str(work_order.id),
+        "task_id": str(work_order.task_id),
+        "kind": work_order.kind,
+        "status": work_order.status,
+        "priority": work_order.priority,
+        "worker_id": str(work_order.worker_id) if work_order.worker_id else None,
+        "retry_count": work_order.retry_count,
+        "last_error": work_order.last_error[-500:],
+    }
+
+
+def _publish_work_order(work_order):
+    groups = [events.task_group(work_order.task_id)]
+    if work_order.worker_id:
+        groups.append(events.worker_group(work_order.worker_id))
+    events.publish("work_order.updated", work_order_payload(work_order), groups=groups)
+
+
+def _publish_worker(worker_id):
+    worker = Worker.objects.filter(pk=worker_id).first()
+    if worker is None:
+        return
+    payload = {
+        "id": str(worker.id),
+        "name": worker.name,
+        "status": worker.status,
+        "current_work_order_id": str(worker.current_work_order_id) if worker.current_work_order_id else None,
+    }
+    events.publish("worker.updated", payload, groups=[events.worker_group(worker.id)])
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+def _sync_task_status(work_order, *, now):
+    """Make the task follow its run work order (message deliveries don't count)."""
+    if work_order.kind != WorkOrderKind.RUN_TASK:
+        return
+    status = TASK_STATUS_FOR[work_order.status]
+    finished = status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+    Task.objects.filter(pk=work_order.task_id).update(
+        status=status, updated_at=now, completed_at=now if finished else None
+    )
+
+
+def _cas(work_order_id, *, from_statuses, extra_filter=None, **changes):
+    """Compare-and-set one work order; returns the fresh row or None."""
+    qs = WorkOrder.objects.filter(pk=work_order_id, status__in=list(from_statuses))
+    if extra_filter is not None:
+        qs = qs.filter(extra_filter)
+    changes.setdefault("updated_at", timezone.now())
+    if qs.update(**changes) != 1:
+        return None
+    return WorkOrder.objects.select_related("task").get(pk=work_order_id)
+
+
+def _set_worker(worker_id, *, status, work_order_id):
+    if worker_id is None:
+        return
+    Worker.objects.filter(pk=worker_id).update(
+        status=status, current_work_order_id=work_order_id, updated_at=timezone.now()
+    )
+    _publish_worker(worker_id)
+
+
+def retry_backoff_seconds(retry_count):
+    """Exponential backoff with full jitter, capped."""
+    base = settings.AGENTVINE_RETRY_BACKOFF_BASE
+    ceiling = min(settings.AGENTVINE_RETRY_BACKOFF_MAX, base * (2 ** max(retry_count - 1, 0)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+# --- dispatch -------------------------------------------------------------------
+
+
+def work_order_dispatch(*, work_order_id, countdown=None):
+    """Ring the doorbell for one work order (call only outside a transaction).
+
+    A lost doorbell is not fatal: the lost-dispatch guardian rings again for
+    anything that stays queued, and a duplicate doorbell is harmless.
+    """
+    from queue_app.tasks import execute_work_order
+
+    work_order = WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).first()
+    if work_order is None:
+        return False
+    try:
+        execute_work_order.apply_async(
+            args=[str(work_order.id)], queue=QUEUE_FOR_PRIORITY[work_order.priority], countdown=countdown
+        )
+    except Exception:
+        logger.exception("dispatch of work order %s failed; the guardian will retry", work_order_id)
+        return False
+    WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).update(dispatched_at=timezone.now())
+    return True
+
+
+def _dispatch_on_commit(work_order_id, countdown=None):
+    transaction.on_commit(lambda: work_order_dispatch(work_order_id=work_order_id, countdown=countdown))
+
+
+# --- transitions ----------------------------------------------------------------
+
+
+def work_order_enqueue(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_retries=None):
+    """Create a queued work order for ``task`` and dispatch it after commit."""
+    priority = priority or task.priority
+    with transaction.atomic():
+        work_order = WorkOrder.objects.create(
+            task=task,
+            kind=kind,
+            priority=priority,
+            priority_rank=PRIORITY_RANK[priority],
+            max_retries=settings.AGENTVINE_MAX_RETRIES if max_retries is None else max_retries,
+        )
+        _sync_task_status(work_order, now=work_order.enqueued_at)
+        _publish_work_order(work_order)
+        _dispatch_on_commit(work_order.id)
+    return work_order
+
+
+def work_order_claim(*, worker, work_order_id=None):
+    """Claim one queued work order for ``worker``.
+
+    With an id (a Celery doorbell) only that work order is claimed; without one
+    (a pull worker) the highest-priority, oldest ready one is. Returns ``None``
+    when there is nothing to claim: a duplicate or late doorbell, a cancelled
+    order, or one still backing off.
+    """
+    now = timezone.now()
+    ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
+    with transaction.atomic():
+        if work_order_id is None:
+            # skip_locked: concurrent claimers each take a different row
+            # instead of queueing up behind the first one's lock.
+            candidate = (
+                WorkOrder.objects.select_for_update(skip_locked=True)
+                .filter(status=WorkOrderStatus.QUEUED)
+                .filter(ready)
+                .order_by("priority_rank", "enqueued_at")
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if candidate is None:
+                return None
+            work_order_id = candidate
+        work_order = _cas(
+            work_order_id,
+            from_statuses=[WorkOrderStatus.QUEUED],
+            extra_filter=ready,
+            status=WorkOrderStatus.CLAIMED,
+            worker_id=worker.id,
+            claimed_at=now,
+        )
+        if work_order is None:
+            return None
+        _sync_task_status(work_order, now=now)
+        _publish_work_order(work_order)
+    return work_order
+
+
+def work_order_start(*, work_order, worker, session=None):
+    """claimed → running; opens a new Execution (one attempt)."""
+    now = timezone.now()
+    with transaction.atomic():
+        fresh = _cas(
+            work_order.id,
+            from_statuses=[WorkOrderStatus.CLAIMED],
+            extra_filter=Q(worker_id=worker.id),
+            status=WorkOrderStatus.RUNNING,
+            started_at=now,
+        )
+        if fresh is None:
+            raise IllegalTransition(ERR_CANNOT_START)
+        attempt = Execution.objects.filter(work_order=fresh).count() + 1
+        execution = Execution.objects.create(
+            task_id=fresh.task_id,
+            work_order=fresh,
+            worker=worker,
+            session=session,
+            attempt=attempt,
+        )
+        _sync_task_status(fresh, now=now)
+        _set_worker(worker.id, status=WorkerStatus.BUSY, work_order_id=fresh.id)
+        _publish_work_order(fresh)
+    return fresh, execution
+
+
+def _close_execution(execution, *, status, now, exit_code=None, error=""):
+    if execution is None:
+        return
+    Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
+        status=status, completed_at=now, exit_code=exit_code, error=error[-10000:]
+    )
+
+
+def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
+    now = timezone.now()
+    with transaction.atomic():
+        fresh = _cas(
+            work_order.id,
+            from_statuses=[WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING],
+            extra_filter=Q(worker_id=worker.id),
+            status=WorkOrderStatus.COMPLETED,
+            completed_at=now,
+            last_error="",
+        )
+        if fresh is None:
+            raise IllegalTransition(ERR_CANNOT_COMPLETE)
+        _close_execution(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
+        _sync_task_status(fresh, now=now)
+        _set_worker(worker.id, status=WorkerStatus.IDLE, work_order_id=None)
+        _publish_work_order(fresh)
+    return fresh
+
+
+def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None, retryable=True):
+    """Record a failed attempt: retry later with backoff, or end ``dead``.
+
+    A non-retryable failure (bad configuration, missing binary) ends
+    ``failed`` at once: retrying cannot help.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        current = WorkOrder.objects.select_for_update().filter(pk=work_order.id).first()
+        if current is None or current.status not in ACTIVE_STATUSES or current.worker_id != worker.id:
+            raise IllegalTransition(ERR_CANNOT_FAIL)
+        _close_execution(execution, status=ExecutionStatus.FAILED, now=now, exit_code=exit_code, error=error)
+        countdown = None
+        if not retryable:
+            changes = {"status": WorkOrderStatus.FAILED, "completed_at": now}
+        elif current.retry_count < current.max_retries:
+            countdown = retry_backoff_seconds(current.retry_count + 1)
+            changes = {
+                "status": WorkOrderStatus.QUEUED,
+                "retry_count": current.retry_count + 1,
+                "not_before": now + timedelta(seconds=countdown),
+                "worker_id": None,
+                "enqueued_at": now,
+            }
+        else:
+            changes = {"status": WorkOrderStatus.DEAD, "completed_at": now}
+        fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=error[-10000:], **changes)
+        _sync_task_status(fresh, now=now)
+        _set_worker(worker.id, status=WorkerStatus.IDLE, work_order_id=None)
+        _publish_work_order(fresh)
+        if fresh.status == WorkOrderStatus.QUEUED:
+            _dispatch_on_commit(fresh.id, countdown=countdown)
+    return fresh
+
+
+def work_order_cancel(*, work_order, reason="cancelled by operator"):
+    """Cancel queued or active work; a running agent notices and stops."""
+    now = timezone.now()
+    with transaction.atomic():
+        fresh = _cas(
+            work_order.id,
+            from_statuses=[WorkOrderStatus.QUEUED, *ACTIVE_STATUSES],
+            status=WorkOrderStatus.CANCELLED,
+            completed_at=now,
+            last_error=reason,
+        )
+        if fresh is None:
+            raise IllegalTransition(ERR_CANNOT_CANCEL)
+        _sync_task_status(fresh, now=now)
+        _publish_work_order(fresh)
+    return fresh
+
+
+def work_order_requeue(*, work_order, reason, spend_retry=True):
+    """Put active work back in the queue (stalled worker, preemption).
+
+    Spending a retry counts the lost attempt against ``max_retries``: work
+    that kills its worker every time ends ``dead`` instead of looping.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        current = WorkOrder.objects.select_for_update().filter(pk=work_order.id).first()
+        if current is None or current.status not in ACTIVE_STATUSES:
+            raise IllegalTransition(ERR_CANNOT_REQUEUE)
+        if spend_retry and current.retry_count >= current.max_retries:
+            changes = {"status": WorkOrderStatus.DEAD, "completed_at": now}
+        else:
+            changes = {
+                "status": WorkOrderStatus.QUEUED,
+                "retry_count": current.retry_count + (1 if spend_retry else 0),
+                "worker_id": None,
+                "not_before": None,
+            }
+        fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=reason, **changes)
+        Execution.objects.filter(work_order=fresh, status=ExecutionStatus.RUNNING).update(
+            status=ExecutionStatus.FAILED if spend_retry else ExecutionStatus.INTERRUPTED,
+            completed_at=now,
+            error=reason,
+        )
+        if current.worker_id:
+            Worker.objects.filter(pk=current.worker_id, current_work_order_id=current.id).update(
+                current_work_order_id=None, updated_at=now
+            )
+        _sync_task_status(fresh, now=now)
+        _publish_work_order(fresh)
+        if fresh.status == WorkOrderStatus.QUEUED:
+            _dispatch_on_commit(fresh.id)
+    return fresh
+
+
+def work_order_retry(*, work_order):
+    """An operator's retry: failed, dead or cancelled work goes back to queued."""
+    now = timezone.now()
+    with transaction.atomic():
+        fresh = _cas(
+            work_order.id,
+            from_statuses=[WorkOrderStatus.FAILED, WorkOrderStatus.DEAD, WorkOrderStatus.CANCELLED],
+            status=WorkOrderStatus.QUEUED,
+            retry_count=0,
+            worker_id=None,
+            not_before=None,
+            completed_at=None,
+            enqueued_at=now,
+        )
+        if fresh is None:
+            raise IllegalTransition(ERR_CANNOT_RETRY)
+        _sync_task_status(fresh, now=now)
+        _publish_work_order(fresh)
+        _dispatch_on_commit(fresh.id)
+    return fresh
+
+
+def work_order_set_waiting(*, work_order, worker, waiting):
+    """running ⇄ waiting while the agent waits for a human answer."""
+    source, target = (
+        (WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING)
+        if waiting
+        else (WorkOrderStatus.WAITING, WorkOrderStatus.RUNNING)
+    )
+    with transaction.atomic():
+        fresh = _cas(work_order.id, from_statuses=[source], extra_filter=Q(worker_id=worker.id), status=target)
+        if fresh is None:
+            raise IllegalTransition(ERR_NOT_YOURS if work_order.worker_id != worker.id else ERR_CANNOT_COMPLETE)
+        _set_worker(worker.id, status=WorkerStatus.WAITING if waiting else WorkerStatus.BUSY, work_order_id=fresh.id)
+        _publish_work_order(fresh)
+    return fresh
+
+
+def work_order_assert_owner(*, work_order, worker):
+    if work_order.worker_id != worker.id:
+        raise PermissionDenied(ERR_NOT_YOURS)

@@ -1,0 +1,118 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class TaskType(models.TextChoices):
+    FEATURE = "feature", "Feature"
+    BUGFIX = "bugfix", "Bug fix"
+    TEST = "test", "Test"
+    DOCS = "docs", "Docs"
+
+
+class TaskStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Priority(models.TextChoices):
+    HIGH = "high", "High"
+    NORMAL = "normal", "Normal"
+    LOW = "low", "Low"
+
+
+# Lower rank is served first; used for ordering the ready set.
+PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
+
+
+class Task(models.Model):
+    """What a human wants done."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    task_type = models.CharField(max_length=16, choices=TaskType.choices, default=TaskType.FEATURE)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.QUEUED, db_index=True)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    repository_url = models.CharField(max_length=500, blank=True)
+    branch_name = models.CharField(max_length=200, blank=True)
+    executor = models.CharField(max_length=64, blank=True, help_text="Executor profile; empty means the default.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "-created_at"], name="task_status_created_idx")]
+
+    def __str__(self):
+        return self.title
+
+
+class ExecutionStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    INTERRUPTED = "interrupted", "Interrupted"
+
+
+class Execution(models.Model):
+    """One attempt by one agent at one work order."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="executions")
+    work_order = models.ForeignKey("queue_app.WorkOrder", on_delete=models.CASCADE, related_name="executions")
+    worker = models.ForeignKey(
+        "workers_app.Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    session = models.ForeignKey(
+        "workers_app.AgentSession", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    attempt = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    # The full output lives in ExecutionOutputChunk rows; this keeps the last
+    # few KB so pages can show the latest line without reading every chunk.
+    output_tail = models.TextField(blank=True)
+    output_chars = models.BigIntegerField(default=0)
+    output_chunks = models.PositiveIntegerField(default=0)
+    exit_code = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["work_order", "attempt"], name="execution_unique_attempt"),
+        ]
+        indexes = [models.Index(fields=["status", "-started_at"], name="execution_status_started_idx")]
+
+    def __str__(self):
+        return f"{self.task_id} attempt {self.attempt}"
+
+
+class ExecutionOutputChunk(models.Model):
+    """An ordered slice of an execution's output, written in batches."""
+
+    id = models.BigAutoField(primary_key=True)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["execution", "seq"]
+        constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="output_chunk_unique_seq")]
+
+    def __str__(self):
+        return f"{self.execution_id} #{self.seq}"

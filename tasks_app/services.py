@@ -1,0 +1,157 @@
+"""Writes for tasks and executions."""
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agentvine import events
+from agentvine.errors import IllegalTransition, ValidationFailed
+from queue_app import services as queue_services
+from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
+from tasks_app.models import PRIORITY_RANK, Execution, ExecutionOutputChunk, Priority, Task, TaskType
+
+ERR_TITLE_REQUIRED = "title is required"
+ERR_UNKNOWN_EXECUTOR = "unknown executor profile"
+ERR_BAD_TYPE = "unknown task type"
+ERR_BAD_PRIORITY = "unknown priority"
+ERR_TASK_FINISHED = "task is already finished"
+ERR_NOTHING_TO_RETRY = "task has no failed, dead or cancelled work to retry"
+
+
+def _validate(*, title, task_type, priority, executor):
+    if not title or not title.strip():
+        raise ValidationFailed(ERR_TITLE_REQUIRED, field="title")
+    if task_type not in TaskType.values:
+        raise ValidationFailed(ERR_BAD_TYPE, field="task_type")
+    if priority not in Priority.values:
+        raise ValidationFailed(ERR_BAD_PRIORITY, field="priority")
+    if executor and executor not in settings.AGENTVINE_EXECUTORS:
+        raise ValidationFailed(ERR_UNKNOWN_EXECUTOR, field="executor")
+
+
+def task_create(
+    *,
+    title,
+    description="",
+    task_type=TaskType.FEATURE,
+    priority=Priority.NORMAL,
+    repository_url="",
+    branch_name="",
+    executor="",
+    created_by=None,
+    max_retries=None,
+):
+    """Create a task and its first work order; the doorbell rings after commit."""
+    _validate(title=title, task_type=task_type, priority=priority, executor=executor)
+    with transaction.atomic():
+        task = Task.objects.create(
+            title=title.strip(),
+            description=description,
+            task_type=task_type,
+            priority=priority,
+            repository_url=repository_url,
+            branch_name=branch_name,
+            executor=executor,
+            created_by=created_by,
+        )
+        queue_services.work_order_enqueue(task=task, kind=WorkOrderKind.RUN_TASK, max_retries=max_retries)
+        events.publish("task.created", {"id": str(task.id), "title": task.title}, groups=[events.task_group(task.id)])
+    task.refresh_from_db()
+    return task
+
+
+def _latest_run_order(task, *, lock=False):
+    qs = WorkOrder.objects.filter(task=task, kind=WorkOrderKind.RUN_TASK).order_by("-enqueued_at")
+    if lock:
+        qs = qs.select_for_update()
+    return qs.first()
+
+
+def task_cancel(*, task):
+    with transaction.atomic():
+        work_orders = list(
+            WorkOrder.objects.select_for_update()
+            .filter(task=task, status__in=[WorkOrderStatus.QUEUED, *ACTIVE_STATUSES])
+            .order_by("enqueued_at")
+        )
+        if not work_orders:
+            raise IllegalTransition(ERR_TASK_FINISHED)
+        for work_order in work_orders:
+            queue_services.work_order_cancel(work_order=work_order)
+    task.refresh_from_db()
+    return task
+
+
+def task_retry(*, task):
+    with transaction.atomic():
+        work_order = _latest_run_order(task, lock=True)
+        if work_order is None or work_order.status not in (
+            WorkOrderStatus.FAILED,
+            WorkOrderStatus.DEAD,
+            WorkOrderStatus.CANCELLED,
+        ):
+            raise IllegalTransition(ERR_NOTHING_TO_RETRY)
+        queue_services.work_order_retry(work_order=work_order)
+    task.refresh_from_db()
+    return task
+
+
+def task_set_priority(*, task, priority):
+    """Change priority; queued work moves to the new queue on its next doorbell."""
+    if priority not in Priority.values:
+        raise ValidationFailed(ERR_BAD_PRIORITY, field="priority")
+    with transaction.atomic():
+        Task.objects.filter(pk=task.pk).update(priority=priority, updated_at=timezone.now())
+        queued_ids = list(
+            WorkOrder.objects.filter(task=task, status=WorkOrderStatus.QUEUED).values_list("pk", flat=True)
+        )
+        WorkOrder.objects.filter(pk__in=queued_ids, status=WorkOrderStatus.QUEUED).update(
+            priority=priority, priority_rank=PRIORITY_RANK[priority]
+        )
+        for work_order_id in queued_ids:
+            # Ring on the new queue; the old doorbell finds nothing to do only
+            # if this one claims first, and either way the work runs once.
+            transaction.on_commit(lambda pk=work_order_id: queue_services.work_order_dispatch(work_order_id=pk))
+    task.refresh_from_db()
+    return task
+
+
+def task_update(*, task, title=None, description=None, priority=None):
+    if title is not None and not title.strip():
+        raise ValidationFailed(ERR_TITLE_REQUIRED, field="title")
+    with transaction.atomic():
+        fields = {"updated_at": timezone.now()}
+        if title is not None:
+            fields["title"] = title.strip()
+        if description is not None:
+            fields["description"] = description
+        Task.objects.filter(pk=task.pk).update(**fields)
+        if priority is not None and priority != task.priority:
+            task_set_priority(task=task, priority=priority)
+    task.refresh_from_db()
+    return task
+
+
+def execution_output_append(*, execution, seq, text, tail):
+    """Persist one batch of output: one chunk row and one counter update."""
+    with transaction.atomic():
+        ExecutionOutputChunk.objects.create(execution=execution, seq=seq, text=text)
+        Execution.objects.filter(pk=execution.pk).update(
+            output_tail=tail,
+            output_chars=F("output_chars") + len(text),
+            output_chunks=F("output_chunks") + 1,
+        )
+        events.publish(
+            "execution.output",
+            {"execution_id": str(execution.pk), "task_id": str(execution.task_id), "seq": seq, "text": text[-8000:]},
+            groups=[events.task_group(execution.task_id)],
+        )
+
+
+def execution_record_usage(*, execution, input_tokens=0, output_tokens=0, cost_usd=0):
+    Execution.objects.filter(pk=execution.pk).update(
+        input_tokens=F("input_tokens") + input_tokens,
+        output_tokens=F("output_tokens") + output_tokens,
+        cost_usd=F("cost_usd") + cost_usd,
+    )

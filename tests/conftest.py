@@ -1,0 +1,175 @@
+"""Shared fixtures: real PostgreSQL, real Redis, real Celery worker processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" not in engine:
+        pytest.exit("the test suite runs against PostgreSQL: set DATABASE_URL (scripts/test does)", returncode=2)
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.ping()
+    return client
+
+
+@pytest.fixture
+def clean_broker(redis_client):
+    """An empty Celery broker DB, so doorbells from earlier tests can't ring."""
+    redis_client.flushdb()
+    yield redis_client
+    redis_client.flushdb()
+
+
+@pytest.fixture
+def operator(django_user_model):
+    return django_user_model.objects.create_user(
+        username=f"op-{uuid.uuid4().hex[:6]}", password="operator-pass-123", is_staff=True
+    )
+
+
+@pytest.fixture
+def worker(db):
+    from workers_app.services import worker_register
+
+    return worker_register(name=f"test-slot-{uuid.uuid4().hex[:6]}", hostname="test")
+
+
+@pytest.fixture
+def other_worker(db):
+    from workers_app.services import worker_register
+
+    return worker_register(name=f"other-slot-{uuid.uuid4().hex[:6]}", hostname="test")
+
+
+class CeleryWorkerProcess:
+    """A real ``celery -A agentvine worker`` subprocess on the test database."""
+
+    def __init__(self, *, concurrency, name, log_path, extra_env=None):
+        self.name = name
+        self.concurrency = concurrency
+        self.log_path = log_path
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
+            # The worker must see the test database pytest-django created.
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "PYTHONPATH": str(ROOT),
+            **(extra_env or {}),
+        }
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "agentvine",
+                "worker",
+                "-Q",
+                "high,default,low",
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "info",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout=30):
+        from workers_app.models import Worker, WorkerStatus
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"celery worker exited early:\n{self.output()}")
+            ready = Worker.objects.filter(name__startswith=f"{self.name}@", status=WorkerStatus.IDLE).count()
+            if ready >= self.concurrency and "ready." in self.output():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"celery worker not ready after {timeout}s:\n{self.output()}")
+
+    def output(self):
+        self.log.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    def pool_pids(self):
+        """PIDs of the pool (child) processes: each is one slot."""
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self, timeout=15):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.log.close()
+
+    def kill(self):
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def _database_url():
+    db = connection.settings_dict
+    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def celery_worker_factory(transactional_db, clean_broker, tmp_path):
+    """Start real Celery workers; every one is stopped at teardown."""
+    started = []
+
+    def start(concurrency=1, name=None, extra_env=None, wait=True):
+        name = name or f"w{len(started)}-{uuid.uuid4().hex[:4]}"
+        proc = CeleryWorkerProcess(
+            concurrency=concurrency, name=name, log_path=tmp_path / f"{name}.log", extra_env=extra_env
+        )
+        started.append(proc)
+        if wait:
+            proc.wait_ready()
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def wait_for(predicate, timeout=30, interval=0.1, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

@@ -1,0 +1,54 @@
+"""The demo agent: a small real program the default executor profile runs.
+
+It stands in for a coding agent so a fresh install visibly does work: it reads
+its task, inspects the workspace, writes AGENTVINE_RESULT.md and prints its
+progress over a few seconds. It is a demo, not an AI.
+
+    python -m workers_app.demo_agent --workspace DIR --prompt TEXT [--steps N]
+
+Step length comes from AGENTVINE_DEMO_STEP_SECONDS (default 1.0).
+"""
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="AgentVine demo agent")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--steps", type=int, default=int(os.environ.get("AGENTVINE_DEMO_STEPS", "4")))
+    args = parser.parse_args(argv)
+    step_seconds = float(os.environ.get("AGENTVINE_DEMO_STEP_SECONDS", "1.0"))
+    workspace = Path(args.workspace)
+    notes = []
+
+    def interrupted(signum, frame):
+        (workspace / "AGENTVINE_PARTIAL.md").write_text("\n".join(notes) + "\n")
+        print(f"demo agent: interrupted after {len(notes)} notes, partial work saved", flush=True)
+        sys.exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+
+    title = args.prompt.splitlines()[0] if args.prompt else "(no prompt)"
+    print(f"demo agent: starting on task: {title}", flush=True)
+    files = sorted(p.name for p in workspace.iterdir()) if workspace.is_dir() else []
+    notes.append(f"workspace has {len(files)} entries: {', '.join(files[:20]) or 'none'}")
+    print(f"demo agent: {notes[-1]}", flush=True)
+    for step in range(1, args.steps + 1):
+        time.sleep(step_seconds)
+        notes.append(f"step {step}/{args.steps}: considered {len(args.prompt.split())} words of the task")
+        print(f"demo agent: {notes[-1]}", flush=True)
+    result = workspace / "AGENTVINE_RESULT.md"
+    result.write_text(f"# Result\n\nTask: {title}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    print(f"demo agent: wrote {result.name}; done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Batches agent output into Postgres and onto the live layer.
+
+A chatty agent must not cost one database write per line: output is kept in
+memory until ``flush_chars`` characters or ``flush_seconds`` have gone by,
+then written as one ordered chunk. Memory stays bounded by ``flush_chars``
+plus the last piece received; the tail kept for pages is bounded too.
+"""
+
+import time
+
+from django.conf import settings
+
+from tasks_app.services import execution_output_append
+
+
+class OutputBuffer:
+    def __init__(self, execution, *, flush_seconds=None, flush_chars=None, tail_chars=None):
+        self.execution = execution
+        self.flush_seconds = settings.AGENTVINE_OUTPUT_FLUSH_SECONDS if flush_seconds is None else flush_seconds
+        self.flush_chars = settings.AGENTVINE_OUTPUT_FLUSH_CHARS if flush_chars is None else flush_chars
+        self.tail_chars = settings.AGENTVINE_OUTPUT_TAIL_CHARS if tail_chars is None else tail_chars
+        self.seq = execution.output_chunks
+        self.tail = execution.output_tail
+        self.total_chars = execution.output_chars
+        self.writes = 0
+        self._pending = []
+        self._pending_chars = 0
+        self._last_flush = time.monotonic()
+
+    def add(self, text):
+        if not text:
+            return
+        self._pending.append(text)
+        self._pending_chars += len(text)
+        if self._pending_chars >= self.flush_chars:
+            self.flush()
+
+    def maybe_flush(self):
+        if self._pending and time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self):
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending = []
+        self._pending_chars = 0
+        self.tail = (self.tail + text)[-self.tail_chars :]
+        execution_output_append(execution=self.execution, seq=self.seq, text=text, tail=self.tail)
+        self.seq += 1
+        self.writes += 1
+        self.total_chars += len(text)

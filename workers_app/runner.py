@@ -1,0 +1,167 @@
+"""Runs one work order on this slot: claim, start, stream the agent, finish.
+
+Called by the ``execute_work_order`` Celery task. Every state change goes
+through queue_app services, so a duplicate or late doorbell, a cancel or a
+guardian acting meanwhile is detected by a compare-and-set, not by luck.
+"""
+
+import logging
+import time
+
+from django.conf import settings
+from django.utils import timezone
+
+from agentvine.errors import IllegalTransition
+from queue_app import services as queue_services
+from queue_app.models import WorkOrder, WorkOrderKind, WorkOrderStatus
+from tasks_app.models import Execution, ExecutionStatus
+from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
+from workers_app.executors.base import RunContext
+from workers_app.models import Worker, WorkerStatus
+from workers_app.output import OutputBuffer
+from workers_app.slots import current_worker
+from workers_app.workspaces import workspace_prepare
+
+logger = logging.getLogger(__name__)
+
+# How often a running agent's work order is re-read to notice a cancel.
+STATUS_CHECK_SECONDS = 1.0
+# After a cooperative interrupt, how long the agent gets before a hard kill.
+INTERRUPT_GRACE_SECONDS = 5.0
+
+ERR_TIME_LIMIT = "time limit of {seconds:.0f}s exceeded"
+ERR_UNSUPPORTED_KIND = "work order kind {kind} cannot run on this worker"
+
+
+def task_prompt(task):
+    lines = [task.title, "", f"Type: {task.get_task_type_display()}"]
+    if task.repository_url:
+        lines.append(f"Repository: {task.repository_url} (branch {task.branch_name or 'default'})")
+    if task.description:
+        lines += ["", task.description]
+    return "\n".join(lines)
+
+
+def work_order_run(*, work_order_id):
+    """Run one work order to an end state. Returns a short outcome string."""
+    worker = current_worker()
+    work_order = queue_services.work_order_claim(worker=worker, work_order_id=work_order_id)
+    if work_order is None:
+        return _not_claimed(work_order_id)
+    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
+    if work_order.kind != WorkOrderKind.RUN_TASK:
+        queue_services.work_order_fail(
+            work_order=work_order,
+            worker=worker,
+            execution=execution,
+            error=ERR_UNSUPPORTED_KIND.format(kind=work_order.kind),
+            retryable=False,
+        )
+        return "failed"
+    try:
+        profile = executor_profile(work_order.task.executor)
+        context = RunContext(
+            task_id=str(work_order.task_id),
+            work_order_id=str(work_order.id),
+            prompt=task_prompt(work_order.task),
+            workspace=workspace_prepare(task=work_order.task),
+            profile=profile,
+            time_limit=float(profile.get("timeout", settings.AGENTVINE_MAX_RUN_SECONDS)),
+        )
+        executor = executor_for(context)
+        return _drive(worker=worker, work_order=work_order, execution=execution, executor=executor)
+    except ExecutorConfigError as exc:
+        _finish_failed(worker, work_order, execution, str(exc), retryable=False)
+        return "failed"
+
+
+def _not_claimed(work_order_id):
+    """A doorbell that found nothing to claim; re-ring if it came too early."""
+    current = WorkOrder.objects.filter(pk=work_order_id).first()
+    if current and current.status == WorkOrderStatus.QUEUED and current.not_before:
+        wait = (current.not_before - timezone.now()).total_seconds()
+        if wait > 0:
+            queue_services.work_order_dispatch(work_order_id=current.id, countdown=wait)
+            return "deferred"
+    return "skipped"
+
+
+def _drive(*, worker, work_order, execution, executor):
+    buffer = OutputBuffer(execution)
+    started = time.monotonic()
+    next_check = started + STATUS_CHECK_SECONDS
+    stop_reason = None
+    interrupted_at = None
+    outcome_event = None
+    try:
+        for event in executor.events():
+            now = time.monotonic()
+            if event.kind == "output":
+                buffer.add(event.text)
+            elif event.kind in ("completed", "error"):
+                outcome_event = event
+            buffer.maybe_flush()
+            if stop_reason is None and now - started > executor.context.time_limit:
+                stop_reason = ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
+            if stop_reason is None and now >= next_check:
+                next_check = now + STATUS_CHECK_SECONDS
+                status = WorkOrder.objects.filter(pk=work_order.pk).values_list("status", flat=True).first()
+                if status != WorkOrderStatus.RUNNING and status != WorkOrderStatus.WAITING:
+                    stop_reason = f"work order became {status}"
+            if stop_reason and interrupted_at is None:
+                interrupted_at = now
+                executor.interrupt()
+            elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE_SECONDS:
+                executor.kill()
+    except ExecutorConfigError:
+        buffer.flush()
+        raise
+    except Exception as exc:
+        logger.exception("executor crashed on work order %s", work_order.pk)
+        executor.kill()
+        buffer.flush()
+        _finish_failed(worker, work_order, execution, f"executor error: {exc}", retryable=True)
+        return "failed"
+    buffer.flush()
+
+    if stop_reason and not stop_reason.startswith("time limit"):
+        # Cancelled (or taken away) while running: keep the partial output,
+        # close the attempt as interrupted, free the slot.
+        Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
+            status=ExecutionStatus.INTERRUPTED, completed_at=timezone.now(), error=stop_reason
+        )
+        Worker.objects.filter(pk=worker.pk).update(status=WorkerStatus.IDLE, current_work_order=None)
+        return "interrupted"
+    exit_code = outcome_event.data.get("exit_code") if outcome_event else None
+    if stop_reason:
+        _finish_failed(worker, work_order, execution, stop_reason, retryable=True, exit_code=exit_code)
+        return "failed"
+    if outcome_event is not None and outcome_event.kind == "completed":
+        try:
+            queue_services.work_order_complete(
+                work_order=work_order, worker=worker, execution=execution, exit_code=exit_code or 0
+            )
+        except IllegalTransition:
+            return "lost"
+        return "completed"
+    error = outcome_event.text if outcome_event else "agent ended without a result"
+    tail = buffer.tail.strip().splitlines()[-5:]
+    if tail:
+        error = error + "\n" + "\n".join(tail)
+    _finish_failed(worker, work_order, execution, error, retryable=True, exit_code=exit_code)
+    return "failed"
+
+
+def _finish_failed(worker, work_order, execution, error, *, retryable, exit_code=None):
+    try:
+        queue_services.work_order_fail(
+            work_order=work_order,
+            worker=worker,
+            execution=execution,
+            error=error,
+            exit_code=exit_code,
+            retryable=retryable,
+        )
+    except IllegalTransition:
+        # Someone else (cancel, guardian) already moved it on.
+        logger.info("work order %s was no longer ours to fail", work_order.pk)

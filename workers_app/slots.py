@@ -1,0 +1,88 @@
+"""Each Celery pool process is one execution slot with its own Worker row.
+
+The slot registers when its process starts, heartbeats from a daemon thread
+while alive, and marks itself offline on a clean shutdown. Its name is stable
+across restarts (``<node name>:<pool index>``), so a replaced child process
+takes over its predecessor's row instead of leaving ghosts behind.
+"""
+
+import logging
+import os
+import socket
+import threading
+
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+logger = logging.getLogger(__name__)
+
+_state = {"nodename": None, "worker": None, "stop": None}
+_lock = threading.Lock()
+
+
+@celeryd_after_setup.connect
+def _remember_nodename(sender, **kwargs):
+    # Runs in the parent before the pool forks, so children inherit it.
+    _state["nodename"] = sender
+
+
+def _slot_name():
+    from billiard.process import current_process
+
+    index = getattr(current_process(), "index", None)
+    nodename = _state["nodename"] or f"celery@{socket.gethostname()}"
+    return f"{nodename}:{index if index is not None else os.getpid()}"
+
+
+def _heartbeat_loop(stop):
+    from workers_app.services import worker_heartbeat, worker_register
+
+    while not stop.wait(settings.AGENTVINE_HEARTBEAT_SECONDS):
+        try:
+            worker = _state["worker"]
+            if worker is not None and not worker_heartbeat(worker=worker):
+                _state["worker"] = worker_register(name=worker.name, hostname=worker.hostname, pid=os.getpid())
+        except Exception:
+            logger.warning("heartbeat failed; retrying next interval", exc_info=True)
+            connection.close()
+    connection.close()
+
+
+def current_worker():
+    """The Worker row of this process's slot, registering it on first use."""
+    with _lock:
+        if _state["worker"] is None:
+            from workers_app.services import worker_register
+
+            _state["worker"] = worker_register(name=_slot_name(), hostname=socket.gethostname(), pid=os.getpid())
+            stop = threading.Event()
+            _state["stop"] = stop
+            threading.Thread(target=_heartbeat_loop, args=(stop,), name="agentvine-heartbeat", daemon=True).start()
+        return _state["worker"]
+
+
+@worker_process_init.connect
+def _on_process_init(**kwargs):
+    # Connections inherited from the parent must not be shared across fork.
+    close_old_connections()
+    connection.close()
+    try:
+        current_worker()
+    except Exception:
+        logger.exception("slot registration failed; will retry on first task")
+
+
+@worker_process_shutdown.connect
+def _on_process_shutdown(**kwargs):
+    from workers_app.services import worker_mark_offline
+
+    worker = _state["worker"]
+    if worker is None:
+        return
+    if _state["stop"] is not None:
+        _state["stop"].set()
+    try:
+        worker_mark_offline(worker=worker, reason="clean shutdown")
+    except Exception:
+        logger.warning("could not mark %s offline", worker.name, exc_info=True)
