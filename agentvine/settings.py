@@ -14,6 +14,8 @@ from kombu import Queue
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("AGENTVINE_VAR_DIR", default=str(BASE_DIR / "var")))
 
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
 env = environ.Env()
 
 SECRET_KEY = env.str("SECRET_KEY", default="agentvine-local-development-key-change-me-in-production")

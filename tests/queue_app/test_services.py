@@ -1,0 +1,262 @@
+"""The work-order state machine: every legal and illegal transition."""
+
+import pytest
+from django.utils import timezone
+
+from agentvine.errors import IllegalTransition, ValidationFailed
+from queue_app import services
+from queue_app.models import WorkOrder, WorkOrderStatus
+from queue_app.selectors import queue_stats
+from tasks_app.models import ExecutionStatus, Priority, Task, TaskStatus
+from tasks_app.services import task_cancel, task_create, task_retry, task_set_priority
+from tests.factories import make_task
+from workers_app.models import WorkerStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def run_order(task):
+    return task.work_orders.get()
+
+
+def refresh(obj):
+    obj.refresh_from_db()
+    return obj
+
+
+def test_task_create_makes_one_queued_work_order(operator):
+    task = make_task(title="Fix login", priority=Priority.HIGH, created_by=operator)
+    order = run_order(task)
+    assert task.status == TaskStatus.QUEUED
+    assert order.status == WorkOrderStatus.QUEUED
+    assert order.priority == Priority.HIGH
+    assert order.queue_name == "high"
+    assert task.created_by == operator
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("title", {"title": "   "}),
+        ("task_type", {"task_type": "chore"}),
+        ("priority", {"priority": "urgent"}),
+        ("executor", {"executor": "no-such-profile"}),
+    ],
+)
+def test_task_create_rejects_bad_input_and_writes_nothing(field, kwargs):
+    with pytest.raises(ValidationFailed) as excinfo:
+        make_task(**kwargs)
+    assert excinfo.value.field == field
+    assert Task.objects.count() == 0
+    assert WorkOrder.objects.count() == 0
+
+
+def test_full_happy_path_and_task_status_follows(worker):
+    task = make_task()
+    order = services.work_order_claim(worker=worker, work_order_id=run_order(task).id)
+    assert order.status == WorkOrderStatus.CLAIMED and order.worker == worker
+    assert refresh(task).status == TaskStatus.QUEUED
+
+    order, execution = services.work_order_start(work_order=order, worker=worker)
+    assert order.status == WorkOrderStatus.RUNNING
+    assert execution.attempt == 1 and execution.status == ExecutionStatus.RUNNING
+    assert refresh(task).status == TaskStatus.IN_PROGRESS
+    assert refresh(worker).status == WorkerStatus.BUSY
+    assert worker.current_work_order_id == order.id
+
+    order = services.work_order_set_waiting(work_order=order, worker=worker, waiting=True)
+    assert order.status == WorkOrderStatus.WAITING
+    assert refresh(worker).status == WorkerStatus.WAITING
+    assert refresh(task).status == TaskStatus.IN_PROGRESS
+    order = services.work_order_set_waiting(work_order=order, worker=worker, waiting=False)
+
+    order = services.work_order_complete(work_order=order, worker=worker, execution=execution, exit_code=0)
+    assert order.status == WorkOrderStatus.COMPLETED and order.completed_at
+    assert refresh(execution).status == ExecutionStatus.COMPLETED
+    task = refresh(task)
+    assert task.status == TaskStatus.COMPLETED and task.completed_at
+    assert refresh(worker).status == WorkerStatus.IDLE and worker.current_work_order_id is None
+
+
+def test_claim_is_none_for_a_second_claimer_and_for_non_queued(worker, other_worker):
+    order = run_order(make_task())
+    assert services.work_order_claim(worker=worker, work_order_id=order.id) is not None
+    assert services.work_order_claim(worker=other_worker, work_order_id=order.id) is None
+    assert refresh(order).worker == worker
+
+
+def test_claim_respects_backoff(worker):
+    order = run_order(make_task())
+    WorkOrder.objects.filter(pk=order.pk).update(not_before=timezone.now() + timezone.timedelta(minutes=5))
+    assert services.work_order_claim(worker=worker, work_order_id=order.id) is None
+    assert services.work_order_claim(worker=worker) is None
+    assert refresh(order).status == WorkOrderStatus.QUEUED
+
+
+def test_pull_claim_takes_highest_priority_then_oldest(worker):
+    low = run_order(make_task(priority=Priority.LOW))
+    normal_old = run_order(make_task(priority=Priority.NORMAL))
+    normal_new = run_order(make_task(priority=Priority.NORMAL))
+    high = run_order(make_task(priority=Priority.HIGH))
+    claimed = []
+    while (order := services.work_order_claim(worker=worker)) is not None:
+        claimed.append(order.id)
+    assert claimed == [high.id, normal_old.id, normal_new.id, low.id]
+
+
+def test_illegal_transitions_raise_and_change_nothing(worker, other_worker):
+    order = run_order(make_task())
+    with pytest.raises(IllegalTransition):
+        services.work_order_start(work_order=order, worker=worker)  # not claimed
+    with pytest.raises(IllegalTransition):
+        services.work_order_complete(work_order=order, worker=worker)  # not running
+    with pytest.raises(IllegalTransition):
+        services.work_order_requeue(work_order=order, reason="x")  # not active
+    with pytest.raises(IllegalTransition):
+        services.work_order_retry(work_order=order)  # not failed
+
+    order = services.work_order_claim(worker=worker, work_order_id=order.id)
+    with pytest.raises(IllegalTransition):
+        services.work_order_start(work_order=order, worker=other_worker)  # not theirs
+    order, execution = services.work_order_start(work_order=order, worker=worker)
+    with pytest.raises(IllegalTransition):
+        services.work_order_complete(work_order=order, worker=other_worker)
+    with pytest.raises(IllegalTransition):
+        services.work_order_fail(work_order=order, worker=other_worker, error="nope")
+    assert refresh(order).status == WorkOrderStatus.RUNNING
+
+    services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    for transition in (
+        lambda: services.work_order_complete(work_order=order, worker=worker),
+        lambda: services.work_order_fail(work_order=order, worker=worker, error="late"),
+        lambda: services.work_order_cancel(work_order=order),
+        lambda: services.work_order_requeue(work_order=order, reason="late"),
+    ):
+        with pytest.raises(IllegalTransition):
+            transition()
+    order = refresh(order)
+    assert order.status == WorkOrderStatus.COMPLETED
+    assert order.last_error == ""
+
+
+def _attempt_and_fail(order, worker, error="exit 3"):
+    order = services.work_order_claim(worker=worker, work_order_id=order.id)
+    assert order is not None, "work order should be claimable"
+    order, execution = services.work_order_start(work_order=order, worker=worker)
+    return services.work_order_fail(work_order=order, worker=worker, execution=execution, error=error, exit_code=3)
+
+
+def test_fail_backs_off_then_ends_dead(worker, settings):
+    settings.AGENTVINE_RETRY_BACKOFF_BASE = 10.0
+    settings.AGENTVINE_RETRY_BACKOFF_MAX = 1000.0
+    task = task_create(title="flaky", max_retries=2)
+    order = run_order(task)
+    waits = []
+    for attempt in range(1, 3):
+        before = timezone.now()
+        order = _attempt_and_fail(order, worker, error=f"boom {attempt}")
+        assert order.status == WorkOrderStatus.QUEUED
+        assert order.retry_count == attempt
+        assert order.worker is None
+        waits.append((order.not_before - before).total_seconds())
+        assert refresh(task).status == TaskStatus.QUEUED
+        # Backing off: not claimable until not_before.
+        assert services.work_order_claim(worker=worker, work_order_id=order.id) is None
+        WorkOrder.objects.filter(pk=order.pk).update(not_before=timezone.now())
+    # Exponential with jitter: attempt n waits between base*2^(n-1)/2 and base*2^(n-1).
+    assert 5.0 <= waits[0] <= 10.5
+    assert 10.0 <= waits[1] <= 20.5
+
+    order = _attempt_and_fail(order, worker, error="boom 3")
+    assert order.status == WorkOrderStatus.DEAD
+    assert order.last_error == "boom 3"
+    assert refresh(task).status == TaskStatus.FAILED
+    executions = list(order.executions.order_by("attempt"))
+    assert [e.attempt for e in executions] == [1, 2, 3]
+    assert all(e.status == ExecutionStatus.FAILED and e.exit_code == 3 for e in executions)
+    assert refresh(worker).status == WorkerStatus.IDLE
+
+
+def test_non_retryable_failure_ends_failed_at_once(worker):
+    order = run_order(make_task())
+    order = services.work_order_claim(worker=worker, work_order_id=order.id)
+    order, execution = services.work_order_start(work_order=order, worker=worker)
+    order = services.work_order_fail(
+        work_order=order, worker=worker, execution=execution, error="agent command not found", retryable=False
+    )
+    assert order.status == WorkOrderStatus.FAILED
+    assert order.retry_count == 0
+    assert refresh(execution).error == "agent command not found"
+
+
+def test_cancel_queued_and_running(worker):
+    queued_task = make_task()
+    task_cancel(task=queued_task)
+    assert refresh(queued_task).status == TaskStatus.CANCELLED
+    assert run_order(queued_task).status == WorkOrderStatus.CANCELLED
+    with pytest.raises(IllegalTransition):
+        task_cancel(task=queued_task)
+
+    running_task = make_task()
+    order = services.work_order_claim(worker=worker, work_order_id=run_order(running_task).id)
+    order, _ = services.work_order_start(work_order=order, worker=worker)
+    services.work_order_cancel(work_order=order)
+    assert refresh(running_task).status == TaskStatus.CANCELLED
+    with pytest.raises(IllegalTransition):
+        services.work_order_complete(work_order=order, worker=worker)
+
+
+def test_retry_after_dead_or_cancelled(worker):
+    task = task_create(title="retry me", max_retries=0)
+    _attempt_and_fail(run_order(task), worker)
+    assert refresh(task).status == TaskStatus.FAILED
+    task_retry(task=task)
+    order = run_order(task)
+    assert order.status == WorkOrderStatus.QUEUED and order.retry_count == 0
+    assert refresh(task).status == TaskStatus.QUEUED
+    with pytest.raises(IllegalTransition):
+        task_retry(task=task)
+
+
+def test_requeue_spends_a_retry_or_not(worker):
+    task = task_create(title="stalled", max_retries=1)
+    order = services.work_order_claim(worker=worker, work_order_id=run_order(task).id)
+    order, execution = services.work_order_start(work_order=order, worker=worker)
+    order = services.work_order_requeue(work_order=order, reason="preempted", spend_retry=False)
+    assert order.status == WorkOrderStatus.QUEUED and order.retry_count == 0
+    assert refresh(execution).status == ExecutionStatus.INTERRUPTED
+
+    order = services.work_order_claim(worker=worker, work_order_id=order.id)
+    order, execution = services.work_order_start(work_order=order, worker=worker)
+    assert execution.attempt == 2
+    order = services.work_order_requeue(work_order=order, reason="worker stalled")
+    assert order.status == WorkOrderStatus.QUEUED and order.retry_count == 1
+    assert refresh(execution).status == ExecutionStatus.FAILED
+
+    order = services.work_order_claim(worker=worker, work_order_id=order.id)
+    services.work_order_start(work_order=order, worker=worker)
+    order = services.work_order_requeue(work_order=order, reason="worker stalled")
+    assert order.status == WorkOrderStatus.DEAD
+    assert refresh(task).status == TaskStatus.FAILED
+
+
+def test_raise_priority_moves_queued_work(worker):
+    task = make_task(priority=Priority.LOW)
+    task_set_priority(task=task, priority=Priority.HIGH)
+    order = run_order(task)
+    assert (order.priority, order.priority_rank, order.queue_name) == (Priority.HIGH, 0, "high")
+    with pytest.raises(ValidationFailed):
+        task_set_priority(task=task, priority="urgent")
+
+
+def test_queue_stats_counts_depth_and_age(worker):
+    for priority in (Priority.HIGH, Priority.LOW, Priority.LOW):
+        make_task(priority=priority)
+    running = run_order(make_task(priority=Priority.NORMAL))
+    services.work_order_claim(worker=worker, work_order_id=running.id)
+    stats = queue_stats()
+    assert stats["depth"] == {"high": 1, "normal": 0, "low": 2}
+    assert stats["by_status"]["queued"] == 3
+    assert stats["by_status"]["claimed"] == 1
+    assert stats["oldest_waiting_seconds"]["normal"] is None
+    assert stats["oldest_waiting_seconds"]["low"] >= 0
