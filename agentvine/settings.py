@@ -181,8 +181,37 @@ AGENTVINE_OUTPUT_FLUSH_CHARS = env.int("AGENTVINE_OUTPUT_FLUSH_CHARS", default=6
 AGENTVINE_OUTPUT_TAIL_CHARS = 4000
 
 # Executor profiles: a task names one; "demo" is the default so a fresh
-# install visibly does work. Add profiles with AGENTVINE_EXECUTORS_JSON.
+# install visibly does work. A profile's "type" picks the executor:
+#   command  "command": argv template ({prompt} {workspace} {task_id}
+#            {work_order_id} {session_id} {python} are substituted)
+#   claude   "binary" (path, or an argv prefix list), "model", "args"
+#   codex    "binary", "model", "args", "usd_per_million_input/output"
+#   openai   "base_url" (…/v1), "model", "api_key_env" (name of the variable
+#            holding the key) or "api_key", "max_turns", "usd_per_million_*"
+# Add or override profiles with AGENTVINE_EXECUTORS_JSON (a JSON object).
+AGENTVINE_OPENAI_BASE_URL = env.str("AGENTVINE_OPENAI_BASE_URL", default="http://127.0.0.1:8000/v1")
+AGENTVINE_OPENAI_MODEL = env.str("AGENTVINE_OPENAI_MODEL", default="")
 AGENTVINE_EXECUTORS = {
+    # Unattended runs cannot answer permission prompts; acceptEdits lets the
+    # agent edit its own workspace. Widen with AGENTVINE_CLAUDE_ARGS.
+    "claude": {
+        "type": "claude",
+        "binary": env.str("AGENTVINE_CLAUDE_BINARY", default="claude"),
+        "model": env.str("AGENTVINE_CLAUDE_MODEL", default=""),
+        "args": env.list("AGENTVINE_CLAUDE_ARGS", default=["--permission-mode", "acceptEdits"]),
+    },
+    "codex": {
+        "type": "codex",
+        "binary": env.str("AGENTVINE_CODEX_BINARY", default="codex"),
+        "model": env.str("AGENTVINE_CODEX_MODEL", default=""),
+        "args": env.list("AGENTVINE_CODEX_ARGS", default=["--full-auto"]),
+    },
+    "openai": {
+        "type": "openai",
+        "base_url": AGENTVINE_OPENAI_BASE_URL,
+        "model": AGENTVINE_OPENAI_MODEL,
+        "api_key_env": "OPENAI_API_KEY",
+    },
     "demo": {
         "type": "command",
         "command": [

@@ -19,6 +19,7 @@ os.environ.setdefault("AGENTVINE_RETRY_BACKOFF_BASE", "0.2")
 os.environ.setdefault("AGENTVINE_RETRY_BACKOFF_MAX", "1.0")
 os.environ.setdefault("AGENTVINE_HEARTBEAT_SECONDS", "1.0")
 os.environ.setdefault("AGENTVINE_VAR_DIR", "/tmp/agentvine-test-var")
+_VAR = Path(os.environ["AGENTVINE_VAR_DIR"])
 os.environ.setdefault(
     "AGENTVINE_EXECUTORS_JSON",
     json.dumps(
@@ -31,6 +32,22 @@ os.environ.setdefault(
                 "command": [sys.executable, str(_TESTS / "agents" / "ticker.py"), "{prompt}"],
             },
             "missing": {"type": "command", "command": ["/nonexistent/agent-binary"]},
+            # Replays of the Claude Code and Codex CLIs speaking their real
+            # protocols (tests/agents/*_replay.py); their session stores live
+            # under the var dir, as ~/.claude and ~/.codex would.
+            "claude-replay": {
+                "type": "claude",
+                "binary": [sys.executable, str(_TESTS / "agents" / "claude_replay.py")],
+                "env": {"CLAUDE_CONFIG_DIR": str(_VAR / "claude-replay")},
+            },
+            "codex-replay": {
+                "type": "codex",
+                "binary": [sys.executable, str(_TESTS / "agents" / "codex_replay.py")],
+                "env": {"CODEX_HOME": str(_VAR / "codex-replay")},
+                "usd_per_million_input": 1.25,
+                "usd_per_million_output": 10.0,
+            },
+            "claude-missing": {"type": "claude", "binary": "/nonexistent/claude"},
         }
     ),
 )

@@ -7,6 +7,7 @@ guardian acting meanwhile is detected by a compare-and-set, not by luck.
 
 import logging
 import time
+from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
@@ -15,10 +16,12 @@ from agentvine.errors import IllegalTransition
 from queue_app import services as queue_services
 from queue_app.models import WorkOrder, WorkOrderKind, WorkOrderStatus
 from tasks_app.models import Execution, ExecutionStatus
+from tasks_app.services import execution_record_usage
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
 from workers_app.executors.base import RunContext
 from workers_app.models import Worker, WorkerStatus
 from workers_app.output import OutputBuffer
+from workers_app.services import agent_session_open, agent_session_release, agent_session_set_agent_id
 from workers_app.slots import current_worker
 from workers_app.workspaces import workspace_prepare
 
@@ -31,6 +34,8 @@ INTERRUPT_GRACE_SECONDS = 5.0
 
 ERR_TIME_LIMIT = "time limit of {seconds:.0f}s exceeded"
 ERR_UNSUPPORTED_KIND = "work order kind {kind} cannot run on this worker"
+# A resumed agent already has the task in its conversation; say why it hears it again.
+RESUME_NOTE = "You were stopped before finishing. Continue this task from where you left off.\n\n"
 
 
 def task_prompt(task):
@@ -48,7 +53,10 @@ def work_order_run(*, work_order_id):
     work_order = queue_services.work_order_claim(worker=worker, work_order_id=work_order_id)
     if work_order is None:
         return _not_claimed(work_order_id)
-    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
+    session, resume = None, False
+    if work_order.kind == WorkOrderKind.RUN_TASK:
+        session, resume = agent_session_open(task=work_order.task, worker=worker)
+    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker, session=session)
     if work_order.kind != WorkOrderKind.RUN_TASK:
         queue_services.work_order_fail(
             work_order=work_order,
@@ -63,16 +71,21 @@ def work_order_run(*, work_order_id):
         context = RunContext(
             task_id=str(work_order.task_id),
             work_order_id=str(work_order.id),
-            prompt=task_prompt(work_order.task),
+            prompt=(RESUME_NOTE if resume else "") + task_prompt(work_order.task),
             workspace=workspace_prepare(task=work_order.task),
             profile=profile,
             time_limit=float(profile.get("timeout", settings.AGENTVINE_MAX_RUN_SECONDS)),
+            session_id=session.session_id,
+            resume=resume,
         )
         executor = executor_for(context)
         return _drive(worker=worker, work_order=work_order, execution=execution, executor=executor)
     except ExecutorConfigError as exc:
         _finish_failed(worker, work_order, execution, str(exc), retryable=False)
         return "failed"
+    finally:
+        if session is not None:
+            agent_session_release(session=session)
 
 
 def _not_claimed(work_order_id):
@@ -96,8 +109,12 @@ def _drive(*, worker, work_order, execution, executor):
     try:
         for event in executor.events():
             now = time.monotonic()
-            if event.kind == "output":
+            if event.kind in ("output", "tool_use"):
                 buffer.add(event.text)
+            elif event.kind == "usage":
+                _record_usage(execution, event.data)
+            elif event.kind == "session":
+                agent_session_set_agent_id(session=execution.session, session_id=event.data.get("session_id"))
             elif event.kind in ("completed", "error"):
                 outcome_event = event
             buffer.maybe_flush()
@@ -150,6 +167,15 @@ def _drive(*, worker, work_order, execution, executor):
         error = error + "\n" + "\n".join(tail)
     _finish_failed(worker, work_order, execution, error, retryable=True, exit_code=exit_code)
     return "failed"
+
+
+def _record_usage(execution, usage):
+    execution_record_usage(
+        execution=execution,
+        input_tokens=int(usage.get("input_tokens") or 0),
+        output_tokens=int(usage.get("output_tokens") or 0),
+        cost_usd=Decimal(str(round(float(usage.get("cost_usd") or 0), 6))),
+    )
 
 
 def _finish_failed(worker, work_order, execution, error, *, retryable, exit_code=None):

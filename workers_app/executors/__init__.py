@@ -3,9 +3,17 @@
 from django.conf import settings
 
 from workers_app.executors.base import ExecutorConfigError
+from workers_app.executors.claude import ClaudeExecutor
+from workers_app.executors.codex import CodexExecutor
 from workers_app.executors.command import CommandExecutor
+from workers_app.executors.openai import OpenAIExecutor
 
-EXECUTOR_TYPES = {"command": CommandExecutor}
+EXECUTOR_TYPES = {
+    "command": CommandExecutor,
+    "claude": ClaudeExecutor,
+    "codex": CodexExecutor,
+    "openai": OpenAIExecutor,
+}
 
 
 def executor_profile(name):

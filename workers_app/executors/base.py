@@ -23,13 +23,31 @@ class RunContext:
     workspace: Path
     profile: dict
     time_limit: float
+    # The agent's own conversation id (AgentSession.session_id). With
+    # ``resume`` the agent continues that conversation instead of starting it.
     session_id: str = ""
+    resume: bool = False
     env: dict = field(default_factory=dict)
+    # Extra command-line arguments for CLI agents (for example an MCP config).
+    extra_args: list = field(default_factory=list)
 
 
 @dataclass
 class ExecutorEvent:
-    """kind is one of: output, tool_use, question, usage, completed, error, tick."""
+    """One thing the agent did. ``kind`` is one of:
+
+    - ``output``: text for the execution's log (``text``).
+    - ``tool_use``: the agent used a tool; ``text`` is a log line, ``data`` has
+      ``name`` and ``input``.
+    - ``question``: the agent asks a human (``text``) and waits for
+      :meth:`Executor.provide_answer`; ``data`` may carry protocol ids.
+    - ``usage``: ``data`` has ``input_tokens``, ``output_tokens`` and
+      ``cost_usd`` to add to the execution (increments, never totals).
+    - ``session``: the agent reported its conversation id (``data["session_id"]``),
+      which may differ from the pre-assigned one (codex picks its own).
+    - ``completed`` / ``error``: the run ended (``data["exit_code"]`` when known).
+    - ``tick``: nothing happened; lets the runner flush and check for cancel.
+    """
 
     kind: str
     text: str = ""
@@ -40,7 +58,12 @@ TICK = ExecutorEvent("tick")
 
 
 class Executor:
-    """Subclasses implement :meth:`events`, :meth:`interrupt` and :meth:`kill`."""
+    """Subclasses implement :meth:`events`, :meth:`interrupt` and :meth:`kill`;
+    :meth:`send_message` and :meth:`provide_answer` where the agent supports them.
+
+    :meth:`events` runs on the runner's thread; the other methods may be called
+    from any thread while it runs.
+    """
 
     def __init__(self, context: RunContext):
         self.context = context
@@ -57,3 +80,28 @@ class Executor:
     def kill(self):
         """Stop the agent now."""
         raise NotImplementedError
+
+    def send_message(self, text):
+        """Deliver a follow-up message to the running agent.
+
+        Returns False when this agent cannot take one now (not supported, or
+        its input is already closed); the caller then delivers it another way.
+        """
+        return False
+
+    def provide_answer(self, text):
+        """Answer the last ``question`` event; False when none is pending."""
+        return False
+
+
+def usage_event(profile, *, input_tokens, output_tokens, cost_usd=None):
+    """A ``usage`` event; without a reported cost, priced from the profile's
+    ``usd_per_million_input`` / ``usd_per_million_output`` (0 when unset)."""
+    if cost_usd is None:
+        cost_usd = (
+            input_tokens * float(profile.get("usd_per_million_input", 0))
+            + output_tokens * float(profile.get("usd_per_million_output", 0))
+        ) / 1_000_000
+    return ExecutorEvent(
+        "usage", data={"input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd}
+    )

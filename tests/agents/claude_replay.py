@@ -1,0 +1,281 @@
+"""A stand-in for the Claude Code CLI that speaks its stream-json protocol.
+
+    claude_replay.py -p --output-format stream-json --verbose --input-format stream-json
+                     (--session-id=<uuid> | --resume=<id>) [other flags]
+
+Checks its command line like the CLI does, reads ``user`` messages and
+``control_request`` s from stdin (one JSON object per line) and writes the
+messages the CLI writes to stdout: ``system``/``init``, ``rate_limit_event``,
+``assistant`` (text, tool_use), ``user`` (tool_result), ``control_response``
+and one ``result`` per user message. It exits when stdin ends.
+
+Sessions are files under $CLAUDE_CONFIG_DIR/projects/<cwd>/<id>.jsonl, so
+``--resume`` only works for a session saved in the same directory, as with
+the real CLI. What it does is picked by a word in the first message:
+
+    scenario:slow       works in small steps until interrupted (control request)
+    scenario:malformed  mixes lines that are not JSON into the stream
+    scenario:crash      dies mid-line with exit code 3
+    scenario:error      ends with an error_max_turns result and exit code 1
+    scenario:ratelimit  is refused by a rate limit
+    (default)           one tool call, then success with usage and cost
+"""
+
+import json
+import os
+import queue
+import re
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+COST_PER_TURN = 0.0123
+USAGE = {"input_tokens": 100, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 30, "output_tokens": 50}
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message):
+    # May run on the stdin thread: end the whole process, like the CLI does.
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def parse_args(argv):
+    flags = {}
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-p", "--print", "--verbose"):
+            flags[arg] = True
+        elif arg.startswith("--") and "=" in arg:
+            name, value = arg.split("=", 1)
+            flags[name] = value
+        elif arg.startswith("--") and rest and not rest[0].startswith("-"):
+            flags[arg] = rest.pop(0)
+        else:
+            flags[arg] = True
+    return flags
+
+
+def session_file(session_id):
+    root = Path(os.environ.get("CLAUDE_CONFIG_DIR", Path.home() / ".claude"))
+    project = re.sub(r"[^A-Za-z0-9]", "-", os.getcwd())
+    return root / "projects" / project / f"{session_id}.jsonl"
+
+
+class Replay:
+    def __init__(self, session_id, resumed):
+        self.session_id = session_id
+        self.resumed = resumed
+        self.inbox = queue.Queue()
+        self.interrupt = threading.Event()
+        self.cost = 0.0
+        self.turns = 0
+        threading.Thread(target=self.read_stdin, daemon=True).start()
+
+    def read_stdin(self):
+        for line in sys.stdin:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                fail(f"Error parsing streaming input line: {line.strip()}")
+            if message.get("type") == "control_request":
+                request = message.get("request") or {}
+                request_id = message.get("request_id")
+                if request.get("subtype") == "interrupt" and isinstance(request_id, str) and request_id:
+                    self.interrupt.set()
+                    emit(
+                        {
+                            "type": "control_response",
+                            "response": {"subtype": "success", "request_id": request_id, "response": {}},
+                        }
+                    )
+                else:
+                    emit(
+                        {
+                            "type": "control_response",
+                            "response": {"subtype": "error", "request_id": request_id, "error": "bad request"},
+                        }
+                    )
+            elif message.get("type") == "user":
+                body = message.get("message") or {}
+                if body.get("role") != "user" or not isinstance(body.get("content"), str | list):
+                    fail("Error: Expected message type 'user' with role 'user'")
+                self.inbox.put(body["content"])
+            else:
+                fail(f"Error: Unexpected message type: {message.get('type')}")
+        self.inbox.put(None)
+
+    def save(self, role, text):
+        path = session_file(self.session_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps({"role": role, "text": text}) + "\n")
+
+    def assistant(self, content):
+        emit(
+            {
+                "type": "assistant",
+                "message": {
+                    "id": f"msg_{uuid.uuid4().hex[:12]}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-replay",
+                    "content": content,
+                    "stop_reason": None,
+                    "usage": {"input_tokens": 10, "output_tokens": 5},
+                },
+                "parent_tool_use_id": None,
+                "session_id": self.session_id,
+            }
+        )
+
+    def result(self, subtype="success", text="", is_error=False):
+        self.turns += 1
+        self.cost += COST_PER_TURN
+        result = {
+            "type": "result",
+            "subtype": subtype,
+            "is_error": is_error,
+            "duration_ms": 120,
+            "duration_api_ms": 100,
+            "num_turns": self.turns,
+            "session_id": self.session_id,
+            "total_cost_usd": round(self.cost, 6),
+            "usage": USAGE,
+        }
+        if subtype == "success":
+            result["result"] = text
+        else:
+            result["errors"] = [text]
+        emit(result)
+
+    def run(self):
+        emit(
+            {
+                "type": "system",
+                "subtype": "init",
+                "cwd": os.getcwd(),
+                "session_id": self.session_id,
+                "tools": ["Bash", "Read", "Edit"],
+                "mcp_servers": [],
+                "model": "claude-replay",
+                "permissionMode": "default",
+                "apiKeySource": "none",
+            }
+        )
+        first = True
+        while True:
+            content = self.inbox.get()
+            if content is None:
+                return 0
+            text = content if isinstance(content, str) else json.dumps(content)
+            self.save("user", text)
+            if first:
+                first = False
+                code = self.first_turn(text)
+                if code is not None:
+                    return code
+            else:
+                self.assistant([{"type": "text", "text": f"Follow-up received: {text}"}])
+                self.result(text=f"Follow-up received: {text}")
+
+    def first_turn(self, prompt):
+        scenario = (re.search(r"scenario:(\w+)", prompt) or [None, "default"])[1]
+        emit(
+            {
+                "type": "rate_limit_event",
+                "rate_limit_info": {
+                    "status": "rejected" if scenario == "ratelimit" else "allowed",
+                    "resetsAt": 1900000000,
+                    "rateLimitType": "five_hour",
+                },
+                "session_id": self.session_id,
+            }
+        )
+        if scenario == "ratelimit":
+            self.result(text="Claude AI usage limit reached|1900000000", is_error=True)
+            return 1
+        if self.resumed:
+            earlier = len(session_file(self.session_id).read_text().splitlines()) - 1
+            self.assistant(
+                [{"type": "text", "text": f"Resumed session {self.session_id} with {earlier} earlier messages"}]
+            )
+        if scenario == "crash":
+            self.assistant([{"type": "text", "text": "about to crash"}])
+            sys.stdout.write('{"type":"assistant","message":{"content":[{"type":"te')
+            sys.stdout.flush()
+            sys.stderr.write("fatal: replay crashed on purpose\n")
+            os._exit(3)
+        if scenario == "malformed":
+            sys.stdout.write("this line is not json\n")
+            sys.stdout.write('{"type":"assistant","message":\n')
+            sys.stdout.write("[1, 2, 3]\n")
+            sys.stdout.flush()
+        if scenario == "slow":
+            for step in range(1, 600):
+                if self.interrupt.is_set():
+                    self.result(subtype="error_during_execution", text="interrupted by the user")
+                    self.save("assistant", "interrupted")
+                    return None
+                self.assistant([{"type": "text", "text": f"working step {step}"}])
+                time.sleep(0.05)
+        tool_id = f"toolu_{uuid.uuid4().hex[:12]}"
+        self.assistant([{"type": "text", "text": "Looking at the workspace."}])
+        self.assistant([{"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": "ls"}}])
+        listing = "\n".join(sorted(p for p in os.listdir(".") if not p.startswith(".")))
+        emit(
+            {
+                "type": "user",
+                "message": {
+                    "role": "user",
+                    "content": [{"tool_use_id": tool_id, "type": "tool_result", "content": listing, "is_error": False}],
+                },
+                "parent_tool_use_id": None,
+                "session_id": self.session_id,
+            }
+        )
+        if scenario == "error":
+            self.turns = 2
+            self.result(subtype="error_max_turns", text="Reached maximum number of turns (3)", is_error=True)
+            return 1
+        title = prompt.splitlines()[0]
+        self.assistant([{"type": "text", "text": f"Done: {title}"}])
+        self.save("assistant", f"Done: {title}")
+        self.result(text=f"Done: {title}")
+        return None
+
+
+def main():
+    flags = parse_args(sys.argv[1:])
+    if not (flags.get("-p") or flags.get("--print")):
+        fail("Error: this replay only implements print mode (-p)")
+    if flags.get("--output-format") != "stream-json" or flags.get("--input-format") != "stream-json":
+        fail("Error: --input-format=stream-json requires output-format=stream-json.")
+    if not flags.get("--verbose"):
+        fail("Error: When using --print, --output-format=stream-json requires --verbose")
+    if "--resume" in flags:
+        session_id = flags["--resume"]
+        if not session_file(session_id).exists():
+            fail(f"No conversation found with session ID: {session_id}")
+        resumed = True
+    else:
+        session_id = flags.get("--session-id") or str(uuid.uuid4())
+        try:
+            uuid.UUID(session_id)
+        except ValueError:
+            fail("Error: Invalid session ID. Must be a valid UUID.")
+        resumed = False
+    sys.exit(Replay(session_id, resumed).run())
+
+
+if __name__ == "__main__":
+    main()

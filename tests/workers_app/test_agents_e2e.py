@@ -1,0 +1,73 @@
+"""Agent executors end to end through a real Celery worker, PostgreSQL and Redis."""
+
+from decimal import Decimal
+
+import pytest
+
+from queue_app.models import WorkOrderStatus
+from tasks_app.models import ExecutionStatus, Task, TaskStatus
+from tasks_app.selectors import execution_output, task_usage
+from tasks_app.services import task_cancel, task_create
+from tests.conftest import wait_for
+from workers_app.models import SessionStatus
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _status(task):
+    return Task.objects.get(pk=task.pk).status
+
+
+def test_claude_task_completes_with_usage_cost_and_session(celery_worker_factory, operator):
+    celery_worker_factory(concurrency=2)
+    task = task_create(title="Fix the flaky test", executor="claude-replay", created_by=operator)
+    broken = task_create(title="Needs claude", executor="claude-missing", created_by=operator)
+
+    wait_for(lambda: _status(task) == TaskStatus.COMPLETED, message="claude task completion")
+    wait_for(lambda: _status(broken) == TaskStatus.FAILED, message="misconfigured task failure")
+
+    execution = task.executions.get()
+    assert execution.status == ExecutionStatus.COMPLETED
+    assert (execution.input_tokens, execution.output_tokens) == (150, 50)
+    assert execution.cost_usd == Decimal("0.012300")
+    output = execution_output(execution=execution)
+    assert "[tool] Bash" in output
+    assert output.rstrip().endswith("Done: Fix the flaky test")
+    session = execution.session
+    assert f"[claude] session {session.session_id} (claude-replay)" in output
+    assert session.task_id == task.id and session.status == SessionStatus.IDLE
+    assert task_usage(task=task) == {
+        "executions": 1,
+        "input_tokens": 150,
+        "output_tokens": 50,
+        "cost_usd": Decimal("0.012300"),
+    }
+
+    # A missing binary fails at once with one sentence, without retries.
+    work_order = broken.work_orders.get()
+    assert work_order.status == WorkOrderStatus.FAILED
+    assert work_order.retry_count == 0
+    assert work_order.last_error == "agent command not found: /nonexistent/claude"
+
+
+def test_cancelled_claude_task_is_interrupted_cooperatively(celery_worker_factory, operator):
+    celery_worker_factory(concurrency=1)
+    task = task_create(title="Long refactor scenario:slow", executor="claude-replay", created_by=operator)
+    wait_for(
+        lambda: (
+            "working step 5" in execution_output(execution=task.executions.get()) if task.executions.exists() else False
+        ),
+        message="agent working",
+    )
+
+    task_cancel(task=task)
+
+    execution = wait_for(
+        lambda: task.executions.exclude(status=ExecutionStatus.RUNNING).first(), timeout=10, message="interrupt"
+    )
+    assert execution.status == ExecutionStatus.INTERRUPTED
+    output = execution_output(execution=execution)
+    assert "working step 5" in output
+    # Stopped by the control request within the status-check period, not by the kill after the grace time.
+    assert "working step 120" not in output
+    assert execution.cost_usd == Decimal("0.012300")

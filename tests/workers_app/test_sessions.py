@@ -1,0 +1,73 @@
+"""Agent sessions: one live session per task, resumed only after a clean end."""
+
+import pytest
+
+from queue_app import services as queue_services
+from tasks_app.services import task_create, task_retry
+from workers_app.models import AgentSession, SessionStatus
+from workers_app.services import agent_session_open, agent_session_release, agent_session_set_agent_id
+
+pytestmark = pytest.mark.django_db
+
+
+def _attempt(task, worker, *, outcome):
+    """Run one attempt of the task's work order through the queue services."""
+    work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    session, resume = agent_session_open(task=task, worker=worker)
+    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker, session=session)
+    if outcome == "completed":
+        queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+    else:
+        queue_services.work_order_fail(
+            work_order=work_order, worker=worker, execution=execution, error="x", retryable=False
+        )
+    agent_session_release(session=session)
+    return session, resume
+
+
+def test_first_run_opens_a_new_session(worker):
+    task = task_create(title="t")
+
+    session, resume = agent_session_open(task=task, worker=worker)
+
+    assert resume is False
+    assert session.task == task and session.worker == worker and session.status == SessionStatus.ACTIVE
+    agent_session_release(session=session)
+    session.refresh_from_db()
+    assert session.status == SessionStatus.IDLE
+
+
+def test_completed_session_is_resumed_and_failed_one_restarts(worker):
+    task = task_create(title="t")
+    first, _ = _attempt(task, worker, outcome="failed")
+    first_id = first.session_id
+
+    task_retry(task=task)
+    second, resume = _attempt(task, worker, outcome="completed")
+    # After a failure the conversation may not exist: fresh id, same row (and workspace).
+    assert resume is False
+    assert second.pk == first.pk and second.session_id != first_id
+
+    again, resume = agent_session_open(task=task, worker=worker)
+    assert resume is True
+    assert again.session_id == second.session_id
+    assert AgentSession.objects.filter(task=task).count() == 1
+
+
+def test_agent_reported_id_replaces_the_pre_assigned_one(worker):
+    task = task_create(title="t")
+    session, _ = agent_session_open(task=task, worker=worker)
+
+    agent_session_set_agent_id(session=session, session_id="thread-0199")
+
+    assert AgentSession.objects.get(pk=session.pk).session_id == "thread-0199"
+
+
+def test_terminated_session_is_never_reused(worker):
+    task = task_create(title="t")
+    old, _ = agent_session_open(task=task, worker=worker)
+    AgentSession.objects.filter(pk=old.pk).update(status=SessionStatus.TERMINATED)
+
+    new, resume = agent_session_open(task=task, worker=worker)
+
+    assert new.pk != old.pk and resume is False

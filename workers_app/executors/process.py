@@ -1,0 +1,191 @@
+"""A real agent subprocess with bounded pipes.
+
+Shared by every executor that runs a CLI (command, claude, codex). The agent's
+stdout is read by a thread into a bounded queue: when the runner falls behind,
+the agent blocks on its pipe instead of growing the worker's memory, however
+much it prints. stderr (when kept apart from stdout) is read into a short
+tail for error messages. Writes to stdin are serialised by a lock because
+follow-up messages and interrupts come from other threads than the reader.
+"""
+
+import collections
+import io
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+
+from workers_app.executors.base import ExecutorConfigError
+
+# Lines, not bytes: with the per-line cap below this bounds memory to
+# PIPE_QUEUE_LINES * MAX_LINE_CHARS in the worst case and to a few hundred KB
+# for ordinary output.
+PIPE_QUEUE_LINES = 2000
+MAX_LINE_CHARS = 64 * 1024
+STDERR_TAIL_LINES = 40
+
+EOF = object()
+# Put in the queue in place of a line that exceeded the cap in JSON mode: the
+# rest of that line was skipped, so it cannot be parsed.
+OVERSIZED = object()
+
+ERR_BINARY_NOT_FOUND = "agent command not found: {binary}"
+
+
+def require_binary(binary):
+    """Fail with one sentence, not a traceback, when the agent is not installed."""
+    if shutil.which(binary) is None and not os.path.isfile(binary):
+        raise ExecutorConfigError(ERR_BINARY_NOT_FOUND.format(binary=binary))
+
+
+class AgentProcess:
+    """``argv`` run in ``cwd`` in its own process group.
+
+    ``split_lines``: a line longer than the cap is handed over in pieces
+    (plain text output). Otherwise the oversized line is dropped and
+    :data:`OVERSIZED` is queued (JSON protocols, where a piece is garbage).
+    """
+
+    def __init__(
+        self, argv, *, cwd, env, stdin=False, merge_stderr=False, split_lines=True, max_line_chars=MAX_LINE_CHARS
+    ):
+        require_binary(argv[0])
+        self.lines = queue.Queue(maxsize=PIPE_QUEUE_LINES)
+        self.stderr_tail = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._split_lines = split_lines
+        self._max_line_chars = max_line_chars
+        self._stdin_lock = threading.Lock()
+        try:
+            self.popen = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                # Its own process group, so signals reach the agent's children too.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ExecutorConfigError(f"cannot start agent {argv[0]}: {exc.strerror or exc}") from exc
+        self._stdout_done = threading.Thread(target=self._read_stdout, name="agent-stdout", daemon=True)
+        self._stdout_done.start()
+        if not merge_stderr:
+            threading.Thread(target=self._read_stderr, name="agent-stderr", daemon=True).start()
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def _read_stdout(self):
+        stream = io.TextIOWrapper(self.popen.stdout, encoding="utf-8", errors="replace", newline="")
+        limit = self._max_line_chars
+        try:
+            while True:
+                line = stream.readline(limit)
+                if not line:
+                    break
+                if self._split_lines or line.endswith("\n") or len(line) < limit:
+                    self.lines.put(line)
+                    continue
+                # Skip to the end of the oversized line without keeping it.
+                while line and not line.endswith("\n"):
+                    line = stream.readline(limit)
+                self.lines.put(OVERSIZED)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.lines.put(EOF)
+
+    def _read_stderr(self):
+        stream = io.TextIOWrapper(self.popen.stderr, encoding="utf-8", errors="replace")
+        try:
+            for line in iter(lambda: stream.readline(4096), ""):
+                self.stderr_tail.append(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+
+    def stderr_text(self, lines=10):
+        return "\n".join(list(self.stderr_tail)[-lines:])
+
+    def write_line(self, text):
+        """Write one line to the agent's stdin; False when it is closed."""
+        with self._stdin_lock:
+            stdin = self.popen.stdin
+            if stdin is None or stdin.closed or self.popen.poll() is not None:
+                return False
+            try:
+                stdin.write(text.encode("utf-8") + b"\n")
+                stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                return False
+            return True
+
+    def close_stdin(self):
+        with self._stdin_lock:
+            stdin = self.popen.stdin
+            if stdin is not None and not stdin.closed:
+                try:
+                    stdin.close()
+                except (BrokenPipeError, OSError):
+                    pass
+
+    @property
+    def stdin_open(self):
+        return self.popen.stdin is not None and not self.popen.stdin.closed
+
+    def signal(self, sig):
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def interrupt(self):
+        self.signal(signal.SIGINT)
+
+    def kill(self):
+        self.signal(signal.SIGKILL)
+
+    def batches(self, limit=500):
+        """Yield lists of stdout lines until EOF; an empty list every quarter
+        second of silence (so the caller can tick)."""
+        while True:
+            try:
+                item = self.lines.get(timeout=0.25)
+            except queue.Empty:
+                yield []
+                continue
+            if item is EOF:
+                return
+            # Drain what is already waiting so a fast agent is read in big pieces.
+            yield drain_lines(self.lines, item, limit)
+
+    def wait(self):
+        code = self.popen.wait()
+        # The stdout reader has seen EOF by now; give stderr a moment so the
+        # tail used in error messages is complete.
+        self._stdout_done.join(timeout=1)
+        return code
+
+
+def drain_lines(lines, first, limit=500):
+    """``first`` plus whatever is already queued, up to ``limit`` items.
+
+    Stops before EOF (put back so the caller sees it next), so a fast agent is
+    consumed in big pieces without ever blocking.
+    """
+    items = [first]
+    while len(items) < limit:
+        try:
+            item = lines.get_nowait()
+        except queue.Empty:
+            break
+        if item is EOF:
+            lines.put(EOF)
+            break
+        items.append(item)
+    return items
