@@ -1,11 +1,18 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
-from django.views.generic import RedirectView
+
+from tasks_app import views as task_views
+from workers_app import views as worker_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+    path("", task_views.overview, name="overview"),
+    path("tasks/", task_views.task_list, name="task-list"),
+    path("tasks/<uuid:task_id>/", task_views.task_detail, name="task-detail"),
+    path("tasks/<uuid:task_id>/<str:action>/", task_views.task_action, name="task-action"),
+    path("workers/", worker_views.worker_list, name="worker-list"),
+    path("sessions/", worker_views.session_list, name="session-list"),
 ]

@@ -1,10 +1,37 @@
 from django.contrib import admin
 
+from agentvine.admin_tools import FastAdmin, service_action
+from queue_app import services
 from queue_app.models import WorkOrder
 
 
 @admin.register(WorkOrder)
-class WorkOrderAdmin(admin.ModelAdmin):
-    list_display = ("id", "task", "kind", "status", "priority", "worker", "retry_count", "enqueued_at")
+class WorkOrderAdmin(FastAdmin):
+    list_display = ("id", "task", "kind", "status", "priority", "worker", "retry_count", "enqueued_at", "updated_at")
     list_filter = ("status", "priority", "kind")
+    search_fields = ("=id", "task__title")
+    list_select_related = ("task", "worker")
     readonly_fields = [f.name for f in WorkOrder._meta.fields]
+    actions = [
+        service_action(
+            "Cancel work orders", lambda wo, request: services.work_order_cancel(work_order=wo), "work orders cancelled"
+        ),
+        service_action(
+            "Requeue active work orders",
+            lambda wo, request: services.work_order_requeue(
+                work_order=wo, reason=f"requeued by {request.user.username}", spend_retry=False
+            ),
+            "work orders requeued",
+        ),
+        service_action(
+            "Retry failed work orders",
+            lambda wo, request: services.work_order_retry(work_order=wo),
+            "work orders queued again",
+        ),
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

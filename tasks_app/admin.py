@@ -1,18 +1,88 @@
 from django.contrib import admin
 
+from agentvine.admin_tools import FastAdmin, service_action
+from queue_app.models import WorkOrder
+from tasks_app import services
 from tasks_app.models import Execution, Task
+
+READ_ONLY_STATE = ("status", "created_at", "updated_at", "completed_at")
+
+
+class WorkOrderInline(admin.TabularInline):
+    model = WorkOrder
+    fields = ("kind", "status", "priority", "worker", "retry_count", "max_retries", "enqueued_at", "last_error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class ExecutionInline(admin.TabularInline):
+    model = Execution
+    fields = ("attempt", "status", "worker", "started_at", "completed_at", "exit_code", "cost_usd")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ("-started_at",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
-    list_display = ("title", "task_type", "status", "priority", "created_at")
+class TaskAdmin(FastAdmin):
+    list_display = ("title", "task_type", "status", "priority", "executor", "created_by", "created_at")
     list_filter = ("status", "task_type", "priority")
-    search_fields = ("title", "description")
-    readonly_fields = ("status", "created_at", "updated_at", "completed_at")
+    search_fields = ("title", "description", "repository_url")
+    list_select_related = ("created_by",)
+    readonly_fields = READ_ONLY_STATE + ("priority", "created_by")
+    fields = (
+        "title",
+        "description",
+        "task_type",
+        "priority",
+        "executor",
+        "repository_url",
+        "branch_name",
+        "created_by",
+    ) + READ_ONLY_STATE
+    inlines = [WorkOrderInline, ExecutionInline]
+    date_hierarchy = None
+    actions = [
+        service_action("Cancel tasks", lambda task, request: services.task_cancel(task=task), "tasks cancelled"),
+        service_action("Retry tasks", lambda task, request: services.task_retry(task=task), "tasks queued again"),
+        service_action(
+            "Raise to high priority",
+            lambda task, request: services.task_set_priority(task=task, priority="high"),
+            "tasks raised",
+        ),
+        service_action(
+            "Lower to low priority",
+            lambda task, request: services.task_set_priority(task=task, priority="low"),
+            "tasks lowered",
+        ),
+    ]
+
+    def has_add_permission(self, request):
+        # Tasks are created through task_create (the console form or the API)
+        # so their first work order is always enqueued and dispatched.
+        return False
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
-    list_display = ("task", "attempt", "status", "worker", "started_at", "completed_at", "exit_code")
+class ExecutionAdmin(FastAdmin):
+    list_display = ("task", "attempt", "status", "worker", "started_at", "completed_at", "exit_code", "cost_usd")
     list_filter = ("status",)
+    search_fields = ("task__title",)
+    list_select_related = ("task", "worker")
     readonly_fields = [f.name for f in Execution._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,11 +1,13 @@
 """Reads of tasks and executions shared by pages and APIs."""
 
+from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import Count, DecimalField, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, DecimalField, Q, Sum, Value
+from django.db.models.functions import Coalesce, TruncMinute
+from django.utils import timezone
 
-from tasks_app.models import Execution, ExecutionOutputChunk
+from tasks_app.models import Execution, ExecutionOutputChunk, ExecutionStatus, Task
 
 
 def execution_output(*, execution):
@@ -25,3 +27,53 @@ def task_usage(*, task):
         ),
     )
     return totals
+
+
+def execution_output_tail(*, execution, max_chars=65536):
+    """The last ``max_chars`` of an execution's output, without reading it all."""
+    texts, size = [], 0
+    chunks = ExecutionOutputChunk.objects.filter(execution=execution).order_by("-seq").values_list("text", flat=True)
+    for text in chunks.iterator(chunk_size=20):
+        texts.append(text)
+        size += len(text)
+        if size >= max_chars:
+            break
+    return "".join(reversed(texts))[-max_chars:]
+
+
+def task_list(*, status=None, task_type=None, priority=None, q=None):
+    qs = Task.objects.select_related("created_by").order_by("-created_at")
+    if status:
+        qs = qs.filter(status=status)
+    if task_type:
+        qs = qs.filter(task_type=task_type)
+    if priority:
+        qs = qs.filter(priority=priority)
+    if q:
+        qs = qs.filter(Q(title__icontains=q) | Q(description__icontains=q) | Q(repository_url__icontains=q))
+    return qs
+
+
+def running_executions(*, limit=20):
+    return (
+        Execution.objects.filter(status=ExecutionStatus.RUNNING)
+        .select_related("task", "worker")
+        .order_by("-started_at")[:limit]
+    )
+
+
+def throughput_per_minute(*, minutes=60):
+    """Completed work orders per minute over the last ``minutes``, oldest first."""
+    from queue_app.models import WorkOrder, WorkOrderStatus
+
+    now = timezone.now().replace(second=0, microsecond=0)
+    since = now - timedelta(minutes=minutes - 1)
+    rows = (
+        WorkOrder.objects.filter(status=WorkOrderStatus.COMPLETED, completed_at__gte=since)
+        .annotate(minute=TruncMinute("completed_at"))
+        .values("minute")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts = {row["minute"]: row["n"] for row in rows}
+    return [(since + timedelta(minutes=i), counts.get(since + timedelta(minutes=i), 0)) for i in range(minutes)]

@@ -1,19 +1,56 @@
 from django.contrib import admin
 
+from agentvine.admin_tools import FastAdmin, service_action
+from workers_app import services
 from workers_app.models import AgentSession, Worker
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
-    list_display = ("name", "hostname", "status", "last_heartbeat_at", "current_work_order")
+class WorkerAdmin(FastAdmin):
+    list_display = ("name", "hostname", "status", "last_heartbeat_at", "current_work_order", "updated_at")
     list_filter = ("status",)
     search_fields = ("name", "hostname")
-    readonly_fields = ("status", "last_heartbeat_at", "created_at", "updated_at")
+    list_select_related = ("current_work_order",)
+    readonly_fields = (
+        "name",
+        "hostname",
+        "pid",
+        "status",
+        "last_heartbeat_at",
+        "current_work_order",
+        "created_at",
+        "updated_at",
+    )
+    actions = [
+        service_action(
+            "Mark workers offline",
+            lambda worker, request: services.worker_mark_offline(
+                worker=worker, reason=f"marked offline by {request.user.username}"
+            ),
+            "workers marked offline",
+        ),
+    ]
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(AgentSession)
-class AgentSessionAdmin(admin.ModelAdmin):
+class AgentSessionAdmin(FastAdmin):
     list_display = ("session_id", "task", "worker", "status", "last_activity_at", "created_at")
     list_filter = ("status",)
-    search_fields = ("session_id",)
-    readonly_fields = ("status", "created_at", "terminated_at", "termination_reason")
+    search_fields = ("session_id", "task__title")
+    list_select_related = ("task", "worker")
+    readonly_fields = (
+        "session_id",
+        "task",
+        "worker",
+        "status",
+        "last_activity_at",
+        "created_at",
+        "terminated_at",
+        "termination_reason",
+    )
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,103 @@
+// Live pages without a build step: one WebSocket per page (the path is in
+// <main data-ws>), resuming from the last event id after a reconnect.
+// Output events are appended to the output pane; any other event re-fetches
+// the page and swaps its [data-live] regions in place (debounced), so the
+// server stays the only place that renders HTML.
+(function () {
+  "use strict";
+  const main = document.querySelector("main[data-ws]");
+  if (!main) return;
+  const state = document.getElementById("live-state");
+  let lastEventId = null;
+  let retry = 500;
+  let refreshTimer = null;
+  let knownQuestions = null;
+
+  function output() { return document.getElementById("output"); }
+
+  function appendOutput(payload) {
+    const pane = output();
+    if (!pane || (pane.dataset.execution && payload.execution_id !== pane.dataset.execution)) {
+      scheduleRefresh();
+      return;
+    }
+    const nearBottom = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
+    pane.appendChild(document.createTextNode(payload.text));
+    if (nearBottom) pane.scrollTop = pane.scrollHeight;
+  }
+
+  function scheduleRefresh() {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(refresh, 300);
+  }
+
+  async function refresh() {
+    refreshTimer = null;
+    const response = await fetch(window.location.href, { headers: { "X-Live-Refresh": "1" }, credentials: "same-origin" });
+    if (!response.ok) return;
+    const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    doc.querySelectorAll("[data-live]").forEach(function (fresh) {
+      const current = document.querySelector('[data-live="' + fresh.dataset.live + '"]');
+      if (current && current.innerHTML !== fresh.innerHTML) current.innerHTML = fresh.innerHTML;
+    });
+    const freshPane = doc.getElementById("output");
+    const pane = output();
+    if (freshPane && pane && freshPane.dataset.execution !== pane.dataset.execution) {
+      pane.dataset.execution = freshPane.dataset.execution;
+      pane.textContent = freshPane.textContent;
+      pane.scrollTop = pane.scrollHeight;
+    }
+    notifyQuestions(doc);
+  }
+
+  function notifyQuestions(doc) {
+    const badge = doc.querySelector("[data-testid=inbox]");
+    const count = badge ? parseInt(badge.textContent.replace(/\D+/g, ""), 10) || 0 : 0;
+    if (knownQuestions !== null && count > knownQuestions && "Notification" in window && Notification.permission === "granted") {
+      new Notification("AgentVine: an agent is waiting for an answer", { body: count + " question(s) waiting" });
+    }
+    knownQuestions = count;
+  }
+
+  function handle(event) {
+    if (typeof event.id === "number") lastEventId = event.id;
+    if (event.type === "execution.output") appendOutput(event.payload || {});
+    else scheduleRefresh();
+  }
+
+  function connect() {
+    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    let url = scheme + window.location.host + main.dataset.ws;
+    if (lastEventId !== null) url += "?last_event_id=" + lastEventId;
+    const socket = new WebSocket(url);
+    socket.onopen = function () {
+      retry = 500;
+      if (state) state.classList.add("on");
+      if (lastEventId !== null) scheduleRefresh();
+    };
+    socket.onmessage = function (message) {
+      try { handle(JSON.parse(message.data)); } catch (err) { console.warn("bad live event", err); }
+    };
+    socket.onclose = function () {
+      if (state) state.classList.remove("on");
+      // Exponential backoff with jitter, capped at 15 s.
+      setTimeout(connect, retry + Math.random() * retry);
+      retry = Math.min(retry * 2, 15000);
+    };
+    window.agentvineSocket = socket;
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    const pane = output();
+    if (pane) pane.scrollTop = pane.scrollHeight;
+    const badge = document.querySelector("[data-testid=inbox]");
+    knownQuestions = badge ? parseInt(badge.textContent.replace(/\D+/g, ""), 10) || 0 : 0;
+    if ("Notification" in window && Notification.permission === "default") {
+      document.body.addEventListener("click", function ask() {
+        Notification.requestPermission();
+        document.body.removeEventListener("click", ask);
+      });
+    }
+  });
+  connect();
+})();

@@ -1,0 +1,108 @@
+"""Operator pages: overview, tasks, task detail."""
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from agentvine.console import operator_required
+from agentvine.errors import DomainError
+from queue_app.models import WorkOrder
+from queue_app.selectors import queue_stats
+from tasks_app import selectors, services
+from tasks_app.forms import TaskCreateForm, TaskFilterForm
+from tasks_app.models import Priority, Task
+from workers_app.selectors import worker_list, worker_status_counts
+
+PAGE_SIZE = 25
+RAISE = {Priority.LOW: Priority.NORMAL, Priority.NORMAL: Priority.HIGH}
+LOWER = {Priority.HIGH: Priority.NORMAL, Priority.NORMAL: Priority.LOW}
+
+
+@operator_required
+def overview(request):
+    throughput = selectors.throughput_per_minute(minutes=60)
+    peak = max((n for _, n in throughput), default=0) or 1
+    context = {
+        "stats": queue_stats(),
+        "worker_counts": worker_status_counts(),
+        "workers": list(worker_list()[:50]),
+        "running": list(selectors.running_executions(limit=20)),
+        "recent": list(WorkOrder.objects.select_related("task", "worker").order_by("-updated_at")[:15]),
+        "throughput": [(minute, n, round(100 * n / peak)) for minute, n in throughput],
+        "throughput_total": sum(n for _, n in throughput),
+    }
+    return render(request, "console/overview.html", context)
+
+
+@operator_required
+def task_list(request):
+    filters = TaskFilterForm(request.GET or None)
+    criteria = filters.cleaned_data if filters.is_valid() else {}
+    tasks = selectors.task_list(**{k: v for k, v in criteria.items() if v})
+    page = Paginator(tasks, PAGE_SIZE).get_page(request.GET.get("page"))
+    form = TaskCreateForm()
+    if request.method == "POST":
+        form = TaskCreateForm(request.POST)
+        if form.is_valid():
+            try:
+                task = services.task_create(created_by=request.user, **form.cleaned_data)
+            except DomainError as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            else:
+                messages.success(request, f"Task “{task.title}” queued.")
+                return redirect("task-detail", task_id=task.id)
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "console/tasks.html",
+        {"filters": filters, "page": page, "form": form, "query": query.urlencode()},
+        status=400 if form.errors else 200,
+    )
+
+
+@operator_required
+def task_detail(request, task_id):
+    task = get_object_or_404(Task.objects.select_related("created_by"), pk=task_id)
+    work_orders = list(task.work_orders.select_related("worker").order_by("-enqueued_at"))
+    executions = list(task.executions.select_related("worker", "session").order_by("-started_at"))
+    latest = executions[0] if executions else None
+    context = {
+        "task": task,
+        "work_orders": work_orders,
+        "executions": executions,
+        "latest": latest,
+        "output": selectors.execution_output_tail(execution=latest) if latest else "",
+        "usage": selectors.task_usage(task=task),
+        "sessions": list(task.sessions.select_related("worker").order_by("-created_at")[:5]),
+        "can_raise": task.priority in RAISE,
+        "can_lower": task.priority in LOWER,
+    }
+    return render(request, "console/task_detail.html", context)
+
+
+@operator_required
+@require_POST
+def task_action(request, task_id, action):
+    task = get_object_or_404(Task, pk=task_id)
+    try:
+        if action == "cancel":
+            services.task_cancel(task=task)
+            messages.success(request, "Task cancelled.")
+        elif action == "retry":
+            services.task_retry(task=task)
+            messages.success(request, "Task queued again.")
+        elif action in ("raise", "lower") and task.priority in (RAISE if action == "raise" else LOWER):
+            target = (RAISE if action == "raise" else LOWER)[task.priority]
+            services.task_set_priority(task=task, priority=target)
+            messages.success(request, f"Priority set to {target}.")
+        else:
+            messages.error(request, f"Cannot {action} this task.")
+    except DomainError as exc:
+        messages.error(request, f"Cannot {action}: {exc.message}.")
+    next_url = request.POST.get("next")
+    if next_url and url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        return redirect(next_url)
+    return redirect("task-detail", task_id=task.id)

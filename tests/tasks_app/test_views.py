@@ -1,0 +1,185 @@
+"""Operator pages: access, rendering, forms, actions and pinned query counts."""
+
+import pytest
+from django.urls import reverse
+
+from queue_app import services as queue_services
+from tasks_app.models import Priority, Task, TaskStatus
+from tasks_app.services import execution_output_append, task_cancel
+from tests.factories import make_task
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["overview", "task-list", "worker-list", "session-list"]
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+def _run(task, worker, text="hello from the agent\n"):
+    order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    order, execution = queue_services.work_order_start(work_order=order, worker=worker)
+    execution_output_append(execution=execution, seq=0, text=text, tail=text)
+    return order, execution
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_pages_send_anonymous_users_to_login(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_pages_refuse_signed_in_non_operators(client, django_user_model, name):
+    client.force_login(django_user_model.objects.create_user(username="visitor", password="x" * 12))
+    assert client.get(reverse(name)).status_code == 403
+
+
+def test_task_detail_and_actions_need_an_operator(client):
+    task = make_task()
+    detail = reverse("task-detail", kwargs={"task_id": task.id})
+    assert client.get(detail).status_code == 302
+    cancel = reverse("task-action", kwargs={"task_id": task.id, "action": "cancel"})
+    assert client.post(cancel).status_code == 302
+    task.refresh_from_db()
+    assert task.status == TaskStatus.QUEUED
+
+
+def _seed(n, worker):
+    for i in range(n):
+        task = make_task(title=f"seeded {i}", priority=[Priority.HIGH, Priority.NORMAL, Priority.LOW][i % 3])
+        if i % 3 == 0:
+            _run(task, worker)
+        elif i % 3 == 1:
+            task_cancel(task=task)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_page_query_count_does_not_grow_with_rows(operator_client, django_assert_max_num_queries, worker, name):
+    _seed(6, worker)
+    with django_assert_max_num_queries(14):
+        assert operator_client.get(reverse(name)).status_code == 200
+    _seed(30, worker)
+    with django_assert_max_num_queries(14):
+        assert operator_client.get(reverse(name)).status_code == 200
+
+
+def test_task_detail_query_count_is_pinned(operator_client, django_assert_max_num_queries, worker):
+    task = make_task(title="pinned")
+    _run(task, worker)
+    with django_assert_max_num_queries(16):
+        response = operator_client.get(reverse("task-detail", kwargs={"task_id": task.id}))
+    assert response.status_code == 200
+    assert "hello from the agent" in response.content.decode()
+
+
+def test_overview_shows_queue_running_work_and_escapes_agent_text(operator_client, worker):
+    make_task(title="waiting high", priority=Priority.HIGH)
+    running = make_task(title="busy one")
+    _run(running, worker, text="step 1\n<script>alert('x')</script>\n")
+    page = operator_client.get(reverse("overview")).content.decode()
+    assert 'data-testid="depth-high">1<' in page
+    assert "busy one" in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "<script>alert('x')</script>" not in page
+    assert worker.name in page
+
+
+def test_task_list_filters_and_searches(operator_client):
+    make_task(title="Fix the login bug", task_type="bugfix")
+    make_task(title="Write docs for the API", task_type="docs")
+    cancelled = make_task(title="Old idea")
+    task_cancel(task=cancelled)
+
+    page = operator_client.get(reverse("task-list"), {"q": "login"}).content.decode()
+    assert "Fix the login bug" in page and "Write docs" not in page
+    page = operator_client.get(reverse("task-list"), {"task_type": "docs"}).content.decode()
+    assert "Write docs for the API" in page and "Fix the login bug" not in page
+    page = operator_client.get(reverse("task-list"), {"status": "cancelled"}).content.decode()
+    assert "Old idea" in page and "Fix the login bug" not in page
+
+
+def test_task_list_paginates(operator_client):
+    for i in range(30):
+        make_task(title=f"bulk task {i:02d}")
+    first = operator_client.get(reverse("task-list")).content.decode()
+    second = operator_client.get(reverse("task-list"), {"page": 2}).content.decode()
+    assert "bulk task 29" in first and "bulk task 00" not in first
+    assert "bulk task 00" in second and "page 2 of 2" in second
+
+
+def test_create_task_form_queues_a_task(operator_client, operator):
+    response = operator_client.post(
+        reverse("task-list"),
+        {
+            "title": "Add dark mode",
+            "description": "CSS only",
+            "task_type": "feature",
+            "priority": "high",
+            "repository_url": "file:///srv/repo",
+            "branch_name": "dark-mode",
+            "executor": "",
+        },
+    )
+    task = Task.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("task-detail", kwargs={"task_id": task.id})
+    assert (task.title, task.priority, task.branch_name, task.created_by) == (
+        "Add dark mode",
+        "high",
+        "dark-mode",
+        operator,
+    )
+    assert task.work_orders.get().queue_name == "high"
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"title": "  "}, "title", "Give the task a title."),
+        ({"title": "x", "priority": "urgent"}, "priority", "Select a valid choice"),
+        ({"title": "x", "branch_name": "main"}, "repository_url", "A branch needs a repository."),
+        ({"title": "x", "executor": "rm-rf"}, "executor", "Select a valid choice"),
+    ],
+)
+def test_create_task_form_shows_errors_and_creates_nothing(operator_client, data, field, message):
+    form = {"title": "", "task_type": "feature", "priority": "normal", "executor": "", **data}
+    response = operator_client.post(reverse("task-list"), form)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert f'data-testid="error-{field}"' in response.content.decode()
+    assert Task.objects.count() == 0
+
+
+def test_actions_cancel_retry_and_priority(operator_client):
+    task = make_task(priority=Priority.NORMAL)
+    url = lambda action: reverse("task-action", kwargs={"task_id": task.id, "action": action})  # noqa: E731
+
+    operator_client.post(url("raise"))
+    task.refresh_from_db()
+    assert task.priority == Priority.HIGH
+    assert operator_client.post(url("raise")).status_code == 302  # already highest: refused, unchanged
+    task.refresh_from_db()
+    assert task.priority == Priority.HIGH
+    operator_client.post(url("lower"))
+    task.refresh_from_db()
+    assert task.priority == Priority.NORMAL
+
+    operator_client.post(url("cancel"))
+    task.refresh_from_db()
+    assert task.status == TaskStatus.CANCELLED
+    response = operator_client.post(url("cancel"), follow=True)
+    assert "Cannot cancel: task is already finished." in response.content.decode()
+    operator_client.post(url("retry"))
+    task.refresh_from_db()
+    assert task.status == TaskStatus.QUEUED
+
+
+def test_action_get_is_not_allowed(operator_client):
+    task = make_task()
+    url = reverse("task-action", kwargs={"task_id": task.id, "action": "cancel"})
+    assert operator_client.get(url).status_code == 405
