@@ -1,15 +1,182 @@
-"""Per-task workspaces: each task works in its own directory."""
+"""Per-task workspaces: a git worktree of the task's repository at its branch.
 
+Each repository is cloned once per worker host into a bare cache under
+``AGENTVINE_WORKSPACE_ROOT/_repos``; each task then gets its own ``git
+worktree`` at ``<root>/<task id>`` on ``branch_name`` (created from the
+default branch when it does not exist yet). Git refuses to check one branch
+out twice, so two running agents never share a checkout. A follow-up in the
+same session finds the worktree and reuses it; :func:`workspace_remove` drops
+it when the session is terminated, keeping the branch (and the agent's
+commits) in the cache. A task without a repository gets a plain directory.
+
+Worker processes on one host share the cache, so clone, fetch and worktree
+changes hold an exclusive file lock on it.
+"""
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
 
+from workers_app.executors.base import ExecutorConfigError
+
+ERR_GIT_MISSING = "git is not installed on this worker"
+ERR_FETCH = "cannot fetch repository {url}: {detail}"
+ERR_NO_DEFAULT_BRANCH = "repository {url} has no branch to start from"
+ERR_BAD_BRANCH = "invalid branch name: {branch}"
+ERR_BRANCH_BUSY = "branch {branch} is already checked out in another task's workspace"
+ERR_WORKTREE = "cannot create a workspace on branch {branch}: {detail}"
+
+GIT_TIMEOUT_SECONDS = 600
+# Commits the agent makes in its worktree need an author.
+GIT_IDENTITY = {"user.name": "AgentVine", "user.email": "agentvine@localhost"}
+
+
+class WorkspaceError(ExecutorConfigError):
+    """The workspace cannot be prepared; retrying the same task cannot fix it."""
+
+
+class GitFailed(Exception):
+    def __init__(self, detail):
+        super().__init__(detail)
+        self.detail = detail
+
+
+def workspace_root() -> Path:
+    return Path(settings.AGENTVINE_WORKSPACE_ROOT)
+
 
 def workspace_path(task_id) -> Path:
-    return Path(settings.AGENTVINE_WORKSPACE_ROOT) / str(task_id)
+    return workspace_root() / str(task_id)
+
+
+def _git(*args, cwd=None):
+    try:
+        result = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_SECONDS,
+            # Never wait for a password prompt nobody will answer.
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        )
+    except FileNotFoundError as exc:
+        raise WorkspaceError(ERR_GIT_MISSING) from exc
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise GitFailed(lines[-1] if lines else f"git {args[0]} failed")
+    return result.stdout.strip()
+
+
+def _repository_source(url):
+    """Local paths work like URLs; a relative path means nothing to git in another cwd."""
+    if "://" not in url and not url.startswith("git@") and Path(url).exists():
+        return str(Path(url).resolve())
+    return url
+
+
+def _cache_path(url) -> Path:
+    digest = hashlib.sha256(_repository_source(url).encode()).hexdigest()[:20]
+    return workspace_root() / "_repos" / f"{digest}.git"
+
+
+@contextmanager
+def _locked(cache):
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _sync_cache(url, cache):
+    """Clone on first use, fetch every branch otherwise. Caller holds the lock."""
+    source = _repository_source(url)
+    try:
+        if not (cache / "HEAD").exists():
+            _git("init", "--quiet", "--bare", str(cache))
+            _git("remote", "add", "origin", source, cwd=cache)
+            for key, value in GIT_IDENTITY.items():
+                _git("config", key, value, cwd=cache)
+        _git("fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*", cwd=cache)
+        _git("remote", "set-head", "origin", "--auto", cwd=cache)
+    except GitFailed as exc:
+        raise WorkspaceError(ERR_FETCH.format(url=url, detail=exc.detail)) from exc
+
+
+def _ref_exists(cache, ref):
+    try:
+        _git("show-ref", "--verify", "--quiet", ref, cwd=cache)
+    except GitFailed:
+        return False
+    return True
+
+
+def _start_point(cache, url, branch):
+    if _ref_exists(cache, f"refs/remotes/origin/{branch}"):
+        return f"origin/{branch}"
+    try:
+        return _git("symbolic-ref", "--short", "refs/remotes/origin/HEAD", cwd=cache)
+    except GitFailed as exc:
+        raise WorkspaceError(ERR_NO_DEFAULT_BRANCH.format(url=url)) from exc
 
 
 def workspace_prepare(*, task) -> Path:
+    """The task's workspace, created on first use and reused afterwards."""
     path = workspace_path(task.id)
-    path.mkdir(parents=True, exist_ok=True)
+    if not task.repository_url:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    if (path / ".git").is_file():
+        return path
+    if shutil.which("git") is None:
+        raise WorkspaceError(ERR_GIT_MISSING)
+    branch = task.branch_name or f"agentvine/{task.id}"
+    try:
+        _git("check-ref-format", "--branch", branch)
+    except GitFailed as exc:
+        raise WorkspaceError(ERR_BAD_BRANCH.format(branch=branch)) from exc
+    cache = _cache_path(task.repository_url)
+    with _locked(cache):
+        _sync_cache(task.repository_url, cache)
+        # A directory left by an attempt that died half way is ours to replace.
+        if path.exists():
+            shutil.rmtree(path)
+        _git("worktree", "prune", cwd=cache)
+        if _ref_exists(cache, f"refs/heads/{branch}"):
+            args = [str(path), branch]
+        else:
+            args = ["--no-track", "-b", branch, str(path), _start_point(cache, task.repository_url, branch)]
+        try:
+            _git("worktree", "add", "--quiet", *args, cwd=cache)
+        except GitFailed as exc:
+            detail = exc.detail
+            if "already checked out" in detail or "already used by worktree" in detail:
+                raise WorkspaceError(ERR_BRANCH_BUSY.format(branch=branch)) from exc
+            raise WorkspaceError(ERR_WORKTREE.format(branch=branch, detail=detail)) from exc
     return path
+
+
+def workspace_remove(*, task):
+    """Delete the task's workspace; its branch stays in the cache. True if there was one."""
+    path = workspace_path(task.id)
+    if not path.exists():
+        return False
+    cache = _cache_path(task.repository_url) if task.repository_url else None
+    if cache is not None and (cache / "HEAD").exists():
+        with _locked(cache):
+            try:
+                _git("worktree", "remove", "--force", str(path), cwd=cache)
+            except GitFailed:
+                shutil.rmtree(path, ignore_errors=True)
+            _git("worktree", "prune", cwd=cache)
+    shutil.rmtree(path, ignore_errors=True)
+    return True

@@ -1,3 +1,4 @@
+import subprocess
 import time
 import uuid
 
@@ -69,3 +70,26 @@ def interrupt_when(text):
             run.executor.interrupt()
 
     return hook, asked
+
+
+def git(*args, cwd):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def origin(tmp_path):
+    """A repository with a main branch and a feature branch, like a developer's."""
+    repo = tmp_path / "origin"
+    repo.mkdir()
+    git("init", "--quiet", "--initial-branch=main", cwd=repo)
+    git("config", "user.email", "dev@example.com", cwd=repo)
+    git("config", "user.name", "Dev", cwd=repo)
+    (repo / "README.md").write_text("project\n")
+    git("add", ".", cwd=repo)
+    git("commit", "--quiet", "-m", "initial", cwd=repo)
+    git("checkout", "--quiet", "-b", "feature/login", cwd=repo)
+    (repo / "login.py").write_text("def login(): ...\n")
+    git("add", ".", cwd=repo)
+    git("commit", "--quiet", "-m", "login", cwd=repo)
+    git("checkout", "--quiet", "main", cwd=repo)
+    return repo

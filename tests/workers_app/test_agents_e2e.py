@@ -18,9 +18,15 @@ def _status(task):
     return Task.objects.get(pk=task.pk).status
 
 
-def test_claude_task_completes_with_usage_cost_and_session(celery_worker_factory, operator):
+def test_claude_task_completes_in_its_worktree_with_usage_cost_and_session(celery_worker_factory, operator, origin):
     celery_worker_factory(concurrency=2)
-    task = task_create(title="Fix the flaky test", executor="claude-replay", created_by=operator)
+    task = task_create(
+        title="Fix the flaky test",
+        executor="claude-replay",
+        repository_url=f"file://{origin}",
+        branch_name="feature/login",
+        created_by=operator,
+    )
     broken = task_create(title="Needs claude", executor="claude-missing", created_by=operator)
 
     wait_for(lambda: _status(task) == TaskStatus.COMPLETED, message="claude task completion")
@@ -32,6 +38,8 @@ def test_claude_task_completes_with_usage_cost_and_session(celery_worker_factory
     assert execution.cost_usd == Decimal("0.012300")
     output = execution_output(execution=execution)
     assert "[tool] Bash" in output
+    # The agent worked in a checkout of the task's branch.
+    assert "[tool result] README.md\nlogin.py" in output
     assert output.rstrip().endswith("Done: Fix the flaky test")
     session = execution.session
     assert f"[claude] session {session.session_id} (claude-replay)" in output
