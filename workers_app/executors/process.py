@@ -70,10 +70,11 @@ class AgentProcess:
             )
         except OSError as exc:
             raise ExecutorConfigError(f"cannot start agent {argv[0]}: {exc.strerror or exc}") from exc
-        self._stdout_done = threading.Thread(target=self._read_stdout, name="agent-stdout", daemon=True)
-        self._stdout_done.start()
+        self._readers = [threading.Thread(target=self._read_stdout, name="agent-stdout", daemon=True)]
         if not merge_stderr:
-            threading.Thread(target=self._read_stderr, name="agent-stderr", daemon=True).start()
+            self._readers.append(threading.Thread(target=self._read_stderr, name="agent-stderr", daemon=True))
+        for reader in self._readers:
+            reader.start()
 
     @property
     def pid(self):
@@ -166,9 +167,10 @@ class AgentProcess:
 
     def wait(self):
         code = self.popen.wait()
-        # The stdout reader has seen EOF by now; give stderr a moment so the
-        # tail used in error messages is complete.
-        self._stdout_done.join(timeout=1)
+        # Let the readers reach EOF so the stderr tail used in error messages
+        # is complete; bounded, since a grandchild may still hold the pipes.
+        for reader in self._readers:
+            reader.join(timeout=2)
         return code
 
 
