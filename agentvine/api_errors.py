@@ -1,3 +1,4 @@
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -6,13 +7,20 @@ from agentvine.errors import DomainError
 
 
 def exception_handler(exc, context):
-    """Map domain errors to HTTP: 400 with field messages, 404, 409, 403."""
+    """Map domain errors to HTTP: 400 with field messages, 404, 409, 403; 413 for big bodies."""
     if isinstance(exc, DomainError):
         if exc.field:
             body = {exc.field: [exc.message]}
         else:
             body = {"detail": exc.message, "code": exc.code}
         return Response(body, status=exc.http_status)
+    if isinstance(exc, RequestDataTooBig):
+        from agentvine.api import body_too_large_message
+
+        return Response(
+            {"detail": body_too_large_message(), "code": "too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "agentvine.api.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -122,20 +123,48 @@ CHANNEL_LAYERS = {
 }
 
 # --- REST framework -----------------------------------------------------------
+# Token first: its WWW-Authenticate challenge makes anonymous requests a 401.
+# Every endpoint is operator-only unless its view says otherwise.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "workers_app.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["workers_app.authentication.IsOperator"],
+    "DEFAULT_THROTTLE_CLASSES": ["agentvine.api_policies.ClientRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "agentvine.api_errors.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "agentvine.api_policies.Pagination",
     "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+# Requests per operator or worker (per IP when anonymous); beyond it, 429.
+AGENTVINE_API_RATE = env.str("AGENTVINE_API_RATE", default="6000/min")
+# Bodies above this are refused with 413 (Django's own limit, applied to the API too).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Shared by every web process: throttling counts one budget per client.
+    "api": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "api"},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "AgentVine API",
+    "DESCRIPTION": "Authenticate with `Authorization: Token <key>` (operator API token or worker token) "
+    "or a signed-in browser session. Writes accept an `Idempotency-Key` header.",
     "VERSION": "1.0.0",
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["workers_app.authentication.IsOperatorOrWorker"],
+    "SERVE_AUTHENTICATION": [
+        "workers_app.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "tasks_app.models.TaskStatus",
+        "WorkOrderStatusEnum": "queue_app.models.WorkOrderStatus",
+        "WorkerStatusEnum": "workers_app.models.WorkerStatus",
+        "SessionStatusEnum": "workers_app.models.SessionStatus",
+        "ExecutionStatusEnum": "tasks_app.models.ExecutionStatus",
+    },
 }
 
 # --- Celery -------------------------------------------------------------------

@@ -53,3 +53,7 @@ os.environ.setdefault(
 )
 
 from agentvine.settings import *  # noqa: E402,F403
+
+# Fixtures create users with passwords; the production hasher's deliberate
+# slowness only costs suite time here.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from tasks_app import views as task_views
 from workers_app import views as worker_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("agentvine.api_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", task_views.overview, name="overview"),

@@ -9,7 +9,15 @@ from agentvine import events
 from agentvine.errors import IllegalTransition, ValidationFailed
 from queue_app import services as queue_services
 from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
-from tasks_app.models import PRIORITY_RANK, Execution, ExecutionOutputChunk, Priority, Task, TaskType
+from tasks_app.models import (
+    PRIORITY_RANK,
+    Execution,
+    ExecutionOutputChunk,
+    ExecutionStatus,
+    Priority,
+    Task,
+    TaskType,
+)
 
 ERR_TITLE_REQUIRED = "title is required"
 ERR_UNKNOWN_EXECUTOR = "unknown executor profile"
@@ -17,6 +25,8 @@ ERR_BAD_TYPE = "unknown task type"
 ERR_BAD_PRIORITY = "unknown priority"
 ERR_TASK_FINISHED = "task is already finished"
 ERR_NOTHING_TO_RETRY = "task has no failed, dead or cancelled work to retry"
+ERR_OUTPUT_OUT_OF_ORDER = "output batch out of order: expected seq {expected}"
+ERR_EXECUTION_FINISHED = "execution is not running"
 
 
 def _validate(*, title, task_type, priority, executor):
@@ -147,6 +157,23 @@ def execution_output_append(*, execution, seq, text, tail):
             {"execution_id": str(execution.pk), "task_id": str(execution.task_id), "seq": seq, "text": text[-8000:]},
             groups=[events.task_group(execution.task_id)],
         )
+
+
+def execution_output_append_next(*, execution, seq, text):
+    """Append one batch sent by a remote worker, refusing gaps and repeats.
+
+    The execution row is locked so two batches from a confused client cannot
+    both take the same place in the output.
+    """
+    with transaction.atomic():
+        current = Execution.objects.select_for_update().get(pk=execution.pk)
+        if current.status != ExecutionStatus.RUNNING:
+            raise IllegalTransition(ERR_EXECUTION_FINISHED)
+        if seq != current.output_chunks:
+            raise IllegalTransition(ERR_OUTPUT_OUT_OF_ORDER.format(expected=current.output_chunks))
+        tail = (current.output_tail + text)[-settings.AGENTVINE_OUTPUT_TAIL_CHARS :]
+        execution_output_append(execution=current, seq=seq, text=text, tail=tail)
+    return seq + 1
 
 
 def execution_record_usage(*, execution, input_tokens=0, output_tokens=0, cost_usd=0):

@@ -1,5 +1,7 @@
 import uuid
 
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 
@@ -60,3 +62,59 @@ class AgentSession(models.Model):
 
     def __str__(self):
         return self.session_id
+
+
+class WorkerToken(models.Model):
+    """A worker's credential for the REST API. Only its sha256 is stored."""
+
+    id = models.BigAutoField(primary_key=True)
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    # The first characters of the key, so an operator can tell tokens apart.
+    prefix = models.CharField(max_length=12)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.worker} ({self.prefix}…)"
+
+
+class ApiToken(models.Model):
+    """An operator's personal API token. Only its sha256 is stored."""
+
+    id = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=12)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.user} {self.name} ({self.prefix}…)"
+
+
+class IdempotencyKey(models.Model):
+    """The stored response of one write made with an ``Idempotency-Key`` header.
+
+    The row is inserted in the same transaction as the write it guards, so a
+    concurrent replay blocks on the unique index until the first request
+    commits, then finds the stored response: the write is applied once.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    # "user:<id>" or "worker:<id>": keys are private to whoever sent them.
+    owner = models.CharField(max_length=64)
+    key = models.CharField(max_length=200)
+    # sha256 of method, path and body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(default=0)
+    response_body = models.JSONField(null=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key_unique")]
+
+    def __str__(self):
+        return f"{self.owner} {self.key}"

@@ -1,13 +1,26 @@
 """Writes for workers (execution slots) and agent sessions."""
 
+import hashlib
+import secrets
 import uuid
 
 from django.db import transaction
 from django.utils import timezone
 
 from agentvine import events
+from agentvine.errors import IllegalTransition, ValidationFailed
 from tasks_app.models import Execution, ExecutionStatus
-from workers_app.models import AgentSession, SessionStatus, Worker, WorkerStatus
+from workers_app.models import AgentSession, ApiToken, SessionStatus, Worker, WorkerStatus, WorkerToken
+
+ERR_SESSION_EXISTS = "a session with this session_id already exists"
+ERR_SESSION_TERMINATED = "session is already terminated"
+ERR_SESSION_ID_REQUIRED = "session_id is required"
+ERR_TOKEN_NAME_REQUIRED = "token name is required"
+
+# Key prefixes tell the two kinds of token apart at a glance (and in logs,
+# where only the prefix may ever appear).
+WORKER_TOKEN_PREFIX = "avw_"
+API_TOKEN_PREFIX = "avo_"
 
 
 def _publish(worker):
@@ -108,3 +121,106 @@ def agent_session_release(*, session):
     AgentSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE).update(
         status=SessionStatus.IDLE, last_activity_at=timezone.now()
     )
+
+
+def worker_deregister(*, worker):
+    """A worker leaves for good: its tokens stop working, its row stays for history."""
+    now = timezone.now()
+    with transaction.atomic():
+        WorkerToken.objects.filter(worker=worker, revoked_at__isnull=True).update(revoked_at=now)
+        return worker_mark_offline(worker=worker, reason="deregistered")
+
+
+# --- API tokens -------------------------------------------------------------------
+
+
+def token_hash(key):
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _new_key(prefix):
+    return prefix + secrets.token_urlsafe(32)
+
+
+def worker_token_issue(*, worker):
+    """A new token for ``worker``; earlier ones are revoked. The key is shown once."""
+    key = _new_key(WORKER_TOKEN_PREFIX)
+    with transaction.atomic():
+        WorkerToken.objects.filter(worker=worker, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        WorkerToken.objects.create(worker=worker, key_hash=token_hash(key), prefix=key[:12])
+    return key
+
+
+def worker_register_with_token(*, name, hostname="", pid=None):
+    """Register a remote worker and hand back its token (once)."""
+    with transaction.atomic():
+        worker = worker_register(name=name, hostname=hostname, pid=pid)
+        key = worker_token_issue(worker=worker)
+    return worker, key
+
+
+def api_token_create(*, user, name):
+    """A personal API token for an operator. Returns (token row, key); the key is shown once."""
+    if not name or not name.strip():
+        raise ValidationFailed(ERR_TOKEN_NAME_REQUIRED, field="name")
+    key = _new_key(API_TOKEN_PREFIX)
+    token = ApiToken.objects.create(user=user, name=name.strip(), key_hash=token_hash(key), prefix=key[:12])
+    return token, key
+
+
+def api_token_revoke(*, token):
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+# --- agent sessions -----------------------------------------------------------------
+
+
+def _publish_session(session):
+    payload = {
+        "id": str(session.id),
+        "session_id": session.session_id,
+        "status": session.status,
+        "task_id": str(session.task_id) if session.task_id else None,
+        "worker_id": str(session.worker_id) if session.worker_id else None,
+    }
+    groups = [events.task_group(session.task_id)] if session.task_id else []
+    events.publish("session.updated", payload, groups=groups)
+
+
+def agent_session_create(*, session_id, task=None, worker=None):
+    """Record the mapping agent conversation id ↔ task ↔ worker."""
+    if not session_id or not session_id.strip():
+        raise ValidationFailed(ERR_SESSION_ID_REQUIRED, field="session_id")
+    with transaction.atomic():
+        if AgentSession.objects.filter(session_id=session_id).exists():
+            raise ValidationFailed(ERR_SESSION_EXISTS, field="session_id")
+        session = AgentSession.objects.create(session_id=session_id, task=task, worker=worker)
+        _publish_session(session)
+    return session
+
+
+def agent_session_touch(*, session):
+    """Activity on a session keeps it alive (and wakes an idle one)."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = AgentSession.objects.filter(
+            pk=session.pk, status__in=[SessionStatus.ACTIVE, SessionStatus.IDLE]
+        ).update(last_activity_at=now, status=SessionStatus.ACTIVE)
+        if updated != 1:
+            raise IllegalTransition(ERR_SESSION_TERMINATED)
+        session.refresh_from_db()
+        _publish_session(session)
+    return session
+
+
+def agent_session_terminate(*, session, reason="terminated"):
+    now = timezone.now()
+    with transaction.atomic():
+        updated = AgentSession.objects.filter(
+            pk=session.pk, status__in=[SessionStatus.ACTIVE, SessionStatus.IDLE]
+        ).update(status=SessionStatus.TERMINATED, terminated_at=now, termination_reason=reason[:200])
+        if updated != 1:
+            raise IllegalTransition(ERR_SESSION_TERMINATED)
+        session.refresh_from_db()
+        _publish_session(session)
+    return session

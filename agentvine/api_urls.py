@@ -1,0 +1,55 @@
+"""Routes of the REST API, mounted under /api/v1/."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from queue_app import apis as queue_apis
+from tasks_app import apis as tasks_apis
+from workers_app import apis as workers_apis
+
+urlpatterns = [
+    path("tasks/", tasks_apis.TaskListCreateApi.as_view(), name="api-tasks"),
+    path("tasks/<uuid:task_id>/", tasks_apis.TaskDetailApi.as_view(), name="api-task"),
+    path("tasks/<uuid:task_id>/cancel/", tasks_apis.TaskCancelApi.as_view(), name="api-task-cancel"),
+    path("tasks/<uuid:task_id>/retry/", tasks_apis.TaskRetryApi.as_view(), name="api-task-retry"),
+    path("workers/", workers_apis.WorkerListRegisterApi.as_view(), name="api-workers"),
+    path("workers/<uuid:worker_id>/", workers_apis.WorkerDetailApi.as_view(), name="api-worker"),
+    path("workers/<uuid:worker_id>/heartbeat/", workers_apis.WorkerHeartbeatApi.as_view(), name="api-worker-heartbeat"),
+    path("sessions/", workers_apis.SessionListCreateApi.as_view(), name="api-sessions"),
+    path("sessions/<uuid:session_pk>/", workers_apis.SessionDetailApi.as_view(), name="api-session"),
+    path(
+        "sessions/<uuid:session_pk>/activity/", workers_apis.SessionActivityApi.as_view(), name="api-session-activity"
+    ),
+    path(
+        "sessions/<uuid:session_pk>/terminate/",
+        workers_apis.SessionTerminateApi.as_view(),
+        name="api-session-terminate",
+    ),
+    path("queue/", queue_apis.QueueStatusApi.as_view(), name="api-queue"),
+    path("queue/claim/", queue_apis.WorkOrderClaimApi.as_view(), name="api-queue-claim"),
+    path("queue/work-orders/", queue_apis.WorkOrderEnqueueApi.as_view(), name="api-work-orders"),
+    path("queue/work-orders/<uuid:work_order_id>/", queue_apis.WorkOrderDetailApi.as_view(), name="api-work-order"),
+    path(
+        "queue/work-orders/<uuid:work_order_id>/start/",
+        queue_apis.WorkOrderStartApi.as_view(),
+        name="api-work-order-start",
+    ),
+    path(
+        "queue/work-orders/<uuid:work_order_id>/complete/",
+        queue_apis.WorkOrderCompleteApi.as_view(),
+        name="api-work-order-complete",
+    ),
+    path(
+        "queue/work-orders/<uuid:work_order_id>/fail/",
+        queue_apis.WorkOrderFailApi.as_view(),
+        name="api-work-order-fail",
+    ),
+    path(
+        "queue/work-orders/<uuid:work_order_id>/output/",
+        queue_apis.WorkOrderOutputApi.as_view(),
+        name="api-work-order-output",
+    ),
+    path("auth/tokens/", workers_apis.ApiTokenCreateApi.as_view(), name="api-tokens"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

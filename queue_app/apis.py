@@ -1,0 +1,174 @@
+"""Queue API: operators enqueue and watch; workers claim and report.
+
+A worker acts only on work orders it holds: one held by another worker is a
+403, one in the wrong state (not claimed yet, already finished) is a 409 from
+the state machine's compare-and-set.
+"""
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+
+from agentvine.api import PlatformAPIView
+from agentvine.errors import PermissionDenied, ValidationFailed
+from queue_app import selectors, services
+from queue_app.models import WorkOrder
+from queue_app.serializers import (
+    ClaimInput,
+    ClaimOutput,
+    CompleteInput,
+    EnqueueInput,
+    FailInput,
+    OutputAcceptedOutput,
+    OutputInput,
+    QueueStatusOutput,
+    StartOutput,
+    WorkOrderOutput,
+)
+from tasks_app.models import Execution, ExecutionStatus, Task
+from tasks_app.services import execution_output_append_next
+from workers_app.authentication import IsOperator, IsOperatorOrWorker, IsWorker, request_worker
+from workers_app.runner import task_prompt
+
+ERR_TASK_NOT_FOUND = "task not found"
+ERR_NO_RUNNING_EXECUTION = "work order has no running execution on this worker"
+
+
+def _work_order_for(request, work_order_id):
+    """The work order, if the caller is an operator or the worker holding it."""
+    work_order = get_object_or_404(WorkOrder.objects.select_related("task"), pk=work_order_id)
+    me = request_worker(request)
+    if me is not None and work_order.worker_id is not None and work_order.worker_id != me.pk:
+        raise PermissionDenied(services.ERR_NOT_YOURS)
+    return work_order
+
+
+def _running_execution(work_order, worker):
+    return (
+        Execution.objects.filter(work_order=work_order, worker=worker, status=ExecutionStatus.RUNNING)
+        .order_by("-attempt")
+        .first()
+    )
+
+
+class QueueStatusApi(PlatformAPIView):
+    permission_classes = [IsOperator]
+
+    @extend_schema(responses=QueueStatusOutput, operation_id="queue_status", tags=["queue"])
+    def get(self, request):
+        return Response(QueueStatusOutput(selectors.queue_stats()).data)
+
+
+class WorkOrderEnqueueApi(PlatformAPIView):
+    permission_classes = [IsOperator]
+
+    @extend_schema(request=EnqueueInput, responses={201: WorkOrderOutput}, operation_id="queue_enqueue", tags=["queue"])
+    def post(self, request):
+        data = EnqueueInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        task = Task.objects.filter(pk=values["task"]).first()
+        if task is None:
+            raise ValidationFailed(ERR_TASK_NOT_FOUND, field="task")
+        work_order = services.work_order_enqueue(
+            task=task, kind=values["kind"], priority=values.get("priority"), max_retries=values.get("max_retries")
+        )
+        return Response(WorkOrderOutput(work_order).data, status=status.HTTP_201_CREATED)
+
+
+class WorkOrderDetailApi(PlatformAPIView):
+    permission_classes = [IsOperatorOrWorker]
+
+    @extend_schema(responses=WorkOrderOutput, operation_id="queue_work_order_get", tags=["queue"])
+    def get(self, request, work_order_id):
+        return Response(WorkOrderOutput(_work_order_for(request, work_order_id)).data)
+
+
+class WorkOrderClaimApi(PlatformAPIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(
+        request=ClaimInput,
+        responses={200: ClaimOutput, 204: OpenApiResponse(description="Nothing to claim.")},
+        operation_id="queue_claim",
+        tags=["queue"],
+        description="Claim the highest-priority, oldest ready work order (or the given one) for this worker.",
+    )
+    def post(self, request):
+        data = ClaimInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        work_order = services.work_order_claim(
+            worker=request_worker(request), work_order_id=data.validated_data.get("work_order")
+        )
+        if work_order is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        task = work_order.task
+        body = {"work_order": work_order, "task": task, "prompt": task_prompt(task)}
+        return Response(ClaimOutput(body).data)
+
+
+class WorkOrderStartApi(PlatformAPIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(request=None, responses=StartOutput, operation_id="queue_start", tags=["queue"])
+    def post(self, request, work_order_id):
+        work_order = _work_order_for(request, work_order_id)
+        work_order, execution = services.work_order_start(work_order=work_order, worker=request_worker(request))
+        return Response(
+            StartOutput({"work_order": work_order, "execution": execution.pk, "attempt": execution.attempt}).data
+        )
+
+
+class WorkOrderCompleteApi(PlatformAPIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(request=CompleteInput, responses=WorkOrderOutput, operation_id="queue_complete", tags=["queue"])
+    def post(self, request, work_order_id):
+        work_order = _work_order_for(request, work_order_id)
+        data = CompleteInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        worker = request_worker(request)
+        work_order = services.work_order_complete(
+            work_order=work_order,
+            worker=worker,
+            execution=_running_execution(work_order, worker),
+            exit_code=data.validated_data["exit_code"],
+        )
+        return Response(WorkOrderOutput(work_order).data)
+
+
+class WorkOrderFailApi(PlatformAPIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(request=FailInput, responses=WorkOrderOutput, operation_id="queue_fail", tags=["queue"])
+    def post(self, request, work_order_id):
+        work_order = _work_order_for(request, work_order_id)
+        data = FailInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        worker = request_worker(request)
+        work_order = services.work_order_fail(
+            work_order=work_order,
+            worker=worker,
+            execution=_running_execution(work_order, worker),
+            **data.validated_data,
+        )
+        return Response(WorkOrderOutput(work_order).data)
+
+
+class WorkOrderOutputApi(PlatformAPIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(
+        request=OutputInput, responses=OutputAcceptedOutput, operation_id="queue_output_append", tags=["queue"]
+    )
+    def post(self, request, work_order_id):
+        work_order = _work_order_for(request, work_order_id)
+        data = OutputInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        execution = _running_execution(work_order, request_worker(request))
+        if execution is None:
+            raise services.IllegalTransition(ERR_NO_RUNNING_EXECUTION)
+        next_seq = execution_output_append_next(execution=execution, **data.validated_data)
+        current = WorkOrder.objects.filter(pk=work_order.pk).values_list("status", flat=True).first()
+        return Response({"next_seq": next_seq, "work_order_status": current})

@@ -1,0 +1,91 @@
+"""Explicit input and output shapes of the queue API."""
+
+from rest_framework import serializers
+
+from queue_app.models import WorkOrder, WorkOrderKind
+from tasks_app.models import Priority, TaskType
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+MAX_ERROR_CHARS = 100_000
+
+
+class WorkOrderOutput(serializers.ModelSerializer):
+    class Meta:
+        model = WorkOrder
+        fields = [
+            "id",
+            "task",
+            "kind",
+            "status",
+            "priority",
+            "worker",
+            "retry_count",
+            "max_retries",
+            "enqueued_at",
+            "claimed_at",
+            "started_at",
+            "completed_at",
+            "not_before",
+            "last_error",
+        ]
+        read_only_fields = fields
+
+
+class EnqueueInput(serializers.Serializer):
+    task = serializers.UUIDField()
+    kind = serializers.ChoiceField(choices=WorkOrderKind.choices, default=WorkOrderKind.RUN_TASK)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    max_retries = serializers.IntegerField(min_value=0, max_value=100, required=False)
+
+
+class ClaimInput(serializers.Serializer):
+    work_order = serializers.UUIDField(required=False, allow_null=True, help_text="Claim this one only.")
+
+
+class ClaimedTaskOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    task_type = serializers.ChoiceField(choices=TaskType.choices)
+    executor = serializers.CharField()
+    repository_url = serializers.CharField()
+    branch_name = serializers.CharField()
+
+
+class ClaimOutput(serializers.Serializer):
+    work_order = WorkOrderOutput()
+    task = ClaimedTaskOutput()
+    prompt = serializers.CharField(help_text="The prompt the agent is given, as built by the platform.")
+
+
+class StartOutput(serializers.Serializer):
+    work_order = WorkOrderOutput()
+    execution = serializers.UUIDField()
+    attempt = serializers.IntegerField()
+
+
+class CompleteInput(serializers.Serializer):
+    exit_code = serializers.IntegerField(min_value=INT32_MIN, max_value=INT32_MAX, default=0)
+
+
+class FailInput(serializers.Serializer):
+    error = serializers.CharField(max_length=MAX_ERROR_CHARS)
+    exit_code = serializers.IntegerField(min_value=INT32_MIN, max_value=INT32_MAX, required=False, allow_null=True)
+    retryable = serializers.BooleanField(default=True)
+
+
+class OutputInput(serializers.Serializer):
+    seq = serializers.IntegerField(min_value=0, max_value=INT32_MAX, help_text="0 for the first batch, then +1.")
+    text = serializers.CharField(trim_whitespace=False, allow_blank=False)
+
+
+class OutputAcceptedOutput(serializers.Serializer):
+    next_seq = serializers.IntegerField()
+    work_order_status = serializers.CharField(help_text="Stop the agent when this is no longer running/waiting.")
+
+
+class QueueStatusOutput(serializers.Serializer):
+    depth = serializers.DictField(child=serializers.IntegerField())
+    by_status = serializers.DictField(child=serializers.IntegerField())
+    oldest_waiting_seconds = serializers.DictField(child=serializers.FloatField(allow_null=True))

@@ -1,0 +1,56 @@
+"""Explicit input and output shapes of the tasks API."""
+
+from rest_framework import serializers
+
+from tasks_app.models import Priority, Task, TaskStatus, TaskType
+
+MAX_DESCRIPTION_CHARS = 100_000
+
+
+class TaskCreateInput(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=MAX_DESCRIPTION_CHARS, required=False, allow_blank=True, default="")
+    task_type = serializers.ChoiceField(choices=TaskType.choices, default=TaskType.FEATURE)
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
+    repository_url = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    branch_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    executor = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    max_retries = serializers.IntegerField(min_value=0, max_value=100, required=False)
+
+
+class TaskUpdateInput(serializers.Serializer):
+    title = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(max_length=MAX_DESCRIPTION_CHARS, required=False, allow_blank=True)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+
+
+class TaskListParams(serializers.Serializer):
+    status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
+    type = serializers.ChoiceField(choices=TaskType.choices, required=False)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    search = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    limit = serializers.IntegerField(min_value=1, max_value=10**6, required=False)
+    offset = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
+
+
+class TaskOutput(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = Task
+        fields = [
+            "id",
+            "title",
+            "description",
+            "task_type",
+            "status",
+            "priority",
+            "repository_url",
+            "branch_name",
+            "executor",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
