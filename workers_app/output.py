@@ -9,6 +9,7 @@ plus the last piece received; the tail kept for pages is bounded too.
 import time
 
 from django.conf import settings
+from django.db import reset_queries
 
 from tasks_app.services import execution_output_append
 
@@ -51,3 +52,7 @@ class OutputBuffer:
         self.seq += 1
         self.writes += 1
         self.total_chars += len(text)
+        if settings.DEBUG:
+            # DEBUG keeps every SQL statement, output text included, for the
+            # whole Celery task: a long run would grow by its output's size.
+            reset_queries()

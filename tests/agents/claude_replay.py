@@ -219,6 +219,8 @@ class Replay:
             sys.stdout.write("this line is not json\n")
             sys.stdout.write('{"type":"assistant","message":\n')
             sys.stdout.write("[1, 2, 3]\n")
+            # A protocol message bigger than any sane one (a runaway tool result).
+            sys.stdout.write(json.dumps({"type": "assistant", "padding": "x" * 5_000_000}) + "\n")
             sys.stdout.flush()
         if scenario == "slow":
             for step in range(1, 600):

@@ -8,6 +8,7 @@ import pytest
 from tests.workers_app.conftest import interrupt_when
 from workers_app.executors import ExecutorConfigError
 from workers_app.executors.claude import ERR_NO_RESULT, ERR_RESULT
+from workers_app.executors.jsonl import MAX_JSON_LINE_CHARS, MSG_OVERSIZED
 
 PROFILE = "claude-replay"
 
@@ -68,6 +69,8 @@ def test_malformed_lines_are_kept_and_do_not_end_the_run(run_agent):
     assert "[claude] unparsed output: this line is not json" in run.output
     assert '[claude] unparsed output: {"type":"assistant","message":' in run.output
     assert "[claude] unparsed output: [1, 2, 3]" in run.output
+    assert MSG_OVERSIZED.format(agent="claude", limit=MAX_JSON_LINE_CHARS) in run.output
+    assert "x" * 1000 not in run.output
 
 
 def test_crash_mid_stream_is_an_error_with_the_agents_stderr(run_agent):

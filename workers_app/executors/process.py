@@ -1,9 +1,9 @@
 """A real agent subprocess with bounded pipes.
 
 Shared by every executor that runs a CLI (command, claude, codex). The agent's
-stdout is read by a thread into a bounded queue: when the runner falls behind,
-the agent blocks on its pipe instead of growing the worker's memory, however
-much it prints. stderr (when kept apart from stdout) is read into a short
+stdout is read by a thread into a buffer bounded in characters: when the
+runner falls behind, the agent blocks on its pipe instead of growing the
+worker's memory, however much it prints. stderr (when kept apart from stdout) is read into a short
 tail for error messages. Writes to stdin are serialised by a lock because
 follow-up messages and interrupts come from other threads than the reader.
 """
@@ -11,7 +11,6 @@ follow-up messages and interrupts come from other threads than the reader.
 import collections
 import io
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -19,10 +18,9 @@ import threading
 
 from workers_app.executors.base import ExecutorConfigError
 
-# Lines, not bytes: with the per-line cap below this bounds memory to
-# PIPE_QUEUE_LINES * MAX_LINE_CHARS in the worst case and to a few hundred KB
-# for ordinary output.
-PIPE_QUEUE_LINES = 2000
+# Characters waiting between the reader thread and the executor. Much more
+# than one output flush (64K), so a fast agent is read in big batches.
+PIPE_BUFFER_CHARS = 4 * 1024 * 1024
 MAX_LINE_CHARS = 64 * 1024
 STDERR_TAIL_LINES = 40
 
@@ -40,6 +38,49 @@ def require_binary(binary):
         raise ExecutorConfigError(ERR_BINARY_NOT_FOUND.format(binary=binary))
 
 
+class LineBuffer:
+    """Lines from the reader thread to the executor, at most ``max_chars`` waiting.
+
+    A single line larger than the budget still passes (alone), so the reader
+    never deadlocks; the caps on line length bound that case too.
+    """
+
+    def __init__(self, max_chars=PIPE_BUFFER_CHARS):
+        self._items = collections.deque()
+        self._chars = 0
+        self._max_chars = max_chars
+        self._changed = threading.Condition()
+
+    def put(self, item):
+        size = len(item) if isinstance(item, str) else 0
+        with self._changed:
+            while self._items and self._chars + size > self._max_chars:
+                self._changed.wait()
+            self._items.append(item)
+            self._chars += size
+            self._changed.notify_all()
+
+    def take(self, *, timeout, limit):
+        """Up to ``limit`` items in order, ending at EOF; [] if none came in ``timeout``."""
+        with self._changed:
+            if not self._items:
+                self._changed.wait(timeout)
+            batch = []
+            while self._items and len(batch) < limit:
+                item = self._items.popleft()
+                batch.append(item)
+                if item is EOF:
+                    break
+                if isinstance(item, str):
+                    self._chars -= len(item)
+            self._changed.notify_all()
+            return batch
+
+    @property
+    def chars(self):
+        return self._chars
+
+
 class AgentProcess:
     """``argv`` run in ``cwd`` in its own process group.
 
@@ -52,7 +93,7 @@ class AgentProcess:
         self, argv, *, cwd, env, stdin=False, merge_stderr=False, split_lines=True, max_line_chars=MAX_LINE_CHARS
     ):
         require_binary(argv[0])
-        self.lines = queue.Queue(maxsize=PIPE_QUEUE_LINES)
+        self.lines = LineBuffer()
         self.stderr_tail = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._split_lines = split_lines
         self._max_line_chars = max_line_chars
@@ -152,18 +193,15 @@ class AgentProcess:
         self.signal(signal.SIGKILL)
 
     def batches(self, limit=500):
-        """Yield lists of stdout lines until EOF; an empty list every quarter
-        second of silence (so the caller can tick)."""
+        """Yield lists of stdout lines until EOF; an empty list after a quarter
+        second of silence, so the caller can tick."""
         while True:
-            try:
-                item = self.lines.get(timeout=0.25)
-            except queue.Empty:
-                yield []
-                continue
-            if item is EOF:
+            batch = self.lines.take(timeout=0.25, limit=limit)
+            if batch and batch[-1] is EOF:
+                if len(batch) > 1:
+                    yield batch[:-1]
                 return
-            # Drain what is already waiting so a fast agent is read in big pieces.
-            yield drain_lines(self.lines, item, limit)
+            yield batch
 
     def wait(self):
         code = self.popen.wait()
@@ -172,22 +210,3 @@ class AgentProcess:
         for reader in self._readers:
             reader.join(timeout=2)
         return code
-
-
-def drain_lines(lines, first, limit=500):
-    """``first`` plus whatever is already queued, up to ``limit`` items.
-
-    Stops before EOF (put back so the caller sees it next), so a fast agent is
-    consumed in big pieces without ever blocking.
-    """
-    items = [first]
-    while len(items) < limit:
-        try:
-            item = lines.get_nowait()
-        except queue.Empty:
-            break
-        if item is EOF:
-            lines.put(EOF)
-            break
-        items.append(item)
-    return items
