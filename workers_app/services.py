@@ -11,6 +11,7 @@ from agentvine import events
 from agentvine.errors import IllegalTransition, ValidationFailed
 from tasks_app.models import Execution, ExecutionStatus
 from workers_app.models import AgentSession, ApiToken, SessionStatus, Worker, WorkerStatus, WorkerToken
+from workers_app.workspaces import workspace_remove
 
 ERR_SESSION_EXISTS = "a session with this session_id already exists"
 ERR_SESSION_TERMINATED = "session is already terminated"
@@ -223,4 +224,9 @@ def agent_session_terminate(*, session, reason="terminated"):
             raise IllegalTransition(ERR_SESSION_TERMINATED)
         session.refresh_from_db()
         _publish_session(session)
+        if session.task_id:
+            # The workspace goes with the session (its branch stays in the
+            # repository cache). Removed where the workspace root is visible:
+            # the worker host, or every host when the root is shared.
+            transaction.on_commit(lambda: workspace_remove(task=session.task))
     return session

@@ -5,7 +5,13 @@ import pytest
 from queue_app import services as queue_services
 from tasks_app.services import task_create, task_retry
 from workers_app.models import AgentSession, SessionStatus
-from workers_app.services import agent_session_open, agent_session_release, agent_session_set_agent_id
+from workers_app.services import (
+    agent_session_open,
+    agent_session_release,
+    agent_session_set_agent_id,
+    agent_session_terminate,
+)
+from workers_app.workspaces import workspace_prepare
 
 pytestmark = pytest.mark.django_db
 
@@ -71,3 +77,18 @@ def test_terminated_session_is_never_reused(worker):
     new, resume = agent_session_open(task=task, worker=worker)
 
     assert new.pk != old.pk and resume is False
+
+
+def test_terminating_a_session_removes_its_workspace(
+    worker, origin, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    settings.AGENTVINE_WORKSPACE_ROOT = tmp_path / "workspaces"
+    task = task_create(title="t", repository_url=str(origin), branch_name="feature/login")
+    path = workspace_prepare(task=task)
+    session, _ = agent_session_open(task=task, worker=worker)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        agent_session_terminate(session=session, reason="operator closed it")
+
+    assert not path.exists()
+    assert AgentSession.objects.get(pk=session.pk).status == SessionStatus.TERMINATED
