@@ -13,7 +13,8 @@ Sessions are files under $CLAUDE_CONFIG_DIR/projects/<cwd>/<id>.jsonl, so
 ``--resume`` only works for a session saved in the same directory, as with
 the real CLI. What it does is picked by a word in the first message:
 
-    scenario:slow       works in small steps until interrupted (control request)
+    scenario:slow       works in small steps until interrupted (control request);
+                        a resumed session picks up and finishes
     scenario:malformed  mixes lines that are not JSON into the stream
     scenario:crash      dies mid-line with exit code 3
     scenario:error      ends with an error_max_turns result and exit code 1
@@ -222,7 +223,7 @@ class Replay:
             # A protocol message bigger than any sane one (a runaway tool result).
             sys.stdout.write(json.dumps({"type": "assistant", "padding": "x" * 5_000_000}) + "\n")
             sys.stdout.flush()
-        if scenario == "slow":
+        if scenario == "slow" and not self.resumed:
             for step in range(1, 600):
                 if self.interrupt.is_set():
                     self.result(subtype="error_during_execution", text="interrupted by the user")

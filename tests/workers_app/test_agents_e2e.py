@@ -7,7 +7,7 @@ import pytest
 from queue_app.models import WorkOrderStatus
 from tasks_app.models import ExecutionStatus, Task, TaskStatus
 from tasks_app.selectors import execution_output, task_usage
-from tasks_app.services import task_cancel, task_create
+from tasks_app.services import task_cancel, task_create, task_retry
 from tests.conftest import wait_for
 from workers_app.models import AgentSession, SessionStatus
 
@@ -60,7 +60,7 @@ def test_claude_task_completes_in_its_worktree_with_usage_cost_and_session(celer
     assert work_order.last_error == "agent command not found: /nonexistent/claude"
 
 
-def test_cancelled_claude_task_is_interrupted_cooperatively(celery_worker_factory, operator):
+def test_cancelled_claude_task_is_interrupted_cooperatively_and_resumed_on_retry(celery_worker_factory, operator):
     celery_worker_factory(concurrency=1)
     task = task_create(title="Long refactor scenario:slow", executor="claude-replay", created_by=operator)
     wait_for(
@@ -81,3 +81,29 @@ def test_cancelled_claude_task_is_interrupted_cooperatively(celery_worker_factor
     # Stopped by the control request within the status-check period, not by the kill after the grace time.
     assert "working step 120" not in output
     assert execution.cost_usd == Decimal("0.012300")
+
+    # Retrying continues the saved conversation in the same session and workspace.
+    task_retry(task=task)
+    wait_for(lambda: _status(task) == TaskStatus.COMPLETED, message="resumed run completion")
+    resumed = task.executions.get(attempt=2)
+    assert resumed.session_id == execution.session_id
+    output = execution_output(execution=resumed)
+    assert f"Resumed session {execution.session.session_id} with 2 earlier messages" in output
+    assert "working step" not in output
+    assert task_usage(task=task)["cost_usd"] == Decimal("0.024600")
+
+
+def test_codex_task_records_its_own_thread_id_and_priced_usage(celery_worker_factory, operator, origin):
+    celery_worker_factory(concurrency=1)
+    task = task_create(title="Write notes", executor="codex-replay", repository_url=str(origin), created_by=operator)
+
+    wait_for(lambda: _status(task) == TaskStatus.COMPLETED, message="codex task completion")
+
+    execution = task.executions.get()
+    assert (execution.input_tokens, execution.output_tokens) == (1200, 340)
+    assert execution.cost_usd == Decimal("0.004900")
+    output = execution_output(execution=execution)
+    # Codex chose the conversation id; the session now carries it for a resume.
+    session = AgentSession.objects.get(pk=execution.session_id)
+    assert f"[codex] thread {session.session_id}\n" in output
+    assert "[files] add CODEX_NOTES.md" in output
