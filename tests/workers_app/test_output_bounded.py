@@ -3,6 +3,8 @@
 import sys
 import time
 
+from workers_app.executors import executor_for
+from workers_app.executors.base import RunContext
 from workers_app.executors.process import MAX_LINE_CHARS, PIPE_BUFFER_CHARS
 
 LINES = 40_000
@@ -47,3 +49,26 @@ def test_flooding_agent_is_read_in_order_with_bounded_memory(run_agent, tmp_path
     assert state["lines"] == LINES and state["in_order"]
     assert state["peak_buffer"] <= PIPE_BUFFER_CHARS + MAX_LINE_CHARS
     assert state["peak_rss"] - baseline < 64 * 1024 * 1024
+
+
+def test_killed_agent_frees_its_reader_even_if_nobody_reads(tmp_path):
+    script = tmp_path / "flood.py"
+    script.write_text(FLOOD.format(width=LINE_CHARS, lines=LINES))
+    profile = {"type": "command", "command": [sys.executable, str(script)]}
+    context = RunContext(
+        task_id="t", work_order_id="w", prompt="flood", workspace=tmp_path, profile=profile, time_limit=30
+    )
+    executor = executor_for(context)
+    events = executor.events()
+    while next(events).kind != "output":
+        pass
+    time.sleep(0.5)  # the buffer fills up and the reader thread blocks on it
+    reader = executor.process._readers[0]
+    assert reader.is_alive()
+
+    # What the runner does when the executor crashes: kill, and read no more.
+    executor.kill()
+
+    reader.join(timeout=5)
+    assert not reader.is_alive()
+    assert executor.process.wait() == -9

@@ -50,11 +50,14 @@ class LineBuffer:
         self._chars = 0
         self._max_chars = max_chars
         self._changed = threading.Condition()
+        self._discarding = False
 
     def put(self, item):
         size = len(item) if isinstance(item, str) else 0
         with self._changed:
-            while self._items and self._chars + size > self._max_chars:
+            if self._discarding and item is not EOF:
+                return
+            while self._items and self._chars + size > self._max_chars and not self._discarding:
                 self._changed.wait()
             self._items.append(item)
             self._chars += size
@@ -75,6 +78,13 @@ class LineBuffer:
                     self._chars -= len(item)
             self._changed.notify_all()
             return batch
+
+    def discard_new(self):
+        """Drop lines from now on (EOF still passes): after a kill nobody may
+        be reading, and a reader thread blocked on a full buffer must end."""
+        with self._changed:
+            self._discarding = True
+            self._changed.notify_all()
 
     @property
     def chars(self):
@@ -191,6 +201,7 @@ class AgentProcess:
 
     def kill(self):
         self.signal(signal.SIGKILL)
+        self.lines.discard_new()
 
     def batches(self, limit=500):
         """Yield lists of stdout lines until EOF; an empty list after a quarter
