@@ -32,6 +32,8 @@ os.environ.setdefault(
                 "command": [sys.executable, str(_TESTS / "agents" / "ticker.py"), "{prompt}"],
             },
             "missing": {"type": "command", "command": ["/nonexistent/agent-binary"]},
+            # Does nothing and succeeds: for throughput and draining tests.
+            "noop": {"type": "command", "command": ["true"]},
             # Replays of the Claude Code and Codex CLIs speaking their real
             # protocols (tests/agents/*_replay.py); their session stores live
             # under the var dir, as ~/.claude and ~/.codex would.

@@ -48,7 +48,7 @@ class OutputBuffer:
         self._pending = []
         self._pending_chars = 0
         self.tail = (self.tail + text)[-self.tail_chars :]
-        execution_output_append(execution=self.execution, seq=self.seq, text=text, tail=self.tail)
+        self._write(seq=self.seq, text=text, tail=self.tail)
         self.seq += 1
         self.writes += 1
         self.total_chars += len(text)
@@ -56,3 +56,7 @@ class OutputBuffer:
             # DEBUG keeps every SQL statement, output text included, for the
             # whole Celery task: a long run would grow by its output's size.
             reset_queries()
+
+    def _write(self, *, seq, text, tail):
+        """Persist one batch (the remote worker sends it over HTTP instead)."""
+        execution_output_append(execution=self.execution, seq=seq, text=text, tail=tail)

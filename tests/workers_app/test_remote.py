@@ -1,0 +1,138 @@
+"""Remote pull workers over the HTTP API, side by side with a real Celery worker."""
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from queue_app.models import WorkOrder, WorkOrderStatus
+from tasks_app.models import Execution, ExecutionStatus, Task, TaskStatus
+from tasks_app.selectors import execution_output
+from tasks_app.services import task_create
+from tests.conftest import ROOT, _database_url, wait_for
+from workers_app.models import Worker, WorkerStatus
+from workers_app.services import api_token_create
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+class RemoteWorkerProcess:
+    def __init__(self, server, token, name, log_path, *extra, env=None):
+        self.name = name
+        self.log_path = log_path
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
+            # Only so the settings module loads; the remote worker never connects.
+            "DATABASE_URL": _database_url(),
+            "PYTHONPATH": str(ROOT),
+            **(env or {}),
+        }
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers_app.remote", "--server", server, "--token", token, "--name", name]
+            + list(extra),
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self):
+        self.log.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    def wait(self, timeout):
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"remote worker {self.name} did not exit:\n{self.output()[-3000:]}") from None
+        finally:
+            self.log.close()
+
+
+@pytest.fixture
+def remote_factory(live_server, operator, tmp_path):
+    key = api_token_create(user=operator, name="remote workers")[1]
+    started = []
+
+    def start(name, *extra, env=None):
+        proc = RemoteWorkerProcess(live_server.url, key, name, tmp_path / f"{name}.log", *extra, env=env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.process.poll() is None:
+            proc.process.kill()
+            proc.process.wait()
+
+
+def test_remote_worker_runs_the_demo_agent_end_to_end(remote_factory, operator):
+    task = task_create(title="Remote greeting", description="Say hello from afar", created_by=operator)
+
+    remote = remote_factory(
+        "remote-e2e",
+        *("--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3"),
+        env={"AGENTVINE_OUTPUT_FLUSH_SECONDS": "0.05"},
+    )
+    assert remote.wait(timeout=60) == 0, remote.output()
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+    execution = task.executions.get()
+    assert execution.status == ExecutionStatus.COMPLETED and execution.exit_code == 0
+    output = execution_output(execution=execution)
+    assert "demo agent: starting on task: Remote greeting" in output
+    assert output.rstrip().endswith("wrote AGENTVINE_RESULT.md; done")
+    assert execution.output_chunks > 1, "output should arrive in several batches while the agent runs"
+    worker = Worker.objects.get(name="remote-e2e")
+    assert execution.worker == worker
+    # It heartbeated while working and deregistered on its way out.
+    assert worker.last_heartbeat_at > execution.started_at
+    assert worker.status == WorkerStatus.OFFLINE
+    result = Path(settings.AGENTVINE_WORKSPACE_ROOT) / str(task.pk) / "AGENTVINE_RESULT.md"
+    assert "Task: Remote greeting" in result.read_text()
+
+
+def test_remote_and_celery_workers_drain_500_orders_exactly_once_high_first(
+    remote_factory, celery_worker_factory, operator
+):
+    rng = random.Random(7)
+    priorities = ["high"] * 150 + ["normal"] * 200 + ["low"] * 150
+    rng.shuffle(priorities)
+    for index, priority in enumerate(priorities):
+        task_create(title=f"drain {index}", priority=priority, executor="noop", created_by=operator)
+
+    celery = celery_worker_factory(concurrency=1, wait=False)
+    remotes = [remote_factory(f"remote-{n}", "--idle-exit", "2", "--poll", "0.2") for n in range(3)]
+    wait_for(
+        lambda: not WorkOrder.objects.exclude(status=WorkOrderStatus.COMPLETED).exists(),
+        timeout=240,
+        interval=0.5,
+        message="every work order completed",
+    )
+    for remote in remotes:
+        assert remote.wait(timeout=60) == 0, remote.output()[-3000:]
+
+    assert Task.objects.filter(status=TaskStatus.COMPLETED).count() == 500
+    # Exactly once: one attempt per work order, all of them successful.
+    assert Execution.objects.count() == 500
+    assert Execution.objects.filter(status=ExecutionStatus.COMPLETED).count() == 500
+    assert set(Execution.objects.values_list("work_order_id", flat=True)) == set(
+        WorkOrder.objects.values_list("pk", flat=True)
+    )
+    names = set(Execution.objects.values_list("worker__name", flat=True))
+    assert {f"remote-{n}" for n in range(3)} <= names
+    assert any(name.startswith(f"{celery.name}@") for name in names), names
+    # High first: every high-priority order was claimed before any low one.
+    claimed = dict(
+        (priority, list(WorkOrder.objects.filter(priority=priority).values_list("claimed_at", flat=True)))
+        for priority in ("high", "low")
+    )
+    assert max(claimed["high"]) < min(claimed["low"])

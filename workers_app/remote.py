@@ -1,0 +1,352 @@
+"""Remote pull worker: runs agents on a machine that reaches AgentVine only over HTTP.
+
+    python -m workers_app.remote --server https://agentvine.example --token avo_… [--name gpu-box:0]
+    python -m workers_app.remote --server … --worker-id ID --worker-token avw_…
+
+With an operator token it registers itself (and deregisters on a clean exit);
+with a worker token it works as that worker. Then it heartbeats, claims the
+highest-priority ready work order, runs it with the same executors as the
+Celery workers, streams the output in batches and completes or fails it. It
+never touches the database: Postgres stays behind the API, so remote and
+Celery workers share one queue and the claim's compare-and-set keeps any
+work order from running twice.
+
+Every write carries an Idempotency-Key that is reused when the request is
+retried after a network error, so a lost response never applies a write twice.
+"""
+
+import argparse
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+
+import requests
+
+logger = logging.getLogger("agentvine.remote")
+
+# How often a running agent's work order is re-read to notice a cancel.
+STATUS_CHECK_SECONDS = 1.0
+INTERRUPT_GRACE_SECONDS = 5.0
+RETRY_STATUSES = (429, 502, 503, 504)
+
+ERR_TIME_LIMIT = "time limit of {seconds:.0f}s exceeded"
+ERR_UNSUPPORTED_KIND = "work order kind {kind} cannot run on a remote worker"
+ERR_NO_RESULT = "agent ended without a result"
+ERR_NEED_CREDENTIALS = "give --token (operator, to register) or --worker-id and --worker-token"
+
+
+class ApiError(Exception):
+    def __init__(self, status, body):
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class ApiClient:
+    """A small JSON client: token auth, idempotent retried writes."""
+
+    def __init__(self, server, token, *, timeout=30.0, retry_seconds=300.0):
+        self.base = server.rstrip("/") + "/api/v1/"
+        self.token = token
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Token {token}"
+
+    def clone(self):
+        """Another client with the same credentials, for another thread."""
+        return ApiClient(self.base[: -len("/api/v1/")], self.token, timeout=self.timeout)
+
+    def get(self, path):
+        return self._request("GET", path)
+
+    def post(self, path, body=None):
+        return self._request("POST", path, body)
+
+    def delete(self, path):
+        return self._request("DELETE", path)
+
+    def _request(self, method, path, body=None):
+        headers = {}
+        if method != "GET":
+            # One key per logical write, kept across retries: exactly once.
+            headers["Idempotency-Key"] = uuid.uuid4().hex
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.2
+        while True:
+            try:
+                response = self.session.request(
+                    method, self.base + path, json=body, headers=headers, timeout=self.timeout
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("%s %s: %s; retrying in %.1fs", method, path, exc, delay)
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    break
+                if time.monotonic() > deadline:
+                    break
+                retry_after = response.headers.get("Retry-After")
+                if retry_after and retry_after.isdigit():
+                    delay = max(delay, float(retry_after))
+            time.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 10.0)
+        if response.status_code >= 400:
+            try:
+                detail = response.json()
+            except ValueError:
+                detail = response.text[:500]
+            raise ApiError(response.status_code, detail)
+        return response.json() if response.content else None
+
+
+def _setup_django():
+    # Executors, profiles and workspaces read Django settings; no database
+    # connection is ever opened by this program.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentvine.settings")
+    import django
+
+    django.setup()
+
+
+def register(*, server, operator_token, name, hostname):
+    """Register a worker with an operator token; returns (worker id, worker token)."""
+    reply = ApiClient(server, operator_token).post("workers/", {"name": name, "hostname": hostname})
+    return reply["id"], reply["token"]
+
+
+def _remote_output_buffer_class():
+    from workers_app.output import OutputBuffer
+
+    class RemoteOutputBuffer(OutputBuffer):
+        """OutputBuffer batching, with each batch sent over HTTP."""
+
+        def __init__(self, api, work_order_id):
+            super().__init__(SimpleNamespace(output_chunks=0, output_tail="", output_chars=0))
+            self.api = api
+            self.work_order_id = work_order_id
+            self.work_order_status = "running"
+
+        def _write(self, *, seq, text, tail):
+            try:
+                reply = self.api.post(f"queue/work-orders/{self.work_order_id}/output/", {"seq": seq, "text": text})
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                # The attempt was closed under us (cancelled, requeued).
+                self.work_order_status = "gone"
+                return
+            self.work_order_status = reply["work_order_status"]
+
+    return RemoteOutputBuffer
+
+
+class RemoteWorker:
+    def __init__(self, api, worker_id, *, poll_seconds=1.0, heartbeat_seconds=10.0, idle_exit=None, max_orders=None):
+        self.api = api
+        self.worker_id = worker_id
+        self.poll_seconds = poll_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.idle_exit = idle_exit
+        self.max_orders = max_orders
+        self.stop = threading.Event()
+        self.outcomes = []
+
+    # --- loop -----------------------------------------------------------------
+
+    def run(self):
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="agentvine-remote-heartbeat", daemon=True)
+        heartbeat.start()
+        idle_since = time.monotonic()
+        while not self.stop.is_set():
+            claimed = self.api.post("queue/claim/", {})
+            if claimed is None:
+                if self.idle_exit is not None and time.monotonic() - idle_since > self.idle_exit:
+                    break
+                self.stop.wait(self.poll_seconds * random.uniform(0.5, 1.0))
+                continue
+            self.outcomes.append(self.run_one(claimed))
+            idle_since = time.monotonic()
+            if self.max_orders is not None and len(self.outcomes) >= self.max_orders:
+                break
+        self.stop.set()
+        return self.outcomes
+
+    def _heartbeat_loop(self):
+        api = self.api.clone()
+        api.retry_seconds = self.heartbeat_seconds
+        while not self.stop.wait(self.heartbeat_seconds):
+            try:
+                api.post(f"workers/{self.worker_id}/heartbeat/")
+            except ApiError as exc:
+                if exc.status == 401:
+                    logger.error("worker token refused (deregistered?); stopping")
+                    self.stop.set()
+                    return
+                logger.warning("heartbeat failed: %s", exc)
+            except requests.RequestException as exc:
+                logger.warning("heartbeat failed: %s", exc)
+
+    # --- one work order ---------------------------------------------------------
+
+    def run_one(self, claimed):
+        from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
+        from workers_app.executors.base import RunContext
+        from workers_app.workspaces import workspace_prepare
+
+        work_order, task = claimed["work_order"], claimed["task"]
+        work_order_id = work_order["id"]
+        self.api.post(f"queue/work-orders/{work_order_id}/start/")
+        if work_order["kind"] != "run_task":
+            return self._fail(work_order_id, ERR_UNSUPPORTED_KIND.format(kind=work_order["kind"]), retryable=False)
+        try:
+            from django.conf import settings
+
+            profile = executor_profile(task["executor"])
+            workspace = workspace_prepare(
+                task=SimpleNamespace(
+                    id=task["id"], repository_url=task["repository_url"], branch_name=task["branch_name"]
+                )
+            )
+            context = RunContext(
+                task_id=task["id"],
+                work_order_id=work_order_id,
+                prompt=claimed["prompt"],
+                workspace=workspace,
+                profile=profile,
+                time_limit=float(profile.get("timeout", settings.AGENTVINE_MAX_RUN_SECONDS)),
+                session_id=str(uuid.uuid4()),
+            )
+            return self._drive(work_order_id, executor_for(context))
+        except ExecutorConfigError as exc:
+            return self._fail(work_order_id, str(exc), retryable=False)
+
+    def _drive(self, work_order_id, executor):
+        buffer = _remote_output_buffer_class()(self.api, work_order_id)
+        started = time.monotonic()
+        next_check = started + STATUS_CHECK_SECONDS
+        stop_reason = None
+        interrupted_at = None
+        outcome = None
+        try:
+            for event in executor.events():
+                now = time.monotonic()
+                if event.kind in ("output", "tool_use"):
+                    buffer.add(event.text)
+                elif event.kind in ("completed", "error"):
+                    outcome = event
+                buffer.maybe_flush()
+                if stop_reason is None and now - started > executor.context.time_limit:
+                    stop_reason = ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
+                if stop_reason is None and now >= next_check:
+                    next_check = now + STATUS_CHECK_SECONDS
+                    status = self.api.get(f"queue/work-orders/{work_order_id}/")["status"]
+                    if status not in ("running", "waiting"):
+                        stop_reason = f"work order became {status}"
+                if stop_reason is None and buffer.work_order_status not in ("running", "waiting"):
+                    stop_reason = f"work order became {buffer.work_order_status}"
+                if stop_reason and interrupted_at is None:
+                    interrupted_at = now
+                    executor.interrupt()
+                elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE_SECONDS:
+                    executor.kill()
+        except Exception as exc:
+            logger.exception("executor crashed on work order %s", work_order_id)
+            executor.kill()
+            buffer.flush()
+            return self._fail(work_order_id, f"executor error: {exc}", retryable=True)
+        buffer.flush()
+        if stop_reason and not stop_reason.startswith("time limit"):
+            return "interrupted"
+        exit_code = outcome.data.get("exit_code") if outcome else None
+        if stop_reason:
+            return self._fail(work_order_id, stop_reason, retryable=True, exit_code=exit_code)
+        if outcome is not None and outcome.kind == "completed":
+            try:
+                self.api.post(f"queue/work-orders/{work_order_id}/complete/", {"exit_code": exit_code or 0})
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                return "lost"
+            return "completed"
+        error = outcome.text if outcome else ERR_NO_RESULT
+        tail = buffer.tail.strip().splitlines()[-5:]
+        if tail:
+            error = error + "\n" + "\n".join(tail)
+        return self._fail(work_order_id, error, retryable=True, exit_code=exit_code)
+
+    def _fail(self, work_order_id, error, *, retryable, exit_code=None):
+        try:
+            self.api.post(
+                f"queue/work-orders/{work_order_id}/fail/",
+                {"error": error, "exit_code": exit_code, "retryable": retryable},
+            )
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            logger.info("work order %s was no longer ours to fail", work_order_id)
+        return "failed"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="AgentVine remote pull worker")
+    parser.add_argument(
+        "--server", default=os.environ.get("AGENTVINE_SERVER"), required="AGENTVINE_SERVER" not in os.environ
+    )
+    parser.add_argument("--token", default=os.environ.get("AGENTVINE_TOKEN"), help="operator token, to register")
+    parser.add_argument("--name", default=f"remote@{socket.gethostname()}:{os.getpid()}")
+    parser.add_argument("--worker-id", default=os.environ.get("AGENTVINE_WORKER_ID"))
+    parser.add_argument("--worker-token", default=os.environ.get("AGENTVINE_WORKER_TOKEN"))
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between claims while idle")
+    parser.add_argument("--heartbeat", type=float, default=None, help="seconds between heartbeats")
+    parser.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    parser.add_argument("--max-orders", type=int, default=None, help="exit after running this many work orders")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
+    _setup_django()
+    from django.conf import settings
+
+    registered = False
+    if args.worker_id and args.worker_token:
+        worker_id, worker_token = args.worker_id, args.worker_token
+    elif args.token:
+        worker_id, worker_token = register(
+            server=args.server, operator_token=args.token, name=args.name, hostname=socket.gethostname()
+        )
+        registered = True
+        logger.info("registered as %s (%s)", args.name, worker_id)
+    else:
+        parser.error(ERR_NEED_CREDENTIALS)
+    api = ApiClient(args.server, worker_token)
+    worker = RemoteWorker(
+        api,
+        worker_id,
+        poll_seconds=args.poll,
+        heartbeat_seconds=args.heartbeat or settings.AGENTVINE_HEARTBEAT_SECONDS,
+        idle_exit=args.idle_exit,
+        max_orders=args.max_orders,
+    )
+    # SIGTERM: finish the current work order, then leave.
+    signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop.set())
+    try:
+        outcomes = worker.run()
+    finally:
+        if registered:
+            try:
+                api.delete(f"workers/{worker_id}/")
+            except (ApiError, requests.RequestException):
+                logger.warning("could not deregister %s", worker_id)
+    logger.info("ran %d work orders: %s", len(outcomes), {o: outcomes.count(o) for o in set(outcomes)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
