@@ -1,0 +1,173 @@
+"""Work-order lifecycles per second through the platform, against raw Celery.
+
+(a) raw Celery: no-op tasks/s through the same Redis, queues and worker
+    settings (prefetch 1, acks_late, priority queue order), same concurrency.
+(b) the platform: tasks created over the REST API (a real daphne server,
+    token auth), dispatched on commit, claimed by a Celery worker slot, run
+    as a trivial command (`true`), completed, every transition published on
+    the live layer — measured from the first API call to the last completion.
+
+    .venv/bin/python bench/lifecycle.py [--tasks 2000] [--orders 300] [--concurrency 2] [--producers 4]
+
+Prints both rates and the ratio (target: b >= 25% of a).
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.harness import REDIS_URL, ROOT, setup_django, stop_worker  # noqa: E402
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_celery(app, concurrency, name):
+    log = open(f"/tmp/bench-lifecycle-{name}.log", "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "high,default,low", "-c", str(concurrency)]
+        + ["-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "warning"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def raw_celery(tasks, concurrency):
+    import redis
+
+    from bench.celery_noop import COUNTER_KEY, noop
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(COUNTER_KEY)
+    worker = _start_celery("bench.celery_noop", concurrency, "raw")
+    try:
+        # Warm up: the pool is up and consuming before the clock starts.
+        noop.apply_async(queue="default")
+        _wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= 1, 60, "celery worker start")
+        client.delete(COUNTER_KEY)
+        started = time.perf_counter()
+        for _ in range(tasks):
+            noop.apply_async(queue="default")
+        _wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= tasks, 600, "no-op tasks")
+        elapsed = time.perf_counter() - started
+    finally:
+        stop_worker(worker)
+    return tasks / elapsed
+
+
+def platform(orders, concurrency, producers):
+    import requests
+    from django.contrib.auth import get_user_model
+
+    from queue_app.models import WorkOrder, WorkOrderStatus
+    from workers_app.models import Worker, WorkerStatus
+    from workers_app.services import api_token_create
+
+    user = get_user_model().objects.create_user(username="bench-operator", password="bench-pass-123", is_staff=True)
+    key = api_token_create(user=user, name="bench")[1]
+    port = _free_port()
+    web_log = open("/tmp/bench-lifecycle-web.log", "w")
+    web = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "agentvine.asgi:application"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false"},
+        stdout=web_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    worker = _start_celery("agentvine", concurrency, "platform")
+    base = f"http://127.0.0.1:{port}/api/v1/"
+    headers = {"Authorization": f"Token {key}"}
+    try:
+        _wait_until(
+            lambda: (
+                Worker.objects.filter(name__startswith="platform@", status=WorkerStatus.IDLE).count() >= concurrency
+            ),
+            60,
+            "celery slots",
+        )
+
+        def up():
+            try:
+                return requests.get(base + "queue/", headers=headers, timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        _wait_until(up, 60, "daphne")
+        errors = []
+
+        def produce(count, offset):
+            session = requests.Session()
+            session.headers.update(headers)
+            for index in range(count):
+                body = {"title": f"lifecycle {offset + index}", "executor": "noop"}
+                response = session.post(base + "tasks/", json=body, timeout=30)
+                if response.status_code != 201:
+                    errors.append(response.text[:200])
+
+        share = [orders // producers + (1 if i < orders % producers else 0) for i in range(producers)]
+        threads = [threading.Thread(target=produce, args=(count, sum(share[:i]))) for i, count in enumerate(share)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        created = time.perf_counter() - started
+        if errors:
+            raise RuntimeError(f"{len(errors)} API creates failed, e.g. {errors[0]}")
+        _wait_until(
+            lambda: WorkOrder.objects.filter(status=WorkOrderStatus.COMPLETED).count() >= orders,
+            900,
+            "lifecycles",
+        )
+        elapsed = time.perf_counter() - started
+        failed = WorkOrder.objects.exclude(status=WorkOrderStatus.COMPLETED).count()
+        if failed:
+            raise RuntimeError(f"{failed} work orders did not complete")
+    finally:
+        stop_worker(worker)
+        stop_worker(web)
+    print(f"  API creates: {orders} in {created:.1f}s ({orders / created:.1f}/s over {producers} clients)")
+    return orders / elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=2000, help="raw Celery no-op tasks")
+    parser.add_argument("--orders", type=int, default=300, help="platform work-order lifecycles")
+    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker slots, both runs")
+    parser.add_argument("--producers", type=int, default=4, help="concurrent API clients creating tasks")
+    args = parser.parse_args()
+    setup_django()
+
+    print(f"(a) raw Celery: {args.tasks} no-op tasks, -c {args.concurrency}")
+    raw = raw_celery(args.tasks, args.concurrency)
+    print(f"    {raw:.1f} tasks/s")
+    print(f"(b) platform: {args.orders} lifecycles (API create -> dispatch -> claim -> run `true` -> complete)")
+    full = platform(args.orders, args.concurrency, args.producers)
+    print(f"    {full:.1f} lifecycles/s")
+    print(f"ratio b/a = {full / raw:.1%} (target >= 25%)")
+
+
+if __name__ == "__main__":
+    main()
