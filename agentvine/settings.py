@@ -195,6 +195,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": AGENTVINE_MAX_RUN_SECONDS + 600,
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "prune-live-events": {"task": "chat_app.prune_live_events", "schedule": 300.0},
+}
 CELERY_TIMEZONE = TIME_ZONE
 
 # --- AgentVine ------------------------------------------------------------------
@@ -255,6 +258,15 @@ AGENTVINE_EXECUTORS = {
 }
 AGENTVINE_EXECUTORS.update(json.loads(env.str("AGENTVINE_EXECUTORS_JSON", default="{}")))
 AGENTVINE_DEFAULT_EXECUTOR = env.str("AGENTVINE_DEFAULT_EXECUTOR", default="demo")
+
+# Live layer and human in the loop.
+# Where agents reach this server (the `agentvine-ask` command and the MCP
+# server call it with their per-work-order token).
+AGENTVINE_API_URL = env.str("AGENTVINE_API_URL", default="http://127.0.0.1:8000")
+# Reconnecting clients catch up from the event log; older events are pruned.
+AGENTVINE_LIVE_EVENT_RETENTION_HOURS = env.float("AGENTVINE_LIVE_EVENT_RETENTION_HOURS", default=24.0)
+# How long one long-poll for an answer waits before the agent asks again.
+AGENTVINE_ASK_POLL_SECONDS = env.float("AGENTVINE_ASK_POLL_SECONDS", default=25.0)
 
 LOGGING = {
     "version": 1,

@@ -7,6 +7,7 @@ from workers_app import views as worker_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/chat/", include("chat_app.urls")),
     path("api/v1/", include("agentvine.api_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

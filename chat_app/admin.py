@@ -1,11 +1,42 @@
 from django.contrib import admin
 
-from chat_app.models import ChatMessage
+from chat_app.models import AgentToken, ChatMessage, Conversation, LiveEvent, SenderProfile
 
 
 @admin.register(ChatMessage)
 class ChatMessageAdmin(admin.ModelAdmin):
-    list_display = ("conversation_id", "sender_type", "sender_id", "message_type", "created_at")
-    list_filter = ("sender_type", "message_type")
-    search_fields = ("message", "sender_id", "conversation_id")
-    readonly_fields = ("created_at",)
+    list_display = ("created_at", "conversation_id", "kind", "sender", "recipient", "status", "inbox_position")
+    list_filter = ("kind", "status", "sender__kind")
+    search_fields = ("text", "sender__display_name", "sender__discord_username", "conversation__id")
+    list_select_related = ("sender", "recipient")
+    raw_id_fields = ("conversation", "sender", "recipient", "task", "work_order", "execution", "parent_message")
+    readonly_fields = ("created_at", "queued_at", "delivered_at", "failed_at", "answered_at")
+
+
+@admin.register(SenderProfile)
+class SenderProfileAdmin(admin.ModelAdmin):
+    list_display = ("display_name", "kind", "key", "discord_username", "discord_user_id")
+    list_filter = ("kind",)
+    search_fields = ("display_name", "key", "discord_username", "discord_user_id")
+    raw_id_fields = ("user", "task")
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("id", "title", "unread_count", "last_message_at")
+    search_fields = ("id", "title")
+    raw_id_fields = ("task",)
+
+
+@admin.register(LiveEvent)
+class LiveEventAdmin(admin.ModelAdmin):
+    list_display = ("id", "type", "groups", "created_at")
+    search_fields = ("type", "groups")
+
+
+@admin.register(AgentToken)
+class AgentTokenAdmin(admin.ModelAdmin):
+    # The token itself is never stored; the hash is useless to an attacker.
+    list_display = ("work_order", "created_at", "revoked_at")
+    readonly_fields = ("token_hash",)
+    raw_id_fields = ("work_order", "execution")

@@ -1,34 +1,191 @@
 import uuid
 
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.db.models import Q
 
 
-class SenderType(models.TextChoices):
-    WORKER = "worker", "Worker"
-    HUMAN = "human", "Human"
+class LiveEvent(models.Model):
+    """Every published event, kept so a reconnecting client can catch up.
+
+    Written with one INSERT inside the publishing transaction (the id is the
+    cursor clients resume from) and pruned by age in bounded batches.
+    ``groups`` is stored as `` g1 g2 `` (space-delimited, padded) so "events of
+    group X" is one ``LIKE '% X %'`` on any database, walked from the id cursor.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    type = models.CharField(max_length=64)
+    groups = models.TextField()
+    payload = models.JSONField(encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"#{self.id} {self.type}"
+
+    @staticmethod
+    def encode_groups(groups):
+        return " " + " ".join(groups) + " "
+
+    @property
+    def group_list(self):
+        return self.groups.split()
+
+
+class SenderKind(models.TextChoices):
+    OPERATOR = "operator", "Operator"
+    AGENT = "agent", "Agent"
+    DISCORD = "discord", "Discord user"
     SYSTEM = "system", "System"
+    EXTERNAL = "external", "Other agent or program"
 
 
-class MessageType(models.TextChoices):
-    REQUEST = "request", "Request"
-    RESPONSE = "response", "Response"
-    STATUS = "status", "Status"
+class SenderProfile(models.Model):
+    """Who a message is from or to: one row per person, agent or program.
+
+    ``key`` makes identities unique and stable: ``user:<id>``, ``agent:<task id>``,
+    ``discord:<discord user id>``, ``system``. The row doubles as the
+    recipient's inbox lock: batches lock it to take a contiguous range of
+    ``inbox_next_position``.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    key = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=10, choices=SenderKind.choices)
+    display_name = models.CharField(max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="sender_profiles"
+    )
+    task = models.ForeignKey(
+        "tasks_app.Task", null=True, blank=True, on_delete=models.CASCADE, related_name="sender_profiles"
+    )
+    discord_username = models.CharField(max_length=100, blank=True)
+    discord_user_id = models.CharField(max_length=32, blank=True, db_index=True)
+    inbox_next_position = models.BigIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["display_name"]
+
+    def __str__(self):
+        return self.display_name
+
+
+class Conversation(models.Model):
+    """A chat thread; a task's agent chat uses the task id as its id."""
+
+    id = models.CharField(max_length=200, primary_key=True)
+    task = models.ForeignKey(
+        "tasks_app.Task", null=True, blank=True, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    # Messages operators have not read yet (reset by conversation_mark_read).
+    unread_count = models.PositiveIntegerField(default=0)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-last_message_at"]
+
+    def __str__(self):
+        return self.title or self.id
+
+
+class MessageKind(models.TextChoices):
+    CHAT = "chat", "Chat"
+    QUESTION = "question", "Question"
+    ANSWER = "answer", "Answer"
+    NOTICE = "notice", "System notice"
+    PROGRESS = "progress", "Progress report"
+
+
+class DeliveryStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
 
 
 class ChatMessage(models.Model):
-    """One message, with who sent it. The live-oversight work extends it."""
+    """One message: who sent it to whom, about which work, and its delivery."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    conversation_id = models.CharField(max_length=200, db_index=True)
-    sender_type = models.CharField(max_length=8, choices=SenderType.choices)
-    sender_id = models.CharField(max_length=200)
-    message = models.TextField()
-    message_type = models.CharField(max_length=10, choices=MessageType.choices, default=MessageType.REQUEST)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    kind = models.CharField(max_length=10, choices=MessageKind.choices, default=MessageKind.CHAT)
+    sender = models.ForeignKey(SenderProfile, on_delete=models.PROTECT, related_name="sent_messages")
+    recipient = models.ForeignKey(
+        SenderProfile, null=True, blank=True, on_delete=models.PROTECT, related_name="received_messages"
+    )
+    text = models.TextField()
+    task = models.ForeignKey(
+        "tasks_app.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="chat_messages"
+    )
+    work_order = models.ForeignKey(
+        "queue_app.WorkOrder", null=True, blank=True, on_delete=models.SET_NULL, related_name="chat_messages"
+    )
+    execution = models.ForeignKey(
+        "tasks_app.Execution", null=True, blank=True, on_delete=models.SET_NULL, related_name="chat_messages"
+    )
+    # An answer points at its question.
     parent_message = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies")
+    # Order within the recipient's inbox; a batch takes a contiguous range.
+    inbox_position = models.BigIntegerField(null=True, blank=True)
+    batch_id = models.UUIDField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    failure_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    # Questions only: the first answer wins (compare-and-set on answered_at).
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answered_by = models.ForeignKey(
+        SenderProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="answered_questions"
+    )
+    answer_text = models.TextField(blank=True)
 
     class Meta:
-        ordering = ["created_at"]
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "inbox_position"], name="chatmessage_unique_inbox_position"),
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="chatmessage_conversation_idx"),
+            models.Index(
+                fields=["created_at"],
+                name="chatmessage_pending_q_idx",
+                condition=Q(kind="question", answered_at__isnull=True),
+            ),
+            models.Index(
+                fields=["recipient", "inbox_position"],
+                name="chatmessage_inbox_queued_idx",
+                condition=Q(status="queued"),
+            ),
+        ]
 
     def __str__(self):
-        return f"{self.sender_type}:{self.sender_id}: {self.message[:40]}"
+        return f"{self.sender_id}: {self.text[:40]}"
+
+
+class AgentToken(models.Model):
+    """Lets one running work order's agent call the ask endpoint.
+
+    Only a SHA-256 of the token is stored; the token itself lives in the
+    agent's environment for the length of one run.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    work_order = models.ForeignKey("queue_app.WorkOrder", on_delete=models.CASCADE, related_name="agent_tokens")
+    execution = models.ForeignKey(
+        "tasks_app.Execution", null=True, blank=True, on_delete=models.CASCADE, related_name="agent_tokens"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"token for {self.work_order_id}"

@@ -6,12 +6,15 @@ progress over a few seconds. It is a demo, not an AI.
 
     python -m workers_app.demo_agent --workspace DIR --prompt TEXT [--steps N]
 
-Step length comes from AGENTVINE_DEMO_STEP_SECONDS (default 1.0).
+Step length comes from AGENTVINE_DEMO_STEP_SECONDS (default 1.0). A task
+line starting with ``ASK:`` makes it ask a human through ``agentvine-ask``
+(on the PATH the runner gives every agent) and print the answer it got.
 """
 
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +43,17 @@ def main(argv=None):
     files = sorted(p.name for p in workspace.iterdir()) if workspace.is_dir() else []
     notes.append(f"workspace has {len(files)} entries: {', '.join(files[:20]) or 'none'}")
     print(f"demo agent: {notes[-1]}", flush=True)
+    for line in args.prompt.splitlines():
+        if line.startswith("ASK:"):
+            question = line[len("ASK:") :].strip()
+            print(f"demo agent: asking a human: {question}", flush=True)
+            asked = subprocess.run(["agentvine-ask", question], capture_output=True, text=True)
+            if asked.returncode != 0:
+                print(f"demo agent: could not ask: {asked.stderr.strip()}", flush=True)
+                return 1
+            answer = asked.stdout.strip()
+            notes.append(f"asked {question!r}, a human answered {answer!r}")
+            print(f"demo agent: answer: {answer}", flush=True)
     for step in range(1, args.steps + 1):
         time.sleep(step_seconds)
         notes.append(f"step {step}/{args.steps}: considered {len(args.prompt.split())} words of the task")

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from agentvine.errors import IllegalTransition
+from chat_app import agent_link
 from queue_app import services as queue_services
 from queue_app.models import WorkOrder, WorkOrderKind, WorkOrderStatus
 from tasks_app.models import Execution, ExecutionStatus
@@ -77,6 +78,8 @@ def work_order_run(*, work_order_id):
             time_limit=float(profile.get("timeout", settings.AGENTVINE_MAX_RUN_SECONDS)),
             session_id=session.session_id,
             resume=resume,
+            # agentvine-ask on PATH and the token that lets it ask a human.
+            env=agent_link.agent_environment(work_order=work_order, execution=execution),
         )
         executor = executor_for(context)
         return _drive(worker=worker, work_order=work_order, execution=execution, executor=executor)
@@ -86,6 +89,7 @@ def work_order_run(*, work_order_id):
     finally:
         if session is not None:
             agent_session_release(session=session)
+        agent_link.agent_environment_close(work_order=work_order)
 
 
 def _not_claimed(work_order_id):
@@ -117,6 +121,20 @@ def _drive(*, worker, work_order, execution, executor):
                 agent_session_set_agent_id(session=execution.session, session_id=event.data.get("session_id"))
             elif event.kind in ("completed", "error"):
                 outcome_event = event
+            elif event.kind == "question" and stop_reason is None:
+                # The agent blocks until a person answers; output keeps flowing
+                # to Postgres meanwhile. None means the work stopped or timed
+                # out, which the checks below notice.
+                answer = agent_link.executor_question(
+                    work_order=work_order,
+                    execution=execution,
+                    text=event.text,
+                    deadline=started + executor.context.time_limit,
+                    on_wait=buffer.maybe_flush,
+                )
+                if answer is not None:
+                    executor.provide_answer(answer)
+                next_check = 0
             buffer.maybe_flush()
             if stop_reason is None and now - started > executor.context.time_limit:
                 stop_reason = ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
@@ -125,6 +143,9 @@ def _drive(*, worker, work_order, execution, executor):
                 status = WorkOrder.objects.filter(pk=work_order.pk).values_list("status", flat=True).first()
                 if status != WorkOrderStatus.RUNNING and status != WorkOrderStatus.WAITING:
                     stop_reason = f"work order became {status}"
+                else:
+                    # Operator messages queued for this agent, in order.
+                    agent_link.inbox_deliver_to_executor(task=work_order.task, executor=executor)
             if stop_reason and interrupted_at is None:
                 interrupted_at = now
                 executor.interrupt()

@@ -1,0 +1,70 @@
+"""What the runner needs from the chat side while an agent runs.
+
+- :func:`agent_environment`: the variables that let the agent ask a human
+  (``agentvine-ask`` on PATH, the API URL, a per-work-order token).
+- :func:`executor_question`: an executor's own ``question`` event (e.g. a
+  function call of an OpenAI-compatible model) becomes a stored question; the
+  runner blocks here until a person answers or the work stops.
+- :func:`inbox_deliver_to_executor`: hands queued operator messages, in
+  order, to executors that accept follow-up messages (claude over stdin).
+"""
+
+import os
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+from chat_app import selectors, services
+from chat_app.models import SenderProfile
+from queue_app.models import WorkOrderStatus
+
+AGENT_BIN_DIR = Path(__file__).resolve().parent / "agent_bin"
+# How often a runner waiting for an answer re-reads the question row.
+ANSWER_POLL_SECONDS = 0.25
+
+
+def agent_environment(*, work_order, execution=None):
+    token = services.agent_token_issue(work_order=work_order, execution=execution)
+    return {
+        "AGENTVINE_API_URL": settings.AGENTVINE_API_URL,
+        "AGENTVINE_TOKEN": token,
+        "AGENTVINE_WORK_ORDER_ID": str(work_order.pk),
+        "AGENTVINE_TASK_ID": str(work_order.task_id),
+        "PATH": f"{AGENT_BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def agent_environment_close(*, work_order):
+    """The run is over: its token stops working."""
+    services.agent_token_revoke(work_order=work_order)
+
+
+def executor_question(*, work_order, execution, text, deadline, on_wait=None):
+    """Ask, then wait for the answer; ``None`` if the work stopped or time ran out."""
+    question = services.question_ask(work_order=work_order, execution=execution, text=text, source="executor")
+    while True:
+        answered_at, answer_text, status = selectors.question_state(question_id=question.pk)
+        if answered_at is not None:
+            services.answer_mark_delivered(question=question)
+            return answer_text
+        if status not in (WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING) or time.monotonic() > deadline:
+            return None
+        if on_wait is not None:
+            on_wait()
+        time.sleep(ANSWER_POLL_SECONDS)
+
+
+def inbox_deliver_to_executor(*, task, executor):
+    """Deliver the agent's queued messages through ``executor.send_message`` in order.
+
+    An executor that cannot take a message now returns False and the inbox
+    stays queued for the agent's next turn.
+    """
+    send_message = getattr(executor, "send_message", None)
+    if send_message is None:
+        return []
+    recipient = SenderProfile.objects.filter(key=f"agent:{task.pk}").first()
+    if recipient is None:
+        return []
+    return services.inbox_deliver(recipient=recipient, deliver=lambda message: send_message(message.text))

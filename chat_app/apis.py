@@ -1,0 +1,251 @@
+"""Chat HTTP API under /api/v1/chat/: history, sending, batches, questions,
+Discord relay, and the endpoints a running agent calls with its token.
+
+Operator views use the default authentication classes from settings; agent
+views accept only the per-work-order agent token.
+"""
+
+import asyncio
+import time
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agentvine.errors import NotFound
+from chat_app import selectors, services
+from chat_app.authentication import ERR_BAD_AGENT_TOKEN, AgentTokenAuthentication, IsAgent, agent_from_header
+from chat_app.models import ChatMessage, DeliveryStatus, MessageKind, SenderProfile
+from queue_app.models import ACTIVE_STATUSES
+
+ERR_QUESTION_NOT_YOURS = "question belongs to another work order"
+ERR_WORK_ENDED = "the work order ended before the question was answered"
+MAX_WAIT_SECONDS = 60.0
+
+
+class SenderSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SenderProfile
+        fields = ["id", "key", "kind", "display_name", "discord_username", "discord_user_id"]
+
+
+class MessageOutputSerializer(serializers.ModelSerializer):
+    sender = SenderSerializer()
+    recipient = SenderSerializer(allow_null=True)
+    answered_by = SenderSerializer(allow_null=True)
+
+    class Meta:
+        model = ChatMessage
+        fields = [
+            "id",
+            "conversation_id",
+            "kind",
+            "text",
+            "sender",
+            "recipient",
+            "task_id",
+            "work_order_id",
+            "parent_message_id",
+            "inbox_position",
+            "batch_id",
+            "status",
+            "failure_reason",
+            "created_at",
+            "queued_at",
+            "delivered_at",
+            "failed_at",
+            "answered_at",
+            "answered_by",
+            "answer_text",
+        ]
+
+
+class HistoryFilterSerializer(serializers.Serializer):
+    sender = serializers.CharField(required=False)
+    recipient = serializers.CharField(required=False)
+    task = serializers.UUIDField(required=False)
+    work_order = serializers.UUIDField(required=False)
+    conversation = serializers.CharField(required=False)
+    status = serializers.ChoiceField(choices=DeliveryStatus.choices, required=False)
+    kind = serializers.ChoiceField(choices=MessageKind.choices, required=False)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+    q = serializers.CharField(required=False)
+
+
+class MessageListCreateApi(ListAPIView):
+    """GET: filtered, paginated history (oldest first). POST: an operator writes."""
+
+    serializer_class = MessageOutputSerializer
+
+    class InputSerializer(serializers.Serializer):
+        conversation_id = serializers.CharField(max_length=200)
+        text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+    def get_queryset(self):
+        filters = HistoryFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = dict(filters.validated_data)
+        data["text"] = data.pop("q", None)
+        return selectors.message_history(**data)
+
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        message = services.operator_message_send(user=request.user, **data.validated_data)
+        return Response(MessageOutputSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+class BatchCreateApi(APIView):
+    """POST {task_id, texts: [...]}: delivered to the task's agent whole and in order."""
+
+    class InputSerializer(serializers.Serializer):
+        task_id = serializers.UUIDField()
+        texts = serializers.ListField(child=serializers.CharField(trim_whitespace=False, allow_blank=True))
+
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        task = selectors.task_get(task_id=data.validated_data["task_id"])
+        messages = services.operator_batch_send(user=request.user, task=task, texts=data.validated_data["texts"])
+        return Response(MessageOutputSerializer(messages, many=True).data, status=status.HTTP_201_CREATED)
+
+
+class QuestionAnswerApi(APIView):
+    """POST {text}: answer a pending question; 409 if someone answered first."""
+
+    class InputSerializer(serializers.Serializer):
+        text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+    def post(self, request, question_id):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        question = selectors.question_get(question_id=question_id)
+        answer = services.question_answer(
+            question=question,
+            answer_text=data.validated_data["text"],
+            answered_by=services.operator_profile(user=request.user),
+        )
+        return Response(MessageOutputSerializer(answer).data, status=status.HTTP_201_CREATED)
+
+
+class PendingQuestionsApi(APIView):
+    """GET: questions waiting for a human, oldest first, and their count."""
+
+    def get(self, request):
+        questions = list(selectors.pending_questions()[:200])
+        return Response(
+            {
+                "count": selectors.pending_question_count(),
+                "results": MessageOutputSerializer(questions, many=True).data,
+            }
+        )
+
+
+class ConversationReadApi(APIView):
+    def post(self, request, conversation_id):
+        services.conversation_mark_read(conversation_id=conversation_id)
+        return Response(selectors.conversation_state(conversation_id=conversation_id))
+
+
+class DiscordInboundApi(APIView):
+    """POST a message relayed by a Discord bot, attributed to the Discord person."""
+
+    class InputSerializer(serializers.Serializer):
+        discord_user_id = serializers.CharField(max_length=32)
+        discord_username = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        conversation_id = serializers.CharField(max_length=200)
+        text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        message = services.discord_message_receive(**data.validated_data)
+        return Response(MessageOutputSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+class AgentsActivityApi(APIView):
+    """GET: every agent slot, what it is doing, since when, its last output."""
+
+    def get(self, request):
+        return Response({"results": selectors.agents_activity()})
+
+
+# --- endpoints for the running agent (per-work-order token) ---------------------------
+
+
+class AgentApi(APIView):
+    authentication_classes = [AgentTokenAuthentication]
+    permission_classes = [IsAgent]
+
+    class InputSerializer(serializers.Serializer):
+        text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+
+class AgentQuestionCreateApi(AgentApi):
+    """POST {text}: the agent asks; poll the wait endpoint for the answer."""
+
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        question = services.question_ask(
+            work_order=request.user.work_order,
+            execution=request.user.execution,
+            text=data.validated_data["text"],
+            source="command",
+        )
+        return Response({"question_id": str(question.id), "status": "pending"}, status=status.HTTP_201_CREATED)
+
+
+class AgentProgressApi(AgentApi):
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        message = services.progress_report(work_order=request.user.work_order, text=data.validated_data["text"])
+        return Response({"message_id": str(message.id)}, status=status.HTTP_201_CREATED)
+
+
+def _agent_question_poll(*, principal, question_id):
+    """One look at the question for the agent that asked it."""
+    try:
+        question = selectors.question_get(question_id=question_id)
+    except NotFound:
+        return 404, {"detail": selectors.ERR_QUESTION_NOT_FOUND}
+    if question.work_order_id != principal.work_order.pk:
+        return 404, {"detail": ERR_QUESTION_NOT_YOURS}
+    answered_at, answer_text, work_order_status = selectors.question_state(question_id=question.pk)
+    if answered_at is not None:
+        services.answer_mark_delivered(question=question)
+        return 200, {"status": "answered", "answer": answer_text}
+    if work_order_status not in ACTIVE_STATUSES:
+        return 410, {"status": "closed", "detail": ERR_WORK_ENDED}
+    return 202, {"status": "pending"}
+
+
+@csrf_exempt
+@require_GET
+async def agent_question_wait(request, question_id):
+    """GET ?wait=N: long-poll until the question is answered (200), or N seconds pass (202).
+
+    Async, so a waiting agent costs daphne a coroutine rather than a thread
+    for the whole wait; each look is one short query.
+    """
+    principal = await sync_to_async(agent_from_header)(request.headers.get("Authorization", ""))
+    if principal is None:
+        return JsonResponse({"detail": ERR_BAD_AGENT_TOKEN}, status=401)
+    try:
+        wait = min(max(float(request.GET.get("wait", settings.AGENTVINE_ASK_POLL_SECONDS)), 0.0), MAX_WAIT_SECONDS)
+    except ValueError:
+        wait = settings.AGENTVINE_ASK_POLL_SECONDS
+    deadline = time.monotonic() + wait
+    while True:
+        code, body = await sync_to_async(_agent_question_poll)(principal=principal, question_id=question_id)
+        if code != 202 or time.monotonic() >= deadline:
+            return JsonResponse(body, status=code)
+        await asyncio.sleep(0.25)

@@ -1,0 +1,87 @@
+"""The agent's side of asking a human: a small stdlib-only HTTP client.
+
+Used by the ``agentvine-ask`` command and the MCP server that run inside an
+agent's environment, so it imports nothing from Django. It reads
+``AGENTVINE_API_URL`` and ``AGENTVINE_TOKEN`` (a per-work-order secret the
+runner puts in the agent's environment), posts the question and long-polls
+until a person answers. Network blips are retried; a closed work order ends
+the wait with :class:`AskClosed`.
+"""
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+POLL_SECONDS = 25
+RETRY_SECONDS = 2.0
+
+
+class AskError(Exception):
+    """The question could not be asked (configuration, authentication)."""
+
+
+class AskClosed(AskError):
+    """The work order ended before anyone answered."""
+
+
+class AgentVineClient:
+    def __init__(self, api_url=None, token=None):
+        self.api_url = (api_url or os.environ.get("AGENTVINE_API_URL", "")).rstrip("/")
+        self.token = token or os.environ.get("AGENTVINE_TOKEN", "")
+        if not self.api_url or not self.token:
+            raise AskError("AGENTVINE_API_URL and AGENTVINE_TOKEN must be set (run inside an AgentVine agent)")
+
+    def _request(self, method, path, body=None, timeout=POLL_SECONDS + 10):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.api_url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Agent {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                payload = json.loads(exc.read() or b"{}")
+            except ValueError:
+                payload = {}
+            return exc.code, payload
+
+    def _with_retries(self, method, path, body=None, deadline=None):
+        while True:
+            try:
+                return self._request(method, path, body)
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise AskError(f"AgentVine is unreachable: {exc}") from exc
+                time.sleep(RETRY_SECONDS)
+
+    def ask(self, question, *, timeout=None):
+        """Ask ``question`` and block until a human answers; returns the answer text."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status, payload = self._with_retries("POST", "/api/v1/chat/agent/questions/", {"text": question}, deadline)
+        if status != 201:
+            raise AskError(f"question refused ({status}): {payload.get('detail') or payload}")
+        question_id = payload["question_id"]
+        while True:
+            status, payload = self._with_retries(
+                "GET", f"/api/v1/chat/agent/questions/{question_id}/?wait={POLL_SECONDS}", deadline=deadline
+            )
+            if status == 200:
+                return payload["answer"]
+            if status == 410:
+                raise AskClosed(payload.get("detail", "work order ended"))
+            if status != 202:
+                raise AskError(f"waiting for the answer failed ({status}): {payload.get('detail') or payload}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise AskError("no answer before the timeout")
+
+    def report_progress(self, text):
+        status, payload = self._with_retries("POST", "/api/v1/chat/agent/progress/", {"text": text})
+        if status != 201:
+            raise AskError(f"progress refused ({status}): {payload.get('detail') or payload}")
+        return payload

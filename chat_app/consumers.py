@@ -1,0 +1,204 @@
+"""WebSocket consumers: the activity feed, one task's stream, one conversation.
+
+Every socket sends the same frames (see ``agentvine.events``). A client that
+reconnects passes ``?last_event_id=N`` (or sends ``{"type": "resume",
+"last_event_id": N}``) and first receives every event after N from Postgres,
+then the live stream.
+
+The race between catch-up and live events: the consumer joins its group
+*before* reading the log, so an event committed during the replay is both in
+the log and on the way over the layer. Channels hands this consumer one
+message at a time, so live events wait in the channel until the replay is
+done; they are then forwarded unless their id was already sent on this
+socket. Ids are deduplicated by set rather than by "highest id sent" because
+concurrent transactions can commit (and send) out of id order: a late commit
+with a lower id is still delivered, not mistaken for a duplicate.
+"""
+
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from agentvine import events
+from agentvine.errors import DomainError
+from chat_app import selectors, services
+
+# Close codes (4000-4999 are for applications).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+ERR_BAD_LAST_EVENT_ID = "last_event_id must be a non-negative integer"
+ERR_UNKNOWN_REQUEST = "unknown request type"
+ERR_BAD_REQUEST = "request must be a JSON object with a type"
+
+# Remember this many delivered ids for deduplication; older ids than the
+# forgotten ones are treated as already sent.
+_DEDUP_WINDOW = 20000
+
+
+def _parse_event_id(value):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
+class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
+    """Base: authorize, join one group, replay from a cursor, forward live events."""
+
+    replay_page_size = 500
+
+    async def connect(self):
+        self.stream_group = None
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            # Closing before accept() refuses the handshake (HTTP 403).
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        group, close_code = await self.authorize(user)
+        if group is None:
+            await self.close(code=close_code)
+            return
+        self._sent_ids = set()
+        self._sent_floor = 0
+        self.stream_group = group
+        # Join before reading the log: see the module docstring.
+        await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        if "last_event_id" in query:
+            last_event_id = _parse_event_id(query["last_event_id"][0])
+            if last_event_id is None:
+                await self.send_error(ERR_BAD_LAST_EVENT_ID, request="connect")
+            else:
+                await self.replay(last_event_id)
+
+    async def disconnect(self, code):
+        if getattr(self, "stream_group", None):
+            await self.channel_layer.group_discard(self.stream_group, self.channel_name)
+
+    async def authorize(self, user):
+        """Return ``(group, None)`` to accept or ``(None, close_code)`` to refuse."""
+        raise NotImplementedError
+
+    # --- outgoing -------------------------------------------------------------
+
+    async def replay(self, last_event_id):
+        cursor = last_event_id
+        while True:
+            page = await database_sync_to_async(selectors.live_events_after)(
+                group=self.stream_group, after_id=cursor, limit=self.replay_page_size
+            )
+            for event in page:
+                await self.deliver(event.id, selectors.live_event_frame(event))
+            if len(page) < self.replay_page_size:
+                return
+            cursor = page[-1].id
+
+    async def deliver(self, event_id, frame):
+        if event_id <= self._sent_floor or event_id in self._sent_ids:
+            return
+        self._sent_ids.add(event_id)
+        if len(self._sent_ids) > _DEDUP_WINDOW:
+            ordered = sorted(self._sent_ids)
+            forget = ordered[: _DEDUP_WINDOW // 2]
+            self._sent_floor = forget[-1]
+            self._sent_ids = set(ordered[_DEDUP_WINDOW // 2 :])
+        await self.send(text_data=frame)
+
+    async def live_event(self, message):
+        """Handler for the layer's ``live.event`` messages (see agentvine.events)."""
+        await self.deliver(message["id"], message["frame"])
+
+    async def send_error(self, text, *, request):
+        await self.send_json({"type": "error", "payload": {"message": text, "request": request}})
+
+    # --- incoming -------------------------------------------------------------
+
+    async def receive_json(self, content, **kwargs):
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            await self.send_error(ERR_BAD_REQUEST, request=None)
+            return
+        request = content["type"]
+        if request == "resume":
+            last_event_id = _parse_event_id(content.get("last_event_id"))
+            if last_event_id is None:
+                await self.send_error(ERR_BAD_LAST_EVENT_ID, request=request)
+                return
+            await self.replay(last_event_id)
+            return
+        handler = self.requests().get(request)
+        if handler is None:
+            await self.send_error(ERR_UNKNOWN_REQUEST, request=request)
+            return
+        try:
+            result = await database_sync_to_async(handler)(content)
+        except DomainError as exc:
+            await self.send_error(exc.message, request=request)
+            return
+        await self.send_json({"type": "ack", "payload": {"request": request, **result}})
+
+    def requests(self):
+        """Map of client request type -> sync callable(content) -> dict."""
+        return {}
+
+
+class ActivityConsumer(LiveStreamConsumer):
+    """Every event, for every operator: ``ws/activity/``."""
+
+    async def authorize(self, user):
+        return events.ACTIVITY_GROUP, None
+
+
+class TaskConsumer(LiveStreamConsumer):
+    """One task's status changes and output: ``ws/tasks/<task_id>/``."""
+
+    async def authorize(self, user):
+        task_id = self.scope["url_route"]["kwargs"]["task_id"]
+        exists = await database_sync_to_async(selectors.task_exists)(task_id=task_id)
+        if not exists:
+            return None, CLOSE_NOT_FOUND
+        return events.task_group(task_id), None
+
+
+class ConversationConsumer(LiveStreamConsumer):
+    """A conversation: ``ws/conversations/<conversation_id>/``.
+
+    Operators also talk here: ``{"type": "message.send", "text": ...}``,
+    ``{"type": "question.answer", "question_id": ..., "text": ...}`` and
+    ``{"type": "conversation.read"}``. The result of a request comes back as
+    ``{"type": "ack"|"error", "payload": {...}}``; the message itself arrives
+    as a normal event frame.
+    """
+
+    async def authorize(self, user):
+        self.conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        return events.conversation_group(self.conversation_id), None
+
+    def requests(self):
+        user = self.scope["user"]
+        conversation_id = self.conversation_id
+
+        def send_message(content):
+            message = services.operator_message_send(
+                user=user, conversation_id=conversation_id, text=content.get("text")
+            )
+            return {"message_id": str(message.id)}
+
+        def answer_question(content):
+            question = selectors.question_get(question_id=content.get("question_id"))
+            answer = services.question_answer(
+                question=question,
+                answer_text=content.get("text"),
+                answered_by=services.operator_profile(user=user),
+            )
+            return {"question_id": str(question.id), "message_id": str(answer.id)}
+
+        def mark_read(content):
+            services.conversation_mark_read(conversation_id=conversation_id)
+            return {}
+
+        return {"message.send": send_message, "question.answer": answer_question, "conversation.read": mark_read}

@@ -1,0 +1,50 @@
+"""An MCP server (stdio) giving an agent ``ask_human`` and ``report_progress``.
+
+Started by the agent CLI from its MCP config, inside the agent's environment
+(``AGENTVINE_API_URL`` and ``AGENTVINE_TOKEN`` set by the runner)::
+
+    {"mcpServers": {"agentvine": {"command": "python", "args": ["-m", "chat_app.mcp_server"]}}}
+
+Tools talk to AgentVine over the same authenticated HTTP endpoints as the
+``agentvine-ask`` command.
+"""
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+
+from chat_app.ask_client import AgentVineClient, AskError
+
+server = MCPServer(
+    "agentvine",
+    instructions=(
+        "Use ask_human when you need a decision or information only a person has; it blocks until "
+        "someone answers. Use report_progress to tell the operators what you are doing."
+    ),
+)
+
+
+@server.tool()
+async def ask_human(question: str) -> str:
+    """Ask the human operators a question and wait for their answer (may take minutes)."""
+    try:
+        return await anyio.to_thread.run_sync(AgentVineClient().ask, question)
+    except AskError as exc:
+        return f"could not get an answer: {exc}"
+
+
+@server.tool()
+async def report_progress(message: str) -> str:
+    """Tell the operators, in one line, what you are doing now."""
+    try:
+        await anyio.to_thread.run_sync(AgentVineClient().report_progress, message)
+    except AskError as exc:
+        return f"could not report progress: {exc}"
+    return "reported"
+
+
+def main():
+    server.run("stdio")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,579 @@
+"""Writes for messages, questions, inboxes and the live-event log.
+
+Every message is one ``ChatMessage`` row with its sender and recipient
+profiles, conversation, task / work order and delivery status. Messages to an
+agent go to its inbox: each takes the next ``inbox_position`` of the
+recipient, allocated under a row lock on the recipient's profile, so a batch
+takes a contiguous range no other sender can interleave with, and delivery
+walks the inbox strictly in position order.
+"""
+
+import hashlib
+import secrets
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agentvine import events
+from agentvine.errors import IllegalTransition, ValidationFailed
+from chat_app.models import (
+    AgentToken,
+    ChatMessage,
+    Conversation,
+    DeliveryStatus,
+    LiveEvent,
+    MessageKind,
+    SenderKind,
+    SenderProfile,
+)
+from queue_app import services as queue_services
+from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
+from tasks_app.models import Task
+
+ERR_TEXT_REQUIRED = "text is required"
+ERR_TEXT_TOO_LONG = "text is longer than {limit} characters"
+ERR_BATCH_EMPTY = "a batch needs at least one message"
+ERR_BATCH_TOO_LARGE = "a batch holds at most {limit} messages"
+ERR_ALREADY_ANSWERED = "question already answered"
+ERR_NOT_A_QUESTION = "message is not a question"
+ERR_WORK_ORDER_NOT_ACTIVE = "work order is not running"
+ERR_NO_AGENT = "conversation has no agent to send to"
+ERR_DISCORD_ID_REQUIRED = "discord_user_id is required"
+ERR_NOT_QUEUED = "message is not queued"
+ERR_NOT_FAILED = "only a failed message can be retried"
+ERR_CONVERSATION_REQUIRED = "conversation_id or task is required"
+
+MAX_TEXT_CHARS = 100_000
+MAX_BATCH_MESSAGES = 500
+SYSTEM_KEY = "system"
+
+
+def _clean_text(text, *, field="text"):
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationFailed(ERR_TEXT_REQUIRED, field=field)
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValidationFailed(ERR_TEXT_TOO_LONG.format(limit=MAX_TEXT_CHARS), field=field)
+    return text
+
+
+# --- sender profiles -----------------------------------------------------------
+
+
+def _profile(key, **defaults):
+    profile, _ = SenderProfile.objects.get_or_create(key=key, defaults=defaults)
+    return profile
+
+
+def system_profile():
+    return _profile(SYSTEM_KEY, kind=SenderKind.SYSTEM, display_name="AgentVine")
+
+
+def operator_profile(*, user):
+    return _profile(f"user:{user.pk}", kind=SenderKind.OPERATOR, display_name=user.get_username(), user=user)
+
+
+def agent_profile(*, task):
+    return _profile(f"agent:{task.pk}", kind=SenderKind.AGENT, display_name=f"agent: {task.title}"[:200], task=task)
+
+
+def external_profile(*, name):
+    """Another agent or program talking to us under its own name."""
+    return _profile(f"external:{name}", kind=SenderKind.EXTERNAL, display_name=name[:200])
+
+
+def discord_profile(*, discord_user_id, discord_username=""):
+    """The profile of one Discord person; their current username wins.
+
+    Attribution is per Discord user id, so two people never share a sender,
+    and a username change renames the person rather than creating another.
+    """
+    discord_user_id = str(discord_user_id or "").strip()
+    if not discord_user_id:
+        raise ValidationFailed(ERR_DISCORD_ID_REQUIRED, field="discord_user_id")
+    discord_username = (discord_username or "").strip()[:100]
+    display_name = discord_username or f"discord:{discord_user_id}"
+    profile, created = SenderProfile.objects.get_or_create(
+        key=f"discord:{discord_user_id}",
+        defaults={
+            "kind": SenderKind.DISCORD,
+            "display_name": display_name,
+            "discord_user_id": discord_user_id,
+            "discord_username": discord_username,
+        },
+    )
+    if not created and discord_username and profile.discord_username != discord_username:
+        SenderProfile.objects.filter(pk=profile.pk).update(
+            discord_username=discord_username, display_name=display_name, updated_at=timezone.now()
+        )
+        profile.refresh_from_db()
+    return profile
+
+
+# --- conversations ---------------------------------------------------------------
+
+
+def conversation_for_task(*, task):
+    """A task's agent chat; its id is the task id as a string."""
+    conversation, _ = Conversation.objects.get_or_create(
+        id=str(task.pk), defaults={"task": task, "title": task.title[:200]}
+    )
+    return conversation
+
+
+def conversation_get_or_create(*, conversation_id):
+    conversation_id = str(conversation_id)
+    task = Task.objects.filter(pk=conversation_id).first() if _is_uuid(conversation_id) else None
+    if task is not None:
+        return conversation_for_task(task=task)
+    conversation, _ = Conversation.objects.get_or_create(id=conversation_id, defaults={"title": conversation_id})
+    return conversation
+
+
+def _is_uuid(value):
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def conversation_mark_read(*, conversation_id):
+    Conversation.objects.filter(pk=str(conversation_id)).update(unread_count=0)
+    events.publish(
+        "conversation.read",
+        {"conversation_id": str(conversation_id)},
+        groups=[events.conversation_group(conversation_id)],
+    )
+
+
+def _touch_conversation(conversation, *, now, unread):
+    changes = {"last_message_at": now}
+    if unread:
+        changes["unread_count"] = F("unread_count") + 1
+    Conversation.objects.filter(pk=conversation.pk).update(**changes)
+
+
+# --- messages ----------------------------------------------------------------------
+
+
+def message_payload(message):
+    return {
+        "id": str(message.id),
+        "conversation_id": message.conversation_id,
+        "kind": message.kind,
+        "text": message.text[-8000:],
+        "sender": {
+            "id": message.sender_id,
+            "kind": message.sender.kind,
+            "display_name": message.sender.display_name,
+            "discord_username": message.sender.discord_username,
+            "discord_user_id": message.sender.discord_user_id,
+        },
+        "recipient_id": message.recipient_id,
+        "recipient_name": message.recipient.display_name if message.recipient_id else None,
+        "task_id": str(message.task_id) if message.task_id else None,
+        "work_order_id": str(message.work_order_id) if message.work_order_id else None,
+        "parent_message_id": str(message.parent_message_id) if message.parent_message_id else None,
+        "inbox_position": message.inbox_position,
+        "batch_id": str(message.batch_id) if message.batch_id else None,
+        "status": message.status,
+        "failure_reason": message.failure_reason,
+        "created_at": message.created_at,
+        "delivered_at": message.delivered_at,
+        "answered_at": message.answered_at,
+    }
+
+
+def _message_groups(message):
+    groups = [events.conversation_group(message.conversation_id)]
+    if message.task_id:
+        groups.append(events.task_group(message.task_id))
+    return groups
+
+
+def _publish_message(message, event_type="chat.message", **extra):
+    events.publish(event_type, {**message_payload(message), **extra}, groups=_message_groups(message))
+
+
+def _allocate_inbox_positions(recipient, count):
+    """Take ``count`` consecutive inbox positions of ``recipient``.
+
+    The row lock on the recipient's profile is the per-recipient mutex: a
+    concurrent sender waits here until this transaction commits, so its
+    messages land after the whole range, never inside it.
+    """
+    locked = SenderProfile.objects.select_for_update().only("inbox_next_position").get(pk=recipient.pk)
+    first = locked.inbox_next_position
+    SenderProfile.objects.filter(pk=recipient.pk).update(inbox_next_position=first + count)
+    return range(first, first + count)
+
+
+def _active_work_order(task):
+    return (
+        WorkOrder.objects.filter(task=task, kind=WorkOrderKind.RUN_TASK, status__in=list(ACTIVE_STATUSES))
+        .order_by("-enqueued_at")
+        .first()
+    )
+
+
+def _create_messages(*, sender, texts, conversation, recipient, task, work_order, kind, parent_message=None):
+    """Create and publish messages; to an agent they are queued in its inbox."""
+    now = timezone.now()
+    to_inbox = recipient is not None and recipient.kind == SenderKind.AGENT
+    positions = _allocate_inbox_positions(recipient, len(texts)) if to_inbox else [None] * len(texts)
+    batch_id = uuid.uuid4() if len(texts) > 1 else None
+    rows = [
+        ChatMessage(
+            conversation=conversation,
+            kind=kind,
+            sender=sender,
+            recipient=recipient,
+            text=text,
+            task=task,
+            work_order=work_order,
+            parent_message=parent_message,
+            inbox_position=position,
+            batch_id=batch_id,
+            status=DeliveryStatus.QUEUED if to_inbox else DeliveryStatus.DELIVERED,
+            created_at=now,
+            queued_at=now,
+            delivered_at=None if to_inbox else now,
+        )
+        for text, position in zip(texts, positions, strict=True)
+    ]
+    ChatMessage.objects.bulk_create(rows)
+    # Messages from the agent side are what operators have to read.
+    _touch_conversation(conversation, now=now, unread=sender.kind != SenderKind.OPERATOR)
+    for message in rows:
+        _publish_message(message)
+    return rows
+
+
+def message_send(*, sender, text, conversation=None, task=None, recipient=None, work_order=None, kind=MessageKind.CHAT):
+    """Record one message; to an agent it is queued in the agent's inbox."""
+    text = _clean_text(text)
+    if conversation is None:
+        if task is None:
+            raise ValidationFailed(ERR_CONVERSATION_REQUIRED, field="conversation_id")
+        conversation = conversation_for_task(task=task)
+    with transaction.atomic():
+        (message,) = _create_messages(
+            sender=sender,
+            texts=[text],
+            conversation=conversation,
+            recipient=recipient,
+            task=task,
+            work_order=work_order,
+            kind=kind,
+        )
+    return message
+
+
+def message_batch_send(*, sender, recipient, texts, task=None, conversation=None, work_order=None):
+    """Send ``texts`` to ``recipient`` as one unit: contiguous and in order.
+
+    All rows are written in one transaction under the recipient's inbox lock,
+    so either the whole batch is queued as one consecutive range or nothing
+    is; delivery then follows the positions.
+    """
+    if not isinstance(texts, list | tuple) or not texts:
+        raise ValidationFailed(ERR_BATCH_EMPTY, field="texts")
+    if len(texts) > MAX_BATCH_MESSAGES:
+        raise ValidationFailed(ERR_BATCH_TOO_LARGE.format(limit=MAX_BATCH_MESSAGES), field="texts")
+    texts = [_clean_text(text, field="texts") for text in texts]
+    if task is None and recipient.task_id:
+        task = recipient.task
+    if conversation is None:
+        if task is None:
+            raise ValidationFailed(ERR_CONVERSATION_REQUIRED, field="conversation_id")
+        conversation = conversation_for_task(task=task)
+    with transaction.atomic():
+        if work_order is None and task is not None:
+            work_order = _active_work_order(task)
+        return _create_messages(
+            sender=sender,
+            texts=texts,
+            conversation=conversation,
+            recipient=recipient,
+            task=task,
+            work_order=work_order,
+            kind=MessageKind.CHAT,
+        )
+
+
+def _agent_target(conversation):
+    """The agent and the work order an operator's message in ``conversation`` is for."""
+    if conversation.task_id is None:
+        return None, None
+    task = conversation.task
+    return agent_profile(task=task), _active_work_order(task)
+
+
+def operator_message_send(*, user, conversation_id, text):
+    """An operator writes in a conversation; in a task chat it goes to the agent's inbox."""
+    text = _clean_text(text)
+    conversation = conversation_get_or_create(conversation_id=conversation_id)
+    recipient, work_order = _agent_target(conversation)
+    return message_send(
+        sender=operator_profile(user=user),
+        text=text,
+        conversation=conversation,
+        task=conversation.task,
+        recipient=recipient,
+        work_order=work_order,
+    )
+
+
+def operator_batch_send(*, user, task, texts):
+    return message_batch_send(sender=operator_profile(user=user), recipient=agent_profile(task=task), texts=texts)
+
+
+def discord_message_receive(*, discord_user_id, discord_username, text, conversation_id):
+    """A message relayed from Discord, attributed to the Discord person who wrote it."""
+    text = _clean_text(text)
+    sender = discord_profile(discord_user_id=discord_user_id, discord_username=discord_username)
+    conversation = conversation_get_or_create(conversation_id=conversation_id)
+    recipient, work_order = _agent_target(conversation)
+    return message_send(
+        sender=sender,
+        text=text,
+        conversation=conversation,
+        task=conversation.task,
+        recipient=recipient,
+        work_order=work_order,
+    )
+
+
+def system_notice(*, task, text, work_order=None):
+    return message_send(sender=system_profile(), text=text, task=task, work_order=work_order, kind=MessageKind.NOTICE)
+
+
+def _delivery_transition(message, *, from_status, error, **changes):
+    """Compare-and-set one message's delivery status and publish the change."""
+    with transaction.atomic():
+        if ChatMessage.objects.filter(pk=message.pk, status=from_status).update(**changes) != 1:
+            raise IllegalTransition(error)
+        message.refresh_from_db()
+        _publish_message(message, "chat.delivery")
+    return message
+
+
+def message_mark_delivered(*, message):
+    return _delivery_transition(
+        message,
+        from_status=DeliveryStatus.QUEUED,
+        error=ERR_NOT_QUEUED,
+        status=DeliveryStatus.DELIVERED,
+        delivered_at=timezone.now(),
+    )
+
+
+def message_mark_failed(*, message, reason):
+    return _delivery_transition(
+        message,
+        from_status=DeliveryStatus.QUEUED,
+        error=ERR_NOT_QUEUED,
+        status=DeliveryStatus.FAILED,
+        failed_at=timezone.now(),
+        failure_reason=str(reason)[:2000],
+    )
+
+
+def message_retry(*, message):
+    """Queue a failed message again; it keeps its inbox position, so its turn."""
+    return _delivery_transition(
+        message,
+        from_status=DeliveryStatus.FAILED,
+        error=ERR_NOT_FAILED,
+        status=DeliveryStatus.QUEUED,
+        queued_at=timezone.now(),
+        failure_reason="",
+    )
+
+
+def inbox_deliver(*, recipient, deliver, limit=100):
+    """Hand queued inbox messages to ``deliver(message)`` strictly in order.
+
+    ``deliver`` returning False means "not now" (the agent cannot take input
+    at the moment): the walk stops and everything stays queued. An exception
+    is a failed delivery: recorded on that message, and the messages after it
+    stay queued, in order, for the next attempt. Returns the delivered ones.
+    """
+    from chat_app.selectors import inbox_queued
+
+    delivered = []
+    for message in inbox_queued(recipient=recipient)[:limit]:
+        try:
+            accepted = deliver(message)
+        except Exception as exc:
+            message_mark_failed(message=message, reason=f"{type(exc).__name__}: {exc}")
+            break
+        if accepted is False:
+            break
+        delivered.append(message_mark_delivered(message=message))
+    return delivered
+
+
+# --- questions ---------------------------------------------------------------------
+
+
+def question_ask(*, work_order, text, execution=None, source="agent"):
+    """An agent asks a human: store the question, work order → waiting, tell operators."""
+    text = _clean_text(text)
+    now = timezone.now()
+    with transaction.atomic():
+        current = (
+            WorkOrder.objects.select_for_update(of=("self",)).select_related("task", "worker").get(pk=work_order.pk)
+        )
+        if current.status not in (WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING) or current.worker is None:
+            raise IllegalTransition(ERR_WORK_ORDER_NOT_ACTIVE)
+        task = current.task
+        conversation = conversation_for_task(task=task)
+        question = ChatMessage.objects.create(
+            conversation=conversation,
+            kind=MessageKind.QUESTION,
+            sender=agent_profile(task=task),
+            text=text,
+            task=task,
+            work_order=current,
+            execution=execution,
+            status=DeliveryStatus.DELIVERED,
+            queued_at=now,
+            delivered_at=now,
+        )
+        _touch_conversation(conversation, now=now, unread=True)
+        if current.status == WorkOrderStatus.RUNNING:
+            queue_services.work_order_set_waiting(work_order=current, worker=current.worker, waiting=True)
+        _publish_message(question, "question.asked", source=source)
+    return question
+
+
+def question_answer(*, question, answer_text, answered_by):
+    """The first answer wins; the agent's work order goes back to running."""
+    answer_text = _clean_text(answer_text)
+    now = timezone.now()
+    with transaction.atomic():
+        # Compare-and-set: a concurrent answer blocks on the row lock, then
+        # re-checks answered_at and finds it set.
+        won = ChatMessage.objects.filter(pk=question.pk, kind=MessageKind.QUESTION, answered_at__isnull=True).update(
+            answered_at=now, answered_by=answered_by, answer_text=answer_text
+        )
+        if won != 1:
+            if question.kind != MessageKind.QUESTION:
+                raise ValidationFailed(ERR_NOT_A_QUESTION, field="question_id")
+            raise IllegalTransition(ERR_ALREADY_ANSWERED)
+        question.refresh_from_db()
+        conversation = question.conversation
+        recipient = agent_profile(task=question.task) if question.task_id else question.sender
+        # Queued until the agent actually receives it (ask command or runner).
+        answer = ChatMessage.objects.create(
+            conversation=conversation,
+            kind=MessageKind.ANSWER,
+            sender=answered_by,
+            recipient=recipient,
+            text=answer_text,
+            task_id=question.task_id,
+            work_order_id=question.work_order_id,
+            execution_id=question.execution_id,
+            parent_message=question,
+            status=DeliveryStatus.QUEUED,
+            queued_at=now,
+        )
+        _touch_conversation(conversation, now=now, unread=False)
+        _resume_if_no_open_questions(question.work_order_id)
+        _publish_message(question, "question.answered", answer_message_id=str(answer.id), answer_text=answer_text)
+    return answer
+
+
+def _resume_if_no_open_questions(work_order_id):
+    if work_order_id is None:
+        return
+    work_order = (
+        WorkOrder.objects.select_for_update(of=("self",)).select_related("worker").filter(pk=work_order_id).first()
+    )
+    if work_order is None or work_order.status != WorkOrderStatus.WAITING or work_order.worker is None:
+        # Cancelled or finished meanwhile: the answer is recorded, nothing resumes.
+        return
+    still_open = ChatMessage.objects.filter(
+        work_order_id=work_order_id, kind=MessageKind.QUESTION, answered_at__isnull=True
+    ).exists()
+    if not still_open:
+        queue_services.work_order_set_waiting(work_order=work_order, worker=work_order.worker, waiting=False)
+
+
+def answer_mark_delivered(*, question):
+    """The agent has the answer in hand: record the answer's delivery."""
+    answer = question.replies.filter(kind=MessageKind.ANSWER, status=DeliveryStatus.QUEUED).first()
+    if answer is not None:
+        try:
+            message_mark_delivered(message=answer)
+        except IllegalTransition:
+            pass  # delivered by a concurrent poll of the same agent
+
+
+def progress_report(*, work_order, text):
+    text = _clean_text(text)
+    task = work_order.task
+    return message_send(
+        sender=agent_profile(task=task), text=text, task=task, work_order=work_order, kind=MessageKind.PROGRESS
+    )
+
+
+# --- agent tokens --------------------------------------------------------------------
+
+
+def _token_hash(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def agent_token_issue(*, work_order, execution=None):
+    """A fresh secret for one run of ``work_order``; only its hash is stored."""
+    token = secrets.token_urlsafe(32)
+    AgentToken.objects.create(work_order=work_order, execution=execution, token_hash=_token_hash(token))
+    return token
+
+
+def agent_token_revoke(*, work_order):
+    AgentToken.objects.filter(work_order=work_order, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def agent_token_resolve(*, token):
+    """The live token row for ``token`` (work order still active), or None."""
+    if not token:
+        return None
+    row = (
+        AgentToken.objects.select_related("work_order", "work_order__task", "execution")
+        .filter(token_hash=_token_hash(token), revoked_at__isnull=True)
+        .first()
+    )
+    if row is None or row.work_order.status not in ACTIVE_STATUSES:
+        return None
+    return row
+
+
+# --- live-event log --------------------------------------------------------------------
+
+
+def live_event_prune(*, older_than=None, batch_size=5000, max_batches=20):
+    """Delete events older than ``older_than``, at most ``batch_size * max_batches``.
+
+    Bounded so a periodic task never holds a long transaction: call it again
+    (next period) to continue. Returns the number of rows deleted.
+    """
+    older_than = older_than or timedelta(hours=settings.AGENTVINE_LIVE_EVENT_RETENTION_HOURS)
+    cutoff = timezone.now() - older_than
+    # Ids grow with time: the first event at or after the cutoff bounds the
+    # old ones, found by walking the primary key from the oldest row.
+    boundary = LiveEvent.objects.filter(created_at__gte=cutoff).order_by("id").values_list("id", flat=True).first()
+    old = LiveEvent.objects.all() if boundary is None else LiveEvent.objects.filter(id__lt=boundary)
+    deleted = 0
+    for _ in range(max_batches):
+        ids = list(old.order_by("id").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            break
+        deleted += LiveEvent.objects.filter(id__in=ids).delete()[0]
+    return deleted

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from chat_app import apis
+
+app_name = "chat"
+
+urlpatterns = [
+    path("messages/", apis.MessageListCreateApi.as_view(), name="messages"),
+    path("batches/", apis.BatchCreateApi.as_view(), name="batches"),
+    path("questions/pending/", apis.PendingQuestionsApi.as_view(), name="questions-pending"),
+    path("questions/<uuid:question_id>/answer/", apis.QuestionAnswerApi.as_view(), name="question-answer"),
+    path("conversations/<str:conversation_id>/read/", apis.ConversationReadApi.as_view(), name="conversation-read"),
+    path("discord/", apis.DiscordInboundApi.as_view(), name="discord-inbound"),
+    path("agents/", apis.AgentsActivityApi.as_view(), name="agents-activity"),
+    path("agent/questions/", apis.AgentQuestionCreateApi.as_view(), name="agent-question-create"),
+    path("agent/questions/<uuid:question_id>/", apis.agent_question_wait, name="agent-question-wait"),
+    path("agent/progress/", apis.AgentProgressApi.as_view(), name="agent-progress"),
+]
