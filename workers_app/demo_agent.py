@@ -11,13 +11,19 @@ line starting with ``ASK:`` makes it ask a human through ``agentvine-ask``
 (on the PATH the runner gives every agent) and print the answer it got.
 """
 
-import argparse
 import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
+
+# Run as a script, this file's folder (workers_app/) comes first on sys.path,
+# and its modules (selectors.py) would shadow the standard library's.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 
 def main(argv=None):
