@@ -13,6 +13,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -95,6 +96,7 @@ class MessageListCreateApi(ListAPIView):
         data["text"] = data.pop("q", None)
         return selectors.message_history(**data)
 
+    @extend_schema(request=InputSerializer, responses={201: MessageOutputSerializer})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -109,6 +111,7 @@ class BatchCreateApi(APIView):
         task_id = serializers.UUIDField()
         texts = serializers.ListField(child=serializers.CharField(trim_whitespace=False, allow_blank=True))
 
+    @extend_schema(request=InputSerializer, responses={201: MessageOutputSerializer(many=True)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -123,6 +126,7 @@ class QuestionAnswerApi(APIView):
     class InputSerializer(serializers.Serializer):
         text = serializers.CharField(trim_whitespace=False, allow_blank=True)
 
+    @extend_schema(request=InputSerializer, responses={201: MessageOutputSerializer})
     def post(self, request, question_id):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -138,6 +142,12 @@ class QuestionAnswerApi(APIView):
 class PendingQuestionsApi(APIView):
     """GET: questions waiting for a human, oldest first, and their count."""
 
+    @extend_schema(
+        responses=inline_serializer(
+            "PendingQuestions",
+            {"count": serializers.IntegerField(), "results": MessageOutputSerializer(many=True)},
+        )
+    )
     def get(self, request):
         questions = list(selectors.pending_questions()[:200])
         return Response(
@@ -149,6 +159,17 @@ class PendingQuestionsApi(APIView):
 
 
 class ConversationReadApi(APIView):
+    @extend_schema(
+        request=None,
+        responses=inline_serializer(
+            "ConversationState",
+            {
+                "unread": serializers.IntegerField(),
+                "pending_questions": serializers.IntegerField(),
+                "needs_answer": serializers.BooleanField(),
+            },
+        ),
+    )
     def post(self, request, conversation_id):
         services.conversation_mark_read(conversation_id=conversation_id)
         return Response(selectors.conversation_state(conversation_id=conversation_id))
@@ -163,6 +184,7 @@ class DiscordInboundApi(APIView):
         conversation_id = serializers.CharField(max_length=200)
         text = serializers.CharField(trim_whitespace=False, allow_blank=True)
 
+    @extend_schema(request=InputSerializer, responses={201: MessageOutputSerializer})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -173,6 +195,7 @@ class DiscordInboundApi(APIView):
 class AgentsActivityApi(APIView):
     """GET: every agent slot, what it is doing, since when, its last output."""
 
+    @extend_schema(responses={200: OpenApiResponse(description="{results: [agent activity entries]}")})
     def get(self, request):
         return Response({"results": selectors.agents_activity()})
 
@@ -191,6 +214,14 @@ class AgentApi(APIView):
 class AgentQuestionCreateApi(AgentApi):
     """POST {text}: the agent asks; poll the wait endpoint for the answer."""
 
+    @extend_schema(
+        request=AgentApi.InputSerializer,
+        responses={
+            201: inline_serializer(
+                "AgentQuestionCreated", {"question_id": serializers.UUIDField(), "status": serializers.CharField()}
+            )
+        },
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -204,6 +235,10 @@ class AgentQuestionCreateApi(AgentApi):
 
 
 class AgentProgressApi(AgentApi):
+    @extend_schema(
+        request=AgentApi.InputSerializer,
+        responses={201: inline_serializer("AgentProgressCreated", {"message_id": serializers.UUIDField()})},
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -5,6 +5,7 @@ stored, and it works only while its work order is active, so a token that
 leaks from a finished run is worthless.
 """
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from chat_app.services import agent_token_resolve
@@ -17,13 +18,17 @@ class AgentPrincipal:
     """``request.user`` for an agent: which work order (and attempt) it runs."""
 
     is_authenticated = True
+    is_anonymous = False
     is_active = True
     is_staff = False
+    is_superuser = False
 
     def __init__(self, token_row):
         self.token = token_row
         self.work_order = token_row.work_order
         self.execution = token_row.execution
+        # Throttling and idempotency keys identify callers by ``user.pk``.
+        self.pk = f"agent:{token_row.work_order_id}"
 
     def __str__(self):
         return f"agent of work order {self.work_order.pk}"
@@ -55,3 +60,11 @@ class AgentTokenAuthentication(authentication.BaseAuthentication):
 class IsAgent(permissions.BasePermission):
     def has_permission(self, request, view):
         return isinstance(request.user, AgentPrincipal)
+
+
+class AgentTokenAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "chat_app.authentication.AgentTokenAuthentication"
+    name = "agentToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Agent <token>"}

@@ -58,6 +58,10 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
             # Closing before accept() refuses the handshake (HTTP 403).
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        if not user.is_staff:
+            # Same rule as the operator API: signed-in staff only.
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
         group, close_code = await self.authorize(user)
         if group is None:
             await self.close(code=close_code)

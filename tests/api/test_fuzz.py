@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from chat_app.services import question_ask
 from queue_app import services as queue_services
 from tasks_app.services import task_create
 from workers_app.services import agent_session_create, api_token_create, worker_token_issue
@@ -42,7 +43,10 @@ def _real_ids(operator, worker):
     work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().pk)
     work_order, _ = queue_services.work_order_start(work_order=work_order, worker=worker)
     session = agent_session_create(session_id="fuzz-session", task=task, worker=worker)
+    question = question_ask(work_order=work_order, text="Fuzz question?")
     return {
+        "conversation_id": str(task.pk),
+        "question_id": str(question.pk),
         "task_id": str(task.pk),
         "work_order_id": str(work_order.pk),
         "session_pk": str(session.pk),

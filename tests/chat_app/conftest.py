@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers, get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -33,6 +34,9 @@ def channel_layer(redis_client):
     connections of the event publisher's loop.
     """
     redis_client.flushdb()
+    # A fresh layer object per test: its receive lock and buffers belong to
+    # the event loop of one test, and every test runs its own loop.
+    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
     yield get_channel_layer()
     redis_client.flushdb()
 

@@ -35,6 +35,17 @@ def test_anonymous_socket_is_refused(channel_layer):
     run(body())
 
 
+def test_non_staff_user_is_refused(channel_layer, django_user_model):
+    user = django_user_model.objects.create_user(username="not-staff", password="x" * 12)
+
+    async def body():
+        connected, code = await communicator("/ws/activity/", user).connect()
+        assert not connected
+        assert code == consumers.CLOSE_FORBIDDEN
+
+    run(body())
+
+
 def test_unknown_task_is_refused(channel_layer, operator):
     async def body():
         client = communicator(f"/ws/tasks/{uuid.uuid4()}/", operator)
@@ -209,7 +220,7 @@ def test_conversation_socket_sends_and_answers(channel_layer, operator, django_u
     work_order = task.work_orders.get()
     work_order = queue_services.work_order_claim(worker=worker, work_order_id=work_order.id)
     work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
-    other = django_user_model.objects.create_user(username="second-op", password="x" * 12)
+    other = django_user_model.objects.create_user(username="second-op", password="x" * 12, is_staff=True)
 
     async def body():
         client = communicator(f"/ws/conversations/{task.id}/", operator)

@@ -59,7 +59,7 @@ def test_second_answer_is_refused_and_changes_nothing(running, operator, django_
     _, work_order, execution = running
     question = services.question_ask(work_order=work_order, execution=execution, text="Yes or no?")
     services.question_answer(question=question, answer_text="yes", answered_by=services.operator_profile(user=operator))
-    other = django_user_model.objects.create_user(username="late-op", password="x" * 12)
+    other = django_user_model.objects.create_user(username="late-op", password="x" * 12, is_staff=True)
     with pytest.raises(IllegalTransition) as refused:
         services.question_answer(question=question, answer_text="no", answered_by=services.operator_profile(user=other))
     assert refused.value.message == services.ERR_ALREADY_ANSWERED == "question already answered"
