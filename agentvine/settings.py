@@ -186,7 +186,13 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = [Queue("high"), Queue("default"), Queue("low")]
+# Agents consume high,default,low; the guardians have their own queue so a
+# fleet whose every slot runs a long agent still gets its guardians run (by
+# the small `-Q guardians` worker started next to beat).
+AGENT_QUEUES = ("high", "default", "low")
+GUARDIAN_QUEUE = "guardians"
+CELERY_TASK_QUEUES = [*(Queue(name) for name in AGENT_QUEUES), Queue(GUARDIAN_QUEUE)]
+CELERY_TASK_ROUTES = {"workers_app.guard_*": {"queue": GUARDIAN_QUEUE}}
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Always drain "high" before "default" before "low" (the -Q order).
     "queue_order_strategy": "priority",
@@ -202,7 +208,29 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # --- AgentVine ------------------------------------------------------------------
 AGENTVINE_WORKSPACE_ROOT = Path(env.str("AGENTVINE_WORKSPACE_ROOT", default=str(VAR_DIR / "workspaces")))
-AGENTVINE_HEARTBEAT_SECONDS = env.float("AGENTVINE_HEARTBEAT_SECONDS", default=10.0)
+AGENTVINE_HEARTBEAT_SECONDS = env.float("AGENTVINE_HEARTBEAT_SECONDS", default=3.0)
+# --- Guardians (workers_app/guardians.py, scheduled by django-celery-beat) ---
+# A slot whose heartbeat is older than this is offline and its work requeued.
+AGENTVINE_STALLED_WORKER_SECONDS = env.float(
+    "AGENTVINE_STALLED_WORKER_SECONDS", default=3 * AGENTVINE_HEARTBEAT_SECONDS
+)
+# Queued work whose doorbell rang this long ago (a Redis restart or flush may
+# have lost it) is dispatched again.
+AGENTVINE_LOST_DISPATCH_SECONDS = env.float("AGENTVINE_LOST_DISPATCH_SECONDS", default=120.0)
+# Keep-alive policy for agent sessions.
+AGENTVINE_SESSION_IDLE_SECONDS = env.float("AGENTVINE_SESSION_IDLE_SECONDS", default=30 * 60.0)
+AGENTVINE_SESSION_MAX_AGE_SECONDS = env.float("AGENTVINE_SESSION_MAX_AGE_SECONDS", default=60 * 60.0)
+# Rows one guardian run handles at most; the next run takes the rest.
+AGENTVINE_GUARDIAN_BATCH = env.int("AGENTVINE_GUARDIAN_BATCH", default=100)
+# Priority preemption: interrupt low work when high work waits on a full fleet.
+AGENTVINE_PREEMPTION_ENABLED = env.bool("AGENTVINE_PREEMPTION_ENABLED", default=True)
+# A work order is preempted at most this many times, so low work can't starve.
+AGENTVINE_PREEMPT_MAX = env.int("AGENTVINE_PREEMPT_MAX", default=2)
+# After a cooperative interrupt, how long an agent gets before a hard kill.
+AGENTVINE_INTERRUPT_GRACE_SECONDS = env.float("AGENTVINE_INTERRUPT_GRACE_SECONDS", default=5.0)
+# On a warm shutdown a running agent gets this long to finish before it is
+# interrupted and its work requeued for another worker.
+AGENTVINE_SHUTDOWN_GRACE_SECONDS = env.float("AGENTVINE_SHUTDOWN_GRACE_SECONDS", default=30.0)
 AGENTVINE_MAX_RETRIES = env.int("AGENTVINE_MAX_RETRIES", default=3)
 AGENTVINE_RETRY_BACKOFF_BASE = env.float("AGENTVINE_RETRY_BACKOFF_BASE", default=5.0)
 AGENTVINE_RETRY_BACKOFF_MAX = env.float("AGENTVINE_RETRY_BACKOFF_MAX", default=600.0)

@@ -50,6 +50,10 @@ os.environ.setdefault(
                 "usd_per_million_output": 10.0,
             },
             "claude-missing": {"type": "claude", "binary": "/nonexistent/claude"},
+            # Finishes at once, for throughput and redelivery tests.
+            "quick": {"type": "command", "command": ["sh", "-c", "echo done"]},
+            # SIGKILLs the worker process running it, every time (poison work).
+            "poison": {"type": "command", "command": ["sh", "-c", "echo crashing my worker; kill -9 $PPID"]},
         }
     ),
 )

@@ -55,6 +55,11 @@ class WorkOrder(models.Model):
     retry_count = models.PositiveIntegerField(default=0)
     max_retries = models.PositiveIntegerField(default=3)
     not_before = models.DateTimeField(null=True, blank=True)
+    # Priority preemption: how often this work gave way to higher-priority
+    # work (capped by AGENTVINE_PREEMPT_MAX so low work can't starve), and
+    # when its running agent was last asked to give way.
+    preempt_count = models.PositiveSmallIntegerField(default=0)
+    preempt_requested_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

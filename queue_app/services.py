@@ -29,7 +29,7 @@ from queue_app.models import (
     WorkOrderKind,
     WorkOrderStatus,
 )
-from tasks_app.models import PRIORITY_RANK, Execution, ExecutionStatus, Task, TaskStatus
+from tasks_app.models import PRIORITY_RANK, Execution, ExecutionStatus, Priority, Task, TaskStatus
 from workers_app.models import Worker, WorkerStatus
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ ERR_CANNOT_FAIL = "work order is not active on this worker"
 ERR_CANNOT_CANCEL = "work order is already finished"
 ERR_CANNOT_REQUEUE = "work order is not active"
 ERR_CANNOT_RETRY = "only failed, dead or cancelled work can be retried"
+ERR_RETRIES_SPENT = "gave up after {attempts} attempts"
 
 # Task status follows the status of its run work order.
 TASK_STATUS_FOR = {
@@ -162,6 +163,30 @@ def _dispatch_on_commit(work_order_id, countdown=None):
     transaction.on_commit(lambda: work_order_dispatch(work_order_id=work_order_id, countdown=countdown))
 
 
+def _preempt_on_commit(work_order):
+    """High work arriving on a full fleet makes room at once, not at the next guardian run."""
+    if work_order.priority != Priority.HIGH:
+        return
+
+    def preempt():
+        from workers_app.guardians import guard_priority_preemption
+
+        try:
+            guard_priority_preemption()
+        except Exception:
+            # The preemption guardian's periodic run catches up.
+            logger.exception("preemption check after enqueueing %s failed", work_order.id)
+
+    transaction.on_commit(preempt)
+
+
+def _wake_on_commit(work_order_id):
+    """Make the running agent of ``work_order_id`` re-read its state now."""
+    from workers_app.wakeups import work_order_wake
+
+    transaction.on_commit(lambda: work_order_wake(work_order_id=work_order_id))
+
+
 # --- transitions ----------------------------------------------------------------
 
 
@@ -179,6 +204,7 @@ def work_order_enqueue(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_
         _sync_task_status(work_order, now=work_order.enqueued_at)
         _publish_work_order(work_order)
         _dispatch_on_commit(work_order.id)
+        _preempt_on_commit(work_order)
     return work_order
 
 
@@ -327,14 +353,16 @@ def work_order_cancel(*, work_order, reason="cancelled by operator"):
             raise IllegalTransition(ERR_CANNOT_CANCEL)
         _sync_task_status(fresh, now=now)
         _publish_work_order(fresh)
+        _wake_on_commit(fresh.id)
     return fresh
 
 
-def work_order_requeue(*, work_order, reason, spend_retry=True):
-    """Put active work back in the queue (stalled worker, preemption).
+def work_order_requeue(*, work_order, reason, spend_retry=True, preempted=False):
+    """Put active work back in the queue (stalled worker, preemption, shutdown).
 
     Spending a retry counts the lost attempt against ``max_retries``: work
     that kills its worker every time ends ``dead`` instead of looping.
+    ``preempted`` counts a priority preemption against AGENTVINE_PREEMPT_MAX.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -342,6 +370,7 @@ def work_order_requeue(*, work_order, reason, spend_retry=True):
         if current is None or current.status not in ACTIVE_STATUSES:
             raise IllegalTransition(ERR_CANNOT_REQUEUE)
         if spend_retry and current.retry_count >= current.max_retries:
+            reason = f"{reason}; {ERR_RETRIES_SPENT.format(attempts=current.retry_count + 1)}"
             changes = {"status": WorkOrderStatus.DEAD, "completed_at": now}
         else:
             changes = {
@@ -349,8 +378,9 @@ def work_order_requeue(*, work_order, reason, spend_retry=True):
                 "retry_count": current.retry_count + (1 if spend_retry else 0),
                 "worker_id": None,
                 "not_before": None,
+                "preempt_count": current.preempt_count + (1 if preempted else 0),
             }
-        fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=reason, **changes)
+        fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=reason, preempt_requested_at=None, **changes)
         Execution.objects.filter(work_order=fresh, status=ExecutionStatus.RUNNING).update(
             status=ExecutionStatus.FAILED if spend_retry else ExecutionStatus.INTERRUPTED,
             completed_at=now,

@@ -20,23 +20,29 @@ from tasks_app.models import Execution, ExecutionStatus
 from tasks_app.services import execution_record_usage
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
 from workers_app.executors.base import RunContext
-from workers_app.models import Worker, WorkerStatus
 from workers_app.output import OutputBuffer
-from workers_app.services import agent_session_open, agent_session_release, agent_session_set_agent_id
-from workers_app.slots import current_worker
+from workers_app.services import (
+    agent_session_open,
+    agent_session_release,
+    agent_session_set_agent_id,
+    worker_release,
+)
+from workers_app.slots import current_worker, node_name
+from workers_app.wakeups import RunnerWakeups
 from workers_app.workspaces import workspace_prepare
 
 logger = logging.getLogger(__name__)
 
-# How often a running agent's work order is re-read to notice a cancel.
+# How often a running agent's work order is re-read to notice a cancel or a
+# preemption request whose wake-up signal was lost.
 STATUS_CHECK_SECONDS = 1.0
-# After a cooperative interrupt, how long the agent gets before a hard kill.
-INTERRUPT_GRACE_SECONDS = 5.0
 
 ERR_TIME_LIMIT = "time limit of {seconds:.0f}s exceeded"
 ERR_UNSUPPORTED_KIND = "work order kind {kind} cannot run on this worker"
 # A resumed agent already has the task in its conversation; say why it hears it again.
 RESUME_NOTE = "You were stopped before finishing. Continue this task from where you left off.\n\n"
+ERR_PREEMPTED = "preempted by higher-priority work"
+ERR_SHUTDOWN = "worker shutting down"
 
 
 def task_prompt(task):
@@ -103,11 +109,43 @@ def _not_claimed(work_order_id):
     return "skipped"
 
 
+class Stop:
+    """Why the runner is stopping an agent before it ends by itself."""
+
+    TAKEN = "taken"  # cancelled, or moved on by someone else
+    PREEMPTED = "preempted"
+    SHUTDOWN = "shutdown"
+    TIME_LIMIT = "time_limit"
+
+
+def _check_work_order(work_order, worker):
+    """Re-read the work order: does this slot still run it, and may it go on?"""
+    row = WorkOrder.objects.filter(pk=work_order.pk).values("status", "worker_id", "preempt_requested_at").first()
+    if row is None:
+        return Stop.TAKEN, "work order was deleted"
+    if row["status"] not in (WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING) or row["worker_id"] != worker.pk:
+        return Stop.TAKEN, f"work order became {row['status']}"
+    if row["preempt_requested_at"] is not None:
+        return Stop.PREEMPTED, ERR_PREEMPTED
+    return None, ""
+
+
 def _drive(*, worker, work_order, execution, executor):
+    wakeups = RunnerWakeups(work_order_id=work_order.pk, nodename=node_name())
+    try:
+        return _drive_agent(
+            worker=worker, work_order=work_order, execution=execution, executor=executor, wakeups=wakeups
+        )
+    finally:
+        wakeups.close()
+
+
+def _drive_agent(*, worker, work_order, execution, executor, wakeups):
     buffer = OutputBuffer(execution)
     started = time.monotonic()
     next_check = started + STATUS_CHECK_SECONDS
-    stop_reason = None
+    drain_deadline = None
+    stop, stop_reason = None, ""
     interrupted_at = None
     outcome_event = None
     try:
@@ -121,7 +159,7 @@ def _drive(*, worker, work_order, execution, executor):
                 agent_session_set_agent_id(session=execution.session, session_id=event.data.get("session_id"))
             elif event.kind in ("completed", "error"):
                 outcome_event = event
-            elif event.kind == "question" and stop_reason is None:
+            elif event.kind == "question" and stop is None:
                 # The agent blocks until a person answers; output keeps flowing
                 # to Postgres meanwhile. None means the work stopped or timed
                 # out, which the checks below notice.
@@ -136,20 +174,26 @@ def _drive(*, worker, work_order, execution, executor):
                     executor.provide_answer(answer)
                 next_check = 0
             buffer.maybe_flush()
-            if stop_reason is None and now - started > executor.context.time_limit:
-                stop_reason = ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
-            if stop_reason is None and now >= next_check:
+            if stop is None and now - started > executor.context.time_limit:
+                stop, stop_reason = Stop.TIME_LIMIT, ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
+            if stop is None and wakeups.shutdown.is_set():
+                # Warm shutdown: the agent gets a bounded time to finish.
+                if drain_deadline is None:
+                    drain_deadline = now + settings.AGENTVINE_SHUTDOWN_GRACE_SECONDS
+                elif now >= drain_deadline:
+                    stop, stop_reason = Stop.SHUTDOWN, ERR_SHUTDOWN
+            # A wake-up (cancel, preemption request) is checked at once; the
+            # poll is the fallback for a lost signal.
+            if stop is None and (wakeups.consume_wake() or now >= next_check):
                 next_check = now + STATUS_CHECK_SECONDS
-                status = WorkOrder.objects.filter(pk=work_order.pk).values_list("status", flat=True).first()
-                if status != WorkOrderStatus.RUNNING and status != WorkOrderStatus.WAITING:
-                    stop_reason = f"work order became {status}"
-                else:
+                stop, stop_reason = _check_work_order(work_order, worker)
+                if stop is None:
                     # Operator messages queued for this agent, in order.
                     agent_link.inbox_deliver_to_executor(task=work_order.task, executor=executor)
-            if stop_reason and interrupted_at is None:
+            if stop and interrupted_at is None:
                 interrupted_at = now
                 executor.interrupt()
-            elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE_SECONDS:
+            elif interrupted_at is not None and now - interrupted_at > settings.AGENTVINE_INTERRUPT_GRACE_SECONDS:
                 executor.kill()
     except ExecutorConfigError:
         buffer.flush()
@@ -162,19 +206,33 @@ def _drive(*, worker, work_order, execution, executor):
         return "failed"
     buffer.flush()
 
-    if stop_reason and not stop_reason.startswith("time limit"):
+    completed = outcome_event is not None and outcome_event.kind == "completed"
+    exit_code = outcome_event.data.get("exit_code") if outcome_event else None
+    if stop == Stop.TAKEN:
         # Cancelled (or taken away) while running: keep the partial output,
         # close the attempt as interrupted, free the slot.
         Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
             status=ExecutionStatus.INTERRUPTED, completed_at=timezone.now(), error=stop_reason
         )
-        Worker.objects.filter(pk=worker.pk).update(status=WorkerStatus.IDLE, current_work_order=None)
+        worker_release(worker=worker)
         return "interrupted"
-    exit_code = outcome_event.data.get("exit_code") if outcome_event else None
-    if stop_reason:
+    if stop in (Stop.PREEMPTED, Stop.SHUTDOWN) and not completed:
+        # Giving way is not the work's fault: no retry is spent. The partial
+        # output is already flushed; the requeue closes the attempt as
+        # interrupted and rings a new doorbell (this one is acked when the
+        # Celery task returns).
+        try:
+            queue_services.work_order_requeue(
+                work_order=work_order, reason=stop_reason, spend_retry=False, preempted=stop == Stop.PREEMPTED
+            )
+        except IllegalTransition:
+            logger.info("work order %s was no longer ours to requeue", work_order.pk)
+        worker_release(worker=worker)
+        return stop
+    if stop == Stop.TIME_LIMIT:
         _finish_failed(worker, work_order, execution, stop_reason, retryable=True, exit_code=exit_code)
         return "failed"
-    if outcome_event is not None and outcome_event.kind == "completed":
+    if completed:
         try:
             queue_services.work_order_complete(
                 work_order=work_order, worker=worker, execution=execution, exit_code=exit_code or 0

@@ -9,10 +9,12 @@ from django.utils import timezone
 
 from agentvine import events
 from agentvine.errors import IllegalTransition, ValidationFailed
+from queue_app.models import ACTIVE_STATUSES, WorkOrder
 from tasks_app.models import Execution, ExecutionStatus
 from workers_app.models import AgentSession, ApiToken, SessionStatus, Worker, WorkerStatus, WorkerToken
 from workers_app.workspaces import workspace_remove
 
+ERR_SLOT_RESTARTED = "worker process of slot {name} died while running this work order"
 ERR_SESSION_EXISTS = "a session with this session_id already exists"
 ERR_SESSION_TERMINATED = "session is already terminated"
 ERR_SESSION_ID_REQUIRED = "session_id is required"
@@ -35,8 +37,18 @@ def _publish(worker):
     events.publish("worker.updated", payload, groups=[events.worker_group(worker.id)])
 
 
-def worker_register(*, name, hostname="", pid=None):
-    """Register (or re-register after a restart) the slot called ``name``."""
+def worker_register(*, name, hostname="", pid=None, new_process=False):
+    """Register (or re-register after a restart) the slot called ``name``.
+
+    ``new_process`` says a fresh process is taking the slot over (Celery
+    replaced a killed pool process, or the whole worker restarted): whatever
+    the row says its predecessor was running is lost with that process, so
+    it is requeued now, spending a retry, instead of waiting for the
+    stalled-worker guardian. Work that kills its process every time thus
+    ends ``dead`` after its retries.
+    """
+    if new_process:
+        _requeue_lost_work(name)
     now = timezone.now()
     with transaction.atomic():
         worker, _ = Worker.objects.update_or_create(
@@ -53,9 +65,34 @@ def worker_register(*, name, hostname="", pid=None):
     return worker
 
 
+def _requeue_lost_work(name):
+    from queue_app.services import work_order_requeue
+
+    lost = WorkOrder.objects.filter(worker__name=name, status__in=ACTIVE_STATUSES)
+    for work_order in lost:
+        try:
+            work_order_requeue(work_order=work_order, reason=ERR_SLOT_RESTARTED.format(name=name))
+        except IllegalTransition:
+            pass  # a guardian or a cancel moved it on meanwhile
+
+
 def worker_heartbeat(*, worker):
-    """Returns False when the row is gone (deregistered): the caller re-registers."""
-    return Worker.objects.filter(pk=worker.pk).update(last_heartbeat_at=timezone.now()) == 1
+    """Returns False when the row is gone or was marked offline (a guardian
+    gave up on this slot): the caller re-registers and is idle again."""
+    return (
+        Worker.objects.filter(pk=worker.pk)
+        .exclude(status=WorkerStatus.OFFLINE)
+        .update(last_heartbeat_at=timezone.now())
+        == 1
+    )
+
+
+def worker_release(*, worker):
+    """The slot's agent stopped without a completion or a failure (cancelled,
+    preempted, shutting down): the slot is free again."""
+    Worker.objects.filter(pk=worker.pk).exclude(status=WorkerStatus.OFFLINE).update(
+        status=WorkerStatus.IDLE, current_work_order=None, updated_at=timezone.now()
+    )
 
 
 def worker_mark_offline(*, worker, reason=""):
@@ -215,6 +252,7 @@ def agent_session_touch(*, session):
 
 
 def agent_session_terminate(*, session, reason="terminated"):
+    """End an agent session for good and remove its task's workspace."""
     now = timezone.now()
     with transaction.atomic():
         updated = AgentSession.objects.filter(

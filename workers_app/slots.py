@@ -11,20 +11,48 @@ import os
 import socket
 import threading
 
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_shutting_down
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
-_state = {"nodename": None, "worker": None, "stop": None}
+_state = {"nodename": None, "agent_slots": True, "worker": None, "stop": None}
 _lock = threading.Lock()
 
 
 @celeryd_after_setup.connect
-def _remember_nodename(sender, **kwargs):
+def _remember_nodename(sender, instance=None, **kwargs):
     # Runs in the parent before the pool forks, so children inherit it.
     _state["nodename"] = sender
+    if instance is not None:
+        # A worker consuming only the guardians queue runs no agents: its
+        # processes are not execution slots and must not look like idle ones.
+        consumed = set(instance.app.amqp.queues.consume_from or ())
+        _state["agent_slots"] = not consumed or bool(consumed & set(settings.AGENT_QUEUES))
+    if _state["agent_slots"]:
+        from workers_app.wakeups import node_shutdown_clear
+
+        # A node restarting under the same name is not shutting down.
+        node_shutdown_clear(nodename=sender)
+
+
+def node_name():
+    return _state["nodename"]
+
+
+@worker_shutting_down.connect
+def _announce_shutdown(sender, how=None, **kwargs):
+    # Runs in the parent's signal handler: the children keep running their
+    # agents through a warm shutdown and only learn of it from this message
+    # (workers_app/runner.py then finishes or interrupts-and-requeues within
+    # AGENTVINE_SHUTDOWN_GRACE_SECONDS). A thread, because a signal handler
+    # must not block on the network.
+    if how != "Warm" or not _state["agent_slots"]:
+        return
+    from workers_app.wakeups import node_shutdown_announce
+
+    threading.Thread(target=node_shutdown_announce, kwargs={"nodename": sender}, name="agentvine-shutdown").start()
 
 
 def _slot_name():
@@ -55,7 +83,9 @@ def current_worker():
         if _state["worker"] is None:
             from workers_app.services import worker_register
 
-            _state["worker"] = worker_register(name=_slot_name(), hostname=socket.gethostname(), pid=os.getpid())
+            _state["worker"] = worker_register(
+                name=_slot_name(), hostname=socket.gethostname(), pid=os.getpid(), new_process=True
+            )
             stop = threading.Event()
             _state["stop"] = stop
             threading.Thread(target=_heartbeat_loop, args=(stop,), name="agentvine-heartbeat", daemon=True).start()
@@ -67,6 +97,8 @@ def _on_process_init(**kwargs):
     # Connections inherited from the parent must not be shared across fork.
     close_old_connections()
     connection.close()
+    if not _state["agent_slots"]:
+        return
     try:
         current_worker()
     except Exception:

@@ -1,7 +1,8 @@
 """Test agent: prints numbered ticks for the number of seconds in its prompt.
 
 The prompt's first line may be "ticker <seconds>" (the task title); anything
-else means 1 second. SIGINT stops it cooperatively with exit code 130.
+else means 1 second. SIGINT stops it cooperatively with exit code 130, unless
+the title says "ticker <seconds> stubborn": then only a hard kill stops it.
 """
 
 import signal
@@ -17,7 +18,8 @@ def main():
         print("ticker: interrupted", flush=True)
         sys.exit(130)
 
-    signal.signal(signal.SIGINT, stop)
+    stubborn = len(words) > 2 and words[0] == "ticker" and words[2] == "stubborn"
+    signal.signal(signal.SIGINT, signal.SIG_IGN if stubborn else stop)
     deadline = time.monotonic() + seconds
     n = 0
     while time.monotonic() < deadline:

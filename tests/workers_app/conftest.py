@@ -1,10 +1,16 @@
+import importlib
+import os
+import signal
 import subprocess
+import sys
 import time
 import uuid
 
 import pytest
+from django.apps import apps
 from django.conf import settings
 
+from tests.conftest import ROOT, _database_url
 from workers_app.executors import executor_for
 from workers_app.executors.base import RunContext
 
@@ -93,3 +99,95 @@ def origin(tmp_path):
     git("commit", "--quiet", "-m", "login", cwd=repo)
     git("checkout", "--quiet", "main", cwd=repo)
     return repo
+
+
+# --- guardians: a real `celery beat` and a guardians worker -----------------------
+
+# Fast timings for worker subprocesses: a slot heartbeats twice a second and is
+# stalled after 1.5 s, so recovery tests take seconds, not minutes.
+FAST_GUARD_ENV = {
+    "AGENTVINE_HEARTBEAT_SECONDS": "0.5",
+    "AGENTVINE_STALLED_WORKER_SECONDS": "1.5",
+    "AGENTVINE_INTERRUPT_GRACE_SECONDS": "1.0",
+}
+
+
+def guardian_schedule_install(every_seconds=None):
+    """Recreate the beat rows of the data migration (transactional tests flush
+    tables), optionally with every guardian running each ``every_seconds``."""
+    migration = importlib.import_module("workers_app.migrations.0002_guardian_schedule")
+    migration.create_schedule(apps, None)
+    if every_seconds is not None:
+        from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+        interval, _ = IntervalSchedule.objects.get_or_create(every=every_seconds, period=IntervalSchedule.SECONDS)
+        for task in PeriodicTask.objects.filter(task__startswith="workers_app.guard_"):
+            task.interval = interval
+            task.expire_seconds = None
+            task.save()
+
+
+class _Process:
+    def __init__(self, argv, *, log_path, extra_env=None):
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
+            "DATABASE_URL": _database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "PYTHONPATH": str(ROOT),
+            **(extra_env or {}),
+        }
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "agentvine", *argv],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self):
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def guardian_beat(transactional_db, clean_broker, tmp_path):
+    """A real `celery beat` on the django-celery-beat schedule plus the small
+    worker consuming the guardians queue, as deployed."""
+    started = []
+
+    def start(every_seconds=1, extra_env=None):
+        guardian_schedule_install(every_seconds)
+        env = {**FAST_GUARD_ENV, **(extra_env or {})}
+        started.append(
+            _Process(
+                ["worker", "-Q", "guardians", "-c", "1", "-n", "guardians@%h", "--without-gossip", "--without-mingle"],
+                log_path=tmp_path / "guardians.log",
+                extra_env=env,
+            )
+        )
+        started.append(
+            _Process(
+                ["beat", "-l", "info", "--schedule", str(tmp_path / "beat-schedule"), "--max-interval", "1"],
+                log_path=tmp_path / "beat.log",
+                extra_env=env,
+            )
+        )
+        return started
+
+    yield start
+    for process in started:
+        process.stop()

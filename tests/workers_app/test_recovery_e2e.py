@@ -1,0 +1,100 @@
+"""Killed processes, lost doorbells and poison work, with real Celery workers,
+a real `celery beat`, PostgreSQL and Redis."""
+
+import os
+import signal
+import time
+
+import pytest
+from django.db import transaction
+
+from queue_app.models import WorkOrder, WorkOrderStatus
+from tasks_app.models import ExecutionStatus, Task, TaskStatus
+from tasks_app.services import task_create
+from tests.conftest import wait_for
+from tests.workers_app.conftest import FAST_GUARD_ENV
+from workers_app import guardians
+from workers_app.models import Worker, WorkerStatus
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _running_order(task):
+    return WorkOrder.objects.filter(task=task, status=WorkOrderStatus.RUNNING).select_related("worker").first()
+
+
+def test_kill_9_of_a_worker_mid_run_requeues_and_completes_once_elsewhere(
+    celery_worker_factory, guardian_beat, operator
+):
+    first = celery_worker_factory(concurrency=1, extra_env=FAST_GUARD_ENV)
+    second = celery_worker_factory(concurrency=1, extra_env=FAST_GUARD_ENV)
+    guardian_beat(every_seconds=1)
+    task = task_create(title="ticker 2", executor="ticker", created_by=operator)
+    work_order = wait_for(lambda: _running_order(task), timeout=15, message="the run to start")
+    victim, survivor = (first, second) if work_order.worker.name.startswith(f"{first.name}@") else (second, first)
+    wait_for(lambda: work_order.executions.filter(output_chars__gt=0).exists(), timeout=5, message="output")
+
+    victim.kill()  # SIGKILL to the whole worker: parent and its pool process
+    killed_at = time.monotonic()
+    wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, timeout=20, message="completion")
+    assert time.monotonic() - killed_at < 20
+
+    work_order.refresh_from_db()
+    assert work_order.status == WorkOrderStatus.COMPLETED
+    assert work_order.retry_count == 1
+    assert work_order.worker.name.startswith(f"{survivor.name}@")
+    attempts = list(work_order.executions.order_by("attempt"))
+    assert [(e.attempt, e.status) for e in attempts] == [(1, ExecutionStatus.FAILED), (2, ExecutionStatus.COMPLETED)]
+    assert "stopped heartbeating" in attempts[0].error
+    assert attempts[0].worker.name.startswith(f"{victim.name}@")
+    assert attempts[0].output_chars > 0
+    assert Worker.objects.get(pk=attempts[0].worker_id).status == WorkerStatus.OFFLINE
+
+
+def test_killed_pool_process_work_is_requeued_by_its_replacement_at_once(celery_worker_factory, operator):
+    node = celery_worker_factory(concurrency=1)
+    task = task_create(title="ticker 1.5", executor="ticker", created_by=operator)
+    wait_for(lambda: _running_order(task), timeout=15, message="the run to start")
+    (pool_pid,) = node.pool_pids()
+
+    os.kill(pool_pid, signal.SIGKILL)  # Celery replaces the process; no guardian runs here
+    wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, timeout=15, message="completion")
+
+    work_order = task.work_orders.get()
+    assert work_order.retry_count == 1
+    statuses = list(work_order.executions.order_by("attempt").values_list("status", "error"))
+    assert statuses[0][0] == ExecutionStatus.FAILED and "died while running" in statuses[0][1]
+    assert statuses[1:] == [(ExecutionStatus.COMPLETED, "")]
+
+
+def test_poison_work_ends_dead_after_its_retries(celery_worker_factory, operator):
+    celery_worker_factory(concurrency=1)
+    task = task_create(title="Crash the worker", executor="poison", created_by=operator, max_retries=2)
+
+    wait_for(lambda: WorkOrder.objects.get(task=task).status == WorkOrderStatus.DEAD, timeout=40, message="dead letter")
+
+    work_order = WorkOrder.objects.get(task=task)
+    assert work_order.retry_count == 2
+    assert "died while running this work order" in work_order.last_error
+    assert "gave up after 3 attempts" in work_order.last_error
+    assert work_order.executions.count() == 3
+    assert set(work_order.executions.values_list("status", flat=True)) == {ExecutionStatus.FAILED}
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.FAILED
+
+
+def test_redis_flushed_with_200_queued_all_complete_once(celery_worker_factory, clean_broker, operator, settings):
+    settings.AGENTVINE_LOST_DISPATCH_SECONDS = 0.5
+    with transaction.atomic():
+        tasks = [task_create(title=f"quick {n}", executor="quick", created_by=operator) for n in range(200)]
+    clean_broker.flushdb()  # every doorbell is gone
+    celery_worker_factory(concurrency=2)
+
+    def all_done():
+        guardians.guard_lost_dispatches()
+        return Task.objects.filter(status=TaskStatus.COMPLETED).count() == len(tasks)
+
+    wait_for(all_done, timeout=90, interval=0.5, message="all 200 to complete")
+
+    orders = WorkOrder.objects.filter(task__in=tasks)
+    assert orders.filter(status=WorkOrderStatus.COMPLETED).count() == 200
+    assert all(order.executions.count() == 1 for order in orders.prefetch_related("executions"))

@@ -1,0 +1,28 @@
+"""Beat entry points for the guardians (scheduled in the django-celery-beat
+tables, routed to the ``guardians`` queue). Thin: the logic lives in
+workers_app/guardians.py. Each returns counts so a run is visible in logs."""
+
+from celery import shared_task
+
+from workers_app import guardians
+
+
+@shared_task(name="workers_app.guard_stalled_workers", ignore_result=True)
+def guard_stalled_workers():
+    offline, requeued = guardians.guard_stalled_workers()
+    return {"offline": len(offline), "requeued": len(requeued)}
+
+
+@shared_task(name="workers_app.guard_idle_sessions", ignore_result=True)
+def guard_idle_sessions():
+    return {"terminated": len(guardians.guard_idle_sessions())}
+
+
+@shared_task(name="workers_app.guard_lost_dispatches", ignore_result=True)
+def guard_lost_dispatches():
+    return {"dispatched": len(guardians.guard_lost_dispatches())}
+
+
+@shared_task(name="workers_app.guard_priority_preemption", ignore_result=True)
+def guard_priority_preemption():
+    return {"preempting": len(guardians.guard_priority_preemption())}
