@@ -63,7 +63,9 @@ def test_missing_agent_binary_fails_once_with_a_clear_error(celery_worker_factor
     assert work_order.executions.count() == 1
 
 
-def test_high_priority_runs_before_every_remaining_low(celery_worker_factory):
+def test_high_priority_runs_before_every_remaining_low(celery_worker_factory, settings):
+    # Queue order alone: preemption (tests/workers_app) would interrupt "busy".
+    settings.AGENTVINE_PREEMPTION_ENABLED = False
     celery_worker_factory(concurrency=1)
     busy = task_create(title="ticker 1.5", executor="ticker", priority=Priority.LOW)
     wait_for(lambda: _status(busy) == TaskStatus.IN_PROGRESS, message="worker busy")
