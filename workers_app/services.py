@@ -77,14 +77,20 @@ def _requeue_lost_work(name):
 
 
 def worker_heartbeat(*, worker):
-    """Returns False when the row is gone or was marked offline (a guardian
-    gave up on this slot): the caller re-registers and is idle again."""
-    return (
-        Worker.objects.filter(pk=worker.pk)
-        .exclude(status=WorkerStatus.OFFLINE)
-        .update(last_heartbeat_at=timezone.now())
-        == 1
-    )
+    """Record a heartbeat. A slot a guardian had given up on (offline) comes
+    back idle: its old work was requeued when it went offline. Returns False
+    when the row is gone (deregistered): the caller re-registers."""
+    now = timezone.now()
+    live = Worker.objects.filter(pk=worker.pk).exclude(status=WorkerStatus.OFFLINE)
+    if live.update(last_heartbeat_at=now) == 1:
+        return True
+    with transaction.atomic():
+        back = Worker.objects.filter(pk=worker.pk, status=WorkerStatus.OFFLINE).update(
+            status=WorkerStatus.IDLE, current_work_order=None, last_heartbeat_at=now, updated_at=now
+        )
+        if back:
+            _publish(Worker.objects.get(pk=worker.pk))
+    return back == 1
 
 
 def worker_release(*, worker):

@@ -40,7 +40,7 @@ def remove_schedule(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("workers_app", "0001_initial"),
+        ("workers_app", "0002_api_tokens"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
