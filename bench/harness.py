@@ -89,3 +89,13 @@ def stop_worker(proc):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def wait_until(predicate, timeout, what, interval=0.02):
+    """Poll ``predicate`` until it returns something truthy; that is returned."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(interval)
+    return value

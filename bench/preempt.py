@@ -16,16 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import setup_django, start_worker, stop_worker  # noqa: E402
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
+from bench.harness import setup_django, start_worker, stop_worker, wait_until  # noqa: E402
 
 
 def main():

@@ -24,21 +24,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import ROOT, setup_django, start_worker, stop_worker  # noqa: E402
+from bench.harness import ROOT, setup_django, start_worker, stop_worker, wait_until  # noqa: E402
 
 PRODUCTION_TIMINGS = {
     "AGENTVINE_HEARTBEAT_SECONDS": "3",
     "AGENTVINE_STALLED_WORKER_SECONDS": "9",
 }
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def start_guardians():
