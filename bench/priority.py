@@ -24,7 +24,8 @@ def main():
     parser.add_argument("--backlog", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    setup_django()
+    # Queue order alone; bench/preempt.py measures it with preemption.
+    setup_django({"AGENTVINE_PREEMPTION_ENABLED": "false"})
     from queue_app.models import WorkOrder, WorkOrderStatus
     from tasks_app.models import Priority, TaskStatus
     from tasks_app.services import task_cancel, task_create
