@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from chat_app import views as chat_views
 from tasks_app import views as task_views
 from workers_app import views as worker_views
 
@@ -14,6 +15,9 @@ urlpatterns = [
     path("", task_views.overview, name="overview"),
     path("tasks/", task_views.task_list, name="task-list"),
     path("tasks/<uuid:task_id>/", task_views.task_detail, name="task-detail"),
+    path("tasks/<uuid:task_id>/answer/<uuid:question_id>/", chat_views.question_answer, name="question-answer"),
+    path("tasks/<uuid:task_id>/message/", chat_views.task_message, name="task-message"),
+    path("messages/", chat_views.message_list, name="message-list"),
     path("tasks/<uuid:task_id>/<str:action>/", task_views.task_action, name="task-action"),
     path("workers/", worker_views.worker_list, name="worker-list"),
     path("sessions/", worker_views.session_list, name="session-list"),

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST
 
 from agentvine.console import operator_required
 from agentvine.errors import DomainError
+from chat_app.selectors import message_history, pending_questions
 from queue_app.models import WorkOrder
 from queue_app.selectors import queue_stats
 from tasks_app import selectors, services
@@ -16,8 +17,16 @@ from tasks_app.models import Priority, Task
 from workers_app.selectors import worker_list, worker_status_counts
 
 PAGE_SIZE = 25
+CHAT_MESSAGES = 50
 RAISE = {Priority.LOW: Priority.NORMAL, Priority.NORMAL: Priority.HIGH}
 LOWER = {Priority.HIGH: Priority.NORMAL, Priority.NORMAL: Priority.LOW}
+
+
+def conversation_recent(*, task, limit):
+    """The newest ``limit`` messages of a task's conversation, newest first."""
+    return list(
+        message_history(conversation=str(task.id)).select_related("sender").order_by("-created_at", "-id")[:limit]
+    )
 
 
 @operator_required
@@ -26,6 +35,7 @@ def overview(request):
     peak = max((n for _, n in throughput), default=0) or 1
     context = {
         "stats": queue_stats(),
+        "pending_questions": list(pending_questions()[:20]),
         "worker_counts": worker_status_counts(),
         "workers": list(worker_list()[:50]),
         "running": list(selectors.running_executions(limit=20)),
@@ -77,6 +87,8 @@ def task_detail(request, task_id):
         "output": selectors.execution_output_tail(execution=latest) if latest else "",
         "usage": selectors.task_usage(task=task),
         "sessions": list(task.sessions.select_related("worker").order_by("-created_at")[:5]),
+        "conversation": list(reversed(conversation_recent(task=task, limit=CHAT_MESSAGES))),
+        "open_questions": [m for m in pending_questions().filter(task=task)],
         "can_raise": task.priority in RAISE,
         "can_lower": task.priority in LOWER,
     }

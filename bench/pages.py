@@ -1,0 +1,163 @@
+"""Server time of the operator pages and admin changelists on a big database.
+
+Seeds (once; reused on later runs) 100,000 tasks, 300,000 work orders,
+1,000,000 messages and 1,000 workers with set-based SQL, then times each page
+through Django's test client (view + template + every query), in-process.
+
+    .venv/bin/python bench/pages.py [--requests 20] [--reseed]
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+TASKS, WORK_ORDERS_PER_TASK, MESSAGES, WORKERS = 100_000, 3, 1_000_000, 1_000
+
+
+def seed():
+    from django.db import connection
+
+    from chat_app.models import ChatMessage, Conversation, SenderProfile
+    from queue_app.models import WorkOrder
+    from tasks_app.models import Task
+    from workers_app.models import Worker
+
+    t = {m: m._meta.db_table for m in (Task, WorkOrder, Worker, ChatMessage, Conversation, SenderProfile)}
+    with connection.cursor() as cur:
+        for table in (ChatMessage, Conversation, SenderProfile, WorkOrder, Task, Worker):
+            cur.execute(f"TRUNCATE {t[table]} CASCADE")
+        cur.execute(
+            f"""INSERT INTO {t[Worker]} (id, name, hostname, status, last_heartbeat_at, created_at, updated_at)
+            SELECT gen_random_uuid(), 'bench@host' || g || ':0', 'host' || (g % 50),
+                   (ARRAY['idle','busy','waiting','offline'])[1 + g % 4], now() - (g % 60) * interval '1 second',
+                   now(), now()
+            FROM generate_series(1, {WORKERS}) g"""
+        )
+        cur.execute(
+            f"""INSERT INTO {t[Task]} (id, title, description, task_type, status, priority, repository_url,
+                   branch_name, executor, created_at, updated_at)
+            SELECT gen_random_uuid(), 'Bench task ' || g, 'Seeded description number ' || g,
+                   (ARRAY['feature','bugfix','test','docs'])[1 + g % 4],
+                   (ARRAY['queued','in_progress','completed','failed','cancelled'])[1 + g % 5],
+                   (ARRAY['high','normal','low'])[1 + g % 3], 'file:///srv/repo' || (g % 100), 'branch-' || g, '',
+                   now() - g * interval '10 seconds', now()
+            FROM generate_series(1, {TASKS}) g"""
+        )
+        cur.execute(
+            f"""INSERT INTO {t[WorkOrder]} (id, task_id, kind, status, priority, priority_rank, enqueued_at,
+                   retry_count, max_retries, last_error, updated_at, completed_at)
+            SELECT gen_random_uuid(), task.id, 'run_task',
+                   (ARRAY['queued','running','completed','dead','cancelled','completed'])[1 + (n + k) % 6],
+                   task.priority, CASE task.priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END,
+                   task.created_at + k * interval '1 second', 0, 3, '', now() - (n % 3600) * interval '1 second',
+                   now() - (n % 3600) * interval '1 second'
+            FROM (SELECT id, priority, created_at, row_number() OVER () AS n FROM {t[Task]}) task,
+                 generate_series(1, {WORK_ORDERS_PER_TASK}) k"""
+        )
+        cur.execute(
+            f"""INSERT INTO {t[SenderProfile]} (key, kind, display_name, discord_username, discord_user_id,
+                   inbox_next_position, created_at, updated_at)
+            SELECT 'discord:' || g, 'discord', 'discord user ' || g, 'discord user ' || g, g::text, 1, now(), now()
+            FROM generate_series(1, 200) g"""
+        )
+        cur.execute(
+            f"""INSERT INTO {t[Conversation]} (id, task_id, title, unread_count, last_message_at, created_at)
+            SELECT id::text, id, title, 0, now(), now() FROM {t[Task]}"""
+        )
+        cur.execute(
+            f"""INSERT INTO {t[ChatMessage]} (id, conversation_id, kind, sender_id, text, task_id, status,
+                   failure_reason, created_at, answer_text)
+            SELECT gen_random_uuid(), conv.id, (ARRAY['chat','chat','notice','progress'])[1 + g % 4],
+                   (SELECT min(id) FROM {t[SenderProfile]}) + g % 200, 'Seeded message ' || g || ' about the work',
+                   conv.task_id, (ARRAY['delivered','queued','failed'])[1 + g % 3], '',
+                   now() - g * interval '1 second', ''
+            FROM generate_series(1, {MESSAGES}) g
+            JOIN (SELECT id, task_id, row_number() OVER () AS n FROM {t[Conversation]}) conv
+              ON conv.n = 1 + g % {TASKS}"""
+        )
+        cur.execute("ANALYZE")
+
+
+def timed(client, url, requests):
+    client.get(url)  # warm caches and connections
+    samples = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        response = client.get(url)
+        samples.append((time.perf_counter() - start) * 1000)
+        assert response.status_code == 200, (url, response.status_code)
+    samples.sort()
+    return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--reseed", action="store_true")
+    args = parser.parse_args()
+    import os
+
+    os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentvine_bench_pages")
+    from bench.harness import DATABASE_URL, REDIS_URL
+
+    os.environ["DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"] or DATABASE_URL
+    os.environ["REDIS_URL"] = REDIS_URL
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentvine.settings_test")
+    import psycopg
+
+    admin_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    name = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import Client
+
+    from tasks_app.models import Task
+
+    settings.ALLOWED_HOSTS = ["*"]
+    call_command("migrate", verbosity=0)
+    if args.reseed or Task.objects.count() < TASKS:
+        start = time.perf_counter()
+        seed()
+        print(f"seeded in {time.perf_counter() - start:.0f}s")
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
+    )
+    client = Client()
+    client.force_login(user)
+    task = Task.objects.order_by("-created_at").first()
+    pages = {
+        "Overview": "/",
+        "Tasks": "/tasks/",
+        "Tasks filtered+searched": "/tasks/?status=failed&task_type=bugfix&q=Bench+task+99",
+        "Task detail": f"/tasks/{task.id}/",
+        "Workers": "/workers/",
+        "Sessions": "/sessions/",
+        "Messages": "/messages/",
+        "Messages filtered": "/messages/?text=message+12345&status=queued",
+        "admin Task changelist": "/admin/tasks_app/task/",
+        "admin WorkOrder changelist": "/admin/queue_app/workorder/",
+        "admin Execution changelist": "/admin/tasks_app/execution/",
+        "admin Worker changelist": "/admin/workers_app/worker/",
+        "admin AgentSession changelist": "/admin/workers_app/agentsession/",
+        "admin ChatMessage changelist": "/admin/chat_app/chatmessage/",
+    }
+    print(f"{'page':32} {'p50 ms':>8} {'p95 ms':>8}")
+    for label, url in pages.items():
+        p50, p95 = timed(client, url, args.requests)
+        flag = "" if p95 < 150 else "  over 150 ms target"
+        print(f"{label:32} {p50:8.1f} {p95:8.1f}{flag}")
+
+
+if __name__ == "__main__":
+    main()

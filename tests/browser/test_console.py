@@ -1,0 +1,90 @@
+"""The operator console in a real Chromium, against a real daphne and a real
+Celery worker: pages update live over the WebSocket, without reloading."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tasks_app.models import Task, TaskStatus
+from tasks_app.services import task_create
+from tests.browser.conftest import PASSWORD, sign_in
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def console_operator(django_user_model):
+    return django_user_model.objects.create_user(username="olivia", password=PASSWORD, is_staff=True)
+
+
+@pytest.fixture
+def platform(daphne_server, celery_worker_factory):
+    # The demo agent's ask command reaches the API through the real web server.
+    celery_worker_factory(concurrency=1, extra_env={"AGENTVINE_API_URL": daphne_server.url})
+    return daphne_server
+
+
+def _mark_page(page):
+    """Anything that survives until the end proves the page never reloaded."""
+    page.evaluate("window.__agentvineNoReload = 'still here'")
+
+
+def _not_reloaded(page):
+    return page.evaluate("window.__agentvineNoReload") == "still here"
+
+
+def test_create_a_task_and_watch_it_complete_live(page, platform, console_operator):
+    sign_in(page, platform.url, console_operator)
+    page.click("nav >> text=Tasks")
+    page.fill("#id_title", "Browser-made task")
+    page.fill("#id_description", "Created by an operator in the form")
+    page.select_option("#id_priority", "high")
+    page.click("text=Queue task")
+
+    task = Task.objects.get(title="Browser-made task")
+    page.wait_for_url(re.compile(rf"/tasks/{task.id}/$"))
+    assert task.created_by == console_operator
+    _mark_page(page)
+    status = page.locator("[data-testid=task-status]")
+    expect(status).to_contain_text(re.compile("Queued|In progress"))
+
+    expect(status).to_contain_text("Completed", timeout=45_000)
+    expect(page.locator("[data-testid=output]")).to_contain_text("wrote AGENTVINE_RESULT.md; done")
+    assert _not_reloaded(page)
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED
+
+
+def test_form_errors_are_shown_and_nothing_is_created(page, platform, console_operator):
+    sign_in(page, platform.url, console_operator)
+    page.goto(f"{platform.url}/tasks/")
+    page.fill("#id_branch_name", "feature/x")
+    page.click("text=Queue task")
+    expect(page.locator("[data-testid=error-title]")).to_have_text("Give the task a title.")
+    expect(page.locator("[data-testid=error-repository_url]")).to_have_text("A branch needs a repository.")
+    assert Task.objects.count() == 0
+
+
+def test_agent_asks_operator_answers_in_the_page(page, platform, console_operator):
+    sign_in(page, platform.url, console_operator)
+    _mark_page(page)
+    inbox = page.locator("[data-testid=inbox]")
+    expect(inbox).to_have_count(0)
+
+    task = task_create(title="Needs a decision", description="ASK: Which database should I use?")
+
+    # The question arrives live on the overview: badge in the navigation and the list.
+    expect(inbox).to_have_text("📬 1", timeout=45_000)
+    expect(page.locator("#questions")).to_contain_text("Which database should I use?")
+    assert _not_reloaded(page)
+
+    page.click("#questions >> text=Needs a decision")
+    page.fill("[data-testid=answer-form] textarea", "PostgreSQL, please")
+    page.click("[data-testid=answer-form] >> text=Send answer")
+
+    expect(page.locator("[data-testid=task-status]")).to_contain_text("Completed", timeout=45_000)
+    expect(page.locator("[data-testid=output]")).to_contain_text("PostgreSQL, please")
+    expect(page.locator("[data-testid=chat]")).to_contain_text("PostgreSQL, please")
+    expect(inbox).to_have_count(0)
+    wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, message="task completed")
