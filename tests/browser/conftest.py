@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+
 CHROMIUM = os.environ.get("AGENTVINE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -21,28 +22,28 @@ PASSWORD = "operator-pass-123"
 
 
 @pytest.fixture(scope="session")
-def browser():
+def browser(django_db_setup):
     if not shutil.which(CHROMIUM):
         pytest.fail(f"Chromium is needed for the browser tests: apt-get install chromium (looked for {CHROMIUM})")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an event loop running in this thread; the
+    # tests' own ORM calls are plain synchronous code between page actions.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 @pytest.fixture
-def page(browser, settings):
-    # Playwright's sync API keeps an event loop running in this thread; the
-    # test's own ORM calls are plain synchronous code between page actions.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+def page(browser):
     context = browser.new_context(viewport={"width": 1366, "height": 900})
     page = context.new_page()
     page.set_default_timeout(20_000)
     yield page
     context.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 def sign_in(page, base_url, user):
@@ -52,3 +53,12 @@ def sign_in(page, base_url, user):
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{base_url}/")
+
+
+@pytest.fixture
+def daphne_server(transactional_db, tmp_path):
+    from tests.chat_app.conftest import DaphneServer
+
+    server = DaphneServer(tmp_path / "daphne.log")
+    yield server
+    server.stop()

@@ -75,7 +75,16 @@ def test_agent_asks_operator_answers_in_the_page(page, platform, console_operato
     task = task_create(title="Needs a decision", description="ASK: Which database should I use?")
 
     # The question arrives live on the overview: badge in the navigation and the list.
-    expect(inbox).to_have_text("📬 1", timeout=45_000)
+    try:
+        expect(inbox).to_have_text("📬 1", timeout=45_000)
+    except AssertionError:
+        from tasks_app.selectors import execution_output
+
+        order = task.work_orders.get()
+        raise AssertionError(
+            f"no question; work order {order.status}: {order.last_error}\n"
+            + "\n".join(execution_output(execution=e) for e in order.executions.all())
+        ) from None
     expect(page.locator("#questions")).to_contain_text("Which database should I use?")
     assert _not_reloaded(page)
 
