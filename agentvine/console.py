@@ -14,6 +14,12 @@ def operator_required(view):
     def wrapped(request, *args, **kwargs):
         if not request.user.is_staff:
             raise PermissionDenied("operators only")
+        from chat_app.selectors import latest_live_event_id
+
+        # Read before the page's own queries: the page script resumes from
+        # here, so an event committed while the page renders is replayed, not
+        # lost (duplicates are dropped by the script).
+        request.live_event_id = latest_live_event_id()
         return view(request, *args, **kwargs)
 
     return wrapped

@@ -4,4 +4,8 @@ def console(request):
         return {}
     from chat_app.selectors import pending_question_count
 
-    return {"pending_question_count": pending_question_count(), "message_history_enabled": True}
+    return {
+        "pending_question_count": pending_question_count(),
+        "message_history_enabled": True,
+        "live_event_id": getattr(request, "live_event_id", ""),
+    }

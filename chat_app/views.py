@@ -86,7 +86,9 @@ def question_answer(request, task_id, question_id):
 def task_message(request, task_id):
     task = get_object_or_404(Task, pk=task_id)
     try:
-        services.operator_message_send(user=request.user, conversation_id=str(task.id), text=request.POST.get("text", ""))
+        services.operator_message_send(
+            user=request.user, conversation_id=str(task.id), text=request.POST.get("text", "")
+        )
     except DomainError as exc:
         flash.error(request, f"Message not sent: {exc.message}.")
     else:

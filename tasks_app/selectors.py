@@ -29,16 +29,18 @@ def task_usage(*, task):
     return totals
 
 
-def execution_output_tail(*, execution, max_chars=65536):
-    """The last ``max_chars`` of an execution's output, without reading it all."""
-    texts, size = [], 0
-    chunks = ExecutionOutputChunk.objects.filter(execution=execution).order_by("-seq").values_list("text", flat=True)
-    for text in chunks.iterator(chunk_size=20):
+def execution_output_recent(*, execution, max_chars=65536):
+    """``(text, next_seq)``: the last ``max_chars`` of an execution's output,
+    without reading it all, and the sequence number of the next chunk."""
+    texts, size, next_seq = [], 0, 0
+    chunks = ExecutionOutputChunk.objects.filter(execution=execution).order_by("-seq").values_list("seq", "text")
+    for seq, text in chunks.iterator(chunk_size=20):
+        next_seq = max(next_seq, seq + 1)
         texts.append(text)
         size += len(text)
         if size >= max_chars:
             break
-    return "".join(reversed(texts))[-max_chars:]
+    return "".join(reversed(texts))[-max_chars:], next_seq
 
 
 def task_list(*, status=None, task_type=None, priority=None, q=None):

@@ -19,6 +19,9 @@ from tasks_app.models import (
     TaskType,
 )
 
+# At most this much of one output chunk rides on a live event.
+LIVE_OUTPUT_CHARS = 8000
+
 ERR_TITLE_REQUIRED = "title is required"
 ERR_UNKNOWN_EXECUTOR = "unknown executor profile"
 ERR_BAD_TYPE = "unknown task type"
@@ -154,7 +157,14 @@ def execution_output_append(*, execution, seq, text, tail):
         )
         events.publish(
             "execution.output",
-            {"execution_id": str(execution.pk), "task_id": str(execution.task_id), "seq": seq, "text": text[-8000:]},
+            {
+                "execution_id": str(execution.pk),
+                "task_id": str(execution.task_id),
+                "seq": seq,
+                "text": text[-LIVE_OUTPUT_CHARS:],
+                # Pages re-read the output instead of showing a cut chunk.
+                "truncated": len(text) > LIVE_OUTPUT_CHARS,
+            },
             groups=[events.task_group(execution.task_id)],
         )
 

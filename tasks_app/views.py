@@ -79,12 +79,14 @@ def task_detail(request, task_id):
     work_orders = list(task.work_orders.select_related("worker").order_by("-enqueued_at"))
     executions = list(task.executions.select_related("worker", "session").order_by("-started_at"))
     latest = executions[0] if executions else None
+    output, output_next_seq = selectors.execution_output_recent(execution=latest) if latest else ("", 0)
     context = {
         "task": task,
         "work_orders": work_orders,
         "executions": executions,
         "latest": latest,
-        "output": selectors.execution_output_tail(execution=latest) if latest else "",
+        "output": output,
+        "output_next_seq": output_next_seq,
         "usage": selectors.task_usage(task=task),
         "sessions": list(task.sessions.select_related("worker").order_by("-created_at")[:5]),
         "conversation": list(reversed(conversation_recent(task=task, limit=CHAT_MESSAGES))),

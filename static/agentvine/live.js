@@ -8,7 +8,9 @@
   const main = document.querySelector("main[data-ws]");
   if (!main) return;
   const state = document.getElementById("live-state");
-  let lastEventId = null;
+  let lastEventId = main.dataset.lastEventId ? parseInt(main.dataset.lastEventId, 10) : null;
+  let replaceOutput = false;
+  let connectedBefore = false;
   let retry = 500;
   let refreshTimer = null;
   let knownQuestions = null;
@@ -17,10 +19,18 @@
 
   function appendOutput(payload) {
     const pane = output();
-    if (!pane || (pane.dataset.execution && payload.execution_id !== pane.dataset.execution)) {
+    if (!pane) return;
+    if (payload.execution_id !== pane.dataset.execution || payload.truncated) {
+      // Another attempt started, or the chunk was too big to ride the event:
+      // take the pane from the server.
+      replaceOutput = true;
       scheduleRefresh();
       return;
     }
+    const nextSeq = parseInt(pane.dataset.nextSeq || "0", 10);
+    if (payload.seq < nextSeq) return; // already rendered (replayed after render)
+    if (payload.seq > nextSeq) { replaceOutput = true; scheduleRefresh(); return; } // a gap
+    pane.dataset.nextSeq = String(payload.seq + 1);
     const nearBottom = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
     pane.appendChild(document.createTextNode(payload.text));
     if (nearBottom) pane.scrollTop = pane.scrollHeight;
@@ -42,8 +52,10 @@
     });
     const freshPane = doc.getElementById("output");
     const pane = output();
-    if (freshPane && pane && freshPane.dataset.execution !== pane.dataset.execution) {
+    if (freshPane && pane && (replaceOutput || freshPane.dataset.execution !== pane.dataset.execution)) {
+      replaceOutput = false;
       pane.dataset.execution = freshPane.dataset.execution;
+      pane.dataset.nextSeq = freshPane.dataset.nextSeq;
       pane.textContent = freshPane.textContent;
       pane.scrollTop = pane.scrollHeight;
     }
@@ -73,7 +85,10 @@
     socket.onopen = function () {
       retry = 500;
       if (state) state.classList.add("on");
-      if (lastEventId !== null) scheduleRefresh();
+      // After a reconnect the replay brings the events; a refresh also
+      // covers anything older than the server keeps.
+      if (connectedBefore) scheduleRefresh();
+      connectedBefore = true;
     };
     socket.onmessage = function (message) {
       try { handle(JSON.parse(message.data)); } catch (err) { console.warn("bad live event", err); }

@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 
-
 CHROMIUM = os.environ.get("AGENTVINE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -21,8 +20,10 @@ CHROMIUM_ARGS = [
 PASSWORD = "operator-pass-123"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(django_db_setup):
+    # Module scope: Playwright's loop must be gone before tests that run
+    # their own asyncio loops.
     if not shutil.which(CHROMIUM):
         pytest.fail(f"Chromium is needed for the browser tests: apt-get install chromium (looked for {CHROMIUM})")
     from playwright.sync_api import sync_playwright
