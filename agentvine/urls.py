@@ -21,4 +21,5 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/<str:action>/", task_views.task_action, name="task-action"),
     path("workers/", worker_views.worker_list, name="worker-list"),
     path("sessions/", worker_views.session_list, name="session-list"),
+    path("sessions/<uuid:session_id>/terminate/", worker_views.session_terminate, name="session-terminate"),
 ]

@@ -1,12 +1,15 @@
 """Operator pages: workers and agent sessions."""
 
+from django.contrib import messages
 from django.core.paginator import Paginator
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from agentvine.console import operator_required
+from agentvine.errors import DomainError
 from tasks_app.models import Execution
-from workers_app import selectors
-from workers_app.models import SessionStatus, WorkerStatus
+from workers_app import selectors, services
+from workers_app.models import AgentSession, SessionStatus, WorkerStatus
 
 PAGE_SIZE = 50
 
@@ -41,11 +44,24 @@ def worker_list(request):
 
 
 @operator_required
+@require_POST
+def session_terminate(request, session_id):
+    session = get_object_or_404(AgentSession, pk=session_id)
+    try:
+        services.agent_session_terminate(session=session, reason=f"terminated by {request.user.username}")
+    except DomainError as exc:
+        messages.error(request, f"Cannot terminate: {exc.message}.")
+    else:
+        messages.success(request, f"Session {session.session_id} terminated; its workspace is removed.")
+    return redirect("session-list")
+
+
+@operator_required
 def session_list(request):
     status = request.GET.get("status") if request.GET.get("status") in SessionStatus.values else None
     page = Paginator(selectors.session_list(status=status), PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
         "console/sessions.html",
-        {"page": page, "status": status, "statuses": SessionStatus.choices},
+        {"page": page, "status": status, "statuses": SessionStatus.choices, "session_terminate_enabled": True},
     )

@@ -45,6 +45,35 @@ def test_sessions_page_lists_sessions_with_task_and_worker(operator_client, work
     assert "claude-abc-123" in active and "old-session" not in active
 
 
+def test_terminate_session_from_the_page(
+    operator_client, worker, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    settings.AGENTVINE_WORKSPACE_ROOT = tmp_path
+    task = make_task(title="Chatty agent")
+    workspace = tmp_path / str(task.id)
+    workspace.mkdir()
+    (workspace / "notes.txt").write_text("work in progress")
+    session = AgentSession.objects.create(session_id="sess-to-end", worker=worker, task=task)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(reverse("session-terminate", kwargs={"session_id": session.id}), follow=True)
+
+    session.refresh_from_db()
+    assert session.status == SessionStatus.TERMINATED
+    assert "terminated by" in session.termination_reason
+    assert "Session sess-to-end terminated" in response.content.decode()
+    assert not workspace.exists()
+    again = operator_client.post(reverse("session-terminate", kwargs={"session_id": session.id}), follow=True)
+    assert "Cannot terminate" in again.content.decode()
+
+
+def test_terminate_needs_an_operator(client, worker):
+    session = AgentSession.objects.create(session_id="sess-keep", worker=worker)
+    client.post(reverse("session-terminate", kwargs={"session_id": session.id}))
+    session.refresh_from_db()
+    assert session.status == SessionStatus.ACTIVE
+
+
 def test_empty_states_explain_what_to_do(operator_client):
     assert "celery -A agentvine worker" in operator_client.get(reverse("worker-list")).content.decode()
     assert "No agent sessions" in operator_client.get(reverse("session-list")).content.decode()
