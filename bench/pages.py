@@ -49,11 +49,11 @@ def seed():
         )
         cur.execute(
             f"""INSERT INTO {t[WorkOrder]} (id, task_id, kind, status, priority, priority_rank, enqueued_at,
-                   retry_count, max_retries, last_error, updated_at, completed_at)
+                   retry_count, max_retries, preempt_count, last_error, updated_at, completed_at)
             SELECT gen_random_uuid(), task.id, 'run_task',
                    (ARRAY['queued','running','completed','dead','cancelled','completed'])[1 + (n + k) % 6],
                    task.priority, CASE task.priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END,
-                   task.created_at + k * interval '1 second', 0, 3, '', now() - (n % 3600) * interval '1 second',
+                   task.created_at + k * interval '1 second', 0, 3, 0, '', now() - (n % 3600) * interval '1 second',
                    now() - (n % 3600) * interval '1 second'
             FROM (SELECT id, priority, created_at, row_number() OVER () AS n FROM {t[Task]}) task,
                  generate_series(1, {WORK_ORDERS_PER_TASK}) k"""
