@@ -10,9 +10,10 @@ Clients receive one JSON frame per event::
 
     {"id": 42, "type": "work_order.updated", "payload": {...}, "at": "2026-01-01T12:00:00.123456+00:00"}
 
-On the layer every event travels as ``{"type": "live.event", "id": 42,
-"frame": "<that JSON text>"}``: the frame is serialised once here, not once
-per connected client.
+On the layer an event travels as ``{"type": "live.event", "id": 42, "frame":
+"<that JSON text>"}`` (the frame is serialised once here, not once per
+connected client), or, when several are waiting to go out, as one
+``{"type": "live.batch", "events": [[id, frame], ...]}`` in commit order.
 """
 
 import asyncio
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 ACTIVITY_GROUP = "activity"
 LAYER_MESSAGE_TYPE = "live.event"
+LAYER_BATCH_TYPE = "live.batch"
 
 
 def task_group(task_id):
@@ -51,6 +53,16 @@ def event_frame(*, event_id, event_type, payload, at):
         cls=DjangoJSONEncoder,
         separators=(",", ":"),
     )
+
+
+# At most this many events travel in one layer message.
+_MAX_BATCH = 200
+
+
+def _layer_message(messages):
+    if len(messages) == 1:
+        return messages[0]
+    return {"type": LAYER_BATCH_TYPE, "events": [[m["id"], m["frame"]] for m in messages]}
 
 
 class _LayerSender:
@@ -94,16 +106,24 @@ class _LayerSender:
     async def _drain(self):
         layer = get_channel_layer()
         while True:
-            groups, message = await self._queue.get()
-            try:
+            batch = [await self._queue.get()]
+            # Under load, whatever queued up meanwhile goes out together: one
+            # group_send per group for the lot instead of one per event.
+            while len(batch) < _MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            per_group = {}
+            for groups, message in batch:
                 for group in groups:
-                    await layer.group_send(group, message)
+                    per_group.setdefault(group, []).append(message)
+            try:
+                for group, messages in per_group.items():
+                    await layer.group_send(group, _layer_message(messages))
             except Exception:
-                # The live layer is best effort: the event is committed in
+                # The live layer is best effort: the events are committed in
                 # Postgres and a client catches up from there on reconnect.
-                logger.warning("could not publish event %s to %s", message["id"], groups, exc_info=True)
+                logger.warning("could not publish %d events", len(batch), exc_info=True)
             with self._lock:
-                self._pending -= 1
+                self._pending -= len(batch)
                 if self._pending == 0:
                     self._idle.notify_all()
 

@@ -117,6 +117,11 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
         """Handler for the layer's ``live.event`` messages (see agentvine.events)."""
         await self.deliver(message["id"], message["frame"])
 
+    async def live_batch(self, message):
+        """Handler for ``live.batch``: several events, in order, in one layer message."""
+        for event_id, frame in message["events"]:
+            await self.deliver(event_id, frame)
+
     async def send_error(self, text, *, request):
         await self.send_json({"type": "error", "payload": {"message": text, "request": request}})
 

@@ -278,3 +278,24 @@ def test_conversation_socket_sends_and_answers(channel_layer, operator, django_u
     question = task.chat_messages.get(kind="question")
     assert question.answer_text == "Postgres"
     assert question.answered_by.user == operator
+
+
+def test_burst_of_events_arrives_complete_and_in_order(channel_layer, operator):
+    """Events committed together leave in batches on the layer; clients still get one frame each, in order."""
+    from django.db import transaction
+
+    def burst():
+        with transaction.atomic():
+            return [_publish("execution.output", {"n": n}) for n in range(300)]
+
+    async def body():
+        client = communicator("/ws/activity/", operator)
+        assert (await client.connect())[0]
+        ids = await database_sync_to_async(burst)()
+        frames = await _frames(client, 300)
+        assert [f["id"] for f in frames] == ids
+        assert [f["payload"]["n"] for f in frames] == list(range(300))
+        assert await client.receive_nothing(timeout=0.3)
+        await client.disconnect()
+
+    run(body())
