@@ -85,8 +85,8 @@ def _valid_key(key):
     return 0 < len(key) <= IDEMPOTENCY_MAX_KEY_CHARS and key.isascii() and key.isprintable()
 
 
-class PlatformAPIView(APIView):
-    """Base API view: explicit serializers in subclasses, idempotent writes here."""
+class IdempotentWritesMixin:
+    """Honours Idempotency-Key on writes; mix in before any DRF view class."""
 
     def dispatch(self, request, *args, **kwargs):
         # Same steps as APIView.dispatch, with the idempotency record taken
@@ -144,6 +144,10 @@ class PlatformAPIView(APIView):
                 response_body=json.loads(json.dumps(body, cls=_encoder())) if body is not None else None,
             )
         return response
+
+
+class PlatformAPIView(IdempotentWritesMixin, APIView):
+    """Base API view: explicit serializers in subclasses, idempotent writes here."""
 
 
 def _encoder():

@@ -19,6 +19,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agentvine.api import IdempotentWritesMixin
 from agentvine.errors import NotFound
 from chat_app import selectors, services
 from chat_app.authentication import ERR_BAD_AGENT_TOKEN, AgentTokenAuthentication, IsAgent, agent_from_header
@@ -80,7 +81,7 @@ class HistoryFilterSerializer(serializers.Serializer):
     q = serializers.CharField(required=False)
 
 
-class MessageListCreateApi(ListAPIView):
+class MessageListCreateApi(IdempotentWritesMixin, ListAPIView):
     """GET: filtered, paginated history (oldest first). POST: an operator writes."""
 
     serializer_class = MessageOutputSerializer
@@ -104,7 +105,7 @@ class MessageListCreateApi(ListAPIView):
         return Response(MessageOutputSerializer(message).data, status=status.HTTP_201_CREATED)
 
 
-class BatchCreateApi(APIView):
+class BatchCreateApi(IdempotentWritesMixin, APIView):
     """POST {task_id, texts: [...]}: delivered to the task's agent whole and in order."""
 
     class InputSerializer(serializers.Serializer):
@@ -120,7 +121,7 @@ class BatchCreateApi(APIView):
         return Response(MessageOutputSerializer(messages, many=True).data, status=status.HTTP_201_CREATED)
 
 
-class QuestionAnswerApi(APIView):
+class QuestionAnswerApi(IdempotentWritesMixin, APIView):
     """POST {text}: answer a pending question; 409 if someone answered first."""
 
     class InputSerializer(serializers.Serializer):
@@ -158,7 +159,7 @@ class PendingQuestionsApi(APIView):
         )
 
 
-class ConversationReadApi(APIView):
+class ConversationReadApi(IdempotentWritesMixin, APIView):
     @extend_schema(
         request=None,
         responses=inline_serializer(
@@ -175,7 +176,7 @@ class ConversationReadApi(APIView):
         return Response(selectors.conversation_state(conversation_id=conversation_id))
 
 
-class DiscordInboundApi(APIView):
+class DiscordInboundApi(IdempotentWritesMixin, APIView):
     """POST a message relayed by a Discord bot, attributed to the Discord person."""
 
     class InputSerializer(serializers.Serializer):

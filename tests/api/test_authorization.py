@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from chat_app import services as chat_services
+from chat_app.models import ChatMessage
 from queue_app import services as queue_services
 from queue_app.models import WorkOrder
 from tasks_app.models import Execution, ExecutionOutputChunk, Task
@@ -28,6 +30,7 @@ class World:
     work_order: WorkOrder
     session: AgentSession
     worker: Worker
+    question: ChatMessage | None = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ OPERATOR_ONLY = {"anonymous": 401, "operator": 200, "owner": 403, "other": 403}
 OWNER_ONLY_WORKER = {"anonymous": 401, "operator": 403, "owner": 200, "other": 403}
 OPERATOR_OR_OWNER = {"anonymous": 401, "operator": 200, "owner": 200, "other": 403}
 ANY_CALLER = {"anonymous": 401, "operator": 200, "owner": 200, "other": 200}
+AGENT_TOKEN_ONLY = {"anonymous": 401, "operator": 401, "owner": 401, "other": 401}
 
 CASES = [
     Case("get", "/api/v1/tasks/", OPERATOR_ONLY),
@@ -79,6 +83,30 @@ CASES = [
     Case("post", "/api/v1/queue/work-orders/{work_order}/fail/", OWNER_ONLY_WORKER, {"error": "it broke"}),
     Case("post", "/api/v1/queue/work-orders/{work_order}/output/", OWNER_ONLY_WORKER, {"seq": 0, "text": "hi\n"}),
     Case("post", "/api/v1/auth/tokens/", {**OPERATOR_ONLY, "operator": 201}, {"name": "laptop"}),
+    Case("get", "/api/v1/chat/messages/", OPERATOR_ONLY),
+    Case(
+        "post",
+        "/api/v1/chat/messages/",
+        {**OPERATOR_ONLY, "operator": 201},
+        {"conversation_id": "{task}", "text": "hello"},
+    ),
+    Case(
+        "post", "/api/v1/chat/batches/", {**OPERATOR_ONLY, "operator": 201}, {"task_id": "{task}", "texts": ["a", "b"]}
+    ),
+    Case("get", "/api/v1/chat/questions/pending/", OPERATOR_ONLY),
+    Case("post", "/api/v1/chat/questions/{question}/answer/", {**OPERATOR_ONLY, "operator": 201}, {"text": "8080"}),
+    Case("post", "/api/v1/chat/conversations/{task}/read/", OPERATOR_ONLY),
+    Case(
+        "post",
+        "/api/v1/chat/discord/",
+        {**OPERATOR_ONLY, "operator": 201},
+        {"discord_user_id": "42", "discord_username": "ada", "conversation_id": "{task}", "text": "hi"},
+    ),
+    Case("get", "/api/v1/chat/agents/", OPERATOR_ONLY),
+    # Agents' own endpoints take only the per-run agent token.
+    Case("post", "/api/v1/chat/agent/questions/", AGENT_TOKEN_ONLY, {"text": "Which port?"}),
+    Case("post", "/api/v1/chat/agent/progress/", AGENT_TOKEN_ONLY, {"text": "half way"}),
+    Case("get", "/api/v1/chat/agent/questions/{question}/", AGENT_TOKEN_ONLY),
     Case("get", "/api/v1/schema/", ANY_CALLER),
     Case("get", "/api/v1/docs/", ANY_CALLER),
 ]
@@ -87,11 +115,13 @@ CASES = [
 def _build_world(worker, operator, *, running):
     task = task_create(title="Matrix task", created_by=operator)
     work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().pk)
+    question = None
     if running:
-        work_order, _ = queue_services.work_order_start(work_order=work_order, worker=worker)
+        work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
+        question = chat_services.question_ask(work_order=work_order, execution=execution, text="Which port?")
     task_create(title="Free to claim", created_by=operator)
     session = agent_session_create(session_id="matrix-session", task=task, worker=worker)
-    return World(task=task, work_order=work_order, session=session, worker=worker)
+    return World(task=task, work_order=work_order, session=session, worker=worker, question=question)
 
 
 def _snapshot():
@@ -103,6 +133,7 @@ def _snapshot():
         "sessions": sorted(AgentSession.objects.values_list("session_id", "status", "last_activity_at")),
         "workers": sorted(Worker.objects.values_list("name", "status", "last_heartbeat_at")),
         "tokens": (WorkerToken.objects.filter(revoked_at=None).count(), ApiToken.objects.count()),
+        "messages": sorted(ChatMessage.objects.values_list("id", flat=True)),
     }
 
 
@@ -112,6 +143,7 @@ def _fill(value, world):
         "work_order": world.work_order.pk,
         "session": world.session.pk,
         "worker": world.worker.pk,
+        "question": world.question.pk if world.question else None,
     }
     if isinstance(value, str):
         return value.format(**ids)
@@ -142,7 +174,7 @@ def test_authorization_matrix(
     assert response.status_code == case.expected[role], response.content[:500]
     if response.status_code in (401, 403) and case.method != "get":
         assert _snapshot() == before
-    if role == "anonymous":
+    if role == "anonymous" and "/chat/agent/" not in case.url:
         assert response["WWW-Authenticate"].startswith("Token")
 
 

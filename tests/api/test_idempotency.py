@@ -98,3 +98,19 @@ def test_concurrent_replays_of_one_key_create_one_task(operator_key):
     assert len({task_id for _, task_id in results}) == 1
     assert Task.objects.count() == 1
     assert WorkOrder.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_chat_messages_honour_the_key_too(operator_client, operator):
+    from chat_app.models import ChatMessage
+    from tasks_app.services import task_create
+
+    task = task_create(title="Chatty", created_by=operator)
+    body = {"conversation_id": str(task.pk), "text": "exactly once, please"}
+
+    first = operator_client.post("/api/v1/chat/messages/", body, format="json", HTTP_IDEMPOTENCY_KEY="m-1")
+    again = operator_client.post("/api/v1/chat/messages/", body, format="json", HTTP_IDEMPOTENCY_KEY="m-1")
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert ChatMessage.objects.filter(text="exactly once, please").count() == 1
