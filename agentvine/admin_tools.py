@@ -15,7 +15,7 @@ class EstimatedCountPaginator(Paginator):
     view; the planner's estimate is free and close enough for a pager.
     """
 
-    ESTIMATE_ABOVE = 100_000
+    ESTIMATE_ABOVE = 20_000
 
     @cached_property
     def count(self):

@@ -1,6 +1,7 @@
 """Server time of the operator pages and admin changelists on a big database.
 
-Seeds (once; reused on later runs) 100,000 tasks, 300,000 work orders,
+Seeds (once; reused on later runs) 100,000 tasks, 300,000 work orders (a
+month of history: almost all finished, ~2,000 queued, a few hundred active),
 1,000,000 messages and 1,000 workers with set-based SQL, then times each page
 through Django's test client (view + template + every query), in-process.
 
@@ -51,10 +52,15 @@ def seed():
             f"""INSERT INTO {t[WorkOrder]} (id, task_id, kind, status, priority, priority_rank, enqueued_at,
                    retry_count, max_retries, preempt_count, last_error, updated_at, completed_at)
             SELECT gen_random_uuid(), task.id, 'run_task',
-                   (ARRAY['queued','running','completed','dead','cancelled','completed'])[1 + (n + k) % 6],
+                   -- A long-lived fleet: almost everything finished, a backlog of
+                   -- about 2,000 queued and a few hundred running or waiting.
+                   CASE WHEN (n * 3 + k) % 1000 < 7 THEN 'queued'
+                        WHEN (n * 3 + k) % 1000 < 9 THEN (ARRAY['running','waiting','claimed'])[1 + n % 3]
+                        ELSE (ARRAY['completed','completed','completed','cancelled','dead','failed'])[1 + (n + k) % 6]
+                   END,
                    task.priority, CASE task.priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END,
-                   task.created_at + k * interval '1 second', 0, 3, 0, '', now() - (n % 3600) * interval '1 second',
-                   now() - (n % 3600) * interval '1 second'
+                   task.created_at + k * interval '1 second', 0, 3, 0, '', now() - (n * 26) * interval '1 second',
+                   now() - (n * 26) * interval '1 second'
             FROM (SELECT id, priority, created_at, row_number() OVER () AS n FROM {t[Task]}) task,
                  generate_series(1, {WORK_ORDERS_PER_TASK}) k"""
         )

@@ -1,10 +1,12 @@
 from django.contrib import admin
 
+from agentvine.admin_tools import FastAdmin
 from chat_app.models import AgentToken, ChatMessage, Conversation, LiveEvent, SenderProfile
 
 
 @admin.register(ChatMessage)
-class ChatMessageAdmin(admin.ModelAdmin):
+class ChatMessageAdmin(FastAdmin):
+    ordering = ("-created_at",)
     list_display = ("created_at", "conversation_id", "kind", "sender", "recipient", "status", "inbox_position")
     list_filter = ("kind", "status", "sender__kind")
     search_fields = ("text", "sender__display_name", "sender__discord_username", "conversation__id")
@@ -14,7 +16,7 @@ class ChatMessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(SenderProfile)
-class SenderProfileAdmin(admin.ModelAdmin):
+class SenderProfileAdmin(FastAdmin):
     list_display = ("display_name", "kind", "key", "discord_username", "discord_user_id")
     list_filter = ("kind",)
     search_fields = ("display_name", "key", "discord_username", "discord_user_id")
@@ -22,14 +24,15 @@ class SenderProfileAdmin(admin.ModelAdmin):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(FastAdmin):
     list_display = ("id", "title", "unread_count", "last_message_at")
     search_fields = ("id", "title")
     raw_id_fields = ("task",)
 
 
 @admin.register(LiveEvent)
-class LiveEventAdmin(admin.ModelAdmin):
+class LiveEventAdmin(FastAdmin):
+    ordering = ("-id",)
     list_display = ("id", "type", "groups", "created_at")
     search_fields = ("type", "groups")
 

@@ -11,6 +11,7 @@ class WorkOrderAdmin(FastAdmin):
     list_filter = ("status", "priority", "kind")
     search_fields = ("=id", "task__title")
     list_select_related = ("task", "worker")
+    ordering = ("-enqueued_at",)
     readonly_fields = [f.name for f in WorkOrder._meta.fields]
     actions = [
         service_action(

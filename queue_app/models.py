@@ -74,6 +74,11 @@ class WorkOrder(models.Model):
             ),
             models.Index(fields=["status", "priority"], name="workorder_status_priority_idx"),
             models.Index(fields=["task", "-enqueued_at"], name="workorder_task_idx"),
+            # The overview's recent activity and throughput, and the admin's
+            # newest-first list, on hundreds of thousands of rows.
+            models.Index(fields=["-updated_at"], name="workorder_updated_idx"),
+            models.Index(fields=["-enqueued_at"], name="workorder_enqueued_idx"),
+            models.Index(fields=["completed_at"], name="workorder_completed_idx", condition=Q(status="completed")),
         ]
 
     def __str__(self):

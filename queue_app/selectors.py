@@ -3,15 +3,23 @@
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from queue_app.models import WorkOrder, WorkOrderStatus
+from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderStatus
 from tasks_app.models import Priority
 
 
-def queue_stats():
-    """Depth per priority and per status, and the oldest waiting age per priority."""
+def queue_stats(*, active_only=False):
+    """Depth per priority and per status, and the oldest waiting age per priority.
+
+    ``active_only`` counts only unfinished statuses: finished work orders are
+    most of a long-lived table, and a page refreshed live should not count
+    them every time (the (status, priority) index keeps this an index scan).
+    """
     now = timezone.now()
     by_status = {status: 0 for status in WorkOrderStatus.values}
-    for row in WorkOrder.objects.values("status").annotate(n=Count("id")).order_by():
+    counted = WorkOrder.objects.all()
+    if active_only:
+        counted = counted.filter(status__in=[WorkOrderStatus.QUEUED, *ACTIVE_STATUSES])
+    for row in counted.values("status").annotate(n=Count("id")).order_by():
         by_status[row["status"]] = row["n"]
     depth = {priority: 0 for priority in Priority.values}
     oldest = {priority: None for priority in Priority.values}

@@ -34,7 +34,7 @@ def overview(request):
     throughput = selectors.throughput_per_minute(minutes=60)
     peak = max((n for _, n in throughput), default=0) or 1
     context = {
-        "stats": queue_stats(),
+        "stats": queue_stats(active_only=True),
         "pending_questions": list(pending_questions()[:20]),
         "worker_counts": worker_status_counts(),
         "workers": list(worker_list()[:50]),

@@ -260,3 +260,9 @@ def test_queue_stats_counts_depth_and_age(worker):
     assert stats["by_status"]["claimed"] == 1
     assert stats["oldest_waiting_seconds"]["normal"] is None
     assert stats["oldest_waiting_seconds"]["low"] >= 0
+
+    task_cancel(task=make_task(priority=Priority.LOW))
+    assert queue_stats()["by_status"]["cancelled"] == 1
+    active = queue_stats(active_only=True)
+    assert active["by_status"]["cancelled"] == 0
+    assert active["by_status"]["queued"] == 3 and active["depth"] == stats["depth"]
