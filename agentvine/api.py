@@ -85,8 +85,15 @@ def _valid_key(key):
     return 0 < len(key) <= IDEMPOTENCY_MAX_KEY_CHARS and key.isascii() and key.isprintable()
 
 
+REDACTED_SECRET = "(secret shown once; not replayed)"
+
+
 class IdempotentWritesMixin:
     """Honours Idempotency-Key on writes; mix in before any DRF view class."""
+
+    # Top-level response fields that are secrets (tokens): they are shown once
+    # and never written to the idempotency store, so a replay carries a marker.
+    idempotency_redacted_fields = ()
 
     def dispatch(self, request, *args, **kwargs):
         # Same steps as APIView.dispatch, with the idempotency record taken
@@ -138,6 +145,8 @@ class IdempotentWritesMixin:
                 transaction.set_rollback(True)
                 return response
             body = response.data
+            if isinstance(body, dict) and self.idempotency_redacted_fields:
+                body = {k: REDACTED_SECRET if k in self.idempotency_redacted_fields else v for k, v in body.items()}
             # Round-trip through JSON so the stored body equals what was sent.
             IdempotencyKey.objects.filter(pk=record.pk).update(
                 status_code=response.status_code,

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from agentvine.api import PlatformAPIView
 from agentvine.errors import PermissionDenied, ValidationFailed
+from chat_app import services as chat_services
 from queue_app import selectors, services
 from queue_app.models import WorkOrder
 from queue_app.serializers import (
@@ -110,13 +111,23 @@ class WorkOrderClaimApi(PlatformAPIView):
 
 class WorkOrderStartApi(PlatformAPIView):
     permission_classes = [IsWorker]
+    idempotency_redacted_fields = ("agent_token",)
 
     @extend_schema(request=None, responses=StartOutput, operation_id="queue_start", tags=["queue"])
     def post(self, request, work_order_id):
         work_order = _work_order_for(request, work_order_id)
         work_order, execution = services.work_order_start(work_order=work_order, worker=request_worker(request))
+        # The agent asks humans through the chat API with its own per-run token.
+        agent_token = chat_services.agent_token_issue(work_order=work_order, execution=execution)
         return Response(
-            StartOutput({"work_order": work_order, "execution": execution.pk, "attempt": execution.attempt}).data
+            StartOutput(
+                {
+                    "work_order": work_order,
+                    "execution": execution.pk,
+                    "attempt": execution.attempt,
+                    "agent_token": agent_token,
+                }
+            ).data
         )
 
 
@@ -135,6 +146,7 @@ class WorkOrderCompleteApi(PlatformAPIView):
             execution=_running_execution(work_order, worker),
             exit_code=data.validated_data["exit_code"],
         )
+        chat_services.agent_token_revoke(work_order=work_order)
         return Response(WorkOrderOutput(work_order).data)
 
 
@@ -153,6 +165,7 @@ class WorkOrderFailApi(PlatformAPIView):
             execution=_running_execution(work_order, worker),
             **data.validated_data,
         )
+        chat_services.agent_token_revoke(work_order=work_order)
         return Response(WorkOrderOutput(work_order).data)
 
 

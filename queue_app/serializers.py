@@ -63,6 +63,9 @@ class StartOutput(serializers.Serializer):
     work_order = WorkOrderOutput()
     execution = serializers.UUIDField()
     attempt = serializers.IntegerField()
+    agent_token = serializers.CharField(
+        help_text="For the agent's own calls (asking a human): AGENTVINE_TOKEN. Revoked when the run ends."
+    )
 
 
 class CompleteInput(serializers.Serializer):

@@ -56,6 +56,7 @@ def _session_for(request, session_id):
 
 class WorkerListRegisterApi(PlatformAPIView):
     permission_classes = [IsOperator]
+    idempotency_redacted_fields = ("token",)
 
     @extend_schema(
         parameters=[WorkerListParams], responses=WorkerOutput(many=True), operation_id="workers_list", tags=["workers"]
@@ -192,6 +193,7 @@ class SessionTerminateApi(PlatformAPIView):
 
 class ApiTokenCreateApi(PlatformAPIView):
     permission_classes = [IsOperator]
+    idempotency_redacted_fields = ("token",)
 
     @extend_schema(
         request=ApiTokenCreateInput,

@@ -204,7 +204,7 @@ class RemoteWorker:
 
         work_order, task = claimed["work_order"], claimed["task"]
         work_order_id = work_order["id"]
-        self.api.post(f"queue/work-orders/{work_order_id}/start/")
+        started = self.api.post(f"queue/work-orders/{work_order_id}/start/")
         if work_order["kind"] != "run_task":
             return self._fail(work_order_id, ERR_UNSUPPORTED_KIND.format(kind=work_order["kind"]), retryable=False)
         try:
@@ -224,10 +224,23 @@ class RemoteWorker:
                 profile=profile,
                 time_limit=float(profile.get("timeout", settings.AGENTVINE_MAX_RUN_SECONDS)),
                 session_id=str(uuid.uuid4()),
+                env=self._agent_environment(started["agent_token"], work_order_id, task["id"]),
             )
             return self._drive(work_order_id, executor_for(context))
         except ExecutorConfigError as exc:
             return self._fail(work_order_id, str(exc), retryable=False)
+
+    def _agent_environment(self, agent_token, work_order_id, task_id):
+        """What the agent needs to ask a human: the same as under Celery, pointed at this server."""
+        from chat_app.agent_link import AGENT_BIN_DIR
+
+        return {
+            "AGENTVINE_API_URL": self.api.base[: -len("/api/v1/")],
+            "AGENTVINE_TOKEN": agent_token,
+            "AGENTVINE_WORK_ORDER_ID": work_order_id,
+            "AGENTVINE_TASK_ID": task_id,
+            "PATH": f"{AGENT_BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
 
     def _drive(self, work_order_id, executor):
         buffer = _remote_output_buffer_class()(self.api, work_order_id)

@@ -114,3 +114,18 @@ def test_chat_messages_honour_the_key_too(operator_client, operator):
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert ChatMessage.objects.filter(text="exactly once, please").count() == 1
+
+
+@pytest.mark.django_db
+def test_tokens_in_responses_are_never_stored_for_replay(operator_client):
+    from agentvine.api import REDACTED_SECRET
+    from workers_app.models import IdempotencyKey
+
+    first = operator_client.post("/api/v1/workers/", {"name": "remote-x"}, format="json", HTTP_IDEMPOTENCY_KEY="w-1")
+    again = operator_client.post("/api/v1/workers/", {"name": "remote-x"}, format="json", HTTP_IDEMPOTENCY_KEY="w-1")
+
+    token = first.json()["token"]
+    assert token.startswith("avw_")
+    assert again.json()["token"] == REDACTED_SECRET
+    assert again.json()["id"] == first.json()["id"]
+    assert token not in str(IdempotencyKey.objects.values_list("response_body", flat=True))

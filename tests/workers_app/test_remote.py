@@ -100,6 +100,31 @@ def test_remote_worker_runs_the_demo_agent_end_to_end(remote_factory, operator):
     assert "Task: Remote greeting" in result.read_text()
 
 
+def test_remote_worker_agent_asks_a_human_and_uses_the_answer(remote_factory, operator):
+    from chat_app import selectors, services
+
+    task = task_create(title="Pick a port", description="Serve it.\nASK: Which port should it listen on?")
+    remote = remote_factory("remote-ask", "--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3")
+
+    question = wait_for(
+        lambda: selectors.pending_questions().filter(task=task).first(), timeout=60, message="the question"
+    )
+    assert question.text == "Which port should it listen on?"
+    work_order = task.work_orders.get()
+    wait_for(lambda: WorkOrder.objects.get(pk=work_order.pk).status == WorkOrderStatus.WAITING, message="waiting")
+    services.question_answer(
+        question=question, answer_text="8443", answered_by=services.operator_profile(user=operator)
+    )
+    assert remote.wait(timeout=60) == 0, remote.output()
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+    output = execution_output(execution=task.executions.get())
+    assert "demo agent: asking a human: Which port should it listen on?" in output
+    assert "demo agent: answer: 8443" in output
+    assert task.executions.get().worker.name == "remote-ask"
+
+
 def test_remote_and_celery_workers_drain_500_orders_exactly_once_high_first(
     remote_factory, celery_worker_factory, operator
 ):
