@@ -1,27 +1,35 @@
 """The ``agentvine`` command line (click).
 
-Exit codes: 0 done (or queued for later), 1 refused (bad input, 4xx),
-3 the server is offline and the command is a read that cannot wait.
+Exit codes: 0 done or queued for later, 1 refused (bad input, a 4xx from the
+server, not logged in), 3 the server is offline and the command is a read.
 """
 
 import sys
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from agentvine_cli import __version__
+from agentvine_cli import __version__, operations
 from agentvine_cli.client import ApiError, Client, ServerUnavailable
 from agentvine_cli.config import ConfigError, Settings, settings_load, settings_save
+from agentvine_cli.outbox import DONE, FAILED, PENDING, Outbox, outbox_sync
 
 EXIT_REFUSED = 1
 EXIT_OFFLINE = 3
+# Above this many entries `sync` shows a progress bar.
+PROGRESS_MIN_ENTRIES = 20
 
-MSG_LOGGED_IN = "logged in to {server} as {user}; settings in {path}"
+MSG_LOGGED_IN = "logged in to {server}; settings in {path}"
 MSG_SAVED_UNCHECKED = "saved settings in {path}; the server is unreachable, the token was not checked"
+MSG_QUEUED = "queued (#{id}) — will sync when online"
+MSG_SYNCED = "synced {sent} entries, {failed} failed, {pending} pending"
+MSG_SYNC_OFFLINE = "server offline ({reason}): {pending} entries still queued"
+MSG_NOTHING_QUEUED = "outbox is empty"
 ERR_BAD_SERVER_URL = "server URL must start with http:// or https://"
 
-console = Console()
+console = Console(highlight=False)
 
 
 class Failure(click.ClickException):
@@ -42,7 +50,7 @@ def _settings():
         raise Failure(exc) from None
 
 
-def _client():
+def client_for_settings():
     settings = _settings()
     return Client(settings.server, settings.token)
 
@@ -57,6 +65,57 @@ def read(call):
         raise Failure(exc.message) from None
 
 
+def build(factory, **kwargs):
+    try:
+        return factory(**kwargs)
+    except operations.InvalidInput as exc:
+        raise Failure(exc) from None
+
+
+def submit(operation, *, client=None, outbox=None, try_now=True):
+    """Store ``operation`` in the outbox, then replay the outbox up to it.
+
+    Going through the outbox even when online keeps the order with writes
+    queued earlier, and makes a crash right after sending harmless. Returns
+    (entry, response data or None when it stays queued).
+    """
+    client = client or client_for_settings()
+    own_outbox = outbox is None
+    outbox = outbox or Outbox()
+    try:
+        entry = outbox.enqueue(
+            server=client.server,
+            target=operation.target,
+            summary=operation.summary,
+            method=operation.method,
+            path=operation.path,
+            body=operation.body,
+        )
+        if try_now:
+            outbox_sync(outbox, client, until_id=entry.id)
+        entry = outbox.get(entry.id)
+        if entry.status == DONE:
+            return entry, entry.response_data
+        if entry.status == FAILED:
+            # The person sees the refusal now; nothing is left to retry.
+            outbox.discard(entry)
+            message = entry.error.split(": ", 1)[-1]
+            if entry.error.startswith("HTTP 404") and operation.not_found:
+                message = operation.not_found
+            raise Failure(message)
+        return entry, None
+    finally:
+        if own_outbox:
+            outbox.close()
+
+
+def report(entry, data, describe):
+    if data is None:
+        click.echo(MSG_QUEUED.format(id=entry.id))
+    else:
+        click.echo(describe(data))
+
+
 def _table(title, columns, rows):
     table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
     for column in columns:
@@ -64,6 +123,10 @@ def _table(title, columns, rows):
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
     console.print(table)
+
+
+def _when(value):
+    return value[:19].replace("T", " ") if value else ""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,7 +154,10 @@ def login(server, token):
     except ApiError as exc:
         raise Failure(exc.message) from None
     path = settings_save(Settings(server=server, token=token))
-    click.echo(MSG_LOGGED_IN.format(server=server, user=token[:8] + "…", path=path))
+    click.echo(MSG_LOGGED_IN.format(server=server, path=path))
+
+
+# --- tasks ------------------------------------------------------------------------
 
 
 @cli.group()
@@ -100,18 +166,235 @@ def tasks():
 
 
 @tasks.command("list")
-@click.option("--status", help="queued, running, waiting, completed, failed, cancelled…")
+@click.option("--status", help="queued, in_progress, completed, failed, cancelled…")
 @click.option("--search", help="text in the title or description")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def tasks_list(status, search, limit):
     """Newest tasks first."""
-    client = _client()
+    client = client_for_settings()
     rows = read(lambda: client.get_all("tasks/", limit=limit, status=status, search=search))
     _table(
         "tasks",
         ["id", "title", "status", "priority", "type", "created"],
-        [(t["id"], t["title"], t["status"], t["priority"], t["task_type"], t["created_at"][:19]) for t in rows],
+        [(t["id"], t["title"], t["status"], t["priority"], t["task_type"], _when(t["created_at"])) for t in rows],
     )
+
+
+def _task_line(task):
+    return f"{task['id']}  {task['status']:<12} {task['priority']:<7} {task['title']}"
+
+
+@tasks.command("show")
+@click.argument("task")
+def tasks_show(task):
+    """One task in full."""
+    task = build(operations.task_id, value=task)
+    client = client_for_settings()
+    try:
+        data = read(lambda: client.get(f"tasks/{task}/"))
+    except Failure as exc:
+        if "Not found" in exc.message or "No Task matches" in exc.message:
+            raise Failure(operations.ERR_UNKNOWN_TASK.format(value=task)) from None
+        raise
+    for field in ("id", "title", "status", "priority", "task_type", "executor", "repository_url", "branch_name"):
+        click.echo(f"{field + ':':<16}{data.get(field) or ''}")
+    for field in ("created_by", "created_at", "updated_at", "completed_at"):
+        click.echo(f"{field + ':':<16}{data.get(field) or ''}")
+    if data.get("description"):
+        click.echo("")
+        click.echo(data["description"])
+
+
+@tasks.command("create")
+@click.argument("title")
+@click.option("-d", "--description", default="")
+@click.option("-p", "--priority", type=click.Choice(operations.PRIORITIES), default="normal", show_default=True)
+@click.option("-t", "--type", "task_type", type=click.Choice(operations.TASK_TYPES), default="feature")
+@click.option("--executor", default="", help="executor profile (default: the server's)")
+@click.option("--repo", "repository_url", default="", help="git repository the agent works in")
+def tasks_create(**values):
+    """Queue a new task for an agent."""
+    operation = build(operations.task_create, **values)
+    entry, data = submit(operation)
+    report(entry, data, lambda task: f"created {_task_line(task)}")
+
+
+@tasks.command("cancel")
+@click.argument("task")
+def tasks_cancel(task):
+    """Stop a task (its running agent is asked to stop)."""
+    entry, data = submit(build(operations.task_action, action="cancel", task=task))
+    report(entry, data, lambda task: f"cancelled {_task_line(task)}")
+
+
+@tasks.command("retry")
+@click.argument("task")
+def tasks_retry(task):
+    """Run a failed or cancelled task again."""
+    entry, data = submit(build(operations.task_action, action="retry", task=task))
+    report(entry, data, lambda task: f"retrying {_task_line(task)}")
+
+
+# --- messages ---------------------------------------------------------------------
+
+
+def _sent_line(data):
+    if isinstance(data, list):
+        return f"sent {len(data)} messages to {data[0]['conversation_id'] if data else '?'}"
+    return f"sent to {data['conversation_id']} ({data['status']})"
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.argument("message", required=False)
+@click.option("--batch", "batch_file", type=click.Path(dir_okay=False), help='JSON file {"to": …, "messages": […]}')
+def send(target, message, batch_file):
+    """Send MESSAGE to an agent: TARGET is a task id, an agent session or a worker name.
+
+    With --batch FILE, send an ordered batch, delivered whole and in order.
+    """
+    if batch_file:
+        if target or message:
+            raise Failure("give either --batch FILE or TARGET MESSAGE")
+        operation = build(operations.batch_file_read, path=batch_file)
+    else:
+        if message is None:
+            raise Failure("usage: agentvine send TARGET MESSAGE (or --batch FILE)")
+        operation = build(operations.message_send, to=target, text=message)
+    entry, data = submit(operation)
+    report(entry, data, _sent_line)
+
+
+@cli.command()
+@click.argument("question_id")
+@click.argument("text")
+def answer(question_id, text):
+    """Answer a question an agent asked."""
+    entry, data = submit(build(operations.question_answer, question=question_id, text=text))
+    report(entry, data, lambda message: f"answered {question_id}")
+
+
+# --- reads ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--status", help="idle, busy, offline…")
+def workers(status):
+    """Worker slots and what they run."""
+    client = client_for_settings()
+    rows = read(lambda: client.get_all("workers/", status=status))
+    _table(
+        "workers",
+        ["name", "status", "host", "work order", "last heartbeat"],
+        [(w["name"], w["status"], w["hostname"], w["current_work_order"], _when(w["last_heartbeat_at"])) for w in rows],
+    )
+
+
+@cli.command()
+@click.option("--status", help="active, idle, terminated…")
+def sessions(status):
+    """Agent sessions: send to one with `agentvine send SESSION MESSAGE`."""
+    client = client_for_settings()
+    rows = read(lambda: client.get_all("sessions/", status=status))
+    _table(
+        "agent sessions",
+        ["id", "session id", "status", "task", "worker", "last activity"],
+        [
+            (s["id"], s["session_id"], s["status"], s.get("task"), s.get("worker"), _when(s.get("last_activity_at")))
+            for s in rows
+        ],
+    )
+
+
+@cli.command()
+def status():
+    """Queue depth per priority and work orders per state."""
+    client = client_for_settings()
+    data = read(lambda: client.get("queue/"))
+    oldest = data.get("oldest_waiting_seconds", {})
+    _table(
+        "queue depth",
+        ["queue", "waiting", "oldest (s)"],
+        [
+            (name, depth, "" if oldest.get(name) is None else f"{oldest[name]:.0f}")
+            for name, depth in data["depth"].items()
+        ],
+    )
+    _table("work orders", ["status", "count"], sorted(data["by_status"].items()))
+
+
+@cli.command()
+@click.option("--clear-failed", is_flag=True, help="forget the failed entries")
+def queue(clear_failed):
+    """The local outbox: writes waiting to sync, and the ones the server refused."""
+    outbox = Outbox()
+    try:
+        if clear_failed:
+            click.echo(f"removed {outbox.clear_failed()} failed entries")
+            return
+        show_outbox(outbox)
+    finally:
+        outbox.close()
+
+
+def show_outbox(outbox):
+    pending, failed = outbox.pending(), outbox.failed()
+    if not pending and not failed:
+        click.echo(MSG_NOTHING_QUEUED)
+        return
+    if pending:
+        _table(
+            f"{PENDING} ({len(pending)})",
+            ["#", "queued at", "command"],
+            [(e.id, _stamp(e.created_at), e.summary) for e in pending],
+        )
+    if failed:
+        _table(f"{FAILED} ({len(failed)})", ["#", "command", "reason"], [(e.id, e.summary, e.error) for e in failed])
+
+
+def _stamp(seconds):
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+@cli.command()
+def sync():
+    """Send the queued writes now, oldest first."""
+    client = client_for_settings()
+    outbox = Outbox()
+    try:
+        sync_now(outbox, client)
+    finally:
+        outbox.close()
+
+
+def sync_now(outbox, client, *, quiet=False):
+    total = len(outbox.pending(server=client.server))
+    if total >= PROGRESS_MIN_ENTRIES and not quiet and console.is_terminal:
+        columns = [TextColumn("syncing"), BarColumn(), MofNCompleteColumn()]
+        with Progress(*columns, console=console, transient=True) as progress:
+            bar = progress.add_task("sync", total=total)
+            result = outbox_sync(outbox, client, on_entry=lambda entry: progress.advance(bar))
+    else:
+        result = outbox_sync(outbox, client)
+    pending = outbox.count(PENDING)
+    if result.unavailable is not None:
+        message = MSG_SYNC_OFFLINE.format(reason=result.unavailable.reason, pending=pending)
+        if quiet:
+            return result
+        raise Failure(message, EXIT_OFFLINE)
+    if not quiet:
+        click.echo(MSG_SYNCED.format(sent=result.sent, failed=result.failed, pending=pending))
+    return result
+
+
+@cli.command()
+def shell():
+    """Interactive prompt: commands, `!TARGET message`, /queue, /sync, /quit."""
+    from agentvine_cli.shell import shell_run
+
+    sys.exit(shell_run(client_for_settings()))
 
 
 def main():

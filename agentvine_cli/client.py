@@ -62,20 +62,36 @@ def _one_line(text):
 class Client:
     def __init__(self, server, token, *, timeout=None):
         self.server = server.rstrip("/")
+        self.token = token
         self.timeout = timeout or (CONNECT_TIMEOUT, READ_TIMEOUT)
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Token {token}"
         self.http.headers["Accept"] = "application/json"
 
+    def clone(self):
+        """The same credentials on a new HTTP session, for another thread."""
+        return Client(self.server, self.token, timeout=self.timeout)
+
     def url(self, path):
         return self.server + API_PREFIX + path.lstrip("/")
 
-    def request(self, method, path, *, body=None, params=None, idempotency_key=None):
-        """The decoded JSON answer of a 2xx; raises ServerUnavailable or ApiError."""
+    def request(self, method, path, *, raw_body=None, params=None, idempotency_key=None):
+        """The decoded JSON answer of a 2xx; raises ServerUnavailable or ApiError.
+
+        ``raw_body`` is JSON text sent as is: a replay must be byte-identical
+        for the server to recognise it under the same Idempotency-Key.
+        """
         headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else {}
+        if raw_body is not None:
+            headers["Content-Type"] = "application/json"
         try:
             response = self.http.request(
-                method, self.url(path), json=body, params=params, headers=headers, timeout=self.timeout
+                method,
+                self.url(path),
+                data=None if raw_body is None else raw_body.encode(),
+                params=params,
+                headers=headers,
+                timeout=self.timeout,
             )
         except requests.Timeout:
             raise ServerUnavailable(self.server, "timed out") from None

@@ -26,6 +26,8 @@ from chat_app.authentication import ERR_BAD_AGENT_TOKEN, AgentTokenAuthenticatio
 from chat_app.models import ChatMessage, DeliveryStatus, MessageKind, SenderProfile
 from queue_app.models import ACTIVE_STATUSES
 
+ERR_ONE_DESTINATION = "give either conversation_id or to"
+ERR_ONE_TASK = "give either task_id or to"
 ERR_QUESTION_NOT_YOURS = "question belongs to another work order"
 ERR_WORK_ENDED = "the work order ended before the question was answered"
 MAX_WAIT_SECONDS = 60.0
@@ -82,13 +84,23 @@ class HistoryFilterSerializer(serializers.Serializer):
 
 
 class MessageListCreateApi(IdempotentWritesMixin, ListAPIView):
-    """GET: filtered, paginated history (oldest first). POST: an operator writes."""
+    """GET: filtered, paginated history (oldest first). POST: an operator writes.
+
+    POST takes ``conversation_id``, or ``to``: a task id, an agent session or a
+    worker name, resolved to that agent's task conversation.
+    """
 
     serializer_class = MessageOutputSerializer
 
     class InputSerializer(serializers.Serializer):
-        conversation_id = serializers.CharField(max_length=200)
+        conversation_id = serializers.CharField(max_length=200, required=False)
+        to = serializers.CharField(max_length=200, required=False)
         text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+        def validate(self, attrs):
+            if bool(attrs.get("conversation_id")) == bool(attrs.get("to")):
+                raise serializers.ValidationError(ERR_ONE_DESTINATION)
+            return attrs
 
     def get_queryset(self):
         filters = HistoryFilterSerializer(data=self.request.query_params)
@@ -101,22 +113,35 @@ class MessageListCreateApi(IdempotentWritesMixin, ListAPIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        message = services.operator_message_send(user=request.user, **data.validated_data)
+        values = dict(data.validated_data)
+        target = values.pop("to", None)
+        if target:
+            values["conversation_id"] = str(selectors.task_for_target(target=target).pk)
+        message = services.operator_message_send(user=request.user, **values)
         return Response(MessageOutputSerializer(message).data, status=status.HTTP_201_CREATED)
 
 
 class BatchCreateApi(IdempotentWritesMixin, APIView):
-    """POST {task_id, texts: [...]}: delivered to the task's agent whole and in order."""
+    """POST {task_id or to, texts: [...]}: delivered to the task's agent whole and in order."""
 
     class InputSerializer(serializers.Serializer):
-        task_id = serializers.UUIDField()
+        task_id = serializers.UUIDField(required=False)
+        to = serializers.CharField(max_length=200, required=False)
         texts = serializers.ListField(child=serializers.CharField(trim_whitespace=False, allow_blank=True))
+
+        def validate(self, attrs):
+            if bool(attrs.get("task_id")) == bool(attrs.get("to")):
+                raise serializers.ValidationError(ERR_ONE_TASK)
+            return attrs
 
     @extend_schema(request=InputSerializer, responses={201: MessageOutputSerializer(many=True)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        task = selectors.task_get(task_id=data.validated_data["task_id"])
+        if data.validated_data.get("to"):
+            task = selectors.task_for_target(target=data.validated_data["to"])
+        else:
+            task = selectors.task_get(task_id=data.validated_data["task_id"])
         messages = services.operator_batch_send(user=request.user, task=task, texts=data.validated_data["texts"])
         return Response(MessageOutputSerializer(messages, many=True).data, status=status.HTTP_201_CREATED)
 

@@ -16,6 +16,8 @@ from workers_app.models import Worker, WorkerStatus
 
 ERR_QUESTION_NOT_FOUND = "question not found"
 ERR_TASK_NOT_FOUND = "task not found"
+ERR_UNKNOWN_TARGET = "unknown target {target}: not a task id, agent session or worker name"
+ERR_TARGET_HAS_NO_TASK = "{target} is not working on a task"
 
 # A worker whose heartbeat is older than this many heartbeat intervals is
 # presumed dead (the stalled-worker guardian uses the same idea).
@@ -46,6 +48,41 @@ def latest_live_event_id():
 
 def task_exists(*, task_id):
     return Task.objects.filter(pk=task_id).exists()
+
+
+def task_for_target(*, target):
+    """The task whose agent a message to ``target`` is for.
+
+    ``target`` is what a person types at a terminal: a task id, an agent
+    session (its id or the agent's own session id), or a worker's name (the
+    task it is running now).
+    """
+    from workers_app.models import AgentSession
+
+    target = str(target).strip()
+    try:
+        target_uuid = uuid.UUID(target)
+    except ValueError:
+        target_uuid = None
+    if target_uuid is not None:
+        task = Task.objects.filter(pk=target_uuid).first()
+        if task is not None:
+            return task
+    session = (
+        AgentSession.objects.select_related("task")
+        .filter(Q(pk=target_uuid) if target_uuid is not None else Q(session_id=target))
+        .first()
+    )
+    if session is not None:
+        if session.task is None:
+            raise NotFound(ERR_TARGET_HAS_NO_TASK.format(target=target))
+        return session.task
+    worker = Worker.objects.select_related("current_work_order__task").filter(name=target).first()
+    if worker is not None:
+        if worker.current_work_order is None:
+            raise NotFound(ERR_TARGET_HAS_NO_TASK.format(target=target))
+        return worker.current_work_order.task
+    raise NotFound(ERR_UNKNOWN_TARGET.format(target=target))
 
 
 def task_get(*, task_id):

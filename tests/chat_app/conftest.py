@@ -62,8 +62,9 @@ def _free_port():
 class DaphneServer:
     """A real ``daphne agentvine.asgi:application`` on the test database."""
 
-    def __init__(self, log_path):
-        self.port = _free_port()
+    def __init__(self, log_path, port=None):
+        # A given port restarts a stopped server where its clients expect it.
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         env = {

@@ -60,3 +60,40 @@ def operator_token(operator):
     from workers_app.services import api_token_create
 
     return api_token_create(user=operator, name="cli")[1]
+
+
+class RestartableServer:
+    """A real daphne the test can stop and start again on the same port."""
+
+    def __init__(self, tmp_path):
+        from tests.chat_app.conftest import DaphneServer
+
+        self._factory = DaphneServer
+        self.tmp_path = tmp_path
+        self.starts = 0
+        self.current = None
+        self.port = None
+        self.start()
+        self.url = self.current.url
+
+    def start(self):
+        self.starts += 1
+        self.current = self._factory(self.tmp_path / f"daphne-{self.starts}.log", port=self.port)
+        self.port = self.current.port
+
+    def stop(self):
+        self.current.stop()
+
+
+@pytest.fixture
+def server(transactional_db, clean_broker, tmp_path):
+    running = RestartableServer(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def logged_in(cli, server, operator_token):
+    result = cli("login", "--server", server.url, "--token", operator_token)
+    assert result.code == 0, result.err
+    return cli
