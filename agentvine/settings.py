@@ -121,10 +121,16 @@ LOGOUT_REDIRECT_URL = "login"
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
 # --- Channels ---------------------------------------------------------------
+# Redis pub/sub: one PUBLISH per group, and each daphne process fans it out
+# to its own sockets in memory. The list-based RedisChannelLayer pays one
+# Redis round trip per socket per event, which caps a 50-socket activity feed
+# at a few thousand frames/s. Pub/sub is at-most-once; what a socket misses
+# it replays from the event log (agentvine.events). Pub/sub channels ignore
+# the Redis DB number, so the prefix carries it to keep databases apart.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"asgi{REDIS_URL.rsplit('/', 1)[-1]}:"},
     }
 }
 
