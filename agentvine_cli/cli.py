@@ -26,6 +26,7 @@ MSG_SAVED_UNCHECKED = "saved settings in {path}; the server is unreachable, the 
 MSG_QUEUED = "queued (#{id}) — will sync when online"
 MSG_SYNCED = "synced {sent} entries, {failed} failed, {pending} pending"
 MSG_SYNC_OFFLINE = "server offline ({reason}): {pending} entries still queued"
+MSG_SYNC_UNAUTHORIZED = "{reason}: {pending} entries kept; run agentvine login"
 MSG_NOTHING_QUEUED = "outbox is empty"
 ERR_BAD_SERVER_URL = "server URL must start with http:// or https://"
 
@@ -91,9 +92,12 @@ def submit(operation, *, client=None, outbox=None, try_now=True):
             path=operation.path,
             body=operation.body,
         )
-        if try_now:
-            outbox_sync(outbox, client, until_id=entry.id)
+        result = outbox_sync(outbox, client, until_id=entry.id) if try_now else None
         entry = outbox.get(entry.id)
+        if result is not None and result.unauthorized is not None and entry.status == PENDING:
+            # Never queue behind credentials the server refuses.
+            outbox.discard(entry)
+            raise Failure(result.unauthorized.message)
         if entry.status == DONE:
             return entry, entry.response_data
         if entry.status == FAILED:
@@ -379,6 +383,8 @@ def sync_now(outbox, client, *, quiet=False):
     else:
         result = outbox_sync(outbox, client)
     pending = outbox.count(PENDING)
+    if result.unauthorized is not None:
+        raise Failure(MSG_SYNC_UNAUTHORIZED.format(reason=result.unauthorized.message, pending=pending))
     if result.unavailable is not None:
         message = MSG_SYNC_OFFLINE.format(reason=result.unavailable.reason, pending=pending)
         if quiet:

@@ -39,6 +39,7 @@ MAX_SERVER_ERRORS = 5
 FETCH_CHUNK = 5000
 SYNC_CONCURRENCY = int(os.environ.get("AGENTVINE_SYNC_CONCURRENCY", "4"))
 LOCK_FILE = "sync.lock"
+DONE_KEEP_SECONDS = 7 * 24 * 3600
 
 ERR_SERVER_ERROR = "server error ({reason}) on {attempts} attempts"
 ERR_SYNC_BUSY = "another agentvine process is syncing the outbox"
@@ -91,7 +92,13 @@ class SyncResult:
     sent: int = 0
     failed: int = 0
     unavailable: ServerUnavailable | None = None
+    # A 401 is about the credentials, not the entry: stop, keep everything pending.
+    unauthorized: ApiError | None = None
     busy: bool = False
+
+    @property
+    def stopped(self):
+        return self.unavailable is not None or self.unauthorized is not None
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -115,6 +122,9 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
         os.chmod(self.path, 0o600)
+        # Done entries are kept a while (their responses answer `submit`), then dropped.
+        expired = time.time() - DONE_KEEP_SECONDS
+        self._execute("DELETE FROM entries WHERE status = ? AND finished_at < ?", (DONE, expired))
 
     def _execute(self, sql, args=()):
         with self._lock:
@@ -204,7 +214,7 @@ def outbox_sync(outbox, client, *, wait=True, until_id=None, on_entry=None, conc
         if not locked:
             result.busy = True
             return result
-        while result.unavailable is None:
+        while not result.stopped:
             entries = outbox.pending(server=client.server, limit=FETCH_CHUNK)
             if until_id is not None:
                 entries = [entry for entry in entries if entry.id <= until_id]
@@ -231,7 +241,7 @@ def outbox_sync(outbox, client, *, wait=True, until_id=None, on_entry=None, conc
 def _replay_lane(outbox, client, lane, result, on_entry):
     """One target's entries, strictly in order; stops at the first unavailable answer."""
     for entry in lane:
-        if result.unavailable is not None:
+        if result.stopped:
             return
         try:
             response = client.request(
@@ -246,6 +256,9 @@ def _replay_lane(outbox, client, lane, result, on_entry):
             result.unavailable = exc
             return
         except ApiError as exc:
+            if exc.status == 401:
+                result.unauthorized = exc
+                return
             outbox.mark_failed(entry, f"HTTP {exc.status}: {exc.message}")
             result.count(failed=1)
         else:

@@ -108,3 +108,20 @@ def test_a_bad_token_is_refused_without_queueing(cli, server, operator, operator
     assert result.err == "error: invalid or revoked token\n"
     assert cli("queue").out.strip() == "outbox is empty"
     assert not Task.objects.filter(title="Never created").exists()
+
+
+def test_queued_writes_wait_for_a_new_login_when_the_token_is_refused(cli, server, operator, operator_token):
+    server.stop()
+    assert cli("login", "--server", server.url, "--token", "avo_revoked").code == 0
+    assert QUEUED.match(cli("tasks", "create", "Written offline").out.strip())
+    server.start()
+
+    refused = cli("sync")
+    relogged = cli("login", "--server", server.url, "--token", operator_token)
+    synced = cli("sync")
+
+    assert refused.code == 1
+    assert refused.err == "error: invalid or revoked token: 1 entries kept; run agentvine login\n"
+    assert relogged.code == 0
+    assert synced.out.strip() == "synced 1 entries, 0 failed, 0 pending"
+    assert Task.objects.filter(title="Written offline").count() == 1
