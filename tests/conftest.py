@@ -58,27 +58,55 @@ def other_worker(db):
     return worker_register(name=f"other-slot-{uuid.uuid4().hex[:6]}", hostname="test")
 
 
-class CeleryWorkerProcess:
-    """A real ``celery -A agentvine worker`` subprocess on the test database."""
+class TestDatabaseProcess:
+    """A ``python -m <argv>`` subprocess of ours on the test database and the
+    test Redis, with its output in ``log_path`` and its own process group."""
 
-    def __init__(self, *, concurrency, name, log_path, extra_env=None):
-        self.name = name
-        self.concurrency = concurrency
-        self.log_path = log_path
+    def __init__(self, argv, *, log_path, extra_env=None):
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
-            # The worker must see the test database pytest-django created.
+            # The process must see the test database pytest-django created.
             "DATABASE_URL": _database_url(),
             "REDIS_URL": settings.REDIS_URL,
             "PYTHONPATH": str(ROOT),
             **(extra_env or {}),
         }
+        self.log_path = Path(log_path)
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self):
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout=10):
+        """SIGTERM to the whole group, SIGKILL if it is still there after ``timeout``."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+class CeleryWorkerProcess(TestDatabaseProcess):
+    """A real ``celery -A agentvine worker`` subprocess on the test database."""
+
+    def __init__(self, *, concurrency, name, log_path, extra_env=None):
+        self.name = name
+        self.concurrency = concurrency
+        super().__init__(
             [
-                sys.executable,
-                "-m",
                 "celery",
                 "-A",
                 "agentvine",
@@ -94,11 +122,8 @@ class CeleryWorkerProcess:
                 "-l",
                 "info",
             ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log_path=log_path,
+            extra_env=extra_env,
         )
 
     def wait_ready(self, timeout=30):
@@ -113,10 +138,6 @@ class CeleryWorkerProcess:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"celery worker not ready after {timeout}s:\n{self.output()}")
-
-    def output(self):
-        self.log.flush()
-        return Path(self.log_path).read_text(errors="replace")
 
     def pool_pids(self):
         """PIDs of the pool (child) processes: each is one slot."""

@@ -1,13 +1,8 @@
 """Fixtures for the live layer: real Redis channel layer, real Postgres."""
 
 import asyncio
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from channels import DEFAULT_CHANNEL_LAYER
@@ -18,7 +13,7 @@ from django.conf import settings
 
 from agentvine import events
 from chat_app.routing import websocket_urlpatterns
-from tests.conftest import ROOT, _database_url
+from tests.conftest import TestDatabaseProcess
 
 
 def run(coroutine):
@@ -59,7 +54,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-class DaphneServer:
+class DaphneServer(TestDatabaseProcess):
     """A real ``daphne agentvine.asgi:application`` on the test database."""
 
     def __init__(self, log_path, port=None):
@@ -67,22 +62,8 @@ class DaphneServer:
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
-            "DATABASE_URL": _database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "PYTHONPATH": str(ROOT),
-        }
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "agentvine.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        super().__init__(
+            ["daphne", "-b", "127.0.0.1", "-p", str(self.port), "agentvine.asgi:application"], log_path=log_path
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -94,20 +75,6 @@ class DaphneServer:
             except OSError:
                 time.sleep(0.1)
         raise TimeoutError(f"daphne did not listen:\n{self.output()}")
-
-    def output(self):
-        self.log.flush()
-        return Path(self.log_path).read_text(errors="replace")
-
-    def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture

@@ -1,8 +1,5 @@
 import importlib
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 
@@ -10,7 +7,7 @@ import pytest
 from django.apps import apps
 from django.conf import settings
 
-from tests.conftest import ROOT, _database_url
+from tests.conftest import TestDatabaseProcess
 from workers_app.executors import executor_for
 from workers_app.executors.base import RunContext
 
@@ -127,40 +124,11 @@ def guardian_schedule_install(every_seconds=None):
             task.save()
 
 
-class _Process:
+class _Process(TestDatabaseProcess):
+    """A celery process (beat, the guardians worker) on the test database."""
+
     def __init__(self, argv, *, log_path, extra_env=None):
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
-            "DATABASE_URL": _database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-            "PYTHONPATH": str(ROOT),
-            **(extra_env or {}),
-        }
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "agentvine", *argv],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self):
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
+        super().__init__(["celery", "-A", "agentvine", *argv], log_path=log_path, extra_env=extra_env)
 
 
 @pytest.fixture
