@@ -1,38 +1,13 @@
 """Admin building blocks: fast changelists on big tables and service-backed actions."""
 
 from django.contrib import admin, messages
-from django.core.paginator import Paginator
-from django.db import connection
-from django.utils.functional import cached_property
 
 from agentvine.errors import DomainError
-
-
-class EstimatedCountPaginator(Paginator):
-    """Unfiltered changelists of big tables use Postgres' row estimate.
-
-    ``SELECT COUNT(*)`` over millions of rows costs seconds on every page
-    view; the planner's estimate is free and close enough for a pager.
-    """
-
-    ESTIMATE_ABOVE = 20_000
-
-    @cached_property
-    def count(self):
-        query = self.object_list.query
-        if connection.vendor == "postgresql" and not query.where:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [self.object_list.model._meta.db_table]
-                )
-                row = cursor.fetchone()
-            if row and row[0] > self.ESTIMATE_ABOVE:
-                return int(row[0])
-        return super().count
+from agentvine.pagination import BigTablePaginator
 
 
 class FastAdmin(admin.ModelAdmin):
-    paginator = EstimatedCountPaginator
+    paginator = BigTablePaginator
     show_full_result_count = False
     list_per_page = 50
 

@@ -124,6 +124,7 @@ def main():
 
     django.setup()
     from django.conf import settings
+    from django.contrib import admin
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.test import Client
@@ -146,18 +147,27 @@ def main():
         "Overview": "/",
         "Tasks": "/tasks/",
         "Tasks filtered+searched": "/tasks/?status=failed&task_type=bugfix&q=Bench+task+99",
+        "Tasks searched, no match": "/tasks/?q=no+such+words",
         "Task detail": f"/tasks/{task.id}/",
         "Workers": "/workers/",
         "Sessions": "/sessions/",
         "Messages": "/messages/",
         "Messages filtered": "/messages/?text=message+12345&status=queued",
-        "admin Task changelist": "/admin/tasks_app/task/",
-        "admin WorkOrder changelist": "/admin/queue_app/workorder/",
-        "admin Execution changelist": "/admin/tasks_app/execution/",
-        "admin Worker changelist": "/admin/workers_app/worker/",
-        "admin AgentSession changelist": "/admin/workers_app/agentsession/",
-        "admin ChatMessage changelist": "/admin/chat_app/chatmessage/",
+        "Messages text, common": "/messages/?text=message",
+        "Messages text, rare": "/messages/?text=message+987654+about",
+        "Messages text, no match": "/messages/?text=no+such+words",
+        "Messages by sender": "/messages/?sender=discord+user+7",
+        "Messages of a task": f"/messages/?task={task.id}",
     }
+    searches = {
+        "admin Task searched": "/admin/tasks_app/task/?q=Bench+task+4242",
+        "admin ChatMessage searched": "/admin/chat_app/chatmessage/?q=message+987654",
+        "admin WorkOrder filtered": "/admin/queue_app/workorder/?status__exact=queued",
+    }
+    # Every changelist of the admin, then searches and filters on the big ones.
+    for model in sorted(admin.site._registry, key=lambda m: m._meta.label):
+        pages[f"admin {model.__name__} changelist"] = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+    pages.update(searches)
     print(f"{'page':32} {'p50 ms':>8} {'p95 ms':>8}")
     for label, url in pages.items():
         p50, p95 = timed(client, url, args.requests)

@@ -4,9 +4,9 @@ from django.contrib import messages as flash
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from agentvine.admin_tools import EstimatedCountPaginator
 from agentvine.console import operator_required
 from agentvine.errors import DomainError
+from agentvine.pagination import BigTablePaginator
 from chat_app import selectors, services
 from chat_app.models import DeliveryStatus, MessageKind
 from tasks_app.models import Task
@@ -37,7 +37,7 @@ def message_list(request):
         history = history.none()
     # Newest first for a person reading; the selector's order is oldest first.
     history = history.order_by("-created_at", "-id")
-    page = EstimatedCountPaginator(history, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = BigTablePaginator(history, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(

@@ -1,13 +1,13 @@
 """Operator pages: overview, tasks, task detail."""
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from agentvine.console import operator_required
 from agentvine.errors import DomainError
+from agentvine.pagination import BigTablePaginator
 from chat_app.selectors import message_history, pending_questions
 from queue_app.models import WorkOrder
 from queue_app.selectors import queue_stats
@@ -51,7 +51,7 @@ def task_list(request):
     filters = TaskFilterForm(request.GET or None)
     criteria = filters.cleaned_data if filters.is_valid() else {}
     tasks = selectors.task_list(**{k: v for k, v in criteria.items() if v})
-    page = Paginator(tasks, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = BigTablePaginator(tasks, PAGE_SIZE).get_page(request.GET.get("page"))
     form = TaskCreateForm()
     if request.method == "POST":
         form = TaskCreateForm(request.POST)

@@ -10,7 +10,7 @@ from tests.factories import make_task
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["overview", "task-list", "worker-list", "session-list"]
+PAGES = ["overview", "task-list", "worker-list", "session-list", "message-list"]
 
 
 @pytest.fixture
