@@ -173,3 +173,23 @@ def test_unreachable_endpoint_is_a_configuration_error(run_agent):
 def test_rejected_key_is_a_configuration_error(run_agent, chat_server):
     with pytest.raises(ExecutorConfigError, match="rejected the request with HTTP 401: .*invalid api key"):
         run_agent(profile(chat_server.base_url, api_key="wrong"), "hello")
+
+
+def test_a_message_sent_while_the_model_works_reaches_it_on_its_next_turn(run_agent, chat_server):
+    accepted = []
+
+    def on_event(run, event):
+        if event.kind == "question":
+            accepted.append(run.executor.send_message("Also write a changelog entry"))
+            threading.Timer(0.3, run.executor.provide_answer, args=["PostgreSQL"]).start()
+
+    run = run_agent(profile(chat_server.base_url), "Please ask before choosing", on_event=on_event)
+
+    assert accepted == [True]
+    assert run.outcome.kind == "completed"
+    follow_up = chat_server.requests[1]["body"]["messages"]
+    assert [m["role"] for m in follow_up[-2:]] == ["tool", "user"]
+    assert follow_up[-1]["content"] == "Also write a changelog entry"
+    assert "[human] PostgreSQL\n[message] Also write a changelog entry\n" in run.output
+    # The conversation is over: a later message is refused and stays queued.
+    assert run.executor.send_message("too late") is False

@@ -68,6 +68,10 @@ class OpenAIExecutor(Executor):
         self._answers = queue.Queue(maxsize=1)
         self._pending_question = None
         self._requests = 0
+        # Operator messages wait here for the model's next turn.
+        self._inbox_lock = threading.Lock()
+        self._inbox = []
+        self._inbox_closed = False
 
     @property
     def url(self):
@@ -75,6 +79,13 @@ class OpenAIExecutor(Executor):
 
     # --- the conversation ---------------------------------------------------------
     def events(self):
+        try:
+            yield from self._conversation()
+        finally:
+            with self._inbox_lock:
+                self._inbox_closed = True
+
+    def _conversation(self):
         if not self.base_url or not self.model:
             raise ExecutorConfigError(ERR_NO_ENDPOINT)
         messages = [
@@ -82,6 +93,9 @@ class OpenAIExecutor(Executor):
             {"role": "user", "content": self.context.prompt},
         ]
         for _ in range(self.max_turns):
+            for text in self._take_inbox():
+                yield ExecutorEvent("output", f"[message] {text}\n")
+                messages.append({"role": "user", "content": text})
             reply = {"text": [], "tool_calls": {}, "failed": None}
             yield from self._stream_reply(messages, reply)
             if self._stop.is_set():
@@ -102,8 +116,11 @@ class OpenAIExecutor(Executor):
                 assistant["tool_calls"] = calls
             messages.append(assistant)
             if not calls:
-                yield ExecutorEvent("completed", data={"exit_code": 0})
-                return
+                if self._close_inbox():
+                    yield ExecutorEvent("completed", data={"exit_code": 0})
+                    return
+                continue  # messages came in during this turn: the model reads them next
+
             for call in calls:
                 answer = yield from self._run_tool(call)
                 if answer is None:
@@ -232,7 +249,28 @@ class OpenAIExecutor(Executor):
                 call["function"]["name"] += function.get("name") or ""
                 call["function"]["arguments"] += function.get("arguments") or ""
 
+    def _take_inbox(self):
+        with self._inbox_lock:
+            taken, self._inbox = self._inbox, []
+        return taken
+
+    def _close_inbox(self):
+        """Stop taking messages; False when some arrived and need another turn."""
+        with self._inbox_lock:
+            if self._inbox:
+                return False
+            self._inbox_closed = True
+            return True
+
     # --- control from other threads ---------------------------------------------
+    def send_message(self, text):
+        """Queue an operator message for the model's next turn (its next request)."""
+        with self._inbox_lock:
+            if self._inbox_closed or self._stop.is_set():
+                return False
+            self._inbox.append(text)
+        return True
+
     def provide_answer(self, text):
         if self._pending_question is None:
             return False
