@@ -7,6 +7,8 @@
   runner blocks here until a person answers or the work stops.
 - :func:`inbox_deliver_to_executor`: hands queued operator messages, in
   order, to executors that accept follow-up messages (claude over stdin).
+- :func:`next_turn_prompt`: a ``deliver_message`` run takes the queued
+  messages, in order, as the agent's prompt.
 """
 
 import os
@@ -68,3 +70,21 @@ def inbox_deliver_to_executor(*, task, executor):
     if recipient is None:
         return []
     return services.inbox_deliver(recipient=recipient, deliver=lambda message: send_message(message.text))
+
+
+def next_turn_prompt(*, task):
+    """Take the agent's queued messages (marked delivered, in order) as a prompt.
+
+    Returns None when nothing is queued (another run took them first).
+    """
+    recipient = SenderProfile.objects.filter(key=f"agent:{task.pk}").first()
+    if recipient is None:
+        return None
+    taken = services.inbox_deliver(recipient=recipient, deliver=lambda message: True)
+    if not taken:
+        return None
+    return "\n".join(f"{message.sender.display_name}: {message.text}" for message in taken)
+
+
+def agent_next_turn(*, task):
+    services.agent_next_turn(task=task)

@@ -9,6 +9,7 @@ walks the inbox strictly in position order.
 """
 
 import hashlib
+import logging
 import secrets
 import uuid
 from datetime import timedelta
@@ -32,7 +33,9 @@ from chat_app.models import (
 )
 from queue_app import services as queue_services
 from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
-from tasks_app.models import Task
+from tasks_app.models import Task, TaskStatus
+
+logger = logging.getLogger(__name__)
 
 ERR_TEXT_REQUIRED = "text is required"
 ERR_TEXT_TOO_LONG = "text is longer than {limit} characters"
@@ -246,6 +249,8 @@ def _create_messages(*, sender, texts, conversation, recipient, task, work_order
         for text, position in zip(texts, positions, strict=True)
     ]
     ChatMessage.objects.bulk_create(rows)
+    if to_inbox and task is not None:
+        _next_turn_on_commit(task)
     # Messages from the agent side are what operators have to read.
     _touch_conversation(conversation, now=now, unread=sender.kind != SenderKind.OPERATOR)
     for message in rows:
@@ -393,6 +398,42 @@ def message_retry(*, message):
         queued_at=timezone.now(),
         failure_reason="",
     )
+
+
+def agent_next_turn(*, task):
+    """Give a finished agent a turn for the messages waiting in its inbox.
+
+    A running agent reads operator messages while it works (claude through
+    its stdin, an OpenAI-compatible model on its next request); the rest wait
+    in the inbox. Once the task is completed and nothing of it is queued or
+    running, a ``deliver_message`` work order resumes the agent's session
+    with those messages as its prompt. A failed or cancelled task's messages
+    wait for a retry, which is the agent's next turn. Returns the new work
+    order, or None when no turn is due.
+    """
+    with transaction.atomic():
+        locked = Task.objects.select_for_update().filter(pk=task.pk).only("status").first()
+        if locked is None or locked.status != TaskStatus.COMPLETED:
+            return None
+        pending = [WorkOrderStatus.QUEUED, *ACTIVE_STATUSES]
+        if WorkOrder.objects.filter(task_id=task.pk, status__in=pending).exists():
+            return None
+        from chat_app.selectors import inbox_of_task
+
+        if not inbox_of_task(task=task).exists():
+            return None
+        return queue_services.work_order_enqueue(task=locked, kind=WorkOrderKind.DELIVER_MESSAGE)
+
+
+def _next_turn_on_commit(task):
+    def next_turn():
+        try:
+            agent_next_turn(task=task)
+        except Exception:
+            # The message stays queued; the next message or run end tries again.
+            logger.exception("could not give the agent of task %s a turn for its messages", task.pk)
+
+    transaction.on_commit(next_turn)
 
 
 def inbox_deliver(*, recipient, deliver, limit=100):

@@ -42,6 +42,9 @@ ERR_UNSUPPORTED_KIND = "work order kind {kind} cannot run on this worker"
 # A resumed agent already has the task in its conversation; say why it hears it again.
 RESUME_NOTE = "You were stopped before finishing. Continue this task from where you left off.\n\n"
 ERR_PREEMPTED = "preempted by higher-priority work"
+# Work orders a Celery slot runs: the task itself, or a turn for queued messages.
+RUNNABLE_KINDS = (WorkOrderKind.RUN_TASK, WorkOrderKind.DELIVER_MESSAGE)
+MESSAGES_NOTE = "Messages about this task since you last worked on it:"
 ERR_SHUTDOWN = "worker shutting down"
 
 
@@ -61,10 +64,10 @@ def work_order_run(*, work_order_id):
     if work_order is None:
         return _not_claimed(work_order_id)
     session, resume = None, False
-    if work_order.kind == WorkOrderKind.RUN_TASK:
+    if work_order.kind in RUNNABLE_KINDS:
         session, resume = agent_session_open(task=work_order.task, worker=worker)
     work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker, session=session)
-    if work_order.kind != WorkOrderKind.RUN_TASK:
+    if work_order.kind not in RUNNABLE_KINDS:
         queue_services.work_order_fail(
             work_order=work_order,
             worker=worker,
@@ -74,11 +77,16 @@ def work_order_run(*, work_order_id):
         )
         return "failed"
     try:
+        prompt = _prompt(work_order, resume)
+        if prompt is None:
+            # A message turn whose messages another run already delivered.
+            queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+            return "completed"
         profile = executor_profile(work_order.task.executor)
         context = RunContext(
             task_id=str(work_order.task_id),
             work_order_id=str(work_order.id),
-            prompt=(RESUME_NOTE if resume else "") + task_prompt(work_order.task),
+            prompt=prompt,
             workspace=workspace_prepare(task=work_order.task),
             profile=profile,
             time_limit=float(profile.get("timeout", settings.AGENTVINE_MAX_RUN_SECONDS)),
@@ -88,7 +96,7 @@ def work_order_run(*, work_order_id):
             env=agent_link.agent_environment(work_order=work_order, execution=execution),
         )
         executor = executor_for(context)
-        return _drive(worker=worker, work_order=work_order, execution=execution, executor=executor)
+        outcome = _drive(worker=worker, work_order=work_order, execution=execution, executor=executor)
     except ExecutorConfigError as exc:
         _finish_failed(worker, work_order, execution, str(exc), retryable=False)
         return "failed"
@@ -96,6 +104,22 @@ def work_order_run(*, work_order_id):
         if session is not None:
             agent_session_release(session=session)
         agent_link.agent_environment_close(work_order=work_order)
+    # Messages that came in too late for this run get the agent's next turn.
+    agent_link.agent_next_turn(task=work_order.task)
+    return outcome
+
+
+def _prompt(work_order, resume):
+    """A task run gets the task; a message turn the queued messages (None if none)."""
+    if work_order.kind == WorkOrderKind.RUN_TASK:
+        return (RESUME_NOTE if resume else "") + task_prompt(work_order.task)
+    messages = agent_link.next_turn_prompt(task=work_order.task)
+    if messages is None:
+        return None
+    if resume:
+        return messages
+    # A fresh conversation does not know the task yet.
+    return f"{task_prompt(work_order.task)}\n\n{MESSAGES_NOTE}\n{messages}"
 
 
 def _not_claimed(work_order_id):

@@ -283,3 +283,38 @@ def test_agent_that_cannot_take_input_keeps_its_inbox_queued(running, operator):
     assert services.inbox_deliver(recipient=recipient, deliver=lambda message: False) == []
     message = ChatMessage.objects.get(text="later please")
     assert message.status == DeliveryStatus.QUEUED and message.failure_reason == ""
+
+
+def test_messages_to_a_finished_agent_queue_one_turn_and_wait_while_it_runs(
+    running, operator, worker, django_capture_on_commit_callbacks
+):
+    from queue_app.models import WorkOrderKind
+
+    task, work_order, execution = running
+
+    def turns():
+        return list(task.work_orders.filter(kind=WorkOrderKind.DELIVER_MESSAGE).values_list("status", flat=True))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.operator_message_send(user=operator, conversation_id=str(task.id), text="while you work")
+    assert turns() == []  # a running agent reads its inbox itself
+
+    queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.operator_message_send(user=operator, conversation_id=str(task.id), text="one more thing")
+        services.operator_message_send(user=operator, conversation_id=str(task.id), text="and another")
+    assert turns() == [WorkOrderStatus.QUEUED]
+    task.refresh_from_db()
+    assert task.status == "completed"  # a message turn does not reopen the task
+    assert ChatMessage.objects.filter(task=task, status=DeliveryStatus.QUEUED).count() == 3
+
+
+def test_messages_to_a_cancelled_task_wait_for_a_retry(operator, django_capture_on_commit_callbacks):
+    from tasks_app.services import task_cancel
+
+    task = task_create(title="stopped", created_by=operator)
+    task_cancel(task=task)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.operator_message_send(user=operator, conversation_id=str(task.id), text="are you there?")
+    assert task.work_orders.count() == 1
+    assert ChatMessage.objects.get(text="are you there?").status == DeliveryStatus.QUEUED

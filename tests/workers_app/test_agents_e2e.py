@@ -107,3 +107,33 @@ def test_codex_task_records_its_own_thread_id_and_priced_usage(celery_worker_fac
     session = AgentSession.objects.get(pk=execution.session_id)
     assert f"[codex] thread {session.session_id}\n" in output
     assert "[files] add CODEX_NOTES.md" in output
+
+
+def test_a_message_to_a_finished_codex_agent_resumes_its_thread_on_a_new_turn(celery_worker_factory, operator, origin):
+    from chat_app.models import ChatMessage, DeliveryStatus
+    from chat_app.services import operator_message_send
+    from queue_app.models import WorkOrderKind
+
+    celery_worker_factory(concurrency=1)
+    task = task_create(title="Write notes", executor="codex-replay", repository_url=str(origin), created_by=operator)
+    wait_for(lambda: _status(task) == TaskStatus.COMPLETED, message="codex task completion")
+    thread = AgentSession.objects.get(task=task).session_id
+
+    first = operator_message_send(user=operator, conversation_id=str(task.pk), text="Add a CHANGELOG entry too")
+    second = operator_message_send(user=operator, conversation_id=str(task.pk), text="and keep it short")
+
+    def turns_done():
+        delivered = not ChatMessage.objects.filter(pk__in=[first.pk, second.pk], status=DeliveryStatus.QUEUED).exists()
+        turns = task.work_orders.filter(kind=WorkOrderKind.DELIVER_MESSAGE)
+        return delivered and turns.exists() and not turns.exclude(status=WorkOrderStatus.COMPLETED).exists()
+
+    wait_for(turns_done, message="the agent's turn for the messages")
+    # One turn takes what is queued when it starts; a message that arrives
+    # during a turn gets the next one.
+    turns = list(task.executions.filter(work_order__kind=WorkOrderKind.DELIVER_MESSAGE).order_by("started_at"))
+    assert 1 <= len(turns) <= 2
+    output = execution_output(execution=turns[0])
+    # The same codex thread, continued; the messages in order are its prompt.
+    assert f"Resumed thread {thread} with 2 earlier messages" in output
+    assert f"Done: {operator.username}: Add a CHANGELOG entry too" in output
+    assert _status(task) == TaskStatus.COMPLETED
