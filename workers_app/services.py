@@ -26,7 +26,8 @@ WORKER_TOKEN_PREFIX = "avw_"
 API_TOKEN_PREFIX = "avo_"
 
 
-def _publish(worker):
+def worker_publish(worker):
+    """Publish ``worker``'s current state (``worker.updated``) after commit."""
     payload = {
         "id": str(worker.id),
         "name": worker.name,
@@ -61,7 +62,7 @@ def worker_register(*, name, hostname="", pid=None, new_process=False):
                 "current_work_order": None,
             },
         )
-        _publish(worker)
+        worker_publish(worker)
     return worker
 
 
@@ -89,7 +90,7 @@ def worker_heartbeat(*, worker):
             status=WorkerStatus.IDLE, current_work_order=None, last_heartbeat_at=now, updated_at=now
         )
         if back:
-            _publish(Worker.objects.get(pk=worker.pk))
+            worker_publish(Worker.objects.get(pk=worker.pk))
     return back == 1
 
 
@@ -107,7 +108,7 @@ def worker_mark_offline(*, worker, reason=""):
             status=WorkerStatus.OFFLINE, current_work_order=None, updated_at=timezone.now()
         )
         worker.refresh_from_db()
-        _publish(worker)
+        worker_publish(worker)
     return worker
 
 
