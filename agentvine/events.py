@@ -4,11 +4,17 @@ Services call :func:`publish` inside their transaction. The event is written
 as a ``chat_app.LiveEvent`` row in that same transaction (one INSERT; its id is
 the cursor a reconnecting client resumes from) and goes out on the Channels
 layer only after the transaction commits, so nobody sees a state that was
-rolled back and nothing sent live is missing from the catch-up log.
+rolled back and nothing sent live is missing from the catch-up log. A hot path
+can hand ``publish`` the writes its event announces (``changes``): on
+PostgreSQL they then travel in the event's own INSERT statement.
 
-Clients receive one JSON frame per event::
+Clients receive JSON text frames. One event is one object::
 
     {"id": 42, "type": "work_order.updated", "payload": {...}, "at": "2026-01-01T12:00:00.123456+00:00"}
+
+Several events that reach a socket together arrive as one frame, in order::
+
+    {"type": "batch", "events": [{"id": 42, ...}, {"id": 43, ...}]}
 
 On the layer an event travels as ``{"type": "live.event", "id": 42, "frame":
 "<that JSON text>"}`` (the frame is serialised once here, not once per
@@ -25,7 +31,7 @@ import threading
 
 from channels.layers import get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -33,6 +39,11 @@ logger = logging.getLogger(__name__)
 ACTIVITY_GROUP = "activity"
 LAYER_MESSAGE_TYPE = "live.event"
 LAYER_BATCH_TYPE = "live.batch"
+CLIENT_BATCH_TYPE = "batch"
+
+# A batch frame stops growing at about this many characters (the next event
+# starts a new frame), well under the 1 MiB WebSocket clients accept by default.
+MAX_BATCH_FRAME_CHARS = 64 * 1024
 
 
 def task_group(task_id):
@@ -47,16 +58,60 @@ def conversation_group(conversation_id):
     return f"conversation.{conversation_id}"
 
 
+def _payload_json(payload):
+    return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def _frame_text(event_id, event_type, payload_json, at):
+    # Assembled as text so a payload is serialised once per event, not again
+    # for its frame; same output as json.dumps of the whole object.
+    return f'{{"id":{event_id},"type":{json.dumps(event_type)},"payload":{payload_json},"at":"{at.isoformat()}"}}'
+
+
 def event_frame(*, event_id, event_type, payload, at):
-    return json.dumps(
-        {"id": event_id, "type": event_type, "payload": payload, "at": at.isoformat()},
-        cls=DjangoJSONEncoder,
-        separators=(",", ":"),
-    )
+    return _frame_text(event_id, event_type, _payload_json(payload), at)
+
+
+def client_frames(event_frames):
+    """The WebSocket frames that carry ``event_frames`` (event JSON texts, in order).
+
+    One event goes as itself; several go as ``{"type": "batch", "events":
+    [...]}`` frames of at most ``MAX_BATCH_FRAME_CHARS`` each (an event bigger
+    than that travels alone), so a socket costs one frame per batch instead of
+    one per event.
+    """
+    frames = []
+    part = []
+    size = len(_BATCH_FRAME_START) + len(_BATCH_FRAME_END)
+    for frame in event_frames:
+        if part and size + len(frame) + 1 > MAX_BATCH_FRAME_CHARS:
+            frames.append(_client_frame(part))
+            part, size = [], len(_BATCH_FRAME_START) + len(_BATCH_FRAME_END)
+        part.append(frame)
+        size += len(frame) + 1
+    if part:
+        frames.append(_client_frame(part))
+    return frames
+
+
+_BATCH_FRAME_START = f'{{"type":"{CLIENT_BATCH_TYPE}","events":['
+_BATCH_FRAME_END = "]}"
+
+
+def _client_frame(event_frames):
+    if len(event_frames) == 1:
+        return event_frames[0]
+    return _BATCH_FRAME_START + ",".join(event_frames) + _BATCH_FRAME_END
 
 
 # At most this many events travel in one layer message.
 _MAX_BATCH = 200
+
+# A busy process sends at most one layer message per group every this many
+# seconds: events committed meanwhile wait and go out together, so each
+# connected socket gets one frame per interval instead of one per event. An
+# event that finds the sender idle for longer goes at once, without waiting.
+LINGER_SECONDS = 0.02
 
 
 def _layer_message(messages):
@@ -70,16 +125,19 @@ class _LayerSender:
 
     ``async_to_sync`` per event would build an event loop and a Redis
     connection each time (~4 ms); this keeps one loop thread per process (made
-    lazily, so every forked Celery pool process gets its own) and one queue
+    lazily, so every forked Celery pool process gets its own) and one outbox
     drained by a single coroutine, so events leave a process in the order
-    they were committed and ``publish`` never waits for Redis.
+    they were committed and ``publish`` never waits for Redis. The loop is
+    woken once per batch, not once per event.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._pid = None
         self._loop = None
-        self._queue = None
+        self._wakeup = None
+        self._outbox = []
+        self._wake_scheduled = False
         self._pending = 0
         self._idle = threading.Condition(self._lock)
 
@@ -94,30 +152,40 @@ class _LayerSender:
 
             def run():
                 asyncio.set_event_loop(loop)
-                self._queue = asyncio.Queue()
+                self._wakeup = asyncio.Event()
                 loop.create_task(self._drain())
                 ready.set()
                 loop.run_forever()
 
             threading.Thread(target=run, name="agentvine-events", daemon=True).start()
             ready.wait()
-            self._loop, self._pending, self._pid = loop, 0, os.getpid()
+            self._outbox, self._wake_scheduled, self._pending = [], False, 0
+            self._loop, self._pid = loop, os.getpid()
 
     async def _drain(self):
         layer = get_channel_layer()
+        loop = asyncio.get_running_loop()
+        last_sent = float("-inf")
         while True:
-            batch = [await self._queue.get()]
-            # Under load, whatever queued up meanwhile goes out together: one
-            # group_send per group for the lot instead of one per event.
-            while len(batch) < _MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            await self._wakeup.wait()
+            linger = last_sent + LINGER_SECONDS - loop.time()
+            if linger > 0:
+                await asyncio.sleep(linger)
+            with self._lock:
+                batch, self._outbox = self._outbox, []
+                self._wake_scheduled = False
+                self._wakeup.clear()
+            if not batch:
+                continue
+            last_sent = loop.time()
             per_group = {}
             for groups, message in batch:
                 for group in groups:
                     per_group.setdefault(group, []).append(message)
             try:
                 for group, messages in per_group.items():
-                    await layer.group_send(group, _layer_message(messages))
+                    for start in range(0, len(messages), _MAX_BATCH):
+                        await layer.group_send(group, _layer_message(messages[start : start + _MAX_BATCH]))
             except Exception:
                 # The live layer is best effort: the events are committed in
                 # Postgres and a client catches up from there on reconnect.
@@ -131,7 +199,10 @@ class _LayerSender:
         self._ensure_started()
         with self._lock:
             self._pending += 1
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, (groups, message))
+            self._outbox.append((groups, message))
+            wake, self._wake_scheduled = not self._wake_scheduled, True
+        if wake:
+            self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def flush(self, timeout=5.0):
         """Wait until everything handed over so far is on the layer."""
@@ -156,25 +227,58 @@ def _send(groups, message):
     _sender.send(groups, message)
 
 
-def publish(event_type, payload, *, groups):
+def _record(connection, *, event_type, groups, payload_json, at, changes):
+    """Write ``changes`` and the event row; return the event id."""
+    from chat_app.models import LiveEvent
+
+    if connection.vendor == "postgresql":
+        # The changes become data-modifying CTEs of the event's INSERT:
+        # PostgreSQL runs each exactly once, and one statement is atomic by
+        # itself, so the writes and their event are one round trip whether or
+        # not the caller has a transaction open.
+        table = connection.ops.quote_name(LiveEvent._meta.db_table)
+        ctes = ", ".join(f"change_{n} AS ({sql})" for n, (sql, _) in enumerate(changes))
+        sql = (f"WITH {ctes} " if ctes else "") + (
+            f"INSERT INTO {table} (type, groups, payload, created_at) VALUES (%s, %s, %s::jsonb, %s) RETURNING id"
+        )
+        params = [param for _, change_params in changes for param in change_params]
+        params += [event_type, LiveEvent.encode_groups(groups), payload_json, at]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0]
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            for sql, params in changes:
+                cursor.execute(sql, params)
+        event = LiveEvent.objects.using(connection.alias).create(
+            type=event_type, groups=LiveEvent.encode_groups(groups), payload=json.loads(payload_json), created_at=at
+        )
+    return event.id
+
+
+def publish(event_type, payload, *, groups, changes=()):
     """Record ``event_type`` with ``payload`` now; send it to ``groups`` after commit.
 
     Every event also goes to the ``activity`` group. Returns the event id.
+
+    ``changes`` are the writes the event announces, as ``(sql, params)``
+    INSERT or UPDATE statements without RETURNING, with parameters already
+    prepared for the database. They are stored together with the event or
+    not at all: on PostgreSQL in the event's own statement (one round trip),
+    elsewhere one by one in a transaction.
     """
     from chat_app.models import LiveEvent
 
     groups = list(dict.fromkeys([ACTIVITY_GROUP, *(str(g) for g in groups)]))
-    # Round-trip through JSON so the stored payload, the replayed frame and
-    # the live frame are identical (UUIDs, datetimes and Decimals as strings).
-    payload = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
+    # Serialised once: the stored payload, the replayed frame and the live
+    # frame carry the same JSON (UUIDs, datetimes and Decimals as strings).
+    payload_json = _payload_json(payload)
     now = timezone.now()
-    event = LiveEvent.objects.create(
-        type=event_type, groups=LiveEvent.encode_groups(groups), payload=payload, created_at=now
+    connection = connections[router.db_for_write(LiveEvent)]
+    event_id = _record(
+        connection, event_type=event_type, groups=groups, payload_json=payload_json, at=now, changes=changes
     )
-    message = {
-        "type": LAYER_MESSAGE_TYPE,
-        "id": event.id,
-        "frame": event_frame(event_id=event.id, event_type=event_type, payload=payload, at=now),
-    }
-    transaction.on_commit(lambda: _send(groups, message))
-    return event.id
+    frame = _frame_text(event_id, event_type, payload_json, now)
+    message = {"type": LAYER_MESSAGE_TYPE, "id": event_id, "frame": frame}
+    transaction.on_commit(lambda: _send(groups, message), using=connection.alias)
+    return event_id

@@ -1,9 +1,11 @@
 """WebSocket consumers: the activity feed, one task's stream, one conversation.
 
-Every socket sends the same frames (see ``agentvine.events``). A client that
-reconnects passes ``?last_event_id=N`` (or sends ``{"type": "resume",
-"last_event_id": N}``) and first receives every event after N from Postgres,
-then the live stream.
+Every socket sends the same frames (see ``agentvine.events``): one event as a
+JSON object, several that arrive together as one ``{"type": "batch",
+"events": [...]}`` frame in order. A client that reconnects passes
+``?last_event_id=N`` (or sends ``{"type": "resume", "last_event_id": N}``)
+and first receives every event after N from Postgres (in batch frames), then
+the live stream.
 
 The race between catch-up and live events: the consumer joins its group
 *before* reading the log, so an event committed during the replay is both in
@@ -17,6 +19,7 @@ with a lower id is still delivered, not mistaken for a duplicate.
 
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -36,6 +39,8 @@ ERR_BAD_REQUEST = "request must be a JSON object with a type"
 # Remember this many delivered ids for deduplication; older ids than the
 # forgotten ones are treated as already sent.
 _DEDUP_WINDOW = 20000
+
+_LIVE_MESSAGE_TYPES = frozenset({events.LAYER_MESSAGE_TYPE, events.LAYER_BATCH_TYPE})
 
 
 def _parse_event_id(value):
@@ -96,31 +101,45 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
             page = await database_sync_to_async(selectors.live_events_after)(
                 group=self.stream_group, after_id=cursor, limit=self.replay_page_size
             )
-            for event in page:
-                await self.deliver(event.id, selectors.live_event_frame(event))
+            await self.deliver([(event.id, selectors.live_event_frame(event)) for event in page])
             if len(page) < self.replay_page_size:
                 return
             cursor = page[-1].id
 
-    async def deliver(self, event_id, frame):
+    def _first_sending(self, event_id):
         if event_id <= self._sent_floor or event_id in self._sent_ids:
-            return
+            return False
         self._sent_ids.add(event_id)
         if len(self._sent_ids) > _DEDUP_WINDOW:
             ordered = sorted(self._sent_ids)
             forget = ordered[: _DEDUP_WINDOW // 2]
             self._sent_floor = forget[-1]
             self._sent_ids = set(ordered[_DEDUP_WINDOW // 2 :])
-        await self.send(text_data=frame)
+        return True
+
+    async def deliver(self, event_frames):
+        """Send ``[(event_id, frame), ...]`` in order, skipping what this socket already sent."""
+        fresh = [frame for event_id, frame in event_frames if self._first_sending(event_id)]
+        for text in events.client_frames(fresh):
+            await self.send(text_data=text)
+
+    async def dispatch(self, message):
+        if message["type"] in _LIVE_MESSAGE_TYPES:
+            # Forwarding a live event only passes text on. Channels' own
+            # dispatch first closes stale database connections on the one sync
+            # thread, a thread hop for every event on every socket that caps
+            # how many events one web process can fan out.
+            await getattr(self, get_handler_name(message))(message)
+            return
+        await super().dispatch(message)
 
     async def live_event(self, message):
         """Handler for the layer's ``live.event`` messages (see agentvine.events)."""
-        await self.deliver(message["id"], message["frame"])
+        await self.deliver([(message["id"], message["frame"])])
 
     async def live_batch(self, message):
         """Handler for ``live.batch``: several events, in order, in one layer message."""
-        for event_id, frame in message["events"]:
-            await self.deliver(event_id, frame)
+        await self.deliver(message["events"])
 
     async def send_error(self, text, *, request):
         await self.send_json({"type": "error", "payload": {"message": text, "request": request}})

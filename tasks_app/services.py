@@ -1,7 +1,7 @@
 """Writes for tasks and executions."""
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -149,26 +149,43 @@ def task_update(*, task, title=None, description=None, priority=None):
 
 
 def execution_output_append(*, execution, seq, text, tail):
-    """Persist one batch of output: one chunk row and one counter update."""
-    with transaction.atomic():
-        ExecutionOutputChunk.objects.create(execution=execution, seq=seq, text=text)
-        Execution.objects.filter(pk=execution.pk).update(
-            output_tail=tail,
-            output_chars=F("output_chars") + len(text),
-            output_chunks=F("output_chunks") + 1,
-        )
-        events.publish(
-            "execution.output",
-            {
-                "execution_id": str(execution.pk),
-                "task_id": str(execution.task_id),
-                "seq": seq,
-                "text": text[-LIVE_OUTPUT_CHARS:],
-                # Pages re-read the output instead of showing a cut chunk.
-                "truncated": len(text) > LIVE_OUTPUT_CHARS,
-            },
-            groups=[events.task_group(execution.task_id)],
-        )
+    """Persist one batch of output and announce it: a chunk row, the counters, an event.
+
+    Every running agent calls this for every batch it prints, so the chunk
+    INSERT and the counter UPDATE ride along with the event's INSERT (see
+    ``events.publish``): one statement on PostgreSQL, atomic by itself and
+    part of the caller's transaction when there is one. A repeated ``seq``
+    violates the chunk's unique constraint and then nothing is written.
+    """
+    connection = connections[router.db_for_write(ExecutionOutputChunk)]
+    quote = connection.ops.quote_name
+    execution_id = Execution._meta.pk.get_db_prep_value(execution.pk, connection)
+    created_at = ExecutionOutputChunk._meta.get_field("created_at").get_db_prep_value(timezone.now(), connection)
+    changes = [
+        (
+            f"INSERT INTO {quote(ExecutionOutputChunk._meta.db_table)} (execution_id, seq, text, created_at)"
+            " VALUES (%s, %s, %s, %s)",
+            [execution_id, seq, text, created_at],
+        ),
+        (
+            f"UPDATE {quote(Execution._meta.db_table)} SET output_tail = %s,"
+            " output_chars = output_chars + %s, output_chunks = output_chunks + 1 WHERE id = %s",
+            [tail, len(text), execution_id],
+        ),
+    ]
+    events.publish(
+        "execution.output",
+        {
+            "execution_id": str(execution.pk),
+            "task_id": str(execution.task_id),
+            "seq": seq,
+            "text": text[-LIVE_OUTPUT_CHARS:],
+            # Pages re-read the output instead of showing a cut chunk.
+            "truncated": len(text) > LIVE_OUTPUT_CHARS,
+        },
+        groups=[events.task_group(execution.task_id)],
+        changes=changes,
+    )
 
 
 def execution_output_append_next(*, execution, seq, text):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
 from django.db import connection
 
@@ -27,6 +29,21 @@ def redis_client():
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.ping()
     return client
+
+
+@pytest.fixture
+def channel_layer(redis_client):
+    """The real channels-redis layer on an empty Redis DB (ours alone).
+
+    Flushed with a plain client: the layer's own flush() would also close the
+    connections of the event publisher's loop.
+    """
+    redis_client.flushdb()
+    # A fresh layer object per test: its receive lock and buffers belong to
+    # the event loop of one test, and every test runs its own loop.
+    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
+    yield get_channel_layer()
+    redis_client.flushdb()
 
 
 @pytest.fixture

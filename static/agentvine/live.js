@@ -1,5 +1,6 @@
 // Live pages without a build step: one WebSocket per page (the path is in
-// <main data-ws>), resuming from the last event id after a reconnect.
+// <main data-ws>), resuming from the last event id after a reconnect. A frame
+// is one event, or {"type": "batch", "events": [...]} with several in order.
 // Output events are appended to the output pane; any other event re-fetches
 // the page and swaps its [data-live] regions in place (debounced), so the
 // server stays the only place that renders HTML.
@@ -91,7 +92,10 @@
       connectedBefore = true;
     };
     socket.onmessage = function (message) {
-      try { handle(JSON.parse(message.data)); } catch (err) { console.warn("bad live event", err); }
+      try {
+        const frame = JSON.parse(message.data);
+        (frame.type === "batch" ? frame.events : [frame]).forEach(handle);
+      } catch (err) { console.warn("bad live event", err); }
     };
     socket.onclose = function () {
       if (state) state.classList.remove("on");

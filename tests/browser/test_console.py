@@ -1,6 +1,7 @@
 """The operator console in a real Chromium, against a real daphne and a real
 Celery worker: pages update live over the WebSocket, without reloading."""
 
+import json
 import re
 
 import pytest
@@ -9,6 +10,7 @@ from playwright.sync_api import expect
 from tasks_app.models import Task, TaskStatus
 from tasks_app.services import task_create
 from tests.browser.conftest import PASSWORD, sign_in
+from tests.chat_app.conftest import frame_events
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -97,3 +99,42 @@ def test_agent_asks_operator_answers_in_the_page(page, platform, console_operato
     expect(page.locator("[data-testid=chat]")).to_contain_text("PostgreSQL, please")
     expect(inbox).to_have_count(0)
     wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, message="task completed")
+
+
+def test_output_committed_together_arrives_in_one_batch_frame_and_is_appended_in_order(
+    page, daphne_server, console_operator, worker
+):
+    from django.db import transaction
+
+    from queue_app import services as queue_services
+    from tasks_app.services import execution_output_append
+
+    task = task_create(title="Chatty agent")
+    order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    _, execution = queue_services.work_order_start(work_order=order, worker=worker)
+    execution_output_append(execution=execution, seq=0, text="line 0\n", tail="line 0\n")
+
+    frames = []
+    page.on("websocket", lambda socket: socket.on("framereceived", lambda frame: frames.append(frame)))
+    refreshes = []
+    page.on("request", lambda request: refreshes.append(request.url) if "x-live-refresh" in request.headers else None)
+    sign_in(page, daphne_server.url, console_operator)
+    page.goto(f"{daphne_server.url}/tasks/{task.id}/")
+    output = page.locator("[data-testid=output]")
+    expect(output).to_have_text("line 0\n")
+    expect(page.locator("#live-state.on")).to_have_count(1)
+    _mark_page(page)
+
+    lines = [f"line {seq}\n" for seq in range(6)]
+    with transaction.atomic():
+        for seq in range(1, 6):
+            execution_output_append(execution=execution, seq=seq, text=lines[seq], tail="")
+
+    expect(output).to_have_text("".join(lines))
+    received = [json.loads(frame) for frame in frames]
+    assert any(frame["type"] == "batch" for frame in received), received
+    seqs = [e["payload"]["seq"] for frame in received for e in frame_events(frame) if e["type"] == "execution.output"]
+    assert seqs == [1, 2, 3, 4, 5]
+    # Appended from the frames themselves: the page neither re-fetched nor reloaded.
+    assert refreshes == []
+    assert _not_reloaded(page)

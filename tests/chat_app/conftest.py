@@ -1,12 +1,12 @@
-"""Fixtures for the live layer: real Redis channel layer, real Postgres."""
+"""Fixtures for the live layer: WebSocket clients on our routes, a real daphne."""
 
 import asyncio
+import json
 import socket
 import time
+from collections import deque
 
 import pytest
-from channels import DEFAULT_CHANNEL_LAYER
-from channels.layers import channel_layers, get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -21,19 +21,34 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-@pytest.fixture
-def channel_layer(redis_client):
-    """The real channels-redis layer on an empty Redis DB (ours alone).
+def frame_events(frame):
+    """The events one frame carries, in order: a batch frame's, or the frame itself."""
+    return frame["events"] if frame["type"] == "batch" else [frame]
 
-    Flushed with a plain client: the layer's own flush() would also close the
-    connections of the event publisher's loop.
-    """
-    redis_client.flushdb()
-    # A fresh layer object per test: its receive lock and buffers belong to
-    # the event loop of one test, and every test runs its own loop.
-    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
-    yield get_channel_layer()
-    redis_client.flushdb()
+
+class LiveCommunicator(WebsocketCommunicator):
+    """A WebSocket client that reads events one by one, unpacking batch frames."""
+
+    def __init__(self, application, path):
+        super().__init__(application, path)
+        self.frames = []
+        self.frame_sizes = []
+        self._events = deque()
+
+    async def receive_event(self, timeout=3):
+        while not self._events:
+            text = await self.receive_from(timeout=timeout)
+            frame = json.loads(text)
+            self.frames.append(frame)
+            self.frame_sizes.append(len(text))
+            self._events.extend(frame_events(frame))
+        return self._events.popleft()
+
+    async def receive_events(self, count, timeout=3):
+        return [await self.receive_event(timeout) for _ in range(count)]
+
+    async def receive_nothing(self, timeout=0.1, interval=0.01):
+        return not self._events and await super().receive_nothing(timeout, interval)
 
 
 def communicator(path, user):
@@ -43,7 +58,7 @@ def communicator(path, user):
     they cannot arrive at the new socket late and be mistaken for new ones.
     """
     events.flush()
-    client = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
+    client = LiveCommunicator(URLRouter(websocket_urlpatterns), path)
     client.scope["user"] = user
     return client
 

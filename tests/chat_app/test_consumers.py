@@ -1,6 +1,5 @@
 """Consumers over a real Redis channel layer and Postgres (WebsocketCommunicator)."""
 
-import json
 import uuid
 
 import pytest
@@ -14,10 +13,6 @@ from tasks_app.services import task_create
 from tests.chat_app.conftest import communicator, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def _frames(client, count, timeout=3):
-    return [json.loads(await client.receive_from(timeout=timeout)) for _ in range(count)]
 
 
 def _publish(event_type, payload, groups=()):
@@ -61,7 +56,7 @@ def test_activity_frame_format(channel_layer, operator):
         client = communicator("/ws/activity/", operator)
         assert (await client.connect())[0]
         event_id = await database_sync_to_async(_publish)("work_order.updated", {"id": "w1", "status": "running"})
-        (frame,) = await _frames(client, 1)
+        (frame,) = await client.receive_events(1)
         stored = await database_sync_to_async(LiveEvent.objects.get)(pk=event_id)
         assert frame == {
             "id": event_id,
@@ -87,7 +82,7 @@ def test_rolled_back_event_is_neither_sent_nor_stored(channel_layer, operator):
         client = communicator("/ws/activity/", operator)
         assert (await client.connect())[0]
         real_id = await database_sync_to_async(publish_then_roll_back)()
-        (frame,) = await _frames(client, 1)
+        (frame,) = await client.receive_events(1)
         assert frame["id"] == real_id
         assert frame["payload"] == {"id": "real"}
         assert await client.receive_nothing(timeout=0.3)
@@ -111,7 +106,7 @@ def test_task_stream_gets_only_its_task_in_order(channel_layer, operator):
         client = communicator(f"/ws/tasks/{task.id}/", operator)
         assert (await client.connect())[0]
         await database_sync_to_async(emit)()
-        frames = await _frames(client, 6)
+        frames = await client.receive_events(6)
         assert [f["type"] for f in frames] == ["execution.output"] * 5 + ["work_order.updated"]
         assert [f["payload"].get("seq") for f in frames[:5]] == [0, 1, 2, 3, 4]
         assert {f["payload"]["task_id"] for f in frames} == {str(task.id)}
@@ -131,7 +126,7 @@ def test_reconnect_with_last_event_id_gets_exactly_the_missed_events(channel_lay
         first = communicator(f"/ws/tasks/{task.id}/", operator)
         assert (await first.connect())[0]
         await database_sync_to_async(lambda: [_publish("execution.output", {"n": n}, [group]) for n in range(3)])()
-        seen = await _frames(first, 3)
+        seen = await first.receive_events(3)
         await first.disconnect()
         missed_ids = await database_sync_to_async(
             lambda: [_publish("execution.output", {"n": n}, [group]) for n in range(3, 8)]
@@ -141,12 +136,16 @@ def test_reconnect_with_last_event_id_gets_exactly_the_missed_events(channel_lay
 
         second = communicator(f"/ws/tasks/{task.id}/?last_event_id={seen[-1]['id']}", operator)
         assert (await second.connect())[0]
-        replayed = await _frames(second, 5)
+        replayed = await second.receive_events(5)
         assert [f["id"] for f in replayed] == missed_ids
         assert [f["payload"]["n"] for f in replayed] == [3, 4, 5, 6, 7]
+        # The catch-up comes as one batch frame.
+        assert [frame["type"] for frame in second.frames] == ["batch"]
         live_id = await database_sync_to_async(_publish)("execution.output", {"n": 8}, [group])
-        (live,) = await _frames(second, 1)
+        (live,) = await second.receive_events(1)
         assert live["id"] == live_id
+        # A single event is its own frame, not a batch of one.
+        assert second.frames[-1]["id"] == live_id
         assert await second.receive_nothing(timeout=0.3)
         await second.disconnect()
 
@@ -159,12 +158,12 @@ def test_resume_message_replays_without_duplicates(channel_layer, operator):
         client = communicator("/ws/activity/", operator)
         assert (await client.connect())[0]
         await client.send_json_to({"type": "resume", "last_event_id": ids[0]})
-        assert [f["id"] for f in await _frames(client, 3)] == ids[1:]
+        assert [f["id"] for f in await client.receive_events(3)] == ids[1:]
         # Resuming from further back again must not repeat what this socket sent.
         await client.send_json_to({"type": "resume", "last_event_id": ids[1]})
         assert await client.receive_nothing(timeout=0.3)
         await client.send_json_to({"type": "resume", "last_event_id": "nope"})
-        error = await client.receive_json_from()
+        error = await client.receive_event()
         assert error == {
             "type": "error",
             "payload": {"message": consumers.ERR_BAD_LAST_EVENT_ID, "request": "resume"},
@@ -198,7 +197,7 @@ def test_replay_racing_live_events_has_no_gaps_or_duplicates(channel_layer, oper
         received = []
         try:
             while True:
-                frame = json.loads(await client.receive_from(timeout=3))
+                frame = await client.receive_event()
                 received.append(frame["id"])
                 if not publisher.is_alive() and len(received) >= len(backlog) + len(live_ids):
                     break
@@ -230,8 +229,8 @@ def test_conversation_socket_sends_and_answers(channel_layer, operator, django_u
         question = await database_sync_to_async(services.question_ask)(
             work_order=work_order, execution=execution, text="Which database?"
         )
-        asked = (await _frames(client, 1))[0]
-        await _frames(rival, 1)
+        asked = (await client.receive_events(1))[0]
+        await rival.receive_events(1)
         assert asked["type"] == "question.asked"
         assert asked["payload"]["text"] == "Which database?"
 
@@ -239,7 +238,7 @@ def test_conversation_socket_sends_and_answers(channel_layer, operator, django_u
         ack = None
         frames = []
         while ack is None:
-            frame = json.loads(await client.receive_from(timeout=3))
+            frame = await client.receive_event()
             if frame["type"] == "ack":
                 ack = frame
             else:
@@ -247,27 +246,27 @@ def test_conversation_socket_sends_and_answers(channel_layer, operator, django_u
         assert ack["payload"]["question_id"] == str(question.id)
         await rival.send_json_to({"type": "question.answer", "question_id": str(question.id), "text": "MySQL"})
         while True:
-            frame = json.loads(await rival.receive_from(timeout=3))
+            frame = await rival.receive_event()
             if frame["type"] == "error":
                 break
         assert frame["payload"] == {"message": services.ERR_ALREADY_ANSWERED, "request": "question.answer"}
 
         await client.send_json_to({"type": "message.send", "text": "also add an index"})
         while True:
-            frame = json.loads(await client.receive_from(timeout=3))
+            frame = await client.receive_event()
             if frame["type"] == "chat.message" and frame["payload"]["text"] == "also add an index":
                 break
         assert frame["payload"]["sender"]["display_name"] == operator.username
         assert frame["payload"]["status"] == "queued"
         await client.send_json_to({"type": "message.send", "text": "   "})
         while True:
-            frame = json.loads(await client.receive_from(timeout=3))
+            frame = await client.receive_event()
             if frame["type"] == "error":
                 break
         assert frame["payload"]["message"] == services.ERR_TEXT_REQUIRED
         await client.send_json_to({"type": "dance"})
         while True:
-            frame = json.loads(await client.receive_from(timeout=3))
+            frame = await client.receive_event()
             if frame["type"] == "error":
                 break
         assert frame["payload"]["message"] == consumers.ERR_UNKNOWN_REQUEST
@@ -280,8 +279,8 @@ def test_conversation_socket_sends_and_answers(channel_layer, operator, django_u
     assert question.answered_by.user == operator
 
 
-def test_burst_of_events_arrives_complete_and_in_order(channel_layer, operator):
-    """Events committed together leave in batches on the layer; clients still get one frame each, in order."""
+def test_burst_of_events_arrives_in_batch_frames_complete_and_in_order(channel_layer, operator):
+    """Events committed together reach a socket as a few batch frames, every event once, in order."""
     from django.db import transaction
 
     def burst():
@@ -292,9 +291,61 @@ def test_burst_of_events_arrives_complete_and_in_order(channel_layer, operator):
         client = communicator("/ws/activity/", operator)
         assert (await client.connect())[0]
         ids = await database_sync_to_async(burst)()
-        frames = await _frames(client, 300)
-        assert [f["id"] for f in frames] == ids
-        assert [f["payload"]["n"] for f in frames] == list(range(300))
+        received = await client.receive_events(300)
+        assert [f["id"] for f in received] == ids
+        assert [f["payload"]["n"] for f in received] == list(range(300))
+        assert all(set(f) == {"id", "type", "payload", "at"} for f in received)
+        assert await client.receive_nothing(timeout=0.3)
+        assert len(client.frames) < 10, "one frame per batch, not one per event"
+        assert client.frames[-1]["type"] == "batch"
+        await client.disconnect()
+
+    run(body())
+
+
+def test_batch_frames_stay_bounded_in_size(channel_layer, operator):
+    from django.db import transaction
+
+    text = "é" * 3000  # escaped as \u00e9: 18,000 characters of JSON each, 216,000 in all
+
+    def burst():
+        with transaction.atomic():
+            return [_publish("execution.output", {"n": n, "text": text}) for n in range(12)]
+
+    async def body():
+        client = communicator("/ws/activity/", operator)
+        assert (await client.connect())[0]
+        ids = await database_sync_to_async(burst)()
+        received = await client.receive_events(12)
+        assert [f["id"] for f in received] == ids
+        assert all(f["payload"]["text"] == text for f in received)
+        assert any(frame["type"] == "batch" for frame in client.frames)
+        assert max(client.frame_sizes) <= events.MAX_BATCH_FRAME_CHARS
+        await client.disconnect()
+
+    run(body())
+
+
+def test_live_batch_repeating_sent_events_forwards_only_new_ones(channel_layer, operator):
+    """A layer batch overlapping what the socket already sent becomes one frame of the rest, in order."""
+    from chat_app import selectors
+
+    async def body():
+        ids = await database_sync_to_async(lambda: [_publish("worker.updated", {"n": n}) for n in range(4)])()
+        client = communicator(f"/ws/activity/?last_event_id={ids[1]}", operator)
+        assert (await client.connect())[0]
+        assert [f["id"] for f in await client.receive_events(2)] == ids[2:]
+        logged = await database_sync_to_async(selectors.live_events_after)(group=events.ACTIVITY_GROUP, after_id=0)
+        layer_batch = {
+            "type": events.LAYER_BATCH_TYPE,
+            "events": [[e.id, selectors.live_event_frame(e)] for e in logged if e.id in ids],
+        }
+        # As a late commit of lower ids would arrive: ids[0] and ids[1] are new here.
+        await channel_layer.group_send(events.ACTIVITY_GROUP, layer_batch)
+        assert [f["id"] for f in await client.receive_events(2)] == ids[:2]
+        assert client.frames[-1]["type"] == "batch"
+        assert [f["id"] for f in client.frames[-1]["events"]] == ids[:2]
+        await channel_layer.group_send(events.ACTIVITY_GROUP, layer_batch)
         assert await client.receive_nothing(timeout=0.3)
         await client.disconnect()
 

@@ -9,6 +9,7 @@ from websockets.exceptions import InvalidStatus
 
 from tasks_app.models import TaskStatus
 from tasks_app.services import task_create
+from tests.chat_app.conftest import frame_events
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -19,15 +20,15 @@ async def _connect(server, path, cookie=None):
     return await ws_connect(f"{server.ws_url}{path}", additional_headers=headers, origin=server.url, open_timeout=5)
 
 
-async def _frames_until(ws, done, timeout=20):
+async def _events_until(ws, done, timeout=20):
     frames = []
 
     async def collect():
         while True:
-            frame = json.loads(await ws.recv())
-            frames.append(frame)
-            if done(frame):
-                return
+            for event in frame_events(json.loads(await ws.recv())):
+                frames.append(event)
+                if done(event):
+                    return
 
     await asyncio.wait_for(collect(), timeout)
     return frames
@@ -68,13 +69,13 @@ def test_task_stream_over_daphne_with_reconnect(
     async def body():
         # Connect, read until the agent's first output, then drop the socket.
         ws = await _connect(daphne_server, path, cookie)
-        early = await _frames_until(ws, first_output)
+        early = await _events_until(ws, first_output)
         await ws.close()
         last_seen = early[-1]["id"]
         await asyncio.to_thread(_wait_completed, task)
         # Reconnect with the last id seen: exactly the events missed meanwhile.
         ws = await _connect(daphne_server, f"{path}?last_event_id={last_seen}", cookie)
-        rest = await _frames_until(ws, finished)
+        rest = await _events_until(ws, finished)
         await asyncio.sleep(0.3)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(ws.recv(), 0.5)
