@@ -106,10 +106,10 @@ elif env.bool("DATABASE_POOL", default=not CELERY_PROCESS):
         "pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10), "timeout": 10}
     }
 else:
-    # Celery's prefork children inherit their parent's sockets, and neither a
-    # pool's connections and threads nor a persistent connection survive a
-    # fork: a Celery process connects per task (closed before the next one).
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+    # Celery's prefork children inherit their parent's sockets, and a pool's
+    # connections and threads do not survive a fork: a Celery process keeps
+    # one persistent connection per thread instead (checked before each task).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600 if CELERY_PROCESS else 0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Parallel test runs (and helpers running suites side by side) need their own
 # test database name.
