@@ -6,7 +6,6 @@ PostgreSQL, a real SECRET_KEY, DEBUG=false and ALLOWED_HOSTS.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import environ
@@ -83,8 +82,6 @@ ASGI_APPLICATION = "agentvine.asgi.application"
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'agentvine.sqlite3'}"),
 }
-# Started as `celery …` or `python -m celery …` (worker, beat).
-CELERY_PROCESS = Path(sys.argv[0]).name == "celery" or "celery" in Path(sys.argv[0]).parts[-2:-1]
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: wait for the write lock instead of
     # failing, and take it at BEGIN so a read-then-write never deadlocks.
@@ -93,7 +90,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-elif env.bool("DATABASE_POOL", default=not CELERY_PROCESS):
+elif env.bool("DATABASE_POOL", default=True):
     # A pool of connections per process. Under ASGI every request runs in a
     # thread of its own, so Django's persistent connections (CONN_MAX_AGE)
     # would still mean one new PostgreSQL backend per request; the pool hands
@@ -106,10 +103,7 @@ elif env.bool("DATABASE_POOL", default=not CELERY_PROCESS):
         "pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10), "timeout": 10}
     }
 else:
-    # Celery's prefork children inherit their parent's sockets, and a pool's
-    # connections and threads do not survive a fork: a Celery process keeps
-    # one persistent connection per thread instead (checked before each task).
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600 if CELERY_PROCESS else 0)
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Parallel test runs (and helpers running suites side by side) need their own
 # test database name.
