@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import REDIS_URL, ROOT, CpuMeter, cpu_report, setup_django, stop_worker  # noqa: E402
+from bench.harness import REDIS_URL, ROOT, setup_django, stop_worker  # noqa: E402
 
 
 def _free_port():
@@ -37,8 +37,7 @@ def _start_celery(app, concurrency, name):
         [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "high,default,low", "-c", str(concurrency)]
         + ["-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "warning"],
         cwd=ROOT,
-        # As in production (docker-compose.yml): DEBUG off, like the web process below.
-        env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false"},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -66,16 +65,13 @@ def raw_celery(tasks, concurrency):
         noop.apply_async(queue="default")
         _wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= 1, 60, "celery worker start")
         client.delete(COUNTER_KEY)
-        meter = CpuMeter(worker=worker.pid)
         started = time.perf_counter()
         for _ in range(tasks):
             noop.apply_async(queue="default")
         _wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= tasks, 600, "no-op tasks")
         elapsed = time.perf_counter() - started
-        spent = meter.stop()
     finally:
         stop_worker(worker)
-    print("    " + cpu_report(spent, tasks, "task"))
     return tasks / elapsed
 
 
@@ -131,7 +127,6 @@ def platform(orders, concurrency, producers):
 
         share = [orders // producers + (1 if i < orders % producers else 0) for i in range(producers)]
         threads = [threading.Thread(target=produce, args=(count, sum(share[:i]))) for i, count in enumerate(share)]
-        meter = CpuMeter(web=web.pid, worker=worker.pid)
         started = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -146,15 +141,13 @@ def platform(orders, concurrency, producers):
             "lifecycles",
         )
         elapsed = time.perf_counter() - started
-        spent = meter.stop()
         failed = WorkOrder.objects.exclude(status=WorkOrderStatus.COMPLETED).count()
         if failed:
             raise RuntimeError(f"{failed} work orders did not complete")
     finally:
         stop_worker(worker)
         stop_worker(web)
-    print(f"    API creates: {orders} in {created:.1f}s ({orders / created:.1f}/s over {producers} clients)")
-    print("    " + cpu_report(spent, orders, "lifecycle"))
+    print(f"  API creates: {orders} in {created:.1f}s ({orders / created:.1f}/s over {producers} clients)")
     return orders / elapsed
 
 

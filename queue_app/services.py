@@ -21,7 +21,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agentvine import events
-from agentvine.db import update_returning
 from agentvine.errors import IllegalTransition, PermissionDenied
 from queue_app.models import (
     ACTIVE_STATUSES,
@@ -32,7 +31,6 @@ from queue_app.models import (
 )
 from tasks_app.models import PRIORITY_RANK, Execution, ExecutionStatus, Priority, Task, TaskStatus
 from workers_app.models import Worker, WorkerStatus
-from workers_app.services import worker_publish
 
 logger = logging.getLogger(__name__)
 
@@ -82,49 +80,51 @@ def _publish_work_order(work_order):
     events.publish("work_order.updated", work_order_payload(work_order), groups=groups)
 
 
+def _publish_worker(worker_id):
+    worker = Worker.objects.filter(pk=worker_id).first()
+    if worker is None:
+        return
+    payload = {
+        "id": str(worker.id),
+        "name": worker.name,
+        "status": worker.status,
+        "current_work_order_id": str(worker.current_work_order_id) if worker.current_work_order_id else None,
+    }
+    events.publish("worker.updated", payload, groups=[events.worker_group(worker.id)])
+
+
 # --- helpers --------------------------------------------------------------------
 
 
 def _sync_task_status(work_order, *, now):
-    """Make the task follow its run work order (message deliveries don't count).
-
-    The updated task comes back with the UPDATE and is attached to
-    ``work_order``, so callers that go on to use the task never read it again.
-    """
+    """Make the task follow its run work order (message deliveries don't count)."""
     if work_order.kind != WorkOrderKind.RUN_TASK:
         return
     status = TASK_STATUS_FOR[work_order.status]
     finished = status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-    tasks = update_returning(
-        Task.objects.filter(pk=work_order.task_id),
-        status=status,
-        updated_at=now,
-        completed_at=now if finished else None,
+    Task.objects.filter(pk=work_order.task_id).update(
+        status=status, updated_at=now, completed_at=now if finished else None
     )
-    if tasks:
-        work_order.task = tasks[0]
 
 
 def _cas(work_order_id, *, from_statuses, extra_filter=None, **changes):
-    """Compare-and-set one work order; returns the updated row or None."""
+    """Compare-and-set one work order; returns the fresh row or None."""
     qs = WorkOrder.objects.filter(pk=work_order_id, status__in=list(from_statuses))
     if extra_filter is not None:
         qs = qs.filter(extra_filter)
     changes.setdefault("updated_at", timezone.now())
-    rows = update_returning(qs, **changes)
-    return rows[0] if rows else None
+    if qs.update(**changes) != 1:
+        return None
+    return WorkOrder.objects.select_related("task").get(pk=work_order_id)
 
 
 def _set_worker(worker_id, *, status, work_order_id):
     if worker_id is None:
         return
-    for worker in update_returning(
-        Worker.objects.filter(pk=worker_id),
-        status=status,
-        current_work_order_id=work_order_id,
-        updated_at=timezone.now(),
-    ):
-        worker_publish(worker)
+    Worker.objects.filter(pk=worker_id).update(
+        status=status, current_work_order_id=work_order_id, updated_at=timezone.now()
+    )
+    _publish_worker(worker_id)
 
 
 def retry_backoff_seconds(retry_count):
@@ -137,28 +137,23 @@ def retry_backoff_seconds(retry_count):
 # --- dispatch -------------------------------------------------------------------
 
 
-def _ring(work_order_id, *, queue, countdown=None):
-    from queue_app.tasks import execute_work_order
-
-    try:
-        execute_work_order.apply_async(args=[str(work_order_id)], queue=queue, countdown=countdown)
-    except Exception:
-        logger.exception("dispatch of work order %s failed; the guardian will retry", work_order_id)
-        return False
-    return True
-
-
 def work_order_dispatch(*, work_order_id, countdown=None):
     """Ring the doorbell for one work order (call only outside a transaction).
 
     A lost doorbell is not fatal: the lost-dispatch guardian rings again for
     anything that stays queued, and a duplicate doorbell is harmless.
-    ``dispatched_at`` tells that guardian when the doorbell last rang.
     """
+    from queue_app.tasks import execute_work_order
+
     work_order = WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).first()
     if work_order is None:
         return False
-    if not _ring(work_order.id, queue=QUEUE_FOR_PRIORITY[work_order.priority], countdown=countdown):
+    try:
+        execute_work_order.apply_async(
+            args=[str(work_order.id)], queue=QUEUE_FOR_PRIORITY[work_order.priority], countdown=countdown
+        )
+    except Exception:
+        logger.exception("dispatch of work order %s failed; the guardian will retry", work_order_id)
         return False
     WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).update(dispatched_at=timezone.now())
     return True
@@ -166,17 +161,6 @@ def work_order_dispatch(*, work_order_id, countdown=None):
 
 def _dispatch_on_commit(work_order_id, countdown=None):
     transaction.on_commit(lambda: work_order_dispatch(work_order_id=work_order_id, countdown=countdown))
-
-
-def _dispatch_new_on_commit(work_order):
-    """The first doorbell of a work order created in this transaction.
-
-    Nothing else can have moved a new order on before its first doorbell, so
-    the queue comes from the row in hand and nothing is read or stamped: the
-    lost-dispatch guardian times a never-stamped order from ``enqueued_at``.
-    """
-    queue = QUEUE_FOR_PRIORITY[work_order.priority]
-    transaction.on_commit(lambda: _ring(work_order.id, queue=queue))
 
 
 def _preempt_on_commit(work_order):
@@ -206,17 +190,10 @@ def _wake_on_commit(work_order_id):
 # --- transitions ----------------------------------------------------------------
 
 
-def work_order_enqueue(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_retries=None, new_task=False):
-    """Create a queued work order for ``task`` and dispatch it after commit.
-
-    ``new_task``: ``task`` was created in the caller's transaction, so it is
-    already queued and its status needs no update.
-    """
+def work_order_enqueue(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_retries=None):
+    """Create a queued work order for ``task`` and dispatch it after commit."""
     priority = priority or task.priority
-    # No savepoint: nothing inside raises a domain error for a caller to
-    # catch and go on, and a database error aborts the caller's transaction
-    # anyway. Saves two round trips on every task creation.
-    with transaction.atomic(savepoint=False):
+    with transaction.atomic():
         work_order = WorkOrder.objects.create(
             task=task,
             kind=kind,
@@ -224,10 +201,9 @@ def work_order_enqueue(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_
             priority_rank=PRIORITY_RANK[priority],
             max_retries=settings.AGENTVINE_MAX_RETRIES if max_retries is None else max_retries,
         )
-        if not new_task:
-            _sync_task_status(work_order, now=work_order.enqueued_at)
+        _sync_task_status(work_order, now=work_order.enqueued_at)
         _publish_work_order(work_order)
-        _dispatch_new_on_commit(work_order)
+        _dispatch_on_commit(work_order.id)
         _preempt_on_commit(work_order)
     return work_order
 

@@ -68,11 +68,9 @@ def task_create(
             executor=executor,
             created_by=created_by,
         )
-        queue_services.work_order_enqueue(
-            task=task, kind=WorkOrderKind.RUN_TASK, max_retries=max_retries, new_task=True
-        )
+        queue_services.work_order_enqueue(task=task, kind=WorkOrderKind.RUN_TASK, max_retries=max_retries)
         events.publish("task.created", {"id": str(task.id), "title": task.title}, groups=[events.task_group(task.id)])
-    # The row in hand is what was written (a new task is queued): no re-read.
+    task.refresh_from_db()
     return task
 
 

@@ -26,8 +26,7 @@ WORKER_TOKEN_PREFIX = "avw_"
 API_TOKEN_PREFIX = "avo_"
 
 
-def worker_publish(worker):
-    """Publish ``worker``'s current state (``worker.updated``) after commit."""
+def _publish(worker):
     payload = {
         "id": str(worker.id),
         "name": worker.name,
@@ -62,7 +61,7 @@ def worker_register(*, name, hostname="", pid=None, new_process=False):
                 "current_work_order": None,
             },
         )
-        worker_publish(worker)
+        _publish(worker)
     return worker
 
 
@@ -90,7 +89,7 @@ def worker_heartbeat(*, worker):
             status=WorkerStatus.IDLE, current_work_order=None, last_heartbeat_at=now, updated_at=now
         )
         if back:
-            worker_publish(Worker.objects.get(pk=worker.pk))
+            _publish(Worker.objects.get(pk=worker.pk))
     return back == 1
 
 
@@ -108,7 +107,7 @@ def worker_mark_offline(*, worker, reason=""):
             status=WorkerStatus.OFFLINE, current_work_order=None, updated_at=timezone.now()
         )
         worker.refresh_from_db()
-        worker_publish(worker)
+        _publish(worker)
     return worker
 
 

@@ -11,13 +11,7 @@ import os
 import socket
 import threading
 
-from celery.signals import (
-    celeryd_after_setup,
-    task_prerun,
-    worker_process_init,
-    worker_process_shutdown,
-    worker_shutting_down,
-)
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_shutting_down
 from django.conf import settings
 from django.db import close_old_connections, connection
 
@@ -105,21 +99,10 @@ def _on_process_init(**kwargs):
     connection.close()
     if not _state["agent_slots"]:
         return
-    from workers_app.wakeups import wakeups_start
-
-    wakeups_start(nodename=node_name())
     try:
         current_worker()
     except Exception:
         logger.exception("slot registration failed; will retry on first task")
-
-
-@task_prerun.connect
-def _checked_connection(**kwargs):
-    # Connections outlive tasks (CELERY_DB_REUSE_MAX): like a web request,
-    # each task starts by handing back a connection that is broken or past
-    # CONN_MAX_AGE, so a PostgreSQL restart between tasks fails no task.
-    close_old_connections()
 
 
 @worker_process_shutdown.connect
