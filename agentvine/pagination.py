@@ -27,14 +27,15 @@ class BigTablePaginator(Paginator):
     # At most this many matches are fetched by key before ordering.
     FEW_MATCHES = 2_000
 
-    def _filtered(self):
-        return bool(self.object_list.query.where)
+    @cached_property
+    def _filtered_on_postgres(self):
+        return connection.vendor == "postgresql" and bool(self.object_list.query.where)
 
     @cached_property
     def count(self):
-        if connection.vendor != "postgresql":
-            return super().count
-        if not self._filtered():
+        if self._filtered_on_postgres:
+            return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
+        if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [self.object_list.model._meta.db_table]
@@ -42,13 +43,12 @@ class BigTablePaginator(Paginator):
                 row = cursor.fetchone()
             if row and row[0] > self.ESTIMATE_ABOVE:
                 return int(row[0])
-            return super().count
-        return min(self.object_list.order_by()[: self.COUNT_CAP + 1].count(), self.COUNT_CAP + 1)
+        return super().count
 
     @property
     def count_capped(self):
         """True when a filter matched more rows than were counted."""
-        return connection.vendor == "postgresql" and self._filtered() and self.count > self.COUNT_CAP
+        return self._filtered_on_postgres and self.count > self.COUNT_CAP
 
     @cached_property
     def num_pages(self):
@@ -62,14 +62,10 @@ class BigTablePaginator(Paginator):
             # Rows go on past the count: never trim the last page to it.
             bottom = (number - 1) * self.per_page
             return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)
-        if not (connection.vendor == "postgresql" and self._filtered() and self.count <= self.FEW_MATCHES):
-            return super().page(number)
-        bottom = (number - 1) * self.per_page
-        top = bottom + self.per_page
-        if top + self.orphans >= self.count:
-            top = self.count
-        # Few matches: their keys come through the filter's own index (no
-        # ORDER BY, so nothing tempts the planner onto the ordering index);
-        # the page then orders just those rows.
-        keys = list(self.object_list.order_by().values_list("pk", flat=True)[: self.FEW_MATCHES + 1])
-        return self._get_page(self.object_list.filter(pk__in=keys)[bottom:top], number, self)
+        if self._filtered_on_postgres and self.count <= self.FEW_MATCHES:
+            # Few matches: their keys come through the filter's own index (no
+            # ORDER BY, so nothing tempts the planner onto the ordering index);
+            # the page then orders just those rows.
+            keys = list(self.object_list.order_by().values_list("pk", flat=True)[: self.FEW_MATCHES + 1])
+            self.object_list = self.object_list.filter(pk__in=keys)
+        return super().page(number)

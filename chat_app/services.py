@@ -412,7 +412,7 @@ def agent_next_turn(*, task):
     order, or None when no turn is due.
     """
     with transaction.atomic():
-        locked = Task.objects.select_for_update().filter(pk=task.pk).only("status").first()
+        locked = Task.objects.select_for_update().filter(pk=task.pk).first()
         if locked is None or locked.status != TaskStatus.COMPLETED:
             return None
         pending = [WorkOrderStatus.QUEUED, *ACTIVE_STATUSES]
