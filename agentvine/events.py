@@ -30,6 +30,7 @@ import os
 import threading
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.utils import timezone
@@ -107,12 +108,6 @@ def _client_frame(event_frames):
 # At most this many events travel in one layer message.
 _MAX_BATCH = 200
 
-# A busy process sends at most one layer message per group every this many
-# seconds: events committed meanwhile wait and go out together, so each
-# connected socket gets one frame per interval instead of one per event. An
-# event that finds the sender idle for longer goes at once, without waiting.
-LINGER_SECONDS = 0.02
-
 
 def _layer_message(messages):
     if len(messages) == 1:
@@ -165,10 +160,15 @@ class _LayerSender:
     async def _drain(self):
         layer = get_channel_layer()
         loop = asyncio.get_running_loop()
+        # A busy process sends at most one layer message per group every
+        # linger_seconds: events committed meanwhile wait and go out together,
+        # so each connected socket gets one frame per interval instead of one
+        # per event. An event that finds the sender idle for longer goes at once.
+        linger_seconds = settings.AGENTVINE_EVENTS_LINGER_SECONDS
         last_sent = float("-inf")
         while True:
             await self._wakeup.wait()
-            linger = last_sent + LINGER_SECONDS - loop.time()
+            linger = last_sent + linger_seconds - loop.time()
             if linger > 0:
                 await asyncio.sleep(linger)
             with self._lock:

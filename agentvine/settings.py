@@ -251,6 +251,11 @@ AGENTVINE_RETRY_BACKOFF_MAX = env.float("AGENTVINE_RETRY_BACKOFF_MAX", default=6
 AGENTVINE_OUTPUT_FLUSH_SECONDS = env.float("AGENTVINE_OUTPUT_FLUSH_SECONDS", default=0.5)
 AGENTVINE_OUTPUT_FLUSH_CHARS = env.int("AGENTVINE_OUTPUT_FLUSH_CHARS", default=64 * 1024)
 AGENTVINE_OUTPUT_TAIL_CHARS = 4000
+# A busy process sends each live-event group at most one layer message per
+# this many seconds; what is committed meanwhile goes out together, as one
+# WebSocket frame per socket (agentvine.events). An event after a quiet spell
+# goes at once.
+AGENTVINE_EVENTS_LINGER_SECONDS = env.float("AGENTVINE_EVENTS_LINGER_SECONDS", default=0.05)
 
 # Executor profiles: a task names one; "demo" is the default so a fresh
 # install visibly does work. A profile's "type" picks the executor:

@@ -17,6 +17,7 @@ agentvine_bench_events) and BENCH_REDIS_URL.
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -94,11 +95,15 @@ async def watch(url, cookie, origin, received, frames, ready, stop_event):
 
     async with connect(url, additional_headers={"Cookie": cookie}, origin=origin, max_queue=None) as ws:
         ready()
-        while not stop_event.is_set():
-            try:
-                raw = await asyncio.wait_for(ws.recv(), 0.5)
-            except TimeoutError:
-                continue
+
+        async def close_on_stop():
+            await stop_event.wait()
+            await ws.close()
+
+        # Closing the socket ends the loop below: no timer per frame, so the
+        # clients take as little as possible of the CPU the server runs on.
+        closer = asyncio.create_task(close_on_stop())
+        async for raw in ws:
             now = time.time()
             frames.append(1)
             frame = json.loads(raw)
@@ -106,6 +111,7 @@ async def watch(url, cookie, origin, received, frames, ready, stop_event):
                 if event["type"] == "execution.output":
                     payload = event["payload"]
                     received.append((f"{payload['execution_id']}:{payload['seq']}", now))
+        await closer
 
 
 async def run_clients(args, url, cookie, origin, start_at, done_at, frames):
@@ -215,6 +221,10 @@ def main():
             await collector
             return per_client
 
+        # The clients share this process with Django: without this, each full
+        # garbage collection walks all of it and stalls every client ~100 ms,
+        # which would be measured as delivery latency.
+        gc.freeze()
         per_client = asyncio.run(everything())
     finally:
         for proc in publishers:
