@@ -17,6 +17,7 @@ concurrent transactions can commit (and send) out of id order: a late commit
 with a lower id is still delivered, not mistaken for a duplicate.
 """
 
+from collections import deque
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
@@ -36,8 +37,8 @@ ERR_BAD_LAST_EVENT_ID = "last_event_id must be a non-negative integer"
 ERR_UNKNOWN_REQUEST = "unknown request type"
 ERR_BAD_REQUEST = "request must be a JSON object with a type"
 
-# Remember this many delivered ids for deduplication; older ids than the
-# forgotten ones are treated as already sent.
+# Remember the last this many delivered ids for deduplication; ids up to the
+# highest forgotten one are treated as already sent.
 _DEDUP_WINDOW = 20000
 
 _LIVE_MESSAGE_TYPES = frozenset({events.LAYER_MESSAGE_TYPE, events.LAYER_BATCH_TYPE})
@@ -72,6 +73,7 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=close_code)
             return
         self._sent_ids = set()
+        self._sent_order = deque()
         self._sent_floor = 0
         self.stream_group = group
         # Join before reading the log: see the module docstring.
@@ -110,11 +112,13 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
         if event_id <= self._sent_floor or event_id in self._sent_ids:
             return False
         self._sent_ids.add(event_id)
-        if len(self._sent_ids) > _DEDUP_WINDOW:
-            ordered = sorted(self._sent_ids)
-            forget = ordered[: _DEDUP_WINDOW // 2]
-            self._sent_floor = forget[-1]
-            self._sent_ids = set(ordered[_DEDUP_WINDOW // 2 :])
+        self._sent_order.append(event_id)
+        if len(self._sent_order) > _DEDUP_WINDOW:
+            # Forget one id per id sent, oldest first: every socket of a busy
+            # feed would otherwise sort its window at the same moment.
+            forgotten = self._sent_order.popleft()
+            self._sent_ids.discard(forgotten)
+            self._sent_floor = max(self._sent_floor, forgotten)
         return True
 
     async def deliver(self, event_frames):

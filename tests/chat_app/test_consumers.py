@@ -350,3 +350,27 @@ def test_live_batch_repeating_sent_events_forwards_only_new_ones(channel_layer, 
         await client.disconnect()
 
     run(body())
+
+
+def test_ids_beyond_the_dedup_window_are_still_not_resent(channel_layer, operator, monkeypatch):
+    from chat_app import selectors
+
+    monkeypatch.setattr(consumers, "_DEDUP_WINDOW", 4)
+
+    async def body():
+        client = communicator("/ws/activity/", operator)
+        assert (await client.connect())[0]
+        ids = await database_sync_to_async(lambda: [_publish("worker.updated", {"n": n}) for n in range(10)])()
+        assert [f["id"] for f in await client.receive_events(10)] == ids
+        logged = await database_sync_to_async(selectors.live_events_after)(group=events.ACTIVITY_GROUP, after_id=0)
+        everything_again = {
+            "type": events.LAYER_BATCH_TYPE,
+            "events": [[e.id, selectors.live_event_frame(e)] for e in logged if e.id in ids],
+        }
+        await channel_layer.group_send(events.ACTIVITY_GROUP, everything_again)
+        assert await client.receive_nothing(timeout=0.3)
+        later = await database_sync_to_async(_publish)("worker.updated", {"n": 10})
+        assert (await client.receive_event())["id"] == later
+        await client.disconnect()
+
+    run(body())
