@@ -214,6 +214,9 @@ class _LayerSender:
 
 _sender = _LayerSender()
 atexit.register(_sender.flush)
+# A child forked while the parent's sender held its lock would wait on it
+# forever; the child starts its own sender with a fresh one.
+os.register_at_fork(after_in_child=_sender.__init__)
 
 
 def flush(timeout=5.0):
