@@ -14,13 +14,20 @@
   let connectedBefore = false;
   let retry = 500;
   let refreshTimer = null;
+  let refreshes = 0;
   let knownQuestions = null;
+  // The furthest output this page has heard of: a pane behind it is stale.
+  let heard = { execution: null, nextSeq: 0 };
 
   function output() { return document.getElementById("output"); }
+
+  function paneSeq(pane) { return parseInt(pane.dataset.nextSeq || "0", 10); }
 
   function appendOutput(payload) {
     const pane = output();
     if (!pane) return;
+    if (heard.execution !== payload.execution_id) heard = { execution: payload.execution_id, nextSeq: 0 };
+    heard.nextSeq = Math.max(heard.nextSeq, payload.seq + 1);
     if (payload.execution_id !== pane.dataset.execution || payload.truncated) {
       // Another attempt started, or the chunk was too big to ride the event:
       // take the pane from the server.
@@ -28,7 +35,7 @@
       scheduleRefresh();
       return;
     }
-    const nextSeq = parseInt(pane.dataset.nextSeq || "0", 10);
+    const nextSeq = paneSeq(pane);
     if (payload.seq < nextSeq) return; // already rendered (replayed after render)
     if (payload.seq > nextSeq) { replaceOutput = true; scheduleRefresh(); return; } // a gap
     pane.dataset.nextSeq = String(payload.seq + 1);
@@ -44,21 +51,35 @@
 
   async function refresh() {
     refreshTimer = null;
+    // Refreshes can overlap: only the latest one applies, and what asked for
+    // the pane is taken now, so a reason arising during the fetch asks again.
+    const mine = ++refreshes;
+    const replacing = replaceOutput;
+    replaceOutput = false;
     const response = await fetch(window.location.href, { headers: { "X-Live-Refresh": "1" }, credentials: "same-origin" });
-    if (!response.ok) return;
+    if (!response.ok || mine !== refreshes) return;
     const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    if (mine !== refreshes) return;
     doc.querySelectorAll("[data-live]").forEach(function (fresh) {
       const current = document.querySelector('[data-live="' + fresh.dataset.live + '"]');
       if (current && current.innerHTML !== fresh.innerHTML) current.innerHTML = fresh.innerHTML;
     });
     const freshPane = doc.getElementById("output");
     const pane = output();
-    if (freshPane && pane && (replaceOutput || freshPane.dataset.execution !== pane.dataset.execution)) {
-      replaceOutput = false;
-      pane.dataset.execution = freshPane.dataset.execution;
-      pane.dataset.nextSeq = freshPane.dataset.nextSeq;
-      pane.textContent = freshPane.textContent;
-      pane.scrollTop = pane.scrollHeight;
+    if (freshPane && pane) {
+      const otherExecution = freshPane.dataset.execution !== pane.dataset.execution;
+      // A snapshot taken before output that was appended meanwhile is older than the pane.
+      if (otherExecution || (replacing && paneSeq(freshPane) >= paneSeq(pane))) {
+        pane.dataset.execution = freshPane.dataset.execution;
+        pane.dataset.nextSeq = freshPane.dataset.nextSeq;
+        pane.textContent = freshPane.textContent;
+        pane.scrollTop = pane.scrollHeight;
+      }
+      if (heard.execution === pane.dataset.execution && paneSeq(pane) < heard.nextSeq) {
+        // The page has heard of output the snapshot did not have yet.
+        replaceOutput = true;
+        scheduleRefresh();
+      }
     }
     notifyQuestions(doc);
   }

@@ -3,6 +3,7 @@ Celery worker: pages update live over the WebSocket, without reloading."""
 
 import json
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -35,6 +36,15 @@ def _mark_page(page):
 
 def _not_reloaded(page):
     return page.evaluate("window.__agentvineNoReload") == "still here"
+
+
+def _pump_until(page, predicate, message, timeout=10):
+    """Wait while Playwright delivers the page's events (a plain sleep would not)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        page.wait_for_timeout(50)
 
 
 def test_create_a_task_and_watch_it_complete_live(page, platform, console_operator):
@@ -137,4 +147,39 @@ def test_output_committed_together_arrives_in_one_batch_frame_and_is_appended_in
     assert seqs == [1, 2, 3, 4, 5]
     # Appended from the frames themselves: the page neither re-fetched nor reloaded.
     assert refreshes == []
+    assert _not_reloaded(page)
+
+
+def test_a_page_snapshot_older_than_the_output_heard_does_not_hide_it(page, daphne_server, console_operator, worker):
+    """A refresh that left before the first output and returns after it must not blank the pane."""
+    from queue_app import services as queue_services
+    from tasks_app.services import execution_output_append
+
+    task = task_create(title="Slow page")
+    held = []
+
+    def hold_first_refresh(route):
+        if "x-live-refresh" in route.request.headers and not held:
+            # Rendered now, before there is any output; handed back later.
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    frames = []
+    page.on("websocket", lambda socket: socket.on("framereceived", lambda frame: frames.append(frame)))
+    sign_in(page, daphne_server.url, console_operator)
+    page.route(re.compile(rf"/tasks/{task.id}/$"), hold_first_refresh)
+    page.goto(f"{daphne_server.url}/tasks/{task.id}/")
+    expect(page.locator("#live-state.on")).to_have_count(1)
+    _mark_page(page)
+
+    order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    _, execution = queue_services.work_order_start(work_order=order, worker=worker)
+    _pump_until(page, lambda: held, "the page's refresh")
+    execution_output_append(execution=execution, seq=0, text="first words\n", tail="first words\n")
+    _pump_until(page, lambda: any("first words" in frame for frame in frames), "the output event")
+    route, stale = held[0]
+    route.fulfill(response=stale)
+
+    expect(page.locator("[data-testid=output]")).to_have_text("first words\n", timeout=10_000)
     assert _not_reloaded(page)
