@@ -103,6 +103,15 @@ def _on_process_init(**kwargs):
         current_worker()
     except Exception:
         logger.exception("slot registration failed; will retry on first task")
+    finally:
+        # Celery's Django fix-up also handles this signal, after us: it takes
+        # any open connection of this thread for one inherited from the parent
+        # and closes its file descriptor by number. Meanwhile the heartbeat and
+        # live-event threads started above open sockets of their own, and one
+        # that got that number was cut or had a Postgres goodbye written into
+        # it (lost events, refused connections). Closed here, there is nothing
+        # left for it to close.
+        connection.close()
 
 
 @worker_process_shutdown.connect
