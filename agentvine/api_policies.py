@@ -4,37 +4,90 @@ Kept apart from agentvine.api because DRF imports these while it is still
 building APIView itself.
 """
 
+import logging
+import uuid
+
+import redis
 from django.conf import settings
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.throttling import SimpleRateThrottle
 
+from agentvine.redis_client import shared_redis
 from workers_app.authentication import request_owner
+
+logger = logging.getLogger(__name__)
+
+THROTTLE_KEY_PREFIX = "agentvine:throttle:"
+
+# A sliding log, as DRF's SimpleRateThrottle keeps, but in one atomic round
+# trip instead of a read and a write of the whole pickled history: the
+# client's requests of the last window are the members of a sorted set scored
+# by Redis's own clock (the same for every web host). Answers nil when the
+# request may go ahead (and records it), else the seconds until the oldest
+# request leaves the window.
+SLIDING_LOG = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('EXPIRE', KEYS[1], math.ceil(window))
+  return false
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return tostring(tonumber(oldest[2]) + window - now)
+"""
+
+_script = {}
+
+
+def _sliding_log():
+    client = shared_redis()
+    if _script.get("client") is not client:
+        _script.update(client=client, script=client.register_script(SLIDING_LOG))
+    return _script["script"]
 
 
 class ClientRateThrottle(SimpleRateThrottle):
     """One request budget per operator or worker (per IP when anonymous).
 
     The rate is read from settings on every request so it can be tuned per
-    deployment; counters live in the shared cache, so every web process
-    counts against the same budget.
+    deployment; the log lives in Redis, so every web process counts against
+    the same budget. If Redis cannot be reached the request goes ahead: the
+    API stays usable (Postgres is the truth) and the outage is logged.
     """
 
     scope = "client"
-    cache_alias = "api"
 
     def __init__(self):
-        from django.core.cache import caches
-
-        self.cache = caches[self.cache_alias]
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
+        self._wait = None
 
     def get_rate(self):
         return settings.AGENTVINE_API_RATE
 
     def get_cache_key(self, request, view):
         ident = request_owner(request) or f"ip:{self.get_ident(request)}"
-        return f"throttle:{self.scope}:{ident}"
+        return f"{THROTTLE_KEY_PREFIX}{ident}"
+
+    def allow_request(self, request, view):
+        if self.rate is None:
+            return True
+        key = self.get_cache_key(request, view)
+        try:
+            wait = _sliding_log()(keys=[key], args=[self.duration, self.num_requests, uuid.uuid4().hex])
+        except redis.RedisError:
+            logger.warning("rate limit not checked: Redis unavailable", exc_info=True)
+            return True
+        if wait is None:
+            return True
+        self._wait = float(wait)
+        return False
+
+    def wait(self):
+        return self._wait
 
 
 class Pagination(LimitOffsetPagination):

@@ -9,6 +9,7 @@ from workers_app import apis as workers_apis
 
 urlpatterns = [
     path("tasks/", tasks_apis.TaskListCreateApi.as_view(), name="api-tasks"),
+    path("tasks/batch/", tasks_apis.TaskBatchCreateApi.as_view(), name="api-tasks-batch"),
     path("tasks/<uuid:task_id>/", tasks_apis.TaskDetailApi.as_view(), name="api-task"),
     path("tasks/<uuid:task_id>/cancel/", tasks_apis.TaskCancelApi.as_view(), name="api-task-cancel"),
     path("tasks/<uuid:task_id>/retry/", tasks_apis.TaskRetryApi.as_view(), name="api-task-retry"),

@@ -4,6 +4,8 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentvine.settings")
+# The web process pools its PostgreSQL connections (agentvine/settings.py).
+os.environ.setdefault("DATABASE_POOL", "true")
 # Build the Django app (and load models) before importing consumers.
 django_asgi_app = get_asgi_application()
 

@@ -230,33 +230,42 @@ def _send(groups, message):
     _sender.send(groups, message)
 
 
-def _record(connection, *, event_type, groups, payload_json, at, changes):
-    """Write ``changes`` and the event row; return the event id."""
+def _record(connection, *, rows, at, changes):
+    """Write ``changes`` and one event row per ``(type, groups, payload_json)``;
+    return the event ids, in order."""
     from chat_app.models import LiveEvent
 
     if connection.vendor == "postgresql":
-        # The changes become data-modifying CTEs of the event's INSERT:
+        # The changes become data-modifying CTEs of the events' INSERT:
         # PostgreSQL runs each exactly once, and one statement is atomic by
-        # itself, so the writes and their event are one round trip whether or
-        # not the caller has a transaction open.
+        # itself, so the writes and their events are one round trip whether
+        # or not the caller has a transaction open.
         table = connection.ops.quote_name(LiveEvent._meta.db_table)
         ctes = ", ".join(f"change_{n} AS ({sql})" for n, (sql, _) in enumerate(changes))
+        values = ", ".join(["(%s, %s, %s::jsonb, %s)"] * len(rows))
         sql = (f"WITH {ctes} " if ctes else "") + (
-            f"INSERT INTO {table} (type, groups, payload, created_at) VALUES (%s, %s, %s::jsonb, %s) RETURNING id"
+            f"INSERT INTO {table} (type, groups, payload, created_at) VALUES {values} RETURNING id"
         )
         params = [param for _, change_params in changes for param in change_params]
-        params += [event_type, LiveEvent.encode_groups(groups), payload_json, at]
+        for event_type, groups, payload_json in rows:
+            params += [event_type, LiveEvent.encode_groups(groups), payload_json, at]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchone()[0]
+            # Ids come from one sequence in VALUES order; sorted, they match
+            # the rows whatever order RETURNING lists them in.
+            return sorted(row[0] for row in cursor.fetchall())
     with transaction.atomic(using=connection.alias):
         with connection.cursor() as cursor:
             for sql, params in changes:
                 cursor.execute(sql, params)
-        event = LiveEvent.objects.using(connection.alias).create(
-            type=event_type, groups=LiveEvent.encode_groups(groups), payload=json.loads(payload_json), created_at=at
-        )
-    return event.id
+        return [
+            LiveEvent.objects.using(connection.alias)
+            .create(
+                type=event_type, groups=LiveEvent.encode_groups(groups), payload=json.loads(payload_json), created_at=at
+            )
+            .id
+            for event_type, groups, payload_json in rows
+        ]
 
 
 def publish(event_type, payload, *, groups, changes=()):
@@ -266,22 +275,30 @@ def publish(event_type, payload, *, groups, changes=()):
 
     ``changes`` are the writes the event announces, as ``(sql, params)``
     INSERT or UPDATE statements without RETURNING, with parameters already
-    prepared for the database. They are stored together with the event or
-    not at all: on PostgreSQL in the event's own statement (one round trip),
-    elsewhere one by one in a transaction.
+    prepared for the database (``agentvine.db.update_sql``/``insert_sql``).
+    They are stored together with the event or not at all: on PostgreSQL in
+    the event's own statement (one round trip), elsewhere one by one in a
+    transaction.
     """
+    return publish_many([(event_type, payload, groups)], changes=changes)[0]
+
+
+def publish_many(events, *, changes=()):
+    """:func:`publish` for several ``(event_type, payload, groups)`` at once:
+    one statement for all of them and ``changes``; ids in the given order."""
     from chat_app.models import LiveEvent
 
-    groups = list(dict.fromkeys([ACTIVITY_GROUP, *(str(g) for g in groups)]))
-    # Serialised once: the stored payload, the replayed frame and the live
-    # frame carry the same JSON (UUIDs, datetimes and Decimals as strings).
-    payload_json = _payload_json(payload)
+    rows = []
+    for event_type, payload, groups in events:
+        groups = list(dict.fromkeys([ACTIVITY_GROUP, *(str(g) for g in groups)]))
+        # Serialised once: the stored payload, the replayed frame and the live
+        # frame carry the same JSON (UUIDs, datetimes and Decimals as strings).
+        rows.append((event_type, groups, _payload_json(payload)))
     now = timezone.now()
     connection = connections[router.db_for_write(LiveEvent)]
-    event_id = _record(
-        connection, event_type=event_type, groups=groups, payload_json=payload_json, at=now, changes=changes
-    )
-    frame = _frame_text(event_id, event_type, payload_json, now)
-    message = {"type": LAYER_MESSAGE_TYPE, "id": event_id, "frame": frame}
-    transaction.on_commit(lambda: _send(groups, message), using=connection.alias)
-    return event_id
+    event_ids = _record(connection, rows=rows, at=now, changes=changes)
+    for event_id, (event_type, groups, payload_json) in zip(event_ids, rows, strict=True):
+        frame = _frame_text(event_id, event_type, payload_json, now)
+        message = {"type": LAYER_MESSAGE_TYPE, "id": event_id, "frame": frame}
+        transaction.on_commit(lambda g=groups, m=message: _send(g, m), using=connection.alias)
+    return event_ids

@@ -90,8 +90,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif env.bool("DATABASE_POOL", default=False):
+    # The web process (agentvine/asgi.py turns this on): under ASGI every
+    # request runs in a thread of its own, so per-thread persistent
+    # connections would still mean one new PostgreSQL backend per request.
+    # A pool per process hands the same few connections around and checks
+    # each before handing it out, so a restarted PostgreSQL fails no request.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10), "timeout": 10}
+    }
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+    # Celery slots, beat and commands keep one connection per thread across
+    # tasks (CELERY_DB_REUSE_MAX below), checked before each task
+    # (workers_app/slots.py). No pool here: one opened before the prefork
+    # fork would share its sockets with every child.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=300)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Parallel test runs (and helpers running suites side by side) need their own
 # test database name.
@@ -154,11 +169,9 @@ REST_FRAMEWORK = {
 AGENTVINE_API_RATE = env.str("AGENTVINE_API_RATE", default="6000/min")
 # Bodies above this are refused with 413 (Django's own limit, applied to the API too).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    # Shared by every web process: throttling counts one budget per client.
-    "api": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "api"},
-}
+# Throttling counts in Redis (agentvine/api_policies.py), one budget per
+# client across every web process.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 SPECTACULAR_SETTINGS = {
     "TITLE": "AgentVine API",
     "DESCRIPTION": "Authenticate with `Authorization: Token <key>` (operator API token or worker token) "
@@ -197,6 +210,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fixup otherwise closes every database connection before and
+# after each task: one new PostgreSQL backend per work order. Reused instead,
+# checked before each task (workers_app/slots.py), recycled after this many.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Agents consume high,default,low; the guardians have their own queue so a
 # fleet whose every slot runs a long agent still gets its guardians run (by

@@ -99,3 +99,117 @@ def wait_until(predicate, timeout, what, interval=0.02):
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(interval)
     return value
+
+
+# --- CPU accounting (Linux /proc) ---------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as stat:
+        text = stat.read()
+    # The command name may hold spaces; the fields after it never do.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_tree(root_pid):
+    """``root_pid`` and every living descendant of it."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat_fields(entry)[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def cpu_seconds(pids):
+    """CPU time (user + system) used so far by ``pids`` and their reaped children."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = _stat_fields(pid)
+        except OSError:
+            continue
+        ticks += sum(int(value) for value in fields[11:15])
+    return ticks / _TICK
+
+
+def machine_busy_seconds():
+    """CPU time all cores spent on anything but idling, since boot."""
+    with open("/proc/stat") as stat:
+        values = [int(value) for value in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / _TICK
+
+
+def _command_name(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
+def service_roots():
+    """The PostgreSQL postmaster and the Redis server on this machine, when found.
+
+    The postmaster's reaped-children time holds the CPU of every backend that
+    has exited, so short-lived connections are counted too.
+    """
+    roots = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        name = _command_name(entry)
+        if name == "redis-server":
+            roots.setdefault("redis", int(entry))
+        elif name.startswith("postgres"):
+            try:
+                parent = int(_stat_fields(entry)[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if not _command_name(parent).startswith("postgres"):
+                roots.setdefault("postgres", int(entry))
+    return roots
+
+
+class CpuMeter:
+    """CPU seconds spent by named process trees (and this process) over an interval.
+
+    PostgreSQL and Redis are counted whole (they serve the whole machine);
+    ``other`` is the rest of the machine's busy time.
+    """
+
+    def __init__(self, **roots):
+        import resource
+
+        self._resource = resource
+        self.roots = {**roots, **service_roots()}
+        self._start = self._sample()
+
+    def _sample(self):
+        usage = self._resource.getrusage(self._resource.RUSAGE_SELF)
+        sample = {name: cpu_seconds(process_tree(pid)) for name, pid in self.roots.items()}
+        sample["bench client"] = usage.ru_utime + usage.ru_stime
+        sample["machine"] = machine_busy_seconds()
+        return sample
+
+    def stop(self):
+        end = self._sample()
+        spent = {name: end[name] - self._start[name] for name in end}
+        spent["other"] = spent["machine"] - sum(v for k, v in spent.items() if k != "machine")
+        return spent
+
+
+def cpu_report(spent, per, unit):
+    """One line: milliseconds of CPU per ``unit`` for each process group."""
+    parts = [f"{name} {1000 * seconds / per:.2f}" for name, seconds in spent.items() if name != "machine"]
+    return f"CPU ms per {unit}: " + ", ".join(parts) + f" (machine {1000 * spent['machine'] / per:.2f})"

@@ -6,10 +6,12 @@
     token auth), dispatched on commit, claimed by a Celery worker slot, run
     as a trivial command (`true`), completed, every transition published on
     the live layer — measured from the first API call to the last completion.
+    Run once per ``--batch`` size: 1 creates each task with its own
+    ``POST /api/v1/tasks/``, more sends that many per ``POST /api/v1/tasks/batch/``.
 
-    .venv/bin/python bench/lifecycle.py [--tasks 2000] [--orders 300] [--concurrency 2] [--producers 4]
+    .venv/bin/python bench/lifecycle.py [--tasks 2000] [--orders 300] [--concurrency 2] [--producers 4] [--batch 1,50]
 
-Prints both rates and the ratio (target: b >= 25% of a).
+Prints the rates and the ratio of each platform run (target: b >= 25% of a).
 """
 
 import argparse
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import REDIS_URL, ROOT, setup_django, stop_worker  # noqa: E402
+from bench.harness import REDIS_URL, ROOT, CpuMeter, cpu_report, setup_django, stop_worker  # noqa: E402
 
 
 def _free_port():
@@ -37,7 +39,8 @@ def _start_celery(app, concurrency, name):
         [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "high,default,low", "-c", str(concurrency)]
         + ["-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "warning"],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # As in production (docker-compose.yml): DEBUG off, like the web process below.
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -65,17 +68,20 @@ def raw_celery(tasks, concurrency):
         noop.apply_async(queue="default")
         _wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= 1, 60, "celery worker start")
         client.delete(COUNTER_KEY)
+        meter = CpuMeter(worker=worker.pid)
         started = time.perf_counter()
         for _ in range(tasks):
             noop.apply_async(queue="default")
         _wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= tasks, 600, "no-op tasks")
         elapsed = time.perf_counter() - started
+        spent = meter.stop()
     finally:
         stop_worker(worker)
+    print("    " + cpu_report(spent, tasks, "task"))
     return tasks / elapsed
 
 
-def platform(orders, concurrency, producers):
+def platform(orders, concurrency, producers, batch):
     import requests
     from django.contrib.auth import get_user_model
 
@@ -119,14 +125,21 @@ def platform(orders, concurrency, producers):
         def produce(count, offset):
             session = requests.Session()
             session.headers.update(headers)
-            for index in range(count):
-                body = {"title": f"lifecycle {offset + index}", "executor": "noop"}
-                response = session.post(base + "tasks/", json=body, timeout=30)
+            for start in range(0, count, batch):
+                bodies = [
+                    {"title": f"lifecycle {offset + index}", "executor": "noop"}
+                    for index in range(start, min(start + batch, count))
+                ]
+                if batch == 1:
+                    response = session.post(base + "tasks/", json=bodies[0], timeout=30)
+                else:
+                    response = session.post(base + "tasks/batch/", json={"tasks": bodies}, timeout=30)
                 if response.status_code != 201:
                     errors.append(response.text[:200])
 
         share = [orders // producers + (1 if i < orders % producers else 0) for i in range(producers)]
         threads = [threading.Thread(target=produce, args=(count, sum(share[:i]))) for i, count in enumerate(share)]
+        meter = CpuMeter(web=web.pid, worker=worker.pid)
         started = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -141,32 +154,40 @@ def platform(orders, concurrency, producers):
             "lifecycles",
         )
         elapsed = time.perf_counter() - started
+        spent = meter.stop()
         failed = WorkOrder.objects.exclude(status=WorkOrderStatus.COMPLETED).count()
         if failed:
             raise RuntimeError(f"{failed} work orders did not complete")
     finally:
         stop_worker(worker)
         stop_worker(web)
-    print(f"  API creates: {orders} in {created:.1f}s ({orders / created:.1f}/s over {producers} clients)")
+    print(f"    API creates: {orders} in {created:.1f}s ({orders / created:.1f}/s over {producers} clients)")
+    print("    " + cpu_report(spent, orders, "lifecycle"))
     return orders / elapsed
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=2000, help="raw Celery no-op tasks")
-    parser.add_argument("--orders", type=int, default=300, help="platform work-order lifecycles")
+    parser.add_argument("--orders", type=int, default=300, help="platform work-order lifecycles per run")
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker slots, both runs")
     parser.add_argument("--producers", type=int, default=4, help="concurrent API clients creating tasks")
+    parser.add_argument("--batch", default="1,50", help="tasks per create request, one platform run each")
     args = parser.parse_args()
+    batches = [int(size) for size in args.batch.split(",")]
     setup_django()
 
     print(f"(a) raw Celery: {args.tasks} no-op tasks, -c {args.concurrency}")
     raw = raw_celery(args.tasks, args.concurrency)
     print(f"    {raw:.1f} tasks/s")
-    print(f"(b) platform: {args.orders} lifecycles (API create -> dispatch -> claim -> run `true` -> complete)")
-    full = platform(args.orders, args.concurrency, args.producers)
-    print(f"    {full:.1f} lifecycles/s")
-    print(f"ratio b/a = {full / raw:.1%} (target >= 25%)")
+    for batch in batches:
+        setup_django()
+        how = "one task per POST /api/v1/tasks/" if batch == 1 else f"{batch} tasks per POST /api/v1/tasks/batch/"
+        print(f"(b) platform: {args.orders} lifecycles (API create -> dispatch -> claim -> run `true` -> complete)")
+        print(f"    created with {how}")
+        full = platform(args.orders, args.concurrency, args.producers, batch)
+        print(f"    {full:.1f} lifecycles/s")
+        print(f"    ratio b/a = {full / raw:.1%} (target >= 25%)")
 
 
 if __name__ == "__main__":

@@ -157,18 +157,22 @@ def question_state(*, question_id):
 # --- inboxes and history ---------------------------------------------------------------
 
 
-def inbox_queued(*, recipient):
-    """The recipient's queued messages in delivery order."""
+def _inbox(**recipient):
     return (
-        ChatMessage.objects.filter(recipient=recipient, status=DeliveryStatus.QUEUED, inbox_position__isnull=False)
+        ChatMessage.objects.filter(status=DeliveryStatus.QUEUED, inbox_position__isnull=False, **recipient)
         .select_related("sender")
         .order_by("inbox_position")
     )
 
 
+def inbox_queued(*, recipient):
+    """The recipient's queued messages in delivery order."""
+    return _inbox(recipient=recipient)
+
+
 def inbox_of_task(*, task):
-    profile = SenderProfile.objects.filter(key=f"agent:{task.pk}").first()
-    return inbox_queued(recipient=profile) if profile else ChatMessage.objects.none()
+    """The queued messages of ``task``'s agent, in delivery order (one query)."""
+    return _inbox(recipient__key=f"agent:{task.pk}")
 
 
 def _profile_filter(prefix, value):

@@ -411,6 +411,11 @@ def agent_next_turn(*, task):
     wait for a retry, which is the agent's next turn. Returns the new work
     order, or None when no turn is due.
     """
+    from chat_app.selectors import inbox_of_task
+
+    # Most runs end with an empty inbox: one read, no lock.
+    if not inbox_of_task(task=task).exists():
+        return None
     with transaction.atomic():
         locked = Task.objects.select_for_update().filter(pk=task.pk).first()
         if locked is None or locked.status != TaskStatus.COMPLETED:
@@ -418,8 +423,6 @@ def agent_next_turn(*, task):
         pending = [WorkOrderStatus.QUEUED, *ACTIVE_STATUSES]
         if WorkOrder.objects.filter(task_id=task.pk, status__in=pending).exists():
             return None
-        from chat_app.selectors import inbox_of_task
-
         if not inbox_of_task(task=task).exists():
             return None
         return queue_services.work_order_enqueue(task=locked, kind=WorkOrderKind.DELIVER_MESSAGE)

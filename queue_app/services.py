@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agentvine import events
+from agentvine.db import insert_sql, update_returning, update_sql
 from agentvine.errors import IllegalTransition, PermissionDenied
 from queue_app.models import (
     ACTIVE_STATUSES,
@@ -31,6 +32,7 @@ from queue_app.models import (
 )
 from tasks_app.models import PRIORITY_RANK, Execution, ExecutionStatus, Priority, Task, TaskStatus
 from workers_app.models import Worker, WorkerStatus
+from workers_app.services import worker_event
 
 logger = logging.getLogger(__name__)
 
@@ -73,58 +75,86 @@ def work_order_payload(work_order):
     }
 
 
-def _publish_work_order(work_order):
+def _work_order_event(work_order):
     groups = [events.task_group(work_order.task_id)]
     if work_order.worker_id:
         groups.append(events.worker_group(work_order.worker_id))
-    events.publish("work_order.updated", work_order_payload(work_order), groups=groups)
+    return "work_order.updated", work_order_payload(work_order), groups
 
 
-def _publish_worker(worker_id):
-    worker = Worker.objects.filter(pk=worker_id).first()
-    if worker is None:
-        return
-    payload = {
-        "id": str(worker.id),
-        "name": worker.name,
-        "status": worker.status,
-        "current_work_order_id": str(worker.current_work_order_id) if worker.current_work_order_id else None,
-    }
-    events.publish("worker.updated", payload, groups=[events.worker_group(worker.id)])
+def _publish_work_order(work_order):
+    event_type, payload, groups = _work_order_event(work_order)
+    events.publish(event_type, payload, groups=groups)
 
 
 # --- helpers --------------------------------------------------------------------
 
 
 def _sync_task_status(work_order, *, now):
-    """Make the task follow its run work order (message deliveries don't count)."""
+    """Make the task follow its run work order (message deliveries don't count).
+
+    The updated task comes back with the UPDATE and is attached to
+    ``work_order``, so callers that go on to use the task never read it again.
+    """
     if work_order.kind != WorkOrderKind.RUN_TASK:
         return
     status = TASK_STATUS_FOR[work_order.status]
     finished = status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-    Task.objects.filter(pk=work_order.task_id).update(
-        status=status, updated_at=now, completed_at=now if finished else None
+    tasks = update_returning(
+        Task.objects.filter(pk=work_order.task_id),
+        status=status,
+        updated_at=now,
+        completed_at=now if finished else None,
     )
+    if tasks:
+        work_order.task = tasks[0]
 
 
 def _cas(work_order_id, *, from_statuses, extra_filter=None, **changes):
-    """Compare-and-set one work order; returns the fresh row or None."""
+    """Compare-and-set one work order; returns the updated row or None."""
     qs = WorkOrder.objects.filter(pk=work_order_id, status__in=list(from_statuses))
     if extra_filter is not None:
         qs = qs.filter(extra_filter)
     changes.setdefault("updated_at", timezone.now())
-    if qs.update(**changes) != 1:
+    rows = update_returning(qs, **changes)
+    return rows[0] if rows else None
+
+
+def _task_status_sql(work_order, *, now):
+    """:func:`_sync_task_status` as a change for ``events.publish`` (None: no change)."""
+    if work_order.kind != WorkOrderKind.RUN_TASK:
         return None
-    return WorkOrder.objects.select_related("task").get(pk=work_order_id)
-
-
-def _set_worker(worker_id, *, status, work_order_id):
-    if worker_id is None:
-        return
-    Worker.objects.filter(pk=worker_id).update(
-        status=status, current_work_order_id=work_order_id, updated_at=timezone.now()
+    status = TASK_STATUS_FOR[work_order.status]
+    finished = status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+    return update_sql(
+        Task.objects.filter(pk=work_order.task_id),
+        status=status,
+        updated_at=now,
+        completed_at=now if finished else None,
     )
-    _publish_worker(worker_id)
+
+
+def _worker_change(worker, *, status, work_order_id, now):
+    """``worker``'s new status as a change, and its ``worker.updated`` event."""
+    worker.status, worker.current_work_order_id, worker.updated_at = status, work_order_id, now
+    change = update_sql(
+        Worker.objects.filter(pk=worker.pk), status=status, current_work_order_id=work_order_id, updated_at=now
+    )
+    return change, worker_event(worker)
+
+
+def _publish_transition(work_order, *, worker=None, worker_status=None, changes=(), now):
+    """Publish ``work_order``'s new state with ``changes``, the task following
+    it and, given a worker, that worker's new status: one statement."""
+    changes = [change for change in changes if change is not None]
+    changes.append(_task_status_sql(work_order, now=now))
+    published = [_work_order_event(work_order)]
+    if worker is not None:
+        busy_with = work_order.id if worker_status in (WorkerStatus.BUSY, WorkerStatus.WAITING) else None
+        change, event = _worker_change(worker, status=worker_status, work_order_id=busy_with, now=now)
+        changes.append(change)
+        published.append(event)
+    events.publish_many(published, changes=[change for change in changes if change is not None])
 
 
 def retry_backoff_seconds(retry_count):
@@ -137,23 +167,28 @@ def retry_backoff_seconds(retry_count):
 # --- dispatch -------------------------------------------------------------------
 
 
+def _ring(work_order_id, *, queue, countdown=None):
+    from queue_app.tasks import execute_work_order
+
+    try:
+        execute_work_order.apply_async(args=[str(work_order_id)], queue=queue, countdown=countdown)
+    except Exception:
+        logger.exception("dispatch of work order %s failed; the guardian will retry", work_order_id)
+        return False
+    return True
+
+
 def work_order_dispatch(*, work_order_id, countdown=None):
     """Ring the doorbell for one work order (call only outside a transaction).
 
     A lost doorbell is not fatal: the lost-dispatch guardian rings again for
     anything that stays queued, and a duplicate doorbell is harmless.
+    ``dispatched_at`` tells that guardian when the doorbell last rang.
     """
-    from queue_app.tasks import execute_work_order
-
     work_order = WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).first()
     if work_order is None:
         return False
-    try:
-        execute_work_order.apply_async(
-            args=[str(work_order.id)], queue=QUEUE_FOR_PRIORITY[work_order.priority], countdown=countdown
-        )
-    except Exception:
-        logger.exception("dispatch of work order %s failed; the guardian will retry", work_order_id)
+    if not _ring(work_order.id, queue=QUEUE_FOR_PRIORITY[work_order.priority], countdown=countdown):
         return False
     WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).update(dispatched_at=timezone.now())
     return True
@@ -161,6 +196,17 @@ def work_order_dispatch(*, work_order_id, countdown=None):
 
 def _dispatch_on_commit(work_order_id, countdown=None):
     transaction.on_commit(lambda: work_order_dispatch(work_order_id=work_order_id, countdown=countdown))
+
+
+def _dispatch_new_on_commit(work_order):
+    """The first doorbell of a work order created in this transaction.
+
+    Nothing else can have moved a new order on before its first doorbell, so
+    the queue comes from the row in hand and nothing is read or stamped: the
+    lost-dispatch guardian times a never-stamped order from ``enqueued_at``.
+    """
+    queue = QUEUE_FOR_PRIORITY[work_order.priority]
+    transaction.on_commit(lambda: _ring(work_order.id, queue=queue))
 
 
 def _preempt_on_commit(work_order):
@@ -190,21 +236,39 @@ def _wake_on_commit(work_order_id):
 # --- transitions ----------------------------------------------------------------
 
 
+def work_order_new(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_retries=None):
+    """An unsaved queued work order for ``task``; :func:`work_orders_insert` writes it."""
+    priority = priority or task.priority
+    return WorkOrder(
+        task=task,
+        kind=kind,
+        priority=priority,
+        priority_rank=PRIORITY_RANK[priority],
+        max_retries=settings.AGENTVINE_MAX_RETRIES if max_retries is None else max_retries,
+    )
+
+
+def work_orders_insert(work_orders, *, changes=(), published=()):
+    """Write new queued ``work_orders`` (with ``changes`` and events of the
+    caller's, as ``events.publish_many`` takes them) in one statement, their
+    tasks following; each doorbell rings after commit."""
+    changes, published = list(changes), list(published)
+    for work_order in work_orders:
+        changes.append(insert_sql(work_order))
+        changes.append(_task_status_sql(work_order, now=work_order.enqueued_at))
+        published.append(_work_order_event(work_order))
+    events.publish_many(published, changes=[change for change in changes if change is not None])
+    for work_order in work_orders:
+        _dispatch_new_on_commit(work_order)
+    high = [work_order for work_order in work_orders if work_order.priority == Priority.HIGH]
+    if high:
+        _preempt_on_commit(high[0])
+
+
 def work_order_enqueue(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_retries=None):
     """Create a queued work order for ``task`` and dispatch it after commit."""
-    priority = priority or task.priority
-    with transaction.atomic():
-        work_order = WorkOrder.objects.create(
-            task=task,
-            kind=kind,
-            priority=priority,
-            priority_rank=PRIORITY_RANK[priority],
-            max_retries=settings.AGENTVINE_MAX_RETRIES if max_retries is None else max_retries,
-        )
-        _sync_task_status(work_order, now=work_order.enqueued_at)
-        _publish_work_order(work_order)
-        _dispatch_on_commit(work_order.id)
-        _preempt_on_commit(work_order)
+    work_order = work_order_new(task=task, kind=kind, priority=priority, max_retries=max_retries)
+    work_orders_insert([work_order])
     return work_order
 
 
@@ -248,6 +312,19 @@ def work_order_claim(*, worker, work_order_id=None):
     return work_order
 
 
+def _execution_begin(work_order, *, worker, session, now):
+    """The running ``work_order``'s new attempt, its task and worker marked
+    busy, published: two statements."""
+    attempt = Execution.objects.filter(work_order=work_order).count() + 1
+    execution = Execution(
+        task_id=work_order.task_id, work_order=work_order, worker=worker, session=session, attempt=attempt
+    )
+    _publish_transition(
+        work_order, worker=worker, worker_status=WorkerStatus.BUSY, changes=[insert_sql(execution)], now=now
+    )
+    return execution
+
+
 def work_order_start(*, work_order, worker, session=None):
     """claimed → running; opens a new Execution (one attempt)."""
     now = timezone.now()
@@ -261,25 +338,49 @@ def work_order_start(*, work_order, worker, session=None):
         )
         if fresh is None:
             raise IllegalTransition(ERR_CANNOT_START)
-        attempt = Execution.objects.filter(work_order=fresh).count() + 1
-        execution = Execution.objects.create(
-            task_id=fresh.task_id,
-            work_order=fresh,
-            worker=worker,
-            session=session,
-            attempt=attempt,
-        )
-        _sync_task_status(fresh, now=now)
-        _set_worker(worker.id, status=WorkerStatus.BUSY, work_order_id=fresh.id)
-        _publish_work_order(fresh)
+        execution = _execution_begin(fresh, worker=worker, session=session, now=now)
     return fresh, execution
 
 
-def _close_execution(execution, *, status, now, exit_code=None, error=""):
+def work_order_claim_start(*, worker, work_order_id, open_session=None):
+    """A Celery slot's doorbell: claim ``work_order_id`` and start it, queued →
+    running in one transaction (nobody else acts on a claimed order in between).
+
+    ``open_session(work_order)`` may return the ``(session, resume)`` to run
+    in. Returns ``(work_order, execution, session, resume)`` with the task
+    loaded, or ``None`` when there is nothing to claim (as
+    :func:`work_order_claim`).
+    """
+    now = timezone.now()
+    ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
+    with transaction.atomic():
+        fresh = _cas(
+            work_order_id,
+            from_statuses=[WorkOrderStatus.QUEUED],
+            extra_filter=ready,
+            status=WorkOrderStatus.RUNNING,
+            worker_id=worker.id,
+            claimed_at=now,
+            started_at=now,
+        )
+        if fresh is None:
+            return None
+        fresh.task = Task.objects.get(pk=fresh.task_id)
+        session, resume = open_session(fresh) if open_session else (None, False)
+        execution = _execution_begin(fresh, worker=worker, session=session, now=now)
+    return fresh, execution, session, resume
+
+
+def _close_execution_sql(execution, *, status, now, exit_code=None, error=""):
+    """Closing the running ``execution`` as a change (None without one)."""
     if execution is None:
-        return
-    Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
-        status=status, completed_at=now, exit_code=exit_code, error=error[-10000:]
+        return None
+    return update_sql(
+        Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING),
+        status=status,
+        completed_at=now,
+        exit_code=exit_code,
+        error=error[-10000:],
     )
 
 
@@ -296,10 +397,8 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
         )
         if fresh is None:
             raise IllegalTransition(ERR_CANNOT_COMPLETE)
-        _close_execution(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
-        _sync_task_status(fresh, now=now)
-        _set_worker(worker.id, status=WorkerStatus.IDLE, work_order_id=None)
-        _publish_work_order(fresh)
+        closing = _close_execution_sql(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
+        _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=[closing], now=now)
     return fresh
 
 
@@ -314,7 +413,9 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
         current = WorkOrder.objects.select_for_update().filter(pk=work_order.id).first()
         if current is None or current.status not in ACTIVE_STATUSES or current.worker_id != worker.id:
             raise IllegalTransition(ERR_CANNOT_FAIL)
-        _close_execution(execution, status=ExecutionStatus.FAILED, now=now, exit_code=exit_code, error=error)
+        closing = _close_execution_sql(
+            execution, status=ExecutionStatus.FAILED, now=now, exit_code=exit_code, error=error
+        )
         countdown = None
         if not retryable:
             changes = {"status": WorkOrderStatus.FAILED, "completed_at": now}
@@ -330,9 +431,7 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
         else:
             changes = {"status": WorkOrderStatus.DEAD, "completed_at": now}
         fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=error[-10000:], **changes)
-        _sync_task_status(fresh, now=now)
-        _set_worker(worker.id, status=WorkerStatus.IDLE, work_order_id=None)
-        _publish_work_order(fresh)
+        _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=[closing], now=now)
         if fresh.status == WorkOrderStatus.QUEUED:
             _dispatch_on_commit(fresh.id, countdown=countdown)
     return fresh
@@ -430,8 +529,9 @@ def work_order_set_waiting(*, work_order, worker, waiting):
         fresh = _cas(work_order.id, from_statuses=[source], extra_filter=Q(worker_id=worker.id), status=target)
         if fresh is None:
             raise IllegalTransition(ERR_NOT_YOURS if work_order.worker_id != worker.id else ERR_CANNOT_COMPLETE)
-        _set_worker(worker.id, status=WorkerStatus.WAITING if waiting else WorkerStatus.BUSY, work_order_id=fresh.id)
-        _publish_work_order(fresh)
+        status = WorkerStatus.WAITING if waiting else WorkerStatus.BUSY
+        change, event = _worker_change(worker, status=status, work_order_id=fresh.id, now=timezone.now())
+        events.publish_many([_work_order_event(fresh), event], changes=[change])
     return fresh
 
 

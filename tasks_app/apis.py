@@ -8,7 +8,13 @@ from rest_framework.response import Response
 from agentvine.api import Pagination, PlatformAPIView, query_params
 from tasks_app import selectors, services
 from tasks_app.models import Task
-from tasks_app.serializers import TaskCreateInput, TaskListParams, TaskOutput, TaskUpdateInput
+from tasks_app.serializers import (
+    TaskBatchCreateInput,
+    TaskCreateInput,
+    TaskListParams,
+    TaskOutput,
+    TaskUpdateInput,
+)
 
 
 class TaskListCreateApi(PlatformAPIView):
@@ -33,6 +39,22 @@ class TaskListCreateApi(PlatformAPIView):
         data.is_valid(raise_exception=True)
         task = services.task_create(created_by=request.user, **data.validated_data)
         return Response(TaskOutput(task).data, status=status.HTTP_201_CREATED)
+
+
+class TaskBatchCreateApi(PlatformAPIView):
+    """Up to 100 tasks in one request, all or none (a bad one names its index)."""
+
+    @extend_schema(
+        request=TaskBatchCreateInput,
+        responses={201: TaskOutput(many=True)},
+        operation_id="tasks_create_batch",
+        tags=["tasks"],
+    )
+    def post(self, request):
+        data = TaskBatchCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        tasks = services.tasks_create(specs=data.validated_data["tasks"], created_by=request.user)
+        return Response(TaskOutput(tasks, many=True).data, status=status.HTTP_201_CREATED)
 
 
 class TaskDetailApi(PlatformAPIView):

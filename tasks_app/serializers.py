@@ -18,6 +18,14 @@ class TaskCreateInput(serializers.Serializer):
     max_retries = serializers.IntegerField(min_value=0, max_value=100, required=False)
 
 
+# Tasks one batch create may hold (POST /api/v1/tasks/batch/).
+MAX_BATCH_TASKS = 100
+
+
+class TaskBatchCreateInput(serializers.Serializer):
+    tasks = TaskCreateInput(many=True, allow_empty=False, max_length=MAX_BATCH_TASKS)
+
+
 class TaskUpdateInput(serializers.Serializer):
     title = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(max_length=MAX_DESCRIPTION_CHARS, required=False, allow_blank=True)

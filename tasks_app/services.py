@@ -6,6 +6,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agentvine import events
+from agentvine.db import insert_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
 from queue_app import services as queue_services
 from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
@@ -56,22 +57,62 @@ def task_create(
     max_retries=None,
 ):
     """Create a task and its first work order; the doorbell rings after commit."""
-    _validate(title=title, task_type=task_type, priority=priority, executor=executor)
-    with transaction.atomic():
-        task = Task.objects.create(
-            title=title.strip(),
-            description=description,
-            task_type=task_type,
-            priority=priority,
-            repository_url=repository_url,
-            branch_name=branch_name,
-            executor=executor,
+    spec = {
+        "title": title,
+        "description": description,
+        "task_type": task_type,
+        "priority": priority,
+        "repository_url": repository_url,
+        "branch_name": branch_name,
+        "executor": executor,
+        "max_retries": max_retries,
+    }
+    return tasks_create(specs=[spec], created_by=created_by)[0]
+
+
+def tasks_create(*, specs, created_by=None):
+    """Create tasks (one dict of :func:`task_create`'s arguments each) and
+    their first work orders, all or none: one statement, doorbells after commit.
+
+    Every spec is validated before anything is written; a bad one raises
+    ValidationFailed naming its index among ``specs``.
+    """
+    defaults = {"description": "", "task_type": TaskType.FEATURE, "priority": Priority.NORMAL}
+    specs = [{**defaults, **spec} for spec in specs]
+    for index, spec in enumerate(specs):
+        try:
+            _validate(
+                title=spec.get("title"),
+                task_type=spec["task_type"],
+                priority=spec["priority"],
+                executor=spec.get("executor") or "",
+            )
+        except ValidationFailed as exc:
+            if len(specs) == 1:
+                raise
+            raise ValidationFailed(f"task {index}: {exc.message}", field=exc.field) from exc
+    tasks, work_orders, changes, published = [], [], [], []
+    for spec in specs:
+        task = Task(
+            title=spec["title"].strip(),
+            description=spec["description"],
+            task_type=spec["task_type"],
+            priority=spec["priority"],
+            repository_url=spec.get("repository_url") or "",
+            branch_name=spec.get("branch_name") or "",
+            executor=spec.get("executor") or "",
             created_by=created_by,
         )
-        queue_services.work_order_enqueue(task=task, kind=WorkOrderKind.RUN_TASK, max_retries=max_retries)
-        events.publish("task.created", {"id": str(task.id), "title": task.title}, groups=[events.task_group(task.id)])
-    task.refresh_from_db()
-    return task
+        changes.append(insert_sql(task))
+        published.append(("task.created", {"id": str(task.id), "title": task.title}, [events.task_group(task.id)]))
+        tasks.append(task)
+        work_orders.append(
+            queue_services.work_order_new(task=task, kind=WorkOrderKind.RUN_TASK, max_retries=spec.get("max_retries"))
+        )
+    with transaction.atomic():
+        queue_services.work_orders_insert(work_orders, changes=changes, published=published)
+    # The rows in hand are what was written: no re-read.
+    return tasks
 
 
 def _latest_run_order(task, *, lock=False):

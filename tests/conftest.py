@@ -22,6 +22,11 @@ def pytest_configure(config):
     engine = settings.DATABASES["default"]["ENGINE"]
     if "postgresql" not in engine:
         pytest.exit("the test suite runs against PostgreSQL: set DATABASE_URL (scripts/test does)", returncode=2)
+    # This process only (the workers and servers it starts keep the persistent
+    # connections of production): threads here, such as the executors of
+    # channels' database_sync_to_async, close their connection after each
+    # use, so none still holds the test database when the suite drops it.
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 
 @pytest.fixture

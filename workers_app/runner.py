@@ -60,13 +60,18 @@ def task_prompt(task):
 def work_order_run(*, work_order_id):
     """Run one work order to an end state. Returns a short outcome string."""
     worker = current_worker()
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=work_order_id)
-    if work_order is None:
+
+    def open_session(work_order):
+        if work_order.kind not in RUNNABLE_KINDS:
+            return None, False
+        return agent_session_open(task=work_order.task, worker=worker)
+
+    started = queue_services.work_order_claim_start(
+        worker=worker, work_order_id=work_order_id, open_session=open_session
+    )
+    if started is None:
         return _not_claimed(work_order_id)
-    session, resume = None, False
-    if work_order.kind in RUNNABLE_KINDS:
-        session, resume = agent_session_open(task=work_order.task, worker=worker)
-    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker, session=session)
+    work_order, execution, session, resume = started
     if work_order.kind not in RUNNABLE_KINDS:
         queue_services.work_order_fail(
             work_order=work_order,

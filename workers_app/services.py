@@ -26,7 +26,8 @@ WORKER_TOKEN_PREFIX = "avw_"
 API_TOKEN_PREFIX = "avo_"
 
 
-def _publish(worker):
+def worker_event(worker):
+    """``worker``'s current state as a ``(type, payload, groups)`` live event."""
     payload = {
         "id": str(worker.id),
         "name": worker.name,
@@ -34,7 +35,13 @@ def _publish(worker):
         "hostname": worker.hostname,
         "current_work_order_id": str(worker.current_work_order_id) if worker.current_work_order_id else None,
     }
-    events.publish("worker.updated", payload, groups=[events.worker_group(worker.id)])
+    return "worker.updated", payload, [events.worker_group(worker.id)]
+
+
+def worker_publish(worker):
+    """Publish ``worker``'s current state (``worker.updated``) after commit."""
+    event_type, payload, groups = worker_event(worker)
+    events.publish(event_type, payload, groups=groups)
 
 
 def worker_register(*, name, hostname="", pid=None, new_process=False):
@@ -61,7 +68,7 @@ def worker_register(*, name, hostname="", pid=None, new_process=False):
                 "current_work_order": None,
             },
         )
-        _publish(worker)
+        worker_publish(worker)
     return worker
 
 
@@ -89,7 +96,7 @@ def worker_heartbeat(*, worker):
             status=WorkerStatus.IDLE, current_work_order=None, last_heartbeat_at=now, updated_at=now
         )
         if back:
-            _publish(Worker.objects.get(pk=worker.pk))
+            worker_publish(Worker.objects.get(pk=worker.pk))
     return back == 1
 
 
@@ -107,7 +114,7 @@ def worker_mark_offline(*, worker, reason=""):
             status=WorkerStatus.OFFLINE, current_work_order=None, updated_at=timezone.now()
         )
         worker.refresh_from_db()
-        _publish(worker)
+        worker_publish(worker)
     return worker
 
 
@@ -129,7 +136,8 @@ def agent_session_open(*, task, worker):
     conversation id is assigned; the workspace stays.
     """
     now = timezone.now()
-    with transaction.atomic():
+    # No savepoint: a database error aborts the caller's transaction anyway.
+    with transaction.atomic(savepoint=False):
         session = (
             AgentSession.objects.select_for_update()
             .filter(task=task)

@@ -11,9 +11,15 @@ import os
 import socket
 import threading
 
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_shutting_down
+from celery.signals import (
+    celeryd_after_setup,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, connections
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +31,9 @@ _lock = threading.Lock()
 def _remember_nodename(sender, instance=None, **kwargs):
     # Runs in the parent before the pool forks, so children inherit it.
     _state["nodename"] = sender
+    # Connections persist across tasks (CELERY_DB_REUSE_MAX): the parent must
+    # hold none when it forks, or every child would share its socket.
+    connections.close_all()
     if instance is not None:
         # A worker consuming only the guardians queue runs no agents: its
         # processes are not execution slots and must not look like idle ones.
@@ -99,6 +108,9 @@ def _on_process_init(**kwargs):
     connection.close()
     if not _state["agent_slots"]:
         return
+    from workers_app.wakeups import wakeups_start
+
+    wakeups_start(nodename=node_name())
     try:
         current_worker()
     except Exception:
@@ -112,6 +124,14 @@ def _on_process_init(**kwargs):
         # it (lost events, refused connections). Closed here, there is nothing
         # left for it to close.
         connection.close()
+
+
+@task_prerun.connect
+def _checked_connection(**kwargs):
+    # Connections outlive tasks (CELERY_DB_REUSE_MAX): like a web request,
+    # each task starts by dropping a connection that is broken or past
+    # CONN_MAX_AGE, so a PostgreSQL restart between tasks fails no task.
+    close_old_connections()
 
 
 @worker_process_shutdown.connect

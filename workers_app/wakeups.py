@@ -5,35 +5,41 @@ signals only make it look *now* (a cancel, a preemption request) or tell it
 that its worker is shutting down. Pub/sub is fire-and-forget: a lost signal
 costs at most one polling interval, never correctness, because the state
 itself always lives in Postgres.
+
+Each worker process listens on one connection, from one thread, for its whole
+life (:class:`WakeupListener`): a run only registers the work order it is
+running, so starting an agent costs no connection, subscription or thread.
 """
 
 import logging
+import os
 import threading
+import time
 
 import redis
-from django.conf import settings
+
+from agentvine.redis_client import shared_redis
 
 logger = logging.getLogger(__name__)
 
 WAKE = "wake"
 SHUTDOWN = "shutdown"
+WORK_ORDER_CHANNEL_PREFIX = "agentvine:work_order:"
+# How long the listener waits before connecting again after losing Redis.
+RECONNECT_SECONDS = 1.0
 
 
 def work_order_channel(work_order_id):
-    return f"agentvine:work_order:{work_order_id}"
+    return f"{WORK_ORDER_CHANNEL_PREFIX}{work_order_id}"
 
 
 def node_channel(nodename):
     return f"agentvine:node:{nodename}"
 
 
-def _client():
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
-
-
 def _publish(channel, message):
     try:
-        _client().publish(channel, message)
+        shared_redis().publish(channel, message)
     except redis.RedisError:
         logger.warning("could not publish %s on %s; the runner's poll will notice", message, channel)
 
@@ -46,11 +52,11 @@ def work_order_wake(*, work_order_id):
 def node_shutdown_announce(*, nodename):
     """Tell every runner on Celery node ``nodename`` that a warm shutdown began.
 
-    Also kept as a key, for a runner that subscribes just after the message
-    went out (its agent was starting); the node clears it when it starts.
+    Also kept as a key, for a listener that subscribes just after the message
+    went out (its process was starting); the node clears it when it starts.
     """
     try:
-        _client().set(node_channel(nodename), SHUTDOWN, ex=24 * 3600)
+        shared_redis().set(node_channel(nodename), SHUTDOWN, ex=24 * 3600)
     except redis.RedisError:
         logger.warning("could not record the shutdown of %s", nodename)
     _publish(node_channel(nodename), SHUTDOWN)
@@ -58,47 +64,122 @@ def node_shutdown_announce(*, nodename):
 
 def node_shutdown_clear(*, nodename):
     try:
-        _client().delete(node_channel(nodename))
+        shared_redis().delete(node_channel(nodename))
     except redis.RedisError:
         logger.warning("could not clear the shutdown mark of %s", nodename)
 
 
-class RunnerWakeups:
-    """Listens, in a daemon thread, for the signals meant for one running agent."""
+class WakeupListener:
+    """The signals for one worker process: its node's shutdown, and a wake
+    for whichever work orders its runners have registered.
 
-    def __init__(self, *, work_order_id, nodename=None):
-        self.wake = threading.Event()
+    Wakes for every work order arrive (one pattern subscription): they are
+    rare (operator cancels, preemption requests) and dropping the ones for
+    other processes is cheaper than subscribing and unsubscribing per run.
+    After a lost connection every registered runner is woken, since a signal
+    may have gone by meanwhile.
+    """
+
+    def __init__(self, *, nodename=None):
+        self.nodename = nodename
         self.shutdown = threading.Event()
-        self._client = None
-        self._pubsub = None
-        self._thread = None
-        handlers = {work_order_channel(work_order_id): self._on_message}
-        if nodename:
-            handlers[node_channel(nodename)] = self._on_message
-        try:
-            # Held for the listener's lifetime: a collected client closes
-            # its connections, the subscription's included.
-            self._client = _client()
-            self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            self._pubsub.subscribe(**handlers)
-            if nodename and self._client.exists(node_channel(nodename)):
-                self.shutdown.set()
-            self._thread = self._pubsub.run_in_thread(
-                sleep_time=0.5, daemon=True, exception_handler=self._on_listener_error
-            )
-        except redis.RedisError:
-            logger.warning("wake-up signals unavailable; relying on polling", exc_info=True)
-            self._pubsub = None
+        self.subscribed = threading.Event()
+        self._watchers = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._listen, name="agentvine-wakeups", daemon=True)
+        self._thread.start()
+
+    def watch(self, work_order_id, event):
+        with self._lock:
+            self._watchers[str(work_order_id)] = event
+
+    def unwatch(self, work_order_id):
+        with self._lock:
+            self._watchers.pop(str(work_order_id), None)
+
+    def _wake_all(self):
+        with self._lock:
+            for event in self._watchers.values():
+                event.set()
+
+    def _listen(self):
+        while True:
+            pubsub = None
+            try:
+                pubsub = shared_redis().pubsub()
+                pubsub.psubscribe(f"{WORK_ORDER_CHANNEL_PREFIX}*")
+                confirmations = 1
+                if self.nodename:
+                    pubsub.subscribe(node_channel(self.nodename))
+                    confirmations += 1
+                # Subscribed (as Redis confirms) before the key is read: an
+                # announcement cannot fall between the two.
+                while confirmations:
+                    message = pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        raise redis.TimeoutError("no subscription confirmation")
+                    if message["type"] in ("subscribe", "psubscribe"):
+                        confirmations -= 1
+                    else:
+                        self._on_message(message)
+                if self.nodename and shared_redis().exists(node_channel(self.nodename)):
+                    self.shutdown.set()
+                self.subscribed.set()
+                self._wake_all()
+                while True:
+                    message = pubsub.get_message(timeout=5.0)
+                    if message is not None and message["type"] in ("message", "pmessage"):
+                        self._on_message(message)
+            except Exception:
+                logger.warning("wake-up listener lost Redis; relying on polling until it is back", exc_info=True)
+            finally:
+                self.subscribed.clear()
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:
+                        pass
+            time.sleep(RECONNECT_SECONDS)
 
     def _on_message(self, message):
-        if message.get("data") in (SHUTDOWN, SHUTDOWN.encode()):
-            self.shutdown.set()
-        self.wake.set()
+        channel = message.get("channel")
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        data = message.get("data")
+        if self.nodename and channel == node_channel(self.nodename):
+            if data in (SHUTDOWN, SHUTDOWN.encode()):
+                self.shutdown.set()
+            self._wake_all()
+            return
+        if channel and channel.startswith(WORK_ORDER_CHANNEL_PREFIX):
+            with self._lock:
+                event = self._watchers.get(channel[len(WORK_ORDER_CHANNEL_PREFIX) :])
+            if event is not None:
+                event.set()
 
-    @staticmethod
-    def _on_listener_error(exc, pubsub, thread):
-        logger.warning("wake-up listener stopped (%s); relying on polling", exc)
-        thread.stop()
+
+_listener = {"pid": None, "listener": None}
+_listener_lock = threading.Lock()
+
+
+def process_listener(*, nodename=None):
+    """This process's :class:`WakeupListener`, started on first use."""
+    with _listener_lock:
+        if _listener["pid"] != os.getpid():
+            _listener.update(pid=os.getpid(), listener=WakeupListener(nodename=nodename))
+        return _listener["listener"]
+
+
+class RunnerWakeups:
+    """The signals meant for one running agent: ``shutdown`` (its node's warm
+    shutdown) and :meth:`consume_wake` (its work order was changed)."""
+
+    def __init__(self, *, work_order_id, nodename=None):
+        self._listener = process_listener(nodename=nodename)
+        self._work_order_id = work_order_id
+        self.wake = threading.Event()
+        self.shutdown = self._listener.shutdown
+        self._listener.watch(work_order_id, self.wake)
 
     def consume_wake(self):
         """True once per signal received since the last call."""
@@ -108,8 +189,9 @@ class RunnerWakeups:
         return False
 
     def close(self):
-        # No join: the listener thread closes its own connection once it sees
-        # the stop flag (within its half-second read timeout), and the slot
-        # shouldn't wait for that between two runs.
-        if self._thread is not None:
-            self._thread.stop()
+        self._listener.unwatch(self._work_order_id)
+
+
+def wakeups_start(*, nodename):
+    """Start listening as the process starts, not at its first run (slots.py)."""
+    process_listener(nodename=nodename)

@@ -59,6 +59,9 @@ AGENT_TOKEN_ONLY = {"anonymous": 401, "operator": 401, "owner": 401, "other": 40
 CASES = [
     Case("get", "/api/v1/tasks/", OPERATOR_ONLY),
     Case("post", "/api/v1/tasks/", {**OPERATOR_ONLY, "operator": 201}, {"title": "New work"}),
+    Case(
+        "post", "/api/v1/tasks/batch/", {**OPERATOR_ONLY, "operator": 201}, {"tasks": [{"title": "A"}, {"title": "B"}]}
+    ),
     Case("get", "/api/v1/tasks/{task}/", OPERATOR_ONLY),
     Case("patch", "/api/v1/tasks/{task}/", OPERATOR_ONLY, {"title": "Renamed"}),
     Case("post", "/api/v1/tasks/{task}/cancel/", OPERATOR_ONLY),
