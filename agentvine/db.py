@@ -33,11 +33,14 @@ def update_sql(queryset, **changes):
 
 
 def insert_sql(instance):
-    """``(sql, params)`` inserting the unsaved ``instance`` (its primary key
-    set in Python, as a UUID is), not sent; ``instance`` counts as saved."""
+    """``(sql, params)`` inserting the unsaved ``instance``, not sent;
+    ``instance`` counts as saved. An auto-numbered primary key stays unknown."""
     model = type(instance)
     db = router.db_for_write(model)
     fields = [field for field in model._meta.local_concrete_fields if not field.generated]
+    if instance.pk is None:
+        # The database numbers it (the row's id is then not known here).
+        fields = [field for field in fields if field is not model._meta.auto_field]
     query = sql.InsertQuery(model)
     query.insert_values(fields, [instance])
     [(statement, params)] = query.get_compiler(db).as_sql()

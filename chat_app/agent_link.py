@@ -26,8 +26,8 @@ AGENT_BIN_DIR = Path(__file__).resolve().parent / "agent_bin"
 ANSWER_POLL_SECONDS = 0.25
 
 
-def agent_environment(*, work_order, execution=None):
-    token = services.agent_token_issue(work_order=work_order, execution=execution)
+def agent_environment(*, work_order, token):
+    """The run's environment: where to reach AgentVine and its agent ``token``."""
     return {
         "AGENTVINE_API_URL": settings.AGENTVINE_API_URL,
         "AGENTVINE_TOKEN": token,

@@ -20,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agentvine import events
+from agentvine.db import insert_sql, update_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
 from chat_app.models import (
     AgentToken,
@@ -33,7 +34,7 @@ from chat_app.models import (
 )
 from queue_app import services as queue_services
 from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
-from tasks_app.models import Task, TaskStatus
+from tasks_app.models import ExecutionStatus, Task, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -574,6 +575,14 @@ def _token_hash(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def agent_token_new(*, work_order, execution=None):
+    """A fresh secret for one run of ``work_order`` and the INSERT of its hash
+    (a change for ``events.publish``, written with the run's start)."""
+    token = secrets.token_urlsafe(32)
+    row = AgentToken(work_order=work_order, execution=execution, token_hash=_token_hash(token))
+    return token, insert_sql(row)
+
+
 def agent_token_issue(*, work_order, execution=None):
     """A fresh secret for one run of ``work_order``; only its hash is stored."""
     token = secrets.token_urlsafe(32)
@@ -581,12 +590,19 @@ def agent_token_issue(*, work_order, execution=None):
     return token
 
 
+def agent_token_revoke_sql(*, work_order_id, now):
+    """Revoking ``work_order_id``'s tokens, as a change written with its end."""
+    return update_sql(AgentToken.objects.filter(work_order_id=work_order_id, revoked_at__isnull=True), revoked_at=now)
+
+
 def agent_token_revoke(*, work_order):
     AgentToken.objects.filter(work_order=work_order, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
 def agent_token_resolve(*, token):
-    """The live token row for ``token`` (work order still active), or None."""
+    """The live token row for ``token``, or None: its work order is still
+    active and the run it was issued to is still running (a requeued order's
+    next run does not inherit it)."""
     if not token:
         return None
     row = (
@@ -595,6 +611,8 @@ def agent_token_resolve(*, token):
         .first()
     )
     if row is None or row.work_order.status not in ACTIVE_STATUSES:
+        return None
+    if row.execution is not None and row.execution.status != ExecutionStatus.RUNNING:
         return None
     return row
 

@@ -12,7 +12,6 @@ from rest_framework.response import Response
 
 from agentvine.api import PlatformAPIView
 from agentvine.errors import PermissionDenied, ValidationFailed
-from chat_app import services as chat_services
 from queue_app import selectors, services
 from queue_app.models import WorkOrder
 from queue_app.serializers import (
@@ -117,8 +116,9 @@ class WorkOrderStartApi(PlatformAPIView):
     def post(self, request, work_order_id):
         work_order = _work_order_for(request, work_order_id)
         work_order, execution = services.work_order_start(work_order=work_order, worker=request_worker(request))
-        # The agent asks humans through the chat API with its own per-run token.
-        agent_token = chat_services.agent_token_issue(work_order=work_order, execution=execution)
+        # The agent asks humans through the chat API with its own per-run
+        # token, issued with the start and revoked when the run ends.
+        agent_token = execution.agent_token
         return Response(
             StartOutput(
                 {
@@ -146,7 +146,6 @@ class WorkOrderCompleteApi(PlatformAPIView):
             execution=_running_execution(work_order, worker),
             exit_code=data.validated_data["exit_code"],
         )
-        chat_services.agent_token_revoke(work_order=work_order)
         return Response(WorkOrderOutput(work_order).data)
 
 
@@ -165,7 +164,6 @@ class WorkOrderFailApi(PlatformAPIView):
             execution=_running_execution(work_order, worker),
             **data.validated_data,
         )
-        chat_services.agent_token_revoke(work_order=work_order)
         return Response(WorkOrderOutput(work_order).data)
 
 

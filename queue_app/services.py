@@ -143,6 +143,18 @@ def _worker_change(worker, *, status, work_order_id, now):
     return change, worker_event(worker)
 
 
+def _run_end_sql(work_order, execution, *, now):
+    """What ends with a run: its agent tokens, and its session goes idle
+    (it stays for a follow-up until terminated)."""
+    from chat_app.services import agent_token_revoke_sql
+    from workers_app.services import agent_session_release_sql
+
+    changes = [agent_token_revoke_sql(work_order_id=work_order.id, now=now)]
+    if execution is not None and execution.session_id:
+        changes.append(agent_session_release_sql(session_id=execution.session_id, now=now))
+    return changes
+
+
 def _publish_transition(work_order, *, worker=None, worker_status=None, changes=(), now):
     """Publish ``work_order``'s new state with ``changes``, the task following
     it and, given a worker, that worker's new status: one statement."""
@@ -314,14 +326,26 @@ def work_order_claim(*, worker, work_order_id=None):
 
 def _execution_begin(work_order, *, worker, session, now):
     """The running ``work_order``'s new attempt, its task and worker marked
-    busy, published: two statements."""
+    busy, published: two statements.
+
+    The attempt's agent token (its secret, shown once) is on
+    ``execution.agent_token``: the agent asks humans with it while it runs.
+    """
+    from chat_app.services import agent_token_new
+
     attempt = Execution.objects.filter(work_order=work_order).count() + 1
     execution = Execution(
         task_id=work_order.task_id, work_order=work_order, worker=worker, session=session, attempt=attempt
     )
+    token, token_change = agent_token_new(work_order=work_order, execution=execution)
     _publish_transition(
-        work_order, worker=worker, worker_status=WorkerStatus.BUSY, changes=[insert_sql(execution)], now=now
+        work_order,
+        worker=worker,
+        worker_status=WorkerStatus.BUSY,
+        changes=[insert_sql(execution), token_change],
+        now=now,
     )
+    execution.agent_token = token
     return execution
 
 
@@ -398,7 +422,8 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
         if fresh is None:
             raise IllegalTransition(ERR_CANNOT_COMPLETE)
         closing = _close_execution_sql(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
-        _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=[closing], now=now)
+        changes = [closing, *_run_end_sql(fresh, execution, now=now)]
+        _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=changes, now=now)
     return fresh
 
 
@@ -431,7 +456,8 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
         else:
             changes = {"status": WorkOrderStatus.DEAD, "completed_at": now}
         fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=error[-10000:], **changes)
-        _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=[closing], now=now)
+        changes = [closing, *_run_end_sql(fresh, execution, now=now)]
+        _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=changes, now=now)
         if fresh.status == WorkOrderStatus.QUEUED:
             _dispatch_on_commit(fresh.id, countdown=countdown)
     return fresh

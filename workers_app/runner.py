@@ -81,12 +81,14 @@ def work_order_run(*, work_order_id):
             retryable=False,
         )
         return "failed"
+    outcome = None
     try:
         prompt = _prompt(work_order, resume)
         if prompt is None:
             # A message turn whose messages another run already delivered.
             queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
-            return "completed"
+            outcome = "completed"
+            return outcome
         profile = executor_profile(work_order.task.executor)
         context = RunContext(
             task_id=str(work_order.task_id),
@@ -98,7 +100,7 @@ def work_order_run(*, work_order_id):
             session_id=session.session_id,
             resume=resume,
             # agentvine-ask on PATH and the token that lets it ask a human.
-            env=agent_link.agent_environment(work_order=work_order, execution=execution),
+            env=agent_link.agent_environment(work_order=work_order, token=execution.agent_token),
         )
         executor = executor_for(context)
         outcome = _drive(worker=worker, work_order=work_order, execution=execution, executor=executor)
@@ -106,9 +108,12 @@ def work_order_run(*, work_order_id):
         _finish_failed(worker, work_order, execution, str(exc), retryable=False)
         return "failed"
     finally:
-        if session is not None:
-            agent_session_release(session=session)
-        agent_link.agent_environment_close(work_order=work_order)
+        # Completing released the session and revoked the agent's token with
+        # it; any other end (interrupted, requeued, lost) does it here.
+        if outcome != "completed":
+            if session is not None:
+                agent_session_release(session=session)
+            agent_link.agent_environment_close(work_order=work_order)
     # Messages that came in too late for this run get the agent's next turn.
     agent_link.agent_next_turn(task=work_order.task)
     return outcome

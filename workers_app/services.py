@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentvine import events
+from agentvine.db import update_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
 from queue_app.models import ACTIVE_STATUSES, WorkOrder
 from tasks_app.models import Execution, ExecutionStatus
@@ -172,6 +173,15 @@ def agent_session_release(*, session):
     """The run ended: the session stays for a follow-up until it is terminated."""
     AgentSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE).update(
         status=SessionStatus.IDLE, last_activity_at=timezone.now()
+    )
+
+
+def agent_session_release_sql(*, session_id, now):
+    """:func:`agent_session_release` as a change written with the run's end."""
+    return update_sql(
+        AgentSession.objects.filter(pk=session_id, status=SessionStatus.ACTIVE),
+        status=SessionStatus.IDLE,
+        last_activity_at=now,
     )
 
 
