@@ -46,6 +46,16 @@ urlpatterns = [
         name="api-work-order-fail",
     ),
     path(
+        "queue/work-orders/<uuid:work_order_id>/interrupted/",
+        queue_apis.WorkOrderInterruptedApi.as_view(),
+        name="api-work-order-interrupted",
+    ),
+    path(
+        "queue/work-orders/<uuid:work_order_id>/usage/",
+        queue_apis.WorkOrderUsageApi.as_view(),
+        name="api-work-order-usage",
+    ),
+    path(
         "queue/work-orders/<uuid:work_order_id>/output/",
         queue_apis.WorkOrderOutputApi.as_view(),
         name="api-work-order-output",

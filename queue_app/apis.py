@@ -11,7 +11,7 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from agentvine.api import PlatformAPIView
-from agentvine.errors import PermissionDenied, ValidationFailed
+from agentvine.errors import IllegalTransition, PermissionDenied, ValidationFailed
 from queue_app import selectors, services
 from queue_app.models import WorkOrder
 from queue_app.serializers import (
@@ -19,15 +19,18 @@ from queue_app.serializers import (
     ClaimOutput,
     CompleteInput,
     EnqueueInput,
+    ExecutionOutput,
     FailInput,
+    InterruptedInput,
     OutputAcceptedOutput,
     OutputInput,
     QueueStatusOutput,
     StartOutput,
+    UsageInput,
     WorkOrderOutput,
 )
 from tasks_app.models import Execution, ExecutionStatus, Task
-from tasks_app.services import execution_output_append_next
+from tasks_app.services import execution_output_append_next, execution_record_usage
 from workers_app.authentication import IsOperator, IsOperatorOrWorker, IsWorker, request_worker
 from workers_app.runner import task_prompt
 
@@ -167,6 +170,49 @@ class WorkOrderFailApi(PlatformAPIView):
         return Response(WorkOrderOutput(work_order).data)
 
 
+class WorkOrderInterruptedApi(PlatformAPIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(
+        request=InterruptedInput,
+        responses=ExecutionOutput,
+        operation_id="queue_interrupted",
+        tags=["queue"],
+        description="The work order moved on (cancelled, requeued) and this worker stopped its agent: "
+        "its running attempt ends interrupted and the worker is free.",
+    )
+    def post(self, request, work_order_id):
+        work_order = _work_order_for(request, work_order_id)
+        data = InterruptedInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        execution = services.work_order_interrupted(
+            work_order=work_order, worker=request_worker(request), reason=data.validated_data["reason"]
+        )
+        return Response(ExecutionOutput(execution).data)
+
+
+class WorkOrderUsageApi(PlatformAPIView):
+    permission_classes = [IsWorker]
+
+    @extend_schema(
+        request=UsageInput,
+        responses=ExecutionOutput,
+        operation_id="queue_usage",
+        tags=["queue"],
+        description="Add tokens and cost the agent reported to the running attempt; answers the totals.",
+    )
+    def post(self, request, work_order_id):
+        work_order = _work_order_for(request, work_order_id)
+        data = UsageInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        execution = _running_execution(work_order, request_worker(request))
+        if execution is None:
+            raise IllegalTransition(ERR_NO_RUNNING_EXECUTION)
+        execution_record_usage(execution=execution, **data.validated_data)
+        execution.refresh_from_db()
+        return Response(ExecutionOutput(execution).data)
+
+
 class WorkOrderOutputApi(PlatformAPIView):
     permission_classes = [IsWorker]
 
@@ -179,7 +225,7 @@ class WorkOrderOutputApi(PlatformAPIView):
         data.is_valid(raise_exception=True)
         execution = _running_execution(work_order, request_worker(request))
         if execution is None:
-            raise services.IllegalTransition(ERR_NO_RUNNING_EXECUTION)
+            raise IllegalTransition(ERR_NO_RUNNING_EXECUTION)
         next_seq = execution_output_append_next(execution=execution, **data.validated_data)
         current = WorkOrder.objects.filter(pk=work_order.pk).values_list("status", flat=True).first()
         return Response({"next_seq": next_seq, "work_order_status": current})

@@ -92,3 +92,23 @@ class QueueStatusOutput(serializers.Serializer):
     depth = serializers.DictField(child=serializers.IntegerField())
     by_status = serializers.DictField(child=serializers.IntegerField())
     oldest_waiting_seconds = serializers.DictField(child=serializers.FloatField(allow_null=True))
+
+
+class InterruptedInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=MAX_ERROR_CHARS, required=False, allow_blank=True, default="")
+
+
+class UsageInput(serializers.Serializer):
+    input_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
+    output_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
+    cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=0, default=0)
+
+
+class ExecutionOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    attempt = serializers.IntegerField()
+    status = serializers.CharField()
+    error = serializers.CharField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6)

@@ -45,6 +45,8 @@ ERR_CANNOT_CANCEL = "work order is already finished"
 ERR_CANNOT_REQUEUE = "work order is not active"
 ERR_CANNOT_RETRY = "only failed, dead or cancelled work can be retried"
 ERR_RETRIES_SPENT = "gave up after {attempts} attempts"
+ERR_STILL_YOURS = "work order is still active on this worker: complete or fail it"
+ERR_NO_RUNNING_ATTEMPT = "this worker has no running attempt of this work order"
 
 # Task status follows the status of its run work order.
 TASK_STATUS_FOR = {
@@ -461,6 +463,41 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
         if fresh.status == WorkOrderStatus.QUEUED:
             _dispatch_on_commit(fresh.id, countdown=countdown)
     return fresh
+
+
+def work_order_interrupted(*, work_order, worker, reason=""):
+    """A worker stopped its agent because the work order moved on without it
+    (cancelled, requeued, taken by a guardian): its running attempt ends
+    ``interrupted`` with the partial output kept, the run's agent token is
+    revoked, its session goes idle and the worker is free again.
+
+    Refused while the work order is still active on ``worker`` (that run
+    ends by completing or failing) or when ``worker`` runs no attempt of it.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        current = WorkOrder.objects.select_for_update().get(pk=work_order.pk)
+        if current.status in ACTIVE_STATUSES and current.worker_id == worker.id:
+            raise IllegalTransition(ERR_STILL_YOURS)
+        execution = (
+            Execution.objects.select_for_update()
+            .filter(work_order=current, worker=worker, status=ExecutionStatus.RUNNING)
+            .order_by("-attempt")
+            .first()
+        )
+        if execution is None:
+            raise IllegalTransition(ERR_NO_RUNNING_ATTEMPT)
+        closing = _close_execution_sql(
+            execution,
+            status=ExecutionStatus.INTERRUPTED,
+            now=now,
+            error=reason or f"work order became {current.status}",
+        )
+        changes = [closing, *_run_end_sql(current, execution, now=now)]
+        change, event = _worker_change(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
+        events.publish_many([event], changes=[*changes, change])
+    execution.refresh_from_db()
+    return execution
 
 
 def work_order_cancel(*, work_order, reason="cancelled by operator"):

@@ -254,6 +254,8 @@ class RemoteWorker:
                 now = time.monotonic()
                 if event.kind in ("output", "tool_use"):
                     buffer.add(event.text)
+                elif event.kind == "usage":
+                    self._report_usage(work_order_id, event.data)
                 elif event.kind in ("completed", "error"):
                     outcome = event
                 buffer.maybe_flush()
@@ -278,6 +280,13 @@ class RemoteWorker:
             return self._fail(work_order_id, f"executor error: {exc}", retryable=True)
         buffer.flush()
         if stop_reason and not stop_reason.startswith("time limit"):
+            # Cancelled or taken away: the attempt ends interrupted, this
+            # worker is free (a 409 means the server already moved it on).
+            try:
+                self.api.post(f"queue/work-orders/{work_order_id}/interrupted/", {"reason": stop_reason})
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
             return "interrupted"
         exit_code = outcome.data.get("exit_code") if outcome else None
         if stop_reason:
@@ -295,6 +304,19 @@ class RemoteWorker:
         if tail:
             error = error + "\n" + "\n".join(tail)
         return self._fail(work_order_id, error, retryable=True, exit_code=exit_code)
+
+    def _report_usage(self, work_order_id, usage):
+        """Tokens and cost the agent reported, added to this attempt on the server."""
+        body = {
+            "input_tokens": int(usage.get("input_tokens") or 0),
+            "output_tokens": int(usage.get("output_tokens") or 0),
+            "cost_usd": f"{float(usage.get('cost_usd') or 0):.6f}",
+        }
+        try:
+            self.api.post(f"queue/work-orders/{work_order_id}/usage/", body)
+        except ApiError as exc:
+            # Not the run's fault: the attempt has moved on or the numbers were refused.
+            logger.warning("usage of work order %s not recorded: %s", work_order_id, exc)
 
     def _fail(self, work_order_id, error, *, retryable, exit_code=None):
         try:

@@ -16,7 +16,6 @@ from agentvine.errors import IllegalTransition
 from chat_app import agent_link
 from queue_app import services as queue_services
 from queue_app.models import WorkOrder, WorkOrderKind, WorkOrderStatus
-from tasks_app.models import Execution, ExecutionStatus
 from tasks_app.services import execution_record_usage
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
 from workers_app.executors.base import RunContext
@@ -245,10 +244,11 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
     if stop == Stop.TAKEN:
         # Cancelled (or taken away) while running: keep the partial output,
         # close the attempt as interrupted, free the slot.
-        Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
-            status=ExecutionStatus.INTERRUPTED, completed_at=timezone.now(), error=stop_reason
-        )
-        worker_release(worker=worker)
+        try:
+            queue_services.work_order_interrupted(work_order=work_order, worker=worker, reason=stop_reason)
+        except IllegalTransition:
+            logger.info("attempt of work order %s was already closed", work_order.pk)
+            worker_release(worker=worker)
         return "interrupted"
     if stop in (Stop.PREEMPTED, Stop.SHUTDOWN) and not completed:
         # Giving way is not the work's fault: no retry is spent. The partial

@@ -85,6 +85,9 @@ CASES = [
     Case("post", "/api/v1/queue/work-orders/{work_order}/complete/", OWNER_ONLY_WORKER, {"exit_code": 0}),
     Case("post", "/api/v1/queue/work-orders/{work_order}/fail/", OWNER_ONLY_WORKER, {"error": "it broke"}),
     Case("post", "/api/v1/queue/work-orders/{work_order}/output/", OWNER_ONLY_WORKER, {"seq": 0, "text": "hi\n"}),
+    Case("post", "/api/v1/queue/work-orders/{work_order}/usage/", OWNER_ONLY_WORKER, {"input_tokens": 10}),
+    # Still running on its owner: that run ends by completing or failing.
+    Case("post", "/api/v1/queue/work-orders/{work_order}/interrupted/", {**OWNER_ONLY_WORKER, "owner": 409}),
     Case("post", "/api/v1/auth/tokens/", {**OPERATOR_ONLY, "operator": 201}, {"name": "laptop"}),
     Case("get", "/api/v1/chat/messages/", OPERATOR_ONLY),
     Case(

@@ -161,3 +161,38 @@ def test_remote_and_celery_workers_drain_500_orders_exactly_once_high_first(
         for priority in ("high", "low")
     )
     assert max(claimed["high"]) < min(claimed["low"])
+
+
+def test_remote_worker_reports_the_agents_usage_and_cost(remote_factory, operator):
+    task = task_create(title="Fix it remotely", executor="claude-replay", created_by=operator)
+
+    remote = remote_factory("remote-usage", "--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3")
+    assert remote.wait(timeout=60) == 0, remote.output()
+
+    execution = Task.objects.get(pk=task.pk).executions.get()
+    assert execution.status == ExecutionStatus.COMPLETED
+    # The same numbers a Celery slot records for this agent (test_agents_e2e).
+    assert (execution.input_tokens, execution.output_tokens) == (150, 50)
+    assert str(execution.cost_usd) == "0.012300"
+
+
+def test_cancelling_a_remote_run_ends_its_attempt_interrupted_and_frees_the_worker(remote_factory, operator):
+    from tasks_app.services import task_cancel
+
+    task = task_create(title="ticker 30", executor="ticker", created_by=operator)
+    remote = remote_factory("remote-cancel", "--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3")
+    execution = wait_for(
+        lambda: Execution.objects.filter(task=task, output_chunks__gt=0).first(), timeout=60, message="output"
+    )
+
+    task_cancel(task=Task.objects.get(pk=task.pk))
+
+    assert remote.wait(timeout=30) == 0, remote.output()
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.INTERRUPTED
+    assert execution.completed_at is not None
+    assert "cancelled" in execution.error
+    assert execution.output_chunks > 0, "the partial output is kept"
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.CANCELLED
+    # The agent's token died with the run.
+    assert not execution.agent_tokens.filter(revoked_at__isnull=True).exists()
