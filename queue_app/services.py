@@ -92,24 +92,42 @@ def _publish_work_order(work_order):
 # --- helpers --------------------------------------------------------------------
 
 
+def _task_status_update(work_order, *, now):
+    """``(queryset, changes)`` making the task follow its run work order, or
+    None for a message delivery (those don't move the task)."""
+    if work_order.kind != WorkOrderKind.RUN_TASK:
+        return None
+    status = TASK_STATUS_FOR[work_order.status]
+    finished = status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+    changes = {"status": status, "updated_at": now, "completed_at": now if finished else None}
+    return Task.objects.filter(pk=work_order.task_id), changes
+
+
 def _sync_task_status(work_order, *, now):
     """Make the task follow its run work order (message deliveries don't count).
 
     The updated task comes back with the UPDATE and is attached to
     ``work_order``, so callers that go on to use the task never read it again.
     """
-    if work_order.kind != WorkOrderKind.RUN_TASK:
+    update = _task_status_update(work_order, now=now)
+    if update is None:
         return
-    status = TASK_STATUS_FOR[work_order.status]
-    finished = status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-    tasks = update_returning(
-        Task.objects.filter(pk=work_order.task_id),
-        status=status,
-        updated_at=now,
-        completed_at=now if finished else None,
-    )
+    tasks = update_returning(update[0], **update[1])
     if tasks:
         work_order.task = tasks[0]
+
+
+def _cas_claim(work_order_id, *, worker, now, **changes):
+    """queued → ``changes["status"]`` for ``worker``, unless it is still backing off."""
+    ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
+    return _cas(
+        work_order_id,
+        from_statuses=[WorkOrderStatus.QUEUED],
+        extra_filter=ready,
+        worker_id=worker.id,
+        claimed_at=now,
+        **changes,
+    )
 
 
 def _cas(work_order_id, *, from_statuses, extra_filter=None, **changes):
@@ -124,16 +142,8 @@ def _cas(work_order_id, *, from_statuses, extra_filter=None, **changes):
 
 def _task_status_sql(work_order, *, now):
     """:func:`_sync_task_status` as a change for ``events.publish`` (None: no change)."""
-    if work_order.kind != WorkOrderKind.RUN_TASK:
-        return None
-    status = TASK_STATUS_FOR[work_order.status]
-    finished = status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-    return update_sql(
-        Task.objects.filter(pk=work_order.task_id),
-        status=status,
-        updated_at=now,
-        completed_at=now if finished else None,
-    )
+    update = _task_status_update(work_order, now=now)
+    return None if update is None else update_sql(update[0], **update[1])
 
 
 def _worker_change(worker, *, status, work_order_id, now):
@@ -311,14 +321,7 @@ def work_order_claim(*, worker, work_order_id=None):
             if candidate is None:
                 return None
             work_order_id = candidate
-        work_order = _cas(
-            work_order_id,
-            from_statuses=[WorkOrderStatus.QUEUED],
-            extra_filter=ready,
-            status=WorkOrderStatus.CLAIMED,
-            worker_id=worker.id,
-            claimed_at=now,
-        )
+        work_order = _cas_claim(work_order_id, worker=worker, now=now, status=WorkOrderStatus.CLAIMED)
         if work_order is None:
             return None
         _sync_task_status(work_order, now=now)
@@ -378,17 +381,8 @@ def work_order_claim_start(*, worker, work_order_id, open_session=None):
     :func:`work_order_claim`).
     """
     now = timezone.now()
-    ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
     with transaction.atomic():
-        fresh = _cas(
-            work_order_id,
-            from_statuses=[WorkOrderStatus.QUEUED],
-            extra_filter=ready,
-            status=WorkOrderStatus.RUNNING,
-            worker_id=worker.id,
-            claimed_at=now,
-            started_at=now,
-        )
+        fresh = _cas_claim(work_order_id, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now)
         if fresh is None:
             return None
         fresh.task = Task.objects.get(pk=fresh.task_id)
@@ -487,16 +481,13 @@ def work_order_interrupted(*, work_order, worker, reason=""):
         )
         if execution is None:
             raise IllegalTransition(ERR_NO_RUNNING_ATTEMPT)
-        closing = _close_execution_sql(
-            execution,
-            status=ExecutionStatus.INTERRUPTED,
-            now=now,
-            error=reason or f"work order became {current.status}",
-        )
+        error = reason or f"work order became {current.status}"
+        closing = _close_execution_sql(execution, status=ExecutionStatus.INTERRUPTED, now=now, error=error)
         changes = [closing, *_run_end_sql(current, execution, now=now)]
         change, event = _worker_change(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
         events.publish_many([event], changes=[*changes, change])
-    execution.refresh_from_db()
+    # The row is locked and running: the closing above applied as written.
+    execution.status, execution.completed_at, execution.error = ExecutionStatus.INTERRUPTED, now, error[-10000:]
     return execution
 
 
