@@ -412,10 +412,10 @@ def agent_next_turn(*, task):
     wait for a retry, which is the agent's next turn. Returns the new work
     order, or None when no turn is due.
     """
-    from chat_app.selectors import inbox_of_task
+    from chat_app.selectors import inbox_of_task, inbox_of_task_waiting
 
     # Most runs end with an empty inbox: one read, no lock.
-    if not inbox_of_task(task=task).exists():
+    if not inbox_of_task_waiting(task=task):
         return None
     with transaction.atomic():
         locked = Task.objects.select_for_update().filter(pk=task.pk).first()
@@ -592,7 +592,7 @@ def agent_token_issue(*, work_order, execution=None):
 
 def agent_token_revoke_sql(*, work_order_id, now):
     """Revoking ``work_order_id``'s tokens, as a change written with its end."""
-    return update_sql(AgentToken.objects.filter(work_order_id=work_order_id, revoked_at__isnull=True), revoked_at=now)
+    return update_sql(AgentToken, {"work_order_id": work_order_id, "revoked_at__isnull": True}, revoked_at=now)
 
 
 def agent_token_revoke(*, work_order):

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agentvine import events
+from agentvine import db, events
 from agentvine.db import insert_sql, update_returning, update_sql
 from agentvine.errors import IllegalTransition, PermissionDenied
 from queue_app.models import (
@@ -93,14 +93,14 @@ def _publish_work_order(work_order):
 
 
 def _task_status_update(work_order, *, now):
-    """``(queryset, changes)`` making the task follow its run work order, or
+    """``(where, changes)`` making the task follow its run work order, or
     None for a message delivery (those don't move the task)."""
     if work_order.kind != WorkOrderKind.RUN_TASK:
         return None
     status = TASK_STATUS_FOR[work_order.status]
     finished = status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
     changes = {"status": status, "updated_at": now, "completed_at": now if finished else None}
-    return Task.objects.filter(pk=work_order.task_id), changes
+    return {"pk": work_order.task_id}, changes
 
 
 def _sync_task_status(work_order, *, now):
@@ -112,46 +112,42 @@ def _sync_task_status(work_order, *, now):
     update = _task_status_update(work_order, now=now)
     if update is None:
         return
-    tasks = update_returning(update[0], **update[1])
+    tasks = update_returning(Task, update[0], **update[1])
     if tasks:
         work_order.task = tasks[0]
 
 
 def _cas_claim(work_order_id, *, worker, now, **changes):
     """queued → ``changes["status"]`` for ``worker``, unless it is still backing off."""
-    ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
     return _cas(
         work_order_id,
         from_statuses=[WorkOrderStatus.QUEUED],
-        extra_filter=ready,
+        where={"not_before__isnull_or_lte": now},
         worker_id=worker.id,
         claimed_at=now,
         **changes,
     )
 
 
-def _cas(work_order_id, *, from_statuses, extra_filter=None, **changes):
-    """Compare-and-set one work order; returns the updated row or None."""
-    qs = WorkOrder.objects.filter(pk=work_order_id, status__in=list(from_statuses))
-    if extra_filter is not None:
-        qs = qs.filter(extra_filter)
+def _cas(work_order_id, *, from_statuses, where=None, **changes):
+    """Compare-and-set one work order (``where``: more conditions, as
+    ``agentvine.db`` takes them); returns the updated row or None."""
     changes.setdefault("updated_at", timezone.now())
-    rows = update_returning(qs, **changes)
+    conditions = {"pk": work_order_id, "status__in": list(from_statuses), **(where or {})}
+    rows = update_returning(WorkOrder, conditions, **changes)
     return rows[0] if rows else None
 
 
 def _task_status_sql(work_order, *, now):
     """:func:`_sync_task_status` as a change for ``events.publish`` (None: no change)."""
     update = _task_status_update(work_order, now=now)
-    return None if update is None else update_sql(update[0], **update[1])
+    return None if update is None else update_sql(Task, update[0], **update[1])
 
 
 def _worker_change(worker, *, status, work_order_id, now):
     """``worker``'s new status as a change, and its ``worker.updated`` event."""
     worker.status, worker.current_work_order_id, worker.updated_at = status, work_order_id, now
-    change = update_sql(
-        Worker.objects.filter(pk=worker.pk), status=status, current_work_order_id=work_order_id, updated_at=now
-    )
+    change = update_sql(Worker, {"pk": worker.pk}, status=status, current_work_order_id=work_order_id, updated_at=now)
     return change, worker_event(worker)
 
 
@@ -329,16 +325,18 @@ def work_order_claim(*, worker, work_order_id=None):
     return work_order
 
 
-def _execution_begin(work_order, *, worker, session, now):
-    """The running ``work_order``'s new attempt, its task and worker marked
-    busy, published: two statements.
+def _execution_begin(work_order, *, worker, session, now, attempt=None, changes=()):
+    """The running ``work_order``'s new attempt (number ``attempt``, counted
+    here if not given), its task and worker marked busy, published with
+    ``changes`` of the caller's: one statement.
 
     The attempt's agent token (its secret, shown once) is on
     ``execution.agent_token``: the agent asks humans with it while it runs.
     """
     from chat_app.services import agent_token_new
 
-    attempt = Execution.objects.filter(work_order=work_order).count() + 1
+    if attempt is None:
+        attempt = Execution.objects.filter(work_order=work_order).count() + 1
     execution = Execution(
         task_id=work_order.task_id, work_order=work_order, worker=worker, session=session, attempt=attempt
     )
@@ -347,7 +345,7 @@ def _execution_begin(work_order, *, worker, session, now):
         work_order,
         worker=worker,
         worker_status=WorkerStatus.BUSY,
-        changes=[insert_sql(execution), token_change],
+        changes=[*changes, insert_sql(execution), token_change],
         now=now,
     )
     execution.agent_token = token
@@ -361,7 +359,7 @@ def work_order_start(*, work_order, worker, session=None):
         fresh = _cas(
             work_order.id,
             from_statuses=[WorkOrderStatus.CLAIMED],
-            extra_filter=Q(worker_id=worker.id),
+            where={"worker_id": worker.id},
             status=WorkOrderStatus.RUNNING,
             started_at=now,
         )
@@ -371,24 +369,57 @@ def work_order_start(*, work_order, worker, session=None):
     return fresh, execution
 
 
-def work_order_claim_start(*, worker, work_order_id, open_session=None):
+def work_order_claim_start(*, worker, work_order_id, session_kinds=()):
     """A Celery slot's doorbell: claim ``work_order_id`` and start it, queued →
     running in one transaction (nobody else acts on a claimed order in between).
 
-    ``open_session(work_order)`` may return the ``(session, resume)`` to run
-    in. Returns ``(work_order, execution, session, resume)`` with the task
-    loaded, or ``None`` when there is nothing to claim (as
-    :func:`work_order_claim`).
+    A work order of one of ``session_kinds`` runs in its task's agent session,
+    opened or resumed here (``workers_app.services.agent_session_open``).
+    Returns ``(work_order, execution, session, resume)`` with the task loaded,
+    or ``None`` when there is nothing to claim (as :func:`work_order_claim`).
+    Three statements: the claim, one read of what the run needs, one write.
     """
+    from workers_app.services import agent_session_take
+
     now = timezone.now()
     with transaction.atomic():
         fresh = _cas_claim(work_order_id, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now)
         if fresh is None:
             return None
-        fresh.task = Task.objects.get(pk=fresh.task_id)
-        session, resume = open_session(fresh) if open_session else (None, False)
-        execution = _execution_begin(fresh, worker=worker, session=session, now=now)
+        fresh.task, attempts, current, last_status = _run_context(fresh)
+        session, resume, changes = None, False, []
+        if fresh.kind in session_kinds:
+            session, resume, change = agent_session_take(
+                task=fresh.task, worker=worker, current=current, last_status=last_status, now=now
+            )
+            changes.append(change)
+        execution = _execution_begin(
+            fresh, worker=worker, session=session, now=now, attempt=attempts + 1, changes=changes
+        )
     return fresh, execution, session, resume
+
+
+def _run_context(work_order):
+    """What starting ``work_order`` needs, in one read: ``(task, attempts so
+    far, the task's live agent session (locked) or None, the status of that
+    session's last attempt)``."""
+    from workers_app.selectors import live_session_from_row, live_session_sql
+
+    tasks, connection = db.table(Task)
+    executions, _ = db.table(Execution)
+    session_sql, session_params = live_session_sql(task_id=work_order.task_id, lock=True)
+    attempts_where, attempts_params = executions.where({"work_order_id": work_order.pk}, connection)
+    task_where, task_params = tasks.where({"pk": work_order.task_id}, connection, alias="t")
+    sql = (
+        f"SELECT {tasks.select_list('t')}, (SELECT COUNT(*) FROM {executions.name} WHERE {attempts_where}), live.*"
+        f" FROM {tasks.name} t LEFT JOIN ({session_sql}) live ON 1 = 1 WHERE {task_where}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*attempts_params, *session_params, *task_params])
+        row = cursor.fetchone()
+    width = len(tasks.attnames)
+    session, last_status = live_session_from_row(row[width + 1 :])
+    return tasks.from_row(row[:width], connection), row[width], session, last_status
 
 
 def _close_execution_sql(execution, *, status, now, exit_code=None, error=""):
@@ -396,7 +427,8 @@ def _close_execution_sql(execution, *, status, now, exit_code=None, error=""):
     if execution is None:
         return None
     return update_sql(
-        Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING),
+        Execution,
+        {"pk": execution.pk, "status": ExecutionStatus.RUNNING},
         status=status,
         completed_at=now,
         exit_code=exit_code,
@@ -410,7 +442,7 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
         fresh = _cas(
             work_order.id,
             from_statuses=[WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING],
-            extra_filter=Q(worker_id=worker.id),
+            where={"worker_id": worker.id},
             status=WorkOrderStatus.COMPLETED,
             completed_at=now,
             last_error="",
@@ -580,7 +612,7 @@ def work_order_set_waiting(*, work_order, worker, waiting):
         else (WorkOrderStatus.WAITING, WorkOrderStatus.RUNNING)
     )
     with transaction.atomic():
-        fresh = _cas(work_order.id, from_statuses=[source], extra_filter=Q(worker_id=worker.id), status=target)
+        fresh = _cas(work_order.id, from_statuses=[source], where={"worker_id": worker.id}, status=target)
         if fresh is None:
             raise IllegalTransition(ERR_NOT_YOURS if work_order.worker_id != worker.id else ERR_CANNOT_COMPLETE)
         status = WorkerStatus.WAITING if waiting else WorkerStatus.BUSY

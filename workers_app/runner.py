@@ -21,7 +21,6 @@ from workers_app.executors import ExecutorConfigError, executor_for, executor_pr
 from workers_app.executors.base import RunContext
 from workers_app.output import OutputBuffer
 from workers_app.services import (
-    agent_session_open,
     agent_session_release,
     agent_session_set_agent_id,
     worker_release,
@@ -59,14 +58,8 @@ def task_prompt(task):
 def work_order_run(*, work_order_id):
     """Run one work order to an end state. Returns a short outcome string."""
     worker = current_worker()
-
-    def open_session(work_order):
-        if work_order.kind not in RUNNABLE_KINDS:
-            return None, False
-        return agent_session_open(task=work_order.task, worker=worker)
-
     started = queue_services.work_order_claim_start(
-        worker=worker, work_order_id=work_order_id, open_session=open_session
+        worker=worker, work_order_id=work_order_id, session_kinds=RUNNABLE_KINDS
     )
     if started is None:
         return _not_claimed(work_order_id)

@@ -4,14 +4,14 @@ import hashlib
 import secrets
 import uuid
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agentvine import events
-from agentvine.db import update_sql
+from agentvine.db import insert_sql, update_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
 from queue_app.models import ACTIVE_STATUSES, WorkOrder
-from tasks_app.models import Execution, ExecutionStatus
+from tasks_app.models import ExecutionStatus
 from workers_app.models import AgentSession, ApiToken, SessionStatus, Worker, WorkerStatus, WorkerToken
 from workers_app.workspaces import workspace_remove
 
@@ -136,27 +136,38 @@ def agent_session_open(*, task, worker):
     failed or crashed attempt the conversation may not exist, so a fresh
     conversation id is assigned; the workspace stays.
     """
-    now = timezone.now()
+    from workers_app.selectors import live_session_from_row, live_session_sql
+
     # No savepoint: a database error aborts the caller's transaction anyway.
-    with transaction.atomic(savepoint=False):
-        session = (
-            AgentSession.objects.select_for_update()
-            .filter(task=task)
-            .exclude(status=SessionStatus.TERMINATED)
-            .order_by("-created_at")
-            .first()
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(*live_session_sql(task_id=task.pk, lock=True))
+        current, last_status = live_session_from_row(cursor.fetchone())
+        session, resume, change = agent_session_take(
+            task=task, worker=worker, current=current, last_status=last_status, now=timezone.now()
         )
-        if session is None:
-            session = AgentSession.objects.create(session_id=_new_session_id(), task=task, worker=worker)
-            return session, False
-        last = Execution.objects.filter(session=session).order_by("-started_at").first()
-        resume = last is not None and last.status in (ExecutionStatus.COMPLETED, ExecutionStatus.INTERRUPTED)
-        changes = {"worker": worker, "status": SessionStatus.ACTIVE, "last_activity_at": now}
-        if not resume:
-            changes["session_id"] = _new_session_id()
-        AgentSession.objects.filter(pk=session.pk).update(**changes)
-        session.refresh_from_db()
+        cursor.execute(*change)
     return session, resume
+
+
+def agent_session_take(*, task, worker, current, last_status, now):
+    """:func:`agent_session_open` once the task's live session ``current``
+    (None: it has none; locked by the caller) and the status of its last
+    attempt are read (``workers_app.selectors.live_session_sql``).
+
+    Returns ``(session, resume, change)``: ``change`` is the INSERT or UPDATE
+    that writes ``session`` as returned, for the caller to send (alone or as a
+    change of ``agentvine.events.publish``).
+    """
+    if current is None:
+        session = AgentSession(session_id=_new_session_id(), task=task, worker=worker)
+        return session, False, insert_sql(session)
+    resume = last_status in (ExecutionStatus.COMPLETED, ExecutionStatus.INTERRUPTED)
+    changes = {"worker_id": worker.pk, "status": SessionStatus.ACTIVE, "last_activity_at": now}
+    if not resume:
+        changes["session_id"] = _new_session_id()
+    for name, value in changes.items():
+        setattr(current, name, value)
+    return current, resume, update_sql(AgentSession, {"pk": current.pk}, **changes)
 
 
 def agent_session_set_agent_id(*, session, session_id):
@@ -179,7 +190,8 @@ def agent_session_release(*, session):
 def agent_session_release_sql(*, session_id, now):
     """:func:`agent_session_release` as a change written with the run's end."""
     return update_sql(
-        AgentSession.objects.filter(pk=session_id, status=SessionStatus.ACTIVE),
+        AgentSession,
+        {"pk": session_id, "status": SessionStatus.ACTIVE},
         status=SessionStatus.IDLE,
         last_activity_at=now,
     )
