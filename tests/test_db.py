@@ -98,3 +98,14 @@ def test_expressions_are_refused_rather_than_sent_as_text():
     (order,) = _orders(1)
     with pytest.raises(TypeError, match="retry_count"):
         db.update_sql(WorkOrder, {"pk": order.pk}, retry_count=F("retry_count") + 1)
+
+
+def test_a_statement_sent_again_and_again_is_planned_once_per_connection():
+    (order,) = _orders(1)
+    for attempt in range(8):
+        db.update_returning(WorkOrder, {"pk": order.pk, "status": WorkOrderStatus.QUEUED}, last_error=str(attempt))
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any(statement.startswith('UPDATE "queue_app_workorder" SET "last_error"') for statement in prepared)
