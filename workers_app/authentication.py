@@ -10,6 +10,7 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
+from agentvine import db
 from workers_app.models import ApiToken, WorkerToken
 from workers_app.services import API_TOKEN_PREFIX, WORKER_TOKEN_PREFIX, token_hash
 
@@ -63,14 +64,12 @@ class TokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(ERR_BAD_HEADER) from exc
         digest = token_hash(key)
         if key.startswith(WORKER_TOKEN_PREFIX):
-            token = (
-                WorkerToken.objects.select_related("worker").filter(key_hash=digest, revoked_at__isnull=True).first()
-            )
+            token = _live_token(WorkerToken, "worker", digest)
             if token is None:
                 raise exceptions.AuthenticationFailed(ERR_BAD_TOKEN)
             return WorkerPrincipal(token.worker), token
         if key.startswith(API_TOKEN_PREFIX):
-            token = ApiToken.objects.select_related("user").filter(key_hash=digest, revoked_at__isnull=True).first()
+            token = _live_token(ApiToken, "user", digest)
             if token is None or not token.user.is_active:
                 raise exceptions.AuthenticationFailed(ERR_BAD_TOKEN)
             now = timezone.now()
@@ -83,6 +82,27 @@ class TokenAuthentication(authentication.BaseAuthentication):
         # Having a challenge makes DRF answer unauthenticated requests with
         # 401 instead of 403.
         return 'Token realm="api"'
+
+
+def _live_token(model, owner, digest):
+    """The unrevoked ``model`` token with hash ``digest`` and its ``owner``
+    (worker or user) loaded, or None: one hand-built read on every API call."""
+    tokens, connection = db.table(model)
+    owners, _ = db.table(model._meta.get_field(owner).related_model)
+    where, params = tokens.where({"key_hash": digest, "revoked_at__isnull": True}, connection, alias="t")
+    sql = (
+        f"SELECT {tokens.select_list('t')}, {owners.select_list('o')} FROM {tokens.name} t"
+        f" JOIN {owners.name} o ON o.{owners.columns['pk']} = t.{tokens.columns[owner + '_id']} WHERE {where}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    width = len(tokens.attnames)
+    token = tokens.from_row(row[:width], connection)
+    setattr(token, owner, owners.from_row(row[width:], connection))
+    return token
 
 
 def request_worker(request):
