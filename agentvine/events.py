@@ -35,6 +35,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, router, transaction
 from django.utils import timezone
 
+from agentvine import db
+
 logger = logging.getLogger(__name__)
 
 ACTIVITY_GROUP = "activity"
@@ -247,8 +249,7 @@ def _record(connection, *, rows, at, changes):
             f"INSERT INTO {table} (type, groups, payload, created_at) VALUES {values} RETURNING id"
         )
         params = [param for _, change_params in changes for param in change_params]
-        for event_type, groups, payload_json in rows:
-            params += [event_type, LiveEvent.encode_groups(groups), payload_json, at]
+        params += _event_params(rows, at)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             # Ids come from one sequence in VALUES order; sorted, they match
@@ -258,14 +259,71 @@ def _record(connection, *, rows, at, changes):
         with connection.cursor() as cursor:
             for sql, params in changes:
                 cursor.execute(sql, params)
-        return [
-            LiveEvent.objects.using(connection.alias)
-            .create(
-                type=event_type, groups=LiveEvent.encode_groups(groups), payload=json.loads(payload_json), created_at=at
-            )
-            .id
-            for event_type, groups, payload_json in rows
-        ]
+        return _create_events(connection, rows=rows, at=at)
+
+
+def _event_params(rows, at):
+    from chat_app.models import LiveEvent
+
+    params = []
+    for event_type, groups, payload_json in rows:
+        params += [event_type, LiveEvent.encode_groups(groups), payload_json, at]
+    return params
+
+
+def _create_events(connection, *, rows, at):
+    from chat_app.models import LiveEvent
+
+    return [
+        LiveEvent.objects.using(connection.alias)
+        .create(
+            type=event_type, groups=LiveEvent.encode_groups(groups), payload=json.loads(payload_json), created_at=at
+        )
+        .id
+        for event_type, groups, payload_json in rows
+    ]
+
+
+def _record_guarded(connection, *, guard, rows, at, changes):
+    """:func:`_record` only if ``guard`` updates a row: ``(guarded rows,
+    event ids)``, or None with nothing written."""
+    from chat_app.models import LiveEvent
+
+    model, guard_sql, guard_params = guard
+    meta, _ = db.table(model)
+    for sql, _ in changes:
+        if not sql.startswith("UPDATE ") or " WHERE " not in sql:
+            raise ValueError("a guarded change must be an UPDATE … WHERE …")
+    if connection.vendor == "postgresql":
+        # Every change and the events' INSERT are conditioned on the guard's
+        # RETURNING: one statement, all of it or nothing.
+        guarded = " AND EXISTS (SELECT 1 FROM guard)"
+        ctes = [f"guard AS ({guard_sql} RETURNING {meta.select_list()})"]
+        ctes += [f"change_{n} AS ({sql}{guarded})" for n, (sql, _) in enumerate(changes)]
+        table = connection.ops.quote_name(LiveEvent._meta.db_table)
+        values = ", ".join(["(%s::varchar, %s::text, %s::jsonb, %s::timestamptz)"] * len(rows))
+        ctes.append(
+            f"inserted AS (INSERT INTO {table} (type, groups, payload, created_at)"
+            f" SELECT * FROM (VALUES {values}) AS event WHERE EXISTS (SELECT 1 FROM guard) RETURNING id)"
+        )
+        sql = f"WITH {', '.join(ctes)} SELECT guard.*, ARRAY(SELECT id FROM inserted ORDER BY id) FROM guard"
+        params = [*guard_params, *(param for _, change_params in changes for param in change_params)]
+        params += _event_params(rows, at)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            found = cursor.fetchall()
+        if not found:
+            return None
+        return [meta.from_row(row[:-1], connection) for row in found], list(found[0][-1])
+    with transaction.atomic(using=connection.alias):
+        with connection.cursor() as cursor:
+            cursor.execute(f"{guard_sql} RETURNING {meta.select_list()}", guard_params)
+            found = cursor.fetchall()
+            if not found:
+                return None
+            for sql, params in changes:
+                cursor.execute(sql, params)
+        return [meta.from_row(row, connection) for row in found], _create_events(connection, rows=rows, at=at)
 
 
 def publish(event_type, payload, *, groups, changes=()):
@@ -283,22 +341,54 @@ def publish(event_type, payload, *, groups, changes=()):
     return publish_many([(event_type, payload, groups)], changes=changes)[0]
 
 
-def publish_many(events, *, changes=()):
-    """:func:`publish` for several ``(event_type, payload, groups)`` at once:
-    one statement for all of them and ``changes``; ids in the given order."""
-    from chat_app.models import LiveEvent
-
+def _rows(events):
     rows = []
     for event_type, payload, groups in events:
         groups = list(dict.fromkeys([ACTIVITY_GROUP, *(str(g) for g in groups)]))
         # Serialised once: the stored payload, the replayed frame and the live
         # frame carry the same JSON (UUIDs, datetimes and Decimals as strings).
         rows.append((event_type, groups, _payload_json(payload)))
+    return rows
+
+
+def _send_on_commit(connection, *, event_ids, rows, at):
+    for event_id, (event_type, groups, payload_json) in zip(event_ids, rows, strict=True):
+        frame = _frame_text(event_id, event_type, payload_json, at)
+        message = {"type": LAYER_MESSAGE_TYPE, "id": event_id, "frame": frame}
+        transaction.on_commit(lambda g=groups, m=message: _send(g, m), using=connection.alias)
+
+
+def publish_many(events, *, changes=()):
+    """:func:`publish` for several ``(event_type, payload, groups)`` at once:
+    one statement for all of them and ``changes``; ids in the given order."""
+    from chat_app.models import LiveEvent
+
+    rows = _rows(events)
     now = timezone.now()
     connection = connections[router.db_for_write(LiveEvent)]
     event_ids = _record(connection, rows=rows, at=now, changes=changes)
-    for event_id, (event_type, groups, payload_json) in zip(event_ids, rows, strict=True):
-        frame = _frame_text(event_id, event_type, payload_json, now)
-        message = {"type": LAYER_MESSAGE_TYPE, "id": event_id, "frame": frame}
-        transaction.on_commit(lambda g=groups, m=message: _send(g, m), using=connection.alias)
+    _send_on_commit(connection, event_ids=event_ids, rows=rows, at=now)
     return event_ids
+
+
+def publish_guarded(events, *, guard, changes=()):
+    """:func:`publish_many`, all of it only if ``guard`` updates a row.
+
+    ``guard`` is ``(model, sql, params)`` of an ``UPDATE … WHERE …`` of
+    ``model`` (``agentvine.db.update_sql``), typically a compare-and-set;
+    ``changes`` must be UPDATEs too. On PostgreSQL it is all one statement:
+    a transition, its writes and its events in one round trip, atomic
+    without a transaction. Returns the rows the guard updated (as ``model``
+    instances), or None when it matched none and nothing was written.
+    """
+    from chat_app.models import LiveEvent
+
+    rows = _rows(events)
+    now = timezone.now()
+    connection = connections[router.db_for_write(LiveEvent)]
+    recorded = _record_guarded(connection, guard=guard, rows=rows, at=now, changes=changes)
+    if recorded is None:
+        return None
+    guarded, event_ids = recorded
+    _send_on_commit(connection, event_ids=event_ids, rows=rows, at=now)
+    return guarded

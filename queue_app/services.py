@@ -11,6 +11,7 @@ the service raises :class:`IllegalTransition` or returns ``None`` for the
 expected race of claiming. Celery dispatch happens only after commit.
 """
 
+import copy
 import logging
 import random
 from datetime import timedelta
@@ -144,11 +145,20 @@ def _task_status_sql(work_order, *, now):
     return None if update is None else update_sql(Task, update[0], **update[1])
 
 
-def _worker_change(worker, *, status, work_order_id, now):
-    """``worker``'s new status as a change, and its ``worker.updated`` event."""
-    worker.status, worker.current_work_order_id, worker.updated_at = status, work_order_id, now
+def _worker_change(worker, *, status, work_order_id, now, apply=True):
+    """``worker``'s new status as a change, and its ``worker.updated`` event;
+    ``apply`` sets it on ``worker`` at once (else :func:`_worker_apply` does,
+    once it is written)."""
+    changed = copy.copy(worker)
+    _worker_apply(changed, status=status, work_order_id=work_order_id, now=now)
     change = update_sql(Worker, {"pk": worker.pk}, status=status, current_work_order_id=work_order_id, updated_at=now)
-    return change, worker_event(worker)
+    if apply:
+        _worker_apply(worker, status=status, work_order_id=work_order_id, now=now)
+    return change, worker_event(changed)
+
+
+def _worker_apply(worker, *, status, work_order_id, now):
+    worker.status, worker.current_work_order_id, worker.updated_at = status, work_order_id, now
 
 
 def _run_end_sql(work_order, execution, *, now):
@@ -163,18 +173,25 @@ def _run_end_sql(work_order, execution, *, now):
     return changes
 
 
-def _publish_transition(work_order, *, worker=None, worker_status=None, changes=(), now):
-    """Publish ``work_order``'s new state with ``changes``, the task following
-    it and, given a worker, that worker's new status: one statement."""
+def _transition(work_order, *, worker=None, worker_status=None, changes=(), now, apply=True):
+    """What publishing ``work_order``'s new state writes: ``(events,
+    changes)`` with ``changes``, the task following it and, given a worker,
+    that worker's new status."""
     changes = [change for change in changes if change is not None]
     changes.append(_task_status_sql(work_order, now=now))
     published = [_work_order_event(work_order)]
     if worker is not None:
         busy_with = work_order.id if worker_status in (WorkerStatus.BUSY, WorkerStatus.WAITING) else None
-        change, event = _worker_change(worker, status=worker_status, work_order_id=busy_with, now=now)
+        change, event = _worker_change(worker, status=worker_status, work_order_id=busy_with, now=now, apply=apply)
         changes.append(change)
         published.append(event)
-    events.publish_many(published, changes=[change for change in changes if change is not None])
+    return published, [change for change in changes if change is not None]
+
+
+def _publish_transition(work_order, *, worker=None, worker_status=None, changes=(), now):
+    """Publish ``work_order``'s new state (:func:`_transition`): one statement."""
+    published, changes = _transition(work_order, worker=worker, worker_status=worker_status, changes=changes, now=now)
+    events.publish_many(published, changes=changes)
 
 
 def retry_backoff_seconds(retry_count):
@@ -437,7 +454,45 @@ def _close_execution_sql(execution, *, status, now, exit_code=None, error=""):
 
 
 def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
+    """running/waiting → completed on ``worker``; its attempt closes, the
+    run's token is revoked, its session goes idle, the worker is free.
+
+    One statement when ``work_order`` is still as this worker started it (a
+    compare-and-set on its status, worker, priority and retry count, which
+    the published state is built from); otherwise (an operator changed its
+    priority meanwhile, say) a re-read decides.
+    """
     now = timezone.now()
+    done = copy.copy(work_order)
+    done.status, done.completed_at, done.last_error, done.updated_at = WorkOrderStatus.COMPLETED, now, "", now
+    done.worker_id = worker.id
+    guard = update_sql(
+        WorkOrder,
+        {
+            "pk": work_order.pk,
+            "status__in": [WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING],
+            "worker_id": worker.id,
+            "priority": work_order.priority,
+            "retry_count": work_order.retry_count,
+        },
+        status=done.status,
+        completed_at=now,
+        last_error="",
+        updated_at=now,
+    )
+    closing = _close_execution_sql(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
+    published, changes = _transition(
+        done,
+        worker=worker,
+        worker_status=WorkerStatus.IDLE,
+        changes=[closing, *_run_end_sql(done, execution, now=now)],
+        now=now,
+        apply=False,
+    )
+    rows = events.publish_guarded(published, guard=(WorkOrder, *guard), changes=changes)
+    if rows is not None:
+        _worker_apply(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
+        return rows[0]
     with transaction.atomic():
         fresh = _cas(
             work_order.id,

@@ -109,3 +109,25 @@ def test_a_statement_sent_again_and_again_is_planned_once_per_connection():
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [row[0] for row in cursor.fetchall()]
     assert any(statement.startswith('UPDATE "queue_app_workorder" SET "last_error"') for statement in prepared)
+
+
+def test_a_guarded_publish_writes_nothing_when_its_guard_matches_no_row():
+    from agentvine import events
+    from chat_app.models import LiveEvent
+
+    (order,) = _orders(1)
+    task_change = db.update_sql(Task, {"pk": order.task_id}, status=TaskStatus.CANCELLED)
+    before = LiveEvent.objects.count()
+    missed = db.update_sql(WorkOrder, {"pk": order.pk, "status": WorkOrderStatus.RUNNING}, last_error="x")
+
+    assert (
+        events.publish_guarded([("test.event", {}, ["g"])], guard=(WorkOrder, *missed), changes=[task_change]) is None
+    )
+    assert LiveEvent.objects.count() == before
+    assert Task.objects.get(pk=order.task_id).status == TaskStatus.QUEUED
+
+    hit = db.update_sql(WorkOrder, {"pk": order.pk, "status": WorkOrderStatus.QUEUED}, last_error="x")
+    rows = events.publish_guarded([("test.event", {"n": 1}, ["g"])], guard=(WorkOrder, *hit), changes=[task_change])
+    assert [row.last_error for row in rows] == ["x"]
+    assert LiveEvent.objects.filter(type="test.event").get().payload == {"n": 1}
+    assert Task.objects.get(pk=order.task_id).status == TaskStatus.CANCELLED

@@ -266,3 +266,35 @@ def test_queue_stats_counts_depth_and_age(worker):
     active = queue_stats(active_only=True)
     assert active["by_status"]["cancelled"] == 0
     assert active["by_status"]["queued"] == 3 and active["depth"] == stats["depth"]
+
+
+def test_complete_of_a_stale_copy_takes_the_checked_path_and_publishes_what_is_stored(worker):
+    from chat_app.models import LiveEvent
+
+    task = make_task()
+    order = services.work_order_claim(worker=worker, work_order_id=run_order(task).id)
+    order, execution = services.work_order_start(work_order=order, worker=worker)
+    # Changed behind the runner's back: its copy of the order is stale.
+    WorkOrder.objects.filter(pk=order.pk).update(priority=Priority.HIGH, priority_rank=0)
+
+    done = services.work_order_complete(work_order=order, worker=worker, execution=execution)
+
+    assert done.status == WorkOrderStatus.COMPLETED and done.priority == Priority.HIGH
+    assert refresh(execution).status == ExecutionStatus.COMPLETED
+    assert refresh(task).status == TaskStatus.COMPLETED
+    last = LiveEvent.objects.filter(type="work_order.updated").order_by("-id").first()
+    assert last.payload["status"] == WorkOrderStatus.COMPLETED and last.payload["priority"] == Priority.HIGH
+
+
+def test_completing_twice_raises_and_publishes_nothing_more(worker):
+    from chat_app.models import LiveEvent
+
+    task = make_task()
+    order = services.work_order_claim(worker=worker, work_order_id=run_order(task).id)
+    order, execution = services.work_order_start(work_order=order, worker=worker)
+    services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    events_before = LiveEvent.objects.count()
+
+    with pytest.raises(IllegalTransition):
+        services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    assert LiveEvent.objects.count() == events_before
