@@ -394,16 +394,17 @@ def work_order_claim_start(*, worker, work_order_id, session_kinds=()):
     opened or resumed here (``workers_app.services.agent_session_open``).
     Returns ``(work_order, execution, session, resume)`` with the task loaded,
     or ``None`` when there is nothing to claim (as :func:`work_order_claim`).
-    Three statements: the claim, one read of what the run needs, one write.
+    Two statements on PostgreSQL: the claim with one read of what the run
+    needs, then one write.
     """
     from workers_app.services import agent_session_take
 
     now = timezone.now()
     with transaction.atomic():
-        fresh = _cas_claim(work_order_id, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now)
-        if fresh is None:
+        claimed = _claim_for_run(work_order_id, worker=worker, now=now)
+        if claimed is None:
             return None
-        fresh.task, attempts, current, last_status = _run_context(fresh)
+        fresh, fresh.task, attempts, current, last_status = claimed
         session, resume, changes = None, False, []
         if fresh.kind in session_kinds:
             session, resume, change = agent_session_take(
@@ -416,11 +417,55 @@ def work_order_claim_start(*, worker, work_order_id, session_kinds=()):
     return fresh, execution, session, resume
 
 
+def _claim_for_run(work_order_id, *, worker, now):
+    """:func:`_cas_claim` straight to running, and what starting the run
+    needs: ``(work_order, its task, attempts so far, the task's live agent
+    session (locked) or None, the status of that session's last attempt)``,
+    or None when there is nothing to claim.
+
+    On PostgreSQL the claim and the read are one statement (the claim as a
+    data-modifying CTE, the session found by a LATERAL join); elsewhere two.
+    """
+    from workers_app.selectors import live_session_sql
+
+    orders, connection = db.table(WorkOrder)
+    if connection.vendor != "postgresql":
+        fresh = _cas_claim(work_order_id, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now)
+        if fresh is None:
+            return None
+        return fresh, *_run_context(fresh)
+    claim_sql, claim_params = update_sql(
+        WorkOrder,
+        {"pk": work_order_id, "status__in": [WorkOrderStatus.QUEUED], "not_before__isnull_or_lte": now},
+        worker_id=worker.id,
+        claimed_at=now,
+        status=WorkOrderStatus.RUNNING,
+        started_at=now,
+        updated_at=now,
+    )
+    tasks, _ = db.table(Task)
+    executions, _ = db.table(Execution)
+    session_sql, session_params = live_session_sql(task_column=f"claimed.{orders.columns['task_id']}", lock=True)
+    sql = (
+        f"WITH claimed AS ({claim_sql} RETURNING {orders.select_list()})"
+        f" SELECT claimed.*, {tasks.select_list('t')},"
+        f" (SELECT COUNT(*) FROM {executions.name} e"
+        f" WHERE e.{executions.columns['work_order_id']} = claimed.{orders.columns['pk']}), live.*"
+        f" FROM claimed JOIN {tasks.name} t ON t.{tasks.columns['pk']} = claimed.{orders.columns['task_id']}"
+        f" LEFT JOIN LATERAL ({session_sql}) live ON true"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*claim_params, *session_params])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    width = len(orders.attnames)
+    return orders.from_row(row[:width], connection), *_run_context_from_row(row[width:], connection)
+
+
 def _run_context(work_order):
-    """What starting ``work_order`` needs, in one read: ``(task, attempts so
-    far, the task's live agent session (locked) or None, the status of that
-    session's last attempt)``."""
-    from workers_app.selectors import live_session_from_row, live_session_sql
+    """What starting ``work_order`` needs (see :func:`_claim_for_run`), in one read."""
+    from workers_app.selectors import live_session_sql
 
     tasks, connection = db.table(Task)
     executions, _ = db.table(Execution)
@@ -434,6 +479,15 @@ def _run_context(work_order):
     with connection.cursor() as cursor:
         cursor.execute(sql, [*attempts_params, *session_params, *task_params])
         row = cursor.fetchone()
+    return _run_context_from_row(row, connection)
+
+
+def _run_context_from_row(row, connection):
+    """``(task, attempts, session or None, last status)`` from a row of the
+    task's columns, the attempt count, then :func:`live_session_sql`'s."""
+    from workers_app.selectors import live_session_from_row
+
+    tasks, _ = db.table(Task)
     width = len(tasks.attnames)
     session, last_status = live_session_from_row(row[width + 1 :])
     return tasks.from_row(row[:width], connection), row[width], session, last_status

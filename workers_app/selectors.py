@@ -27,11 +27,13 @@ def session_list(*, status=None):
     return qs
 
 
-def live_session_sql(*, task_id, lock):
+def live_session_sql(*, task_id=None, task_column=None, lock):
     """``(sql, params)`` of a SELECT of ``task_id``'s live session (its newest
     one not terminated; a task keeps one) and, as one more column, the status
     of that session's last attempt. ``lock`` locks the session row where the
     database can (PostgreSQL), so two runs of a task never open it at once.
+    ``task_column`` instead of ``task_id`` names the task by an outer query's
+    column (a LATERAL join).
 
     Its columns are the session's (:meth:`agentvine.db.Table.select_list`)
     then that status; a caller may run it alone or join it into a bigger read.
@@ -45,7 +47,10 @@ def live_session_sql(*, task_id, lock):
         f"(SELECT e.{ec['status']} FROM {executions.name} e WHERE e.{ec['session_id']} = s.{sc['id']}"
         f" ORDER BY e.{ec['started_at']} DESC LIMIT 1)"
     )
-    where, params = sessions.where({"task_id": task_id}, connection, alias="s")
+    if task_column is not None:
+        where, params = f"s.{sc['task_id']} = {task_column}", []
+    else:
+        where, params = sessions.where({"task_id": task_id}, connection, alias="s")
     sql = (
         f"SELECT {sessions.select_list('s')}, {last_status} FROM {sessions.name} s"
         f" WHERE {where} AND s.{sc['status']} <> %s ORDER BY s.{sc['created_at']} DESC LIMIT 1"

@@ -298,3 +298,42 @@ def test_completing_twice_raises_and_publishes_nothing_more(worker):
     with pytest.raises(IllegalTransition):
         services.work_order_complete(work_order=order, worker=worker, execution=execution)
     assert LiveEvent.objects.count() == events_before
+
+
+def test_claim_start_opens_the_session_then_resumes_it_for_the_next_turn(worker, other_worker):
+    from queue_app.models import WorkOrderKind
+    from workers_app.models import SessionStatus
+
+    kinds = (WorkOrderKind.RUN_TASK, WorkOrderKind.DELIVER_MESSAGE)
+    task = make_task()
+    first = run_order(task)
+    order, execution, session, resume = services.work_order_claim_start(
+        worker=worker, work_order_id=first.id, session_kinds=kinds
+    )
+    assert (order.status, order.worker_id, order.task.pk) == (WorkOrderStatus.RUNNING, worker.id, task.pk)
+    assert (execution.attempt, execution.session_id, resume) == (1, session.pk, False)
+    assert refresh(session).status == SessionStatus.ACTIVE and refresh(task).status == TaskStatus.IN_PROGRESS
+    # A duplicate doorbell finds nothing to claim.
+    assert services.work_order_claim_start(worker=other_worker, work_order_id=first.id, session_kinds=kinds) is None
+    services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    assert refresh(session).status == SessionStatus.IDLE
+
+    turn = services.work_order_enqueue(task=refresh(task), kind=WorkOrderKind.DELIVER_MESSAGE)
+    order, execution, again, resume = services.work_order_claim_start(
+        worker=other_worker, work_order_id=turn.id, session_kinds=kinds
+    )
+    assert again.pk == session.pk and resume is True and again.session_id == session.session_id
+    stored = refresh(again)
+    assert (stored.status, stored.worker_id) == (SessionStatus.ACTIVE, other_worker.id)
+    assert execution.session_id == session.pk and refresh(task).status == TaskStatus.COMPLETED
+
+
+def test_claim_start_waits_for_a_backoff_and_skips_a_cancelled_order(worker):
+    task = make_task()
+    order = run_order(task)
+    WorkOrder.objects.filter(pk=order.pk).update(not_before=timezone.now() + timezone.timedelta(seconds=30))
+    assert services.work_order_claim_start(worker=worker, work_order_id=order.id) is None
+    WorkOrder.objects.filter(pk=order.pk).update(not_before=None)
+    services.work_order_cancel(work_order=refresh(order))
+    assert services.work_order_claim_start(worker=worker, work_order_id=order.id) is None
+    assert refresh(order).status == WorkOrderStatus.CANCELLED
