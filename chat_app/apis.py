@@ -294,8 +294,10 @@ def _agent_question_poll(*, principal, question_id):
 async def agent_question_wait(request, question_id):
     """GET ?wait=N: long-poll until the question is answered (200), or N seconds pass (202).
 
-    Async, so a waiting agent costs daphne a coroutine rather than a thread
-    for the whole wait; each look is one short query.
+    Each look is one short query, between looks the view sleeps in the event
+    loop. The middleware chain is synchronous (agentvine/settings.py), so the
+    request's own thread waits for the view meanwhile: a waiting agent costs
+    daphne one idle thread.
     """
     principal = await sync_to_async(agent_from_header)(request.headers.get("Authorization", ""))
     if principal is None:
