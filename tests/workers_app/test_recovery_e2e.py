@@ -98,3 +98,34 @@ def test_redis_flushed_with_200_queued_all_complete_once(celery_worker_factory, 
     orders = WorkOrder.objects.filter(task__in=tasks)
     assert orders.filter(status=WorkOrderStatus.COMPLETED).count() == 200
     assert all(order.executions.count() == 1 for order in orders.prefetch_related("executions"))
+
+
+def test_a_slot_whose_database_connections_are_cut_runs_the_next_work(celery_worker_factory):
+    """Slots keep their connection (and its prepared statements) across
+    tasks; PostgreSQL dropping it between tasks (a restart, a failover, an
+    idle timeout) must cost no work order."""
+    from django.db import connection
+
+    celery_worker_factory(concurrency=1)
+    # Enough runs that the slot's hot statements are prepared on its connection.
+    first = [task_create(title=f"before the cut {n}", executor="noop") for n in range(8)]
+    wait_for(
+        lambda: Task.objects.filter(pk__in=[t.pk for t in first], status=TaskStatus.COMPLETED).count() == 8,
+        message="the first runs",
+    )
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+
+    after = [task_create(title=f"after the cut {n}", executor="noop") for n in range(3)]
+    wait_for(
+        lambda: Task.objects.filter(pk__in=[t.pk for t in after], status=TaskStatus.COMPLETED).count() == 3,
+        message="runs after the connections were cut",
+    )
+    # The slot noticed the dead connection before using it: no attempt was spent.
+    assert list(WorkOrder.objects.filter(task__in=after).values_list("retry_count", flat=True)) == [0, 0, 0]
+    assert not WorkOrder.objects.exclude(status=WorkOrderStatus.COMPLETED).exists()
