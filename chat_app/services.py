@@ -251,7 +251,7 @@ def _create_messages(*, sender, texts, conversation, recipient, task, work_order
     ]
     ChatMessage.objects.bulk_create(rows)
     if to_inbox and task is not None:
-        _next_turn_on_commit(task)
+        agent_next_turn_on_commit(task)
     # Messages from the agent side are what operators have to read.
     _touch_conversation(conversation, now=now, unread=sender.kind != SenderKind.OPERATOR)
     for message in rows:
@@ -429,7 +429,7 @@ def agent_next_turn(*, task):
         return queue_services.work_order_enqueue(task=locked, kind=WorkOrderKind.DELIVER_MESSAGE)
 
 
-def _next_turn_on_commit(task):
+def agent_next_turn_on_commit(task):
     def next_turn():
         try:
             agent_next_turn(task=task)

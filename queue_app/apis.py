@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from agentvine.api import PlatformAPIView
 from agentvine.errors import IllegalTransition, PermissionDenied, ValidationFailed
+from chat_app.services import agent_next_turn_on_commit
 from queue_app import selectors, services
 from queue_app.models import WorkOrder
 from queue_app.serializers import (
@@ -32,7 +33,7 @@ from queue_app.serializers import (
 from tasks_app.models import Execution, ExecutionStatus, Task
 from tasks_app.services import execution_output_append_next, execution_record_usage
 from workers_app.authentication import IsOperator, IsOperatorOrWorker, IsWorker, request_worker
-from workers_app.runner import task_prompt
+from workers_app.runner import pull_run_start, task_prompt
 
 ERR_TASK_NOT_FOUND = "task not found"
 ERR_NO_RUNNING_EXECUTION = "work order has no running execution on this worker"
@@ -118,7 +119,9 @@ class WorkOrderStartApi(PlatformAPIView):
     @extend_schema(request=None, responses=StartOutput, operation_id="queue_start", tags=["queue"])
     def post(self, request, work_order_id):
         work_order = _work_order_for(request, work_order_id)
-        work_order, execution = services.work_order_start(work_order=work_order, worker=request_worker(request))
+        work_order, execution, session, resume, prompt = pull_run_start(
+            work_order=work_order, worker=request_worker(request)
+        )
         # The agent asks humans through the chat API with its own per-run
         # token, issued with the start and revoked when the run ends.
         agent_token = execution.agent_token
@@ -129,6 +132,10 @@ class WorkOrderStartApi(PlatformAPIView):
                     "execution": execution.pk,
                     "attempt": execution.attempt,
                     "agent_token": agent_token,
+                    "session": session.pk if session else None,
+                    "session_id": session.session_id if session else None,
+                    "resume": resume,
+                    "prompt": prompt,
                 }
             ).data
         )
@@ -140,6 +147,7 @@ class WorkOrderCompleteApi(PlatformAPIView):
     @extend_schema(request=CompleteInput, responses=WorkOrderOutput, operation_id="queue_complete", tags=["queue"])
     def post(self, request, work_order_id):
         work_order = _work_order_for(request, work_order_id)
+        task = work_order.task
         data = CompleteInput(data=request.data)
         data.is_valid(raise_exception=True)
         worker = request_worker(request)
@@ -149,6 +157,8 @@ class WorkOrderCompleteApi(PlatformAPIView):
             execution=_running_execution(work_order, worker),
             exit_code=data.validated_data["exit_code"],
         )
+        # As after a slot's run: messages that came in too late for it get the agent's next turn.
+        agent_next_turn_on_commit(task)
         return Response(WorkOrderOutput(work_order).data)
 
 
@@ -158,6 +168,7 @@ class WorkOrderFailApi(PlatformAPIView):
     @extend_schema(request=FailInput, responses=WorkOrderOutput, operation_id="queue_fail", tags=["queue"])
     def post(self, request, work_order_id):
         work_order = _work_order_for(request, work_order_id)
+        task = work_order.task
         data = FailInput(data=request.data)
         data.is_valid(raise_exception=True)
         worker = request_worker(request)
@@ -167,6 +178,7 @@ class WorkOrderFailApi(PlatformAPIView):
             execution=_running_execution(work_order, worker),
             **data.validated_data,
         )
+        agent_next_turn_on_commit(task)
         return Response(WorkOrderOutput(work_order).data)
 
 

@@ -56,7 +56,10 @@ class ClaimedTaskOutput(serializers.Serializer):
 class ClaimOutput(serializers.Serializer):
     work_order = WorkOrderOutput()
     task = ClaimedTaskOutput()
-    prompt = serializers.CharField(help_text="The prompt the agent is given, as built by the platform.")
+    prompt = serializers.CharField(
+        help_text="The task as a prompt. What the agent is actually given (a resumed run, a message turn) comes"
+        " with the start."
+    )
 
 
 class StartOutput(serializers.Serializer):
@@ -65,6 +68,16 @@ class StartOutput(serializers.Serializer):
     attempt = serializers.IntegerField()
     agent_token = serializers.CharField(
         help_text="For the agent's own calls (asking a human): AGENTVINE_TOKEN. Revoked when the run ends."
+    )
+    session = serializers.UUIDField(allow_null=True, help_text="The agent session this run works in (sessions API).")
+    session_id = serializers.CharField(
+        allow_null=True, help_text="The agent's conversation id: pass it to the agent (e.g. claude --session-id)."
+    )
+    resume = serializers.BooleanField(help_text="Continue that conversation instead of starting it.")
+    prompt = serializers.CharField(
+        allow_null=True,
+        help_text="What the agent gets: the task, or the queued messages of a message turn. Null: nothing left to"
+        " deliver, complete the work order.",
     )
 
 

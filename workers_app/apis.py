@@ -20,6 +20,7 @@ from workers_app.serializers import (
     ApiTokenCreateInput,
     ApiTokenOutput,
     HeartbeatOutput,
+    SessionActivityInput,
     SessionCreateInput,
     SessionListParams,
     SessionOutput,
@@ -171,9 +172,14 @@ class SessionDetailApi(PlatformAPIView):
 class SessionActivityApi(PlatformAPIView):
     permission_classes = [IsOperatorOrWorker]
 
-    @extend_schema(request=None, responses=SessionOutput, operation_id="sessions_activity", tags=["sessions"])
+    @extend_schema(
+        request=SessionActivityInput, responses=SessionOutput, operation_id="sessions_activity", tags=["sessions"]
+    )
     def post(self, request, session_pk):
-        session = services.agent_session_touch(session=_session_for(request, session_pk))
+        session = _session_for(request, session_pk)
+        data = SessionActivityInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = services.agent_session_touch(session=session, agent_session_id=data.validated_data.get("session_id"))
         return Response(SessionOutput(session).data)
 
 

@@ -38,6 +38,8 @@ RETRY_STATUSES = (429, 502, 503, 504)
 
 ERR_TIME_LIMIT = "time limit of {seconds:.0f}s exceeded"
 ERR_UNSUPPORTED_KIND = "work order kind {kind} cannot run on a remote worker"
+# As on a Celery slot: the task itself, or a turn for the agent's queued messages.
+RUNNABLE_KINDS = ("run_task", "deliver_message")
 ERR_NO_RESULT = "agent ended without a result"
 ERR_NEED_CREDENTIALS = "give --token (operator, to register) or --worker-id and --worker-token"
 
@@ -204,9 +206,14 @@ class RemoteWorker:
 
         work_order, task = claimed["work_order"], claimed["task"]
         work_order_id = work_order["id"]
+        # The start opens (or resumes) the task's agent session and hands back
+        # the prompt: the task, or a message turn's queued messages.
         started = self.api.post(f"queue/work-orders/{work_order_id}/start/")
-        if work_order["kind"] != "run_task":
+        if work_order["kind"] not in RUNNABLE_KINDS:
             return self._fail(work_order_id, ERR_UNSUPPORTED_KIND.format(kind=work_order["kind"]), retryable=False)
+        if started.get("prompt") is None:
+            # A message turn whose messages another run already delivered.
+            return self._complete(work_order_id, 0)
         try:
             from django.conf import settings
 
@@ -219,14 +226,15 @@ class RemoteWorker:
             context = RunContext(
                 task_id=task["id"],
                 work_order_id=work_order_id,
-                prompt=claimed["prompt"],
+                prompt=started["prompt"],
                 workspace=workspace,
                 profile=profile,
                 time_limit=float(profile.get("timeout", settings.AGENTVINE_MAX_RUN_SECONDS)),
-                session_id=str(uuid.uuid4()),
+                session_id=started["session_id"],
+                resume=started["resume"],
                 env=self._agent_environment(started["agent_token"], work_order_id, task["id"]),
             )
-            return self._drive(work_order_id, executor_for(context))
+            return self._drive(work_order_id, executor_for(context), session=started["session"])
         except ExecutorConfigError as exc:
             return self._fail(work_order_id, str(exc), retryable=False)
 
@@ -242,7 +250,7 @@ class RemoteWorker:
             "PATH": f"{AGENT_BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
-    def _drive(self, work_order_id, executor):
+    def _drive(self, work_order_id, executor, session=None):
         buffer = _remote_output_buffer_class()(self.api, work_order_id)
         started = time.monotonic()
         next_check = started + STATUS_CHECK_SECONDS
@@ -256,6 +264,8 @@ class RemoteWorker:
                     buffer.add(event.text)
                 elif event.kind == "usage":
                     self._report_usage(work_order_id, event.data)
+                elif event.kind == "session" and session:
+                    self._report_session(session, event.data.get("session_id"))
                 elif event.kind in ("completed", "error"):
                     outcome = event
                 buffer.maybe_flush()
@@ -292,18 +302,30 @@ class RemoteWorker:
         if stop_reason:
             return self._fail(work_order_id, stop_reason, retryable=True, exit_code=exit_code)
         if outcome is not None and outcome.kind == "completed":
-            try:
-                self.api.post(f"queue/work-orders/{work_order_id}/complete/", {"exit_code": exit_code or 0})
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-                return "lost"
-            return "completed"
+            return self._complete(work_order_id, exit_code or 0)
         error = outcome.text if outcome else ERR_NO_RESULT
         tail = buffer.tail.strip().splitlines()[-5:]
         if tail:
             error = error + "\n" + "\n".join(tail)
         return self._fail(work_order_id, error, retryable=True, exit_code=exit_code)
+
+    def _complete(self, work_order_id, exit_code):
+        try:
+            self.api.post(f"queue/work-orders/{work_order_id}/complete/", {"exit_code": exit_code})
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            return "lost"
+        return "completed"
+
+    def _report_session(self, session, agent_session_id):
+        """The agent named its own conversation (codex does): resume that one next time."""
+        if not agent_session_id:
+            return
+        try:
+            self.api.post(f"sessions/{session}/activity/", {"session_id": agent_session_id})
+        except ApiError as exc:
+            logger.warning("session id of session %s not recorded: %s", session, exc)
 
     def _report_usage(self, work_order_id, usage):
         """Tokens and cost the agent reported, added to this attempt on the server."""

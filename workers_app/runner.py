@@ -10,6 +10,7 @@ import time
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from agentvine.errors import IllegalTransition
@@ -21,6 +22,7 @@ from workers_app.executors import ExecutorConfigError, executor_for, executor_pr
 from workers_app.executors.base import RunContext
 from workers_app.output import OutputBuffer
 from workers_app.services import (
+    agent_session_open,
     agent_session_release,
     agent_session_set_agent_id,
     worker_release,
@@ -75,7 +77,7 @@ def work_order_run(*, work_order_id):
         return "failed"
     outcome = None
     try:
-        prompt = _prompt(work_order, resume)
+        prompt = run_prompt(work_order, resume)
         if prompt is None:
             # A message turn whose messages another run already delivered.
             queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
@@ -111,8 +113,9 @@ def work_order_run(*, work_order_id):
     return outcome
 
 
-def _prompt(work_order, resume):
-    """A task run gets the task; a message turn the queued messages (None if none)."""
+def run_prompt(work_order, resume):
+    """A task run gets the task; a message turn the queued messages, taken
+    from the inbox as delivered (None if another run took them first)."""
     if work_order.kind == WorkOrderKind.RUN_TASK:
         return (RESUME_NOTE if resume else "") + task_prompt(work_order.task)
     messages = agent_link.next_turn_prompt(task=work_order.task)
@@ -122,6 +125,24 @@ def _prompt(work_order, resume):
         return messages
     # A fresh conversation does not know the task yet.
     return f"{task_prompt(work_order.task)}\n\n{MESSAGES_NOTE}\n{messages}"
+
+
+def pull_run_start(*, work_order, worker):
+    """A pull worker starts the ``work_order`` it claimed, as a slot does:
+    claimed → running in the task's agent session (opened, or resumed after
+    an attempt that completed or was interrupted), with the prompt its agent
+    gets, in one transaction. Returns ``(work_order, execution, session,
+    resume, prompt)``; for a message turn whose messages another run already
+    delivered the prompt is None and the worker completes it at once.
+    """
+    with transaction.atomic():
+        session, resume = None, False
+        if work_order.kind in RUNNABLE_KINDS:
+            session, resume = agent_session_open(task=work_order.task, worker=worker)
+        fresh, execution = queue_services.work_order_start(work_order=work_order, worker=worker, session=session)
+        fresh.task = work_order.task
+        prompt = run_prompt(fresh, resume) if fresh.kind in RUNNABLE_KINDS else None
+    return fresh, execution, session, resume, prompt
 
 
 def _not_claimed(work_order_id):

@@ -52,6 +52,14 @@ class SessionListParams(serializers.Serializer):
     offset = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
 
 
+class SessionActivityInput(serializers.Serializer):
+    session_id = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="The id the agent gave its own conversation (codex picks one): the next run resumes that one.",
+    )
+
+
 class SessionTerminateInput(serializers.Serializer):
     reason = serializers.CharField(max_length=200, required=False, default="terminated")
 

@@ -4,7 +4,7 @@ import hashlib
 import secrets
 import uuid
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agentvine import events
@@ -273,17 +273,25 @@ def agent_session_create(*, session_id, task=None, worker=None):
     return session
 
 
-def agent_session_touch(*, session):
-    """Activity on a session keeps it alive (and wakes an idle one)."""
+def agent_session_touch(*, session, agent_session_id=None):
+    """Activity on a session keeps it alive (and wakes an idle one);
+    ``agent_session_id`` records the id the agent gave its conversation."""
     now = timezone.now()
-    with transaction.atomic():
-        updated = AgentSession.objects.filter(
-            pk=session.pk, status__in=[SessionStatus.ACTIVE, SessionStatus.IDLE]
-        ).update(last_activity_at=now, status=SessionStatus.ACTIVE)
-        if updated != 1:
-            raise IllegalTransition(ERR_SESSION_TERMINATED)
-        session.refresh_from_db()
-        _publish_session(session)
+    changes = {"last_activity_at": now, "status": SessionStatus.ACTIVE}
+    if agent_session_id and agent_session_id != session.session_id:
+        changes["session_id"] = agent_session_id
+    try:
+        with transaction.atomic():
+            updated = AgentSession.objects.filter(
+                pk=session.pk, status__in=[SessionStatus.ACTIVE, SessionStatus.IDLE]
+            ).update(**changes)
+            if updated != 1:
+                raise IllegalTransition(ERR_SESSION_TERMINATED)
+            session.refresh_from_db()
+            _publish_session(session)
+    except IntegrityError:
+        # session_id is unique: another session already has that id.
+        raise ValidationFailed(ERR_SESSION_EXISTS, field="session_id") from None
     return session
 
 

@@ -196,3 +196,31 @@ def test_cancelling_a_remote_run_ends_its_attempt_interrupted_and_frees_the_work
     assert Task.objects.get(pk=task.pk).status == TaskStatus.CANCELLED
     # The agent's token died with the run.
     assert not execution.agent_tokens.filter(revoked_at__isnull=True).exists()
+
+
+def test_a_message_to_a_finished_agent_gets_a_resumed_turn_on_a_remote_worker(remote_factory, operator, origin):
+    from chat_app.models import ChatMessage, DeliveryStatus
+    from chat_app.services import operator_message_send
+    from queue_app.models import WorkOrderKind
+    from workers_app.models import AgentSession
+
+    task = task_create(title="Write notes", executor="codex-replay", repository_url=str(origin), created_by=operator)
+    remote = remote_factory("remote-turn", "--max-orders", "2", "--poll", "0.2", "--heartbeat", "0.3")
+    wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, timeout=60, message="the task run")
+    first = task.executions.get()
+    # Codex named its own thread; the remote worker recorded it on the session.
+    thread = AgentSession.objects.get(task=task).session_id
+    assert f"[codex] thread {thread}\n" in execution_output(execution=first)
+
+    message = operator_message_send(user=operator, conversation_id=str(task.pk), text="Add a CHANGELOG entry too")
+
+    assert remote.wait(timeout=60) == 0, remote.output()
+    turn = task.executions.get(work_order__kind=WorkOrderKind.DELIVER_MESSAGE)
+    assert turn.status == ExecutionStatus.COMPLETED and turn.worker.name == "remote-turn"
+    # The same session and codex thread, continued, with the message as its prompt.
+    assert turn.session_id == first.session_id
+    output = execution_output(execution=turn)
+    assert f"Resumed thread {thread}" in output
+    assert f"Done: {operator.username}: Add a CHANGELOG entry too" in output
+    assert ChatMessage.objects.get(pk=message.pk).status != DeliveryStatus.QUEUED
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED

@@ -92,3 +92,18 @@ def test_terminating_a_session_removes_its_workspace(
 
     assert not path.exists()
     assert AgentSession.objects.get(pk=session.pk).status == SessionStatus.TERMINATED
+
+
+def test_activity_records_the_agents_own_conversation_id_once_and_refuses_a_taken_one(worker):
+    from agentvine.errors import ValidationFailed
+    from workers_app.services import agent_session_touch
+
+    first, _ = agent_session_open(task=task_create(title="one"), worker=worker)
+    second, _ = agent_session_open(task=task_create(title="two"), worker=worker)
+
+    agent_session_touch(session=first, agent_session_id="codex-thread-1")
+    assert AgentSession.objects.get(pk=first.pk).session_id == "codex-thread-1"
+
+    with pytest.raises(ValidationFailed):
+        agent_session_touch(session=second, agent_session_id="codex-thread-1")
+    assert AgentSession.objects.get(pk=second.pk).session_id == second.session_id
