@@ -72,15 +72,16 @@ def inbox_deliver_to_executor(*, task, executor):
     return services.inbox_deliver(recipient=recipient, deliver=lambda message: send_message(message.text))
 
 
-def next_turn_prompt(*, task):
-    """Take the agent's queued messages (marked delivered, in order) as a prompt.
+def next_turn_prompt(*, task, execution=None):
+    """Take the agent's queued messages (marked delivered to ``execution``, in
+    order) as a prompt.
 
     Returns None when nothing is queued (another run took them first).
     """
     recipient = SenderProfile.objects.filter(key=f"agent:{task.pk}").first()
     if recipient is None:
         return None
-    taken = services.inbox_deliver(recipient=recipient, deliver=lambda message: True)
+    taken = services.inbox_deliver(recipient=recipient, deliver=lambda message: True, execution=execution)
     if not taken:
         return None
     return "\n".join(f"{message.sender.display_name}: {message.text}" for message in taken)

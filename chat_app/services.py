@@ -368,14 +368,46 @@ def _delivery_transition(message, *, from_status, error, **changes):
     return message
 
 
-def message_mark_delivered(*, message):
+def message_mark_delivered(*, message, execution=None):
+    """Delivered; ``execution``: the run of the agent that took it."""
+    changes = {"execution": execution} if execution is not None else {}
     return _delivery_transition(
         message,
         from_status=DeliveryStatus.QUEUED,
         error=ERR_NOT_QUEUED,
         status=DeliveryStatus.DELIVERED,
         delivered_at=timezone.now(),
+        **changes,
     )
+
+
+def turn_messages_return(*, execution, retry, reason):
+    """The message turn ``execution`` failed: the messages it took did not
+    reach a conversation that lives on. With ``retry`` (its work order runs
+    again) they go back to the inbox, in their places, for that run; else
+    they are marked failed with ``reason`` (an operator can retry them)."""
+    taken = list(
+        ChatMessage.objects.filter(execution=execution, status=DeliveryStatus.DELIVERED).order_by("inbox_position")
+    )
+    for message in taken:
+        if retry:
+            _delivery_transition(
+                message,
+                from_status=DeliveryStatus.DELIVERED,
+                error=ERR_NOT_QUEUED,
+                status=DeliveryStatus.QUEUED,
+                delivered_at=None,
+            )
+        else:
+            _delivery_transition(
+                message,
+                from_status=DeliveryStatus.DELIVERED,
+                error=ERR_NOT_QUEUED,
+                status=DeliveryStatus.FAILED,
+                failed_at=timezone.now(),
+                failure_reason=str(reason)[:2000],
+            )
+    return taken
 
 
 def message_mark_failed(*, message, reason):
@@ -440,13 +472,14 @@ def agent_next_turn_on_commit(task):
     transaction.on_commit(next_turn)
 
 
-def inbox_deliver(*, recipient, deliver, limit=100):
+def inbox_deliver(*, recipient, deliver, limit=100, execution=None):
     """Hand queued inbox messages to ``deliver(message)`` strictly in order.
 
     ``deliver`` returning False means "not now" (the agent cannot take input
     at the moment): the walk stops and everything stays queued. An exception
     is a failed delivery: recorded on that message, and the messages after it
-    stay queued, in order, for the next attempt. Returns the delivered ones.
+    stay queued, in order, for the next attempt. Returns the delivered ones,
+    each marked as taken by ``execution`` when given.
     """
     from chat_app.selectors import inbox_queued
 
@@ -459,7 +492,7 @@ def inbox_deliver(*, recipient, deliver, limit=100):
             break
         if accepted is False:
             break
-        delivered.append(message_mark_delivered(message=message))
+        delivered.append(message_mark_delivered(message=message, execution=execution))
     return delivered
 
 

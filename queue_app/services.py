@@ -595,6 +595,14 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
         fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=error[-10000:], **changes)
         changes = [closing, *_run_end_sql(fresh, execution, now=now)]
         _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=changes, now=now)
+        if fresh.kind == WorkOrderKind.DELIVER_MESSAGE and execution is not None:
+            from chat_app.services import turn_messages_return
+
+            # A failed attempt leaves no conversation to resume: its messages
+            # go to the next attempt, or are marked failed with the turn.
+            turn_messages_return(
+                execution=execution, retry=fresh.status == WorkOrderStatus.QUEUED, reason=f"agent turn failed: {error}"
+            )
         if fresh.status == WorkOrderStatus.QUEUED:
             _dispatch_on_commit(fresh.id, countdown=countdown)
     return fresh

@@ -77,7 +77,7 @@ def work_order_run(*, work_order_id):
         return "failed"
     outcome = None
     try:
-        prompt = run_prompt(work_order, resume)
+        prompt = run_prompt(work_order, resume, execution)
         if prompt is None:
             # A message turn whose messages another run already delivered.
             queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
@@ -113,12 +113,13 @@ def work_order_run(*, work_order_id):
     return outcome
 
 
-def run_prompt(work_order, resume):
+def run_prompt(work_order, resume, execution=None):
     """A task run gets the task; a message turn the queued messages, taken
-    from the inbox as delivered (None if another run took them first)."""
+    from the inbox as delivered to ``execution`` (None if another run took
+    them first)."""
     if work_order.kind == WorkOrderKind.RUN_TASK:
         return (RESUME_NOTE if resume else "") + task_prompt(work_order.task)
-    messages = agent_link.next_turn_prompt(task=work_order.task)
+    messages = agent_link.next_turn_prompt(task=work_order.task, execution=execution)
     if messages is None:
         return None
     if resume:
@@ -141,7 +142,7 @@ def pull_run_start(*, work_order, worker):
             session, resume = agent_session_open(task=work_order.task, worker=worker)
         fresh, execution = queue_services.work_order_start(work_order=work_order, worker=worker, session=session)
         fresh.task = work_order.task
-        prompt = run_prompt(fresh, resume) if fresh.kind in RUNNABLE_KINDS else None
+        prompt = run_prompt(fresh, resume, execution) if fresh.kind in RUNNABLE_KINDS else None
     return fresh, execution, session, resume, prompt
 
 

@@ -337,3 +337,39 @@ def test_claim_start_waits_for_a_backoff_and_skips_a_cancelled_order(worker):
     services.work_order_cancel(work_order=refresh(order))
     assert services.work_order_claim_start(worker=worker, work_order_id=order.id) is None
     assert refresh(order).status == WorkOrderStatus.CANCELLED
+
+
+def test_a_failed_message_turn_returns_its_messages_for_the_retry_and_fails_them_at_the_end(worker, operator):
+    from chat_app.models import ChatMessage, DeliveryStatus
+    from chat_app.services import operator_message_send
+    from queue_app.models import WorkOrderKind
+    from workers_app.runner import RUNNABLE_KINDS, run_prompt
+
+    task = make_task()
+    order, execution, _, _ = services.work_order_claim_start(
+        worker=worker, work_order_id=run_order(task).id, session_kinds=RUNNABLE_KINDS
+    )
+    services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    message = operator_message_send(user=operator, conversation_id=str(task.pk), text="also update the docs")
+    turn = services.work_order_enqueue(task=refresh(task), kind=WorkOrderKind.DELIVER_MESSAGE, max_retries=1)
+
+    def take_turn():
+        WorkOrder.objects.filter(pk=turn.pk).update(not_before=None)
+        order, execution, _, resume = services.work_order_claim_start(
+            worker=worker, work_order_id=turn.id, session_kinds=RUNNABLE_KINDS
+        )
+        assert "also update the docs" in run_prompt(order, resume, execution)
+        assert ChatMessage.objects.get(pk=message.pk).execution_id == execution.pk
+        return order, execution
+
+    order, execution = take_turn()
+    services.work_order_fail(work_order=order, worker=worker, execution=execution, error="agent crashed")
+    # The turn will run again: the message waits for it, in its place.
+    stored = ChatMessage.objects.get(pk=message.pk)
+    assert (stored.status, stored.delivered_at) == (DeliveryStatus.QUEUED, None)
+
+    order, execution = take_turn()
+    services.work_order_fail(work_order=order, worker=worker, execution=execution, error="agent crashed again")
+    assert refresh(turn).status == WorkOrderStatus.DEAD
+    stored = ChatMessage.objects.get(pk=message.pk)
+    assert stored.status == DeliveryStatus.FAILED and "agent crashed again" in stored.failure_reason
