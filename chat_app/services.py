@@ -48,6 +48,7 @@ ERR_WORK_ORDER_NOT_ACTIVE = "work order is not running"
 ERR_NO_AGENT = "conversation has no agent to send to"
 ERR_DISCORD_ID_REQUIRED = "discord_user_id is required"
 ERR_NOT_QUEUED = "message is not queued"
+ERR_NOT_DELIVERED = "message is not delivered"
 ERR_NOT_FAILED = "only a failed message can be retried"
 ERR_CONVERSATION_REQUIRED = "conversation_id or task is required"
 
@@ -389,24 +390,12 @@ def turn_messages_return(*, execution, retry, reason):
     taken = list(
         ChatMessage.objects.filter(execution=execution, status=DeliveryStatus.DELIVERED).order_by("inbox_position")
     )
+    if retry:
+        changes = {"status": DeliveryStatus.QUEUED, "delivered_at": None}
+    else:
+        changes = {"status": DeliveryStatus.FAILED, "failed_at": timezone.now(), "failure_reason": str(reason)[:2000]}
     for message in taken:
-        if retry:
-            _delivery_transition(
-                message,
-                from_status=DeliveryStatus.DELIVERED,
-                error=ERR_NOT_QUEUED,
-                status=DeliveryStatus.QUEUED,
-                delivered_at=None,
-            )
-        else:
-            _delivery_transition(
-                message,
-                from_status=DeliveryStatus.DELIVERED,
-                error=ERR_NOT_QUEUED,
-                status=DeliveryStatus.FAILED,
-                failed_at=timezone.now(),
-                failure_reason=str(reason)[:2000],
-            )
+        _delivery_transition(message, from_status=DeliveryStatus.DELIVERED, error=ERR_NOT_DELIVERED, **changes)
     return taken
 
 
