@@ -118,16 +118,18 @@ def _sync_task_status(work_order, *, now):
         work_order.task = tasks[0]
 
 
+def _claim_update(work_order_id, *, worker, now, **changes):
+    """``(where, changes)`` of the claim: queued → ``changes["status"]`` for
+    ``worker``, unless it is still backing off."""
+    where = {"pk": work_order_id, "status__in": [WorkOrderStatus.QUEUED], "not_before__isnull_or_lte": now}
+    return where, {"worker_id": worker.id, "claimed_at": now, "updated_at": now, **changes}
+
+
 def _cas_claim(work_order_id, *, worker, now, **changes):
-    """queued → ``changes["status"]`` for ``worker``, unless it is still backing off."""
-    return _cas(
-        work_order_id,
-        from_statuses=[WorkOrderStatus.QUEUED],
-        where={"not_before__isnull_or_lte": now},
-        worker_id=worker.id,
-        claimed_at=now,
-        **changes,
-    )
+    """The claim (:func:`_claim_update`) as a compare-and-set; the updated row or None."""
+    where, changes = _claim_update(work_order_id, worker=worker, now=now, **changes)
+    rows = update_returning(WorkOrder, where, **changes)
+    return rows[0] if rows else None
 
 
 def _cas(work_order_id, *, from_statuses, where=None, **changes):
@@ -177,8 +179,7 @@ def _transition(work_order, *, worker=None, worker_status=None, changes=(), now,
     """What publishing ``work_order``'s new state writes: ``(events,
     changes)`` with ``changes``, the task following it and, given a worker,
     that worker's new status."""
-    changes = [change for change in changes if change is not None]
-    changes.append(_task_status_sql(work_order, now=now))
+    changes = [*changes, _task_status_sql(work_order, now=now)]
     published = [_work_order_event(work_order)]
     if worker is not None:
         busy_with = work_order.id if worker_status in (WorkerStatus.BUSY, WorkerStatus.WAITING) else None
@@ -434,15 +435,10 @@ def _claim_for_run(work_order_id, *, worker, now):
         if fresh is None:
             return None
         return fresh, *_run_context(fresh)
-    claim_sql, claim_params = update_sql(
-        WorkOrder,
-        {"pk": work_order_id, "status__in": [WorkOrderStatus.QUEUED], "not_before__isnull_or_lte": now},
-        worker_id=worker.id,
-        claimed_at=now,
-        status=WorkOrderStatus.RUNNING,
-        started_at=now,
-        updated_at=now,
+    where, changes = _claim_update(
+        work_order_id, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now
     )
+    claim_sql, claim_params = update_sql(WorkOrder, where, **changes)
     tasks, _ = db.table(Task)
     executions, _ = db.table(Execution)
     session_sql, session_params = live_session_sql(task_column=f"claimed.{orders.columns['task_id']}", lock=True)
@@ -517,9 +513,12 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
     priority meanwhile, say) a re-read decides.
     """
     now = timezone.now()
+    completion = {"status": WorkOrderStatus.COMPLETED, "completed_at": now, "last_error": "", "updated_at": now}
+    closing = _close_execution_sql(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
+    run_end = [closing, *_run_end_sql(work_order, execution, now=now)]
     done = copy.copy(work_order)
-    done.status, done.completed_at, done.last_error, done.updated_at = WorkOrderStatus.COMPLETED, now, "", now
-    done.worker_id = worker.id
+    for name, value in {**completion, "worker_id": worker.id}.items():
+        setattr(done, name, value)
     guard = update_sql(
         WorkOrder,
         {
@@ -529,19 +528,10 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
             "priority": work_order.priority,
             "retry_count": work_order.retry_count,
         },
-        status=done.status,
-        completed_at=now,
-        last_error="",
-        updated_at=now,
+        **completion,
     )
-    closing = _close_execution_sql(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
     published, changes = _transition(
-        done,
-        worker=worker,
-        worker_status=WorkerStatus.IDLE,
-        changes=[closing, *_run_end_sql(done, execution, now=now)],
-        now=now,
-        apply=False,
+        done, worker=worker, worker_status=WorkerStatus.IDLE, changes=run_end, now=now, apply=False
     )
     rows = events.publish_guarded(published, guard=(WorkOrder, *guard), changes=changes)
     if rows is not None:
@@ -552,15 +542,11 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
             work_order.id,
             from_statuses=[WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING],
             where={"worker_id": worker.id},
-            status=WorkOrderStatus.COMPLETED,
-            completed_at=now,
-            last_error="",
+            **completion,
         )
         if fresh is None:
             raise IllegalTransition(ERR_CANNOT_COMPLETE)
-        closing = _close_execution_sql(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
-        changes = [closing, *_run_end_sql(fresh, execution, now=now)]
-        _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=changes, now=now)
+        _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=run_end, now=now)
     return fresh
 
 
