@@ -174,9 +174,13 @@ def agent_session_set_agent_id(*, session, session_id):
     """Record the id the agent reported for its conversation (codex picks its own)."""
     if not session_id or session_id == session.session_id:
         return session
-    with transaction.atomic():
-        AgentSession.objects.filter(pk=session.pk).update(session_id=session_id, last_activity_at=timezone.now())
-        session.refresh_from_db()
+    try:
+        with transaction.atomic():
+            AgentSession.objects.filter(pk=session.pk).update(session_id=session_id, last_activity_at=timezone.now())
+    except IntegrityError:
+        # session_id is unique: another session already has that id.
+        raise ValidationFailed(ERR_SESSION_EXISTS, field="session_id") from None
+    session.refresh_from_db()
     return session
 
 
@@ -277,21 +281,15 @@ def agent_session_touch(*, session, agent_session_id=None):
     """Activity on a session keeps it alive (and wakes an idle one);
     ``agent_session_id`` records the id the agent gave its conversation."""
     now = timezone.now()
-    changes = {"last_activity_at": now, "status": SessionStatus.ACTIVE}
-    if agent_session_id and agent_session_id != session.session_id:
-        changes["session_id"] = agent_session_id
-    try:
-        with transaction.atomic():
-            updated = AgentSession.objects.filter(
-                pk=session.pk, status__in=[SessionStatus.ACTIVE, SessionStatus.IDLE]
-            ).update(**changes)
-            if updated != 1:
-                raise IllegalTransition(ERR_SESSION_TERMINATED)
-            session.refresh_from_db()
-            _publish_session(session)
-    except IntegrityError:
-        # session_id is unique: another session already has that id.
-        raise ValidationFailed(ERR_SESSION_EXISTS, field="session_id") from None
+    with transaction.atomic():
+        agent_session_set_agent_id(session=session, session_id=agent_session_id)
+        updated = AgentSession.objects.filter(
+            pk=session.pk, status__in=[SessionStatus.ACTIVE, SessionStatus.IDLE]
+        ).update(last_activity_at=now, status=SessionStatus.ACTIVE)
+        if updated != 1:
+            raise IllegalTransition(ERR_SESSION_TERMINATED)
+        session.refresh_from_db()
+        _publish_session(session)
     return session
 
 
