@@ -1,13 +1,17 @@
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentvine.settings")
 # The web process pools its PostgreSQL connections (agentvine/settings.py).
 os.environ.setdefault("DATABASE_POOL", "true")
 # Build the Django app (and load models) before importing consumers.
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from agentvine.asgi_handler import SyncChainASGIHandler  # noqa: E402
+
+django_asgi_app = SyncChainASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -53,11 +53,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Innermost on purpose: a sync-only middleware here makes Django run the
-    # whole chain in the request's thread. Below an async-capable one, each
-    # built-in middleware would hop between the event loop and that thread
-    # twice per request (~15 % of daphne's CPU per API call). Nothing above it
-    # reads the body, so it still refuses an oversized one before any parser.
+    # The chain runs synchronously, with the view, in the request's thread
+    # (agentvine/asgi_handler.py). Nothing above this one reads the body, so
+    # an oversized one is refused before any parser.
     "agentvine.api.ApiBodyLimitMiddleware",
 ]
 

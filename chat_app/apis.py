@@ -295,9 +295,9 @@ async def agent_question_wait(request, question_id):
     """GET ?wait=N: long-poll until the question is answered (200), or N seconds pass (202).
 
     Each look is one short query, between looks the view sleeps in the event
-    loop. The middleware chain is synchronous (agentvine/settings.py), so the
-    request's own thread waits for the view meanwhile: a waiting agent costs
-    daphne one idle thread.
+    loop. The middleware chain is synchronous (agentvine/asgi_handler.py), so
+    the request's own thread waits for the view meanwhile: a waiting agent
+    costs daphne one idle thread.
     """
     principal = await sync_to_async(agent_from_header)(request.headers.get("Authorization", ""))
     if principal is None:
