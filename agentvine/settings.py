@@ -115,6 +115,8 @@ else:
 # test database name.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend with a health check that needs no round trip (agentvine/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "agentvine.postgresql"
     # Server-side parameters and prepared statements: a statement the process
     # has sent a few times is planned once per connection, not on every call
     # (planning was most of PostgreSQL's CPU per work-order lifecycle). Set
