@@ -66,6 +66,24 @@ class Table:
     def where(self, conditions, connection, alias=None):
         """``(sql, params)`` ANDing ``conditions`` (see the module docstring)."""
         prefix = f"{alias}." if alias else ""
+        key_value = conditions.get("pk", conditions.get(self.model._meta.pk.attname))
+        if key_value is not None and len(conditions) > 1 and connection.vendor == "postgresql":
+            # One row, found by its key; the other conditions only filter it
+            # and are kept out of the planner's choice of index. Otherwise a
+            # plan made while the table had no statistics (a generic plan is
+            # then kept for the connection's life) may walk another index to
+            # the row: a complete read every work order its worker ever ran.
+            rest = {
+                name: value for name, value in conditions.items() if name not in ("pk", self.model._meta.pk.attname)
+            }
+            rest_sql, rest_params = self._conditions(rest, connection, prefix)
+            return (
+                f"{prefix}{self.columns['pk']} = %s AND ({rest_sql}) IS TRUE",
+                [self.prepare("pk", key_value, connection), *rest_params],
+            )
+        return self._conditions(conditions, connection, prefix)
+
+    def _conditions(self, conditions, connection, prefix):
         parts, params = [], []
         for key, value in conditions.items():
             name, _, lookup = key.partition("__")

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.utils import timezone
+from psycopg import sql as psycopg_sql
 
 from agentvine import db
 from queue_app.models import WorkOrder, WorkOrderStatus
@@ -131,3 +132,37 @@ def test_a_guarded_publish_writes_nothing_when_its_guard_matches_no_row():
     assert [row.last_error for row in rows] == ["x"]
     assert LiveEvent.objects.filter(type="test.event").get().payload == {"n": 1}
     assert Task.objects.get(pk=order.task_id).status == TaskStatus.CANCELLED
+
+
+def test_a_statement_pinned_to_one_row_reaches_it_by_its_key_in_any_plan(worker):
+    # A worker that ran many work orders, in tables without statistics yet: a
+    # generic plan (what a prepared statement gets after a few runs) must not
+    # find the row through the worker's index, reading its whole history.
+    orders = _orders(40)
+    WorkOrder.objects.filter(pk__in=[o.pk for o in orders]).update(worker=worker, status=WorkOrderStatus.COMPLETED)
+    WorkOrder.objects.filter(pk=orders[0].pk).update(status=WorkOrderStatus.RUNNING)
+    where = {
+        "pk": orders[0].pk,
+        "status__in": [WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING],
+        "worker_id": worker.id,
+        "retry_count": 0,
+    }
+    sql, params = db.update_sql(WorkOrder, where, last_error="done")
+    numbered = sql
+    for n in range(1, len(params) + 1):
+        numbered = numbered.replace("%s", f"${n}", 1)
+    raw = connection.connection
+    arguments = ", ".join(psycopg_sql.Literal(param).as_string(raw) for param in params)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(f"PREPARE pinned AS {numbered}")
+        cursor.execute(f"EXPLAIN EXECUTE pinned({arguments})")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE pinned")
+    assert "queue_app_workorder_pkey" in plan, plan
+    assert "worker_id" not in plan.split("Filter")[0], plan
+    # And the statement does what it says: only that row, only while it matches.
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        assert cursor.rowcount == 1
+    assert list(WorkOrder.objects.filter(last_error="done").values_list("pk", flat=True)) == [orders[0].pk]
