@@ -9,15 +9,19 @@
     Run once per ``--batch`` size: 1 creates each task with its own
     ``POST /api/v1/tasks/``, more sends that many per ``POST /api/v1/tasks/batch/``.
 
-    .venv/bin/python bench/lifecycle.py [--tasks 2000] [--orders 300] [--concurrency 2] [--producers 4] [--batch 1,50]
+    .venv/bin/python bench/lifecycle.py [--tasks 2000] [--orders 300] [--concurrency 2]
+        [--producers 4] [--batch 1,50] [--rounds 1]
 
 Prints the rates and the ratio of each platform run (target: b >= 25% of a);
 (a) runs before and after the platform runs and the ratios use the mean of both.
+``--rounds N`` repeats the platform runs N times, each between two (a) runs
+(a round's closing run opens the next), and prints the median ratio.
 """
 
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -174,31 +178,51 @@ def main():
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker slots, both runs")
     parser.add_argument("--producers", type=int, default=4, help="concurrent API clients creating tasks")
     parser.add_argument("--batch", default="1,50", help="tasks per create request, one platform run each")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat everything; the median ratio is reported")
     args = parser.parse_args()
     batches = [int(size) for size in args.batch.split(",")]
     setup_django()
 
     # A shared machine's speed drifts by tens of percent within a minute, so
     # (a) runs before and after the platform runs and each ratio is taken
-    # against the mean of the two.
-    print(f"(a) raw Celery: {args.tasks} no-op tasks, -c {args.concurrency}, before the platform runs")
-    raw_before = raw_celery(args.tasks, args.concurrency)
-    print(f"    {raw_before:.1f} tasks/s")
-    rates = []
-    for batch in batches:
-        setup_django()
-        how = "one task per POST /api/v1/tasks/" if batch == 1 else f"{batch} tasks per POST /api/v1/tasks/batch/"
-        print(f"(b) platform: {args.orders} lifecycles (API create -> dispatch -> claim -> run `true` -> complete)")
-        print(f"    created with {how}")
-        full = platform(args.orders, args.concurrency, args.producers, batch)
-        print(f"    {full:.1f} lifecycles/s")
-        rates.append((how, full))
-    print("(a) raw Celery again, after the platform runs")
-    raw_after = raw_celery(args.tasks, args.concurrency)
-    raw = (raw_before + raw_after) / 2
-    print(f"    {raw_after:.1f} tasks/s; mean of both {raw:.1f} tasks/s")
-    for how, full in rates:
-        print(f"ratio b/a, {how}: {full / raw:.1%} (target >= 25%)")
+    # against the mean of the two; --rounds repeats that and takes the median.
+    ratios = {batch: [] for batch in batches}
+    raw_after = None
+    for round_number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"round {round_number} of {args.rounds}")
+        if raw_after is None:
+            print(f"(a) raw Celery: {args.tasks} no-op tasks, -c {args.concurrency}, before the platform runs")
+            raw_before = raw_celery(args.tasks, args.concurrency)
+            print(f"    {raw_before:.1f} tasks/s")
+        else:
+            raw_before = raw_after
+        rates = []
+        for batch in batches:
+            setup_django()
+            how = _how(batch)
+            print(f"(b) platform: {args.orders} lifecycles (API create -> dispatch -> claim -> run `true` -> complete)")
+            print(f"    created with {how}")
+            full = platform(args.orders, args.concurrency, args.producers, batch)
+            print(f"    {full:.1f} lifecycles/s")
+            rates.append((batch, full))
+        print("(a) raw Celery again, after the platform runs")
+        raw_after = raw_celery(args.tasks, args.concurrency)
+        raw = (raw_before + raw_after) / 2
+        print(f"    {raw_after:.1f} tasks/s; mean of both {raw:.1f} tasks/s")
+        for batch, full in rates:
+            ratios[batch].append(full / raw)
+            print(f"ratio b/a, {_how(batch)}: {full / raw:.1%} (target >= 25%)")
+    if args.rounds > 1:
+        for batch, found in ratios.items():
+            found.sort()
+            spread = ", ".join(f"{ratio:.1%}" for ratio in found)
+            median = statistics.median(found)
+            print(f"median ratio b/a over {args.rounds} rounds, {_how(batch)}: {median:.1%} ({spread})")
+
+
+def _how(batch):
+    return "one task per POST /api/v1/tasks/" if batch == 1 else f"{batch} tasks per POST /api/v1/tasks/batch/"
 
 
 if __name__ == "__main__":
