@@ -37,6 +37,8 @@ class Table:
         self.model, self.alias = model, alias
         self.name = quote(meta.db_table)
         self.fields = {"pk": meta.pk}
+        # The names a condition may give the primary key by.
+        self.key_names = ("pk", meta.pk.attname)
         for field in meta.concrete_fields:
             self.fields[field.name] = field
             self.fields[field.attname] = field
@@ -66,20 +68,18 @@ class Table:
     def where(self, conditions, connection, alias=None):
         """``(sql, params)`` ANDing ``conditions`` (see the module docstring)."""
         prefix = f"{alias}." if alias else ""
-        key_value = conditions.get("pk", conditions.get(self.model._meta.pk.attname))
-        if key_value is not None and len(conditions) > 1 and connection.vendor == "postgresql":
+        keys = [name for name in self.key_names if conditions.get(name) is not None]
+        if keys and len(conditions) > 1 and connection.vendor == "postgresql":
             # One row, found by its key; the other conditions only filter it
             # and are kept out of the planner's choice of index. Otherwise a
             # plan made while the table had no statistics (a generic plan is
             # then kept for the connection's life) may walk another index to
             # the row: a complete read every work order its worker ever ran.
-            rest = {
-                name: value for name, value in conditions.items() if name not in ("pk", self.model._meta.pk.attname)
-            }
+            rest = {name: value for name, value in conditions.items() if name not in self.key_names}
             rest_sql, rest_params = self._conditions(rest, connection, prefix)
             return (
                 f"{prefix}{self.columns['pk']} = %s AND ({rest_sql}) IS TRUE",
-                [self.prepare("pk", key_value, connection), *rest_params],
+                [self.prepare("pk", conditions[keys[0]], connection), *rest_params],
             )
         return self._conditions(conditions, connection, prefix)
 

@@ -30,13 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentvine_bench_events")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import DATABASE_URL, REDIS_URL, ROOT, setup_django, stop_worker  # noqa: E402
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bench.harness import DATABASE_URL, REDIS_URL, ROOT, free_port, setup_django, stop_worker  # noqa: E402
 
 
 def start_daphne(port, log_dir="/tmp"):
@@ -172,7 +166,7 @@ def main():
 
     connection.close()
 
-    port = _free_port()
+    port = free_port()
     daphne = start_daphne(port)
     results = multiprocessing.get_context("fork").Queue()
     start_at = time.time() + 3 + args.clients * 0.05

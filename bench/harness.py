@@ -7,6 +7,7 @@ and real Celery worker processes, all on this machine.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,6 +90,28 @@ def stop_worker(proc):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_web(application, name, extra_env=None):
+    """A daphne serving ``application`` on a free port, DEBUG off as in
+    production; returns ``(process, base URL)``. Stop it with :func:`stop_worker`."""
+    port = free_port()
+    log = open(f"/tmp/bench-{name}-web.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false", **(extra_env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def wait_until(predicate, timeout, what, interval=0.02):

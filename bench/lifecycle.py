@@ -20,7 +20,6 @@ Prints the rates and the ratio of each platform run (target: b >= 25% of a);
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,13 +28,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import REDIS_URL, ROOT, CpuMeter, cpu_report, setup_django, stop_worker  # noqa: E402
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from bench.harness import (  # noqa: E402
+    REDIS_URL,
+    ROOT,
+    CpuMeter,
+    cpu_report,
+    setup_django,
+    start_web,
+    stop_worker,
+    wait_until,
+)
 
 
 def _start_celery(app, concurrency, name):
@@ -44,20 +46,12 @@ def _start_celery(app, concurrency, name):
         [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "high,default,low", "-c", str(concurrency)]
         + ["-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "warning"],
         cwd=ROOT,
-        # As in production (docker-compose.yml): DEBUG off, like the web process below.
+        # As in production (docker-compose.yml): DEBUG off, like the web process (harness.start_web).
         env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def _wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def raw_celery(tasks, concurrency):
@@ -71,13 +65,13 @@ def raw_celery(tasks, concurrency):
     try:
         # Warm up: the pool is up and consuming before the clock starts.
         noop.apply_async(queue="default")
-        _wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= 1, 60, "celery worker start")
+        wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= 1, 60, "celery worker start")
         client.delete(COUNTER_KEY)
         meter = CpuMeter(worker=worker.pid)
         started = time.perf_counter()
         for _ in range(tasks):
             noop.apply_async(queue="default")
-        _wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= tasks, 600, "no-op tasks")
+        wait_until(lambda: int(client.get(COUNTER_KEY) or 0) >= tasks, 600, "no-op tasks")
         elapsed = time.perf_counter() - started
         spent = meter.stop()
     finally:
@@ -96,21 +90,12 @@ def platform(orders, concurrency, producers, batch):
 
     user = get_user_model().objects.create_user(username="bench-operator", password="bench-pass-123", is_staff=True)
     key = api_token_create(user=user, name="bench")[1]
-    port = _free_port()
-    web_log = open("/tmp/bench-lifecycle-web.log", "w")
-    web = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "agentvine.asgi:application"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false"},
-        stdout=web_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    web, origin = start_web("agentvine.asgi:application", "lifecycle")
     worker = _start_celery("agentvine", concurrency, "platform")
-    base = f"http://127.0.0.1:{port}/api/v1/"
+    base = f"{origin}/api/v1/"
     headers = {"Authorization": f"Token {key}"}
     try:
-        _wait_until(
+        wait_until(
             lambda: (
                 Worker.objects.filter(name__startswith="platform@", status=WorkerStatus.IDLE).count() >= concurrency
             ),
@@ -124,7 +109,7 @@ def platform(orders, concurrency, producers, batch):
             except requests.ConnectionError:
                 return False
 
-        _wait_until(up, 60, "daphne")
+        wait_until(up, 60, "daphne")
         errors = []
 
         def produce(count, offset):
@@ -153,7 +138,7 @@ def platform(orders, concurrency, producers, batch):
         created = time.perf_counter() - started
         if errors:
             raise RuntimeError(f"{len(errors)} API creates failed, e.g. {errors[0]}")
-        _wait_until(
+        wait_until(
             lambda: WorkOrder.objects.filter(status=WorkOrderStatus.COMPLETED).count() >= orders,
             900,
             "lifecycles",

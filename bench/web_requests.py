@@ -14,21 +14,18 @@ bench/stock_asgi.py, the same application on Django's ASGIHandler.
 """
 
 import argparse
-import os
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import ROOT, cpu_seconds, process_tree, setup_django, stop_worker, wait_until  # noqa: E402
-from bench.lifecycle import _free_port  # noqa: E402
+from bench.harness import cpu_seconds, process_tree, setup_django, start_web, stop_worker, wait_until  # noqa: E402
 
 HANDLERS = {"platform": "agentvine.asgi:application", "stock": "bench.stock_asgi:application"}
 
 
-def _measure(base, method, path, *, expect, requests_total, clients, headers, body, pid):
+def _measure(base, method, path, expect, headers, body, *, requests_total, clients, pid):
     import requests
 
     errors = []
@@ -59,18 +56,8 @@ def _measure(base, method, path, *, expect, requests_total, clients, headers, bo
 def run(handler, *, requests_total, clients, key):
     import requests
 
-    port = _free_port()
-    log = open(f"/tmp/bench-web-{handler}.log", "w")
-    web = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), HANDLERS[handler]],
-        cwd=ROOT,
-        # The request budget (429 beyond it) stays on, out of this bench's reach.
-        env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false", "AGENTVINE_API_RATE": "1000000/min"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    # The request budget (429 beyond it) stays on, out of this bench's reach.
+    web, base = start_web(HANDLERS[handler], f"web-{handler}", {"AGENTVINE_API_RATE": "1000000/min"})
 
     def up():
         try:
@@ -86,18 +73,8 @@ def run(handler, *, requests_total, clients, key):
             ("status", "GET", "/api/v1/queue/", 200, token, None),
             ("create", "POST", "/api/v1/tasks/", 201, token, {"title": "web bench", "executor": "noop"}),
         ]
-        for name, method, path, expect, headers, body in kinds:
-            rate, cpu = _measure(
-                base,
-                method,
-                path,
-                expect=expect,
-                requests_total=requests_total,
-                clients=clients,
-                headers=headers,
-                body=body,
-                pid=web.pid,
-            )
+        for name, *request in kinds:
+            rate, cpu = _measure(base, *request, requests_total=requests_total, clients=clients, pid=web.pid)
             print(f"  {handler:8} {name:9} {rate:7.0f} req/s   daphne CPU {cpu:5.2f} ms/request")
     finally:
         stop_worker(web)
