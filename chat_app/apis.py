@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 
 from agentvine.api import IdempotentWritesMixin
 from agentvine.errors import NotFound
+from agentvine.serializers import ModelOutputSerializer
 from chat_app import selectors, services
 from chat_app.authentication import ERR_BAD_AGENT_TOKEN, AgentTokenAuthentication, IsAgent, agent_from_header
 from chat_app.models import ChatMessage, DeliveryStatus, MessageKind, SenderProfile
@@ -33,13 +34,13 @@ ERR_WORK_ENDED = "the work order ended before the question was answered"
 MAX_WAIT_SECONDS = 60.0
 
 
-class SenderSerializer(serializers.ModelSerializer):
+class SenderSerializer(ModelOutputSerializer):
     class Meta:
         model = SenderProfile
         fields = ["id", "key", "kind", "display_name", "discord_username", "discord_user_id"]
 
 
-class MessageOutputSerializer(serializers.ModelSerializer):
+class MessageOutputSerializer(ModelOutputSerializer):
     sender = SenderSerializer()
     recipient = SenderSerializer(allow_null=True)
     answered_by = SenderSerializer(allow_null=True)

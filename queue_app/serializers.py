@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from agentvine.serializers import ModelOutputSerializer
 from queue_app.models import WorkOrder, WorkOrderKind
 from tasks_app.models import Priority, TaskType
 
@@ -10,7 +11,7 @@ INT32_MAX = 2**31 - 1
 MAX_ERROR_CHARS = 100_000
 
 
-class WorkOrderOutput(serializers.ModelSerializer):
+class WorkOrderOutput(ModelOutputSerializer):
     class Meta:
         model = WorkOrder
         fields = [

@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from agentvine.serializers import ModelOutputSerializer
 from tasks_app.models import Priority, Task, TaskStatus, TaskType
 
 MAX_DESCRIPTION_CHARS = 100_000
@@ -41,7 +42,7 @@ class TaskListParams(serializers.Serializer):
     offset = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
 
 
-class TaskOutput(serializers.ModelSerializer):
+class TaskOutput(ModelOutputSerializer):
     created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
 
     class Meta:

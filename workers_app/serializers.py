@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from agentvine.serializers import ModelOutputSerializer
 from workers_app.models import AgentSession, SessionStatus, Worker, WorkerStatus
 
 
@@ -10,7 +11,7 @@ class WorkerRegisterInput(serializers.Serializer):
     hostname = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
-class WorkerOutput(serializers.ModelSerializer):
+class WorkerOutput(ModelOutputSerializer):
     class Meta:
         model = Worker
         fields = ["id", "name", "hostname", "status", "last_heartbeat_at", "current_work_order", "created_at"]
@@ -64,7 +65,7 @@ class SessionTerminateInput(serializers.Serializer):
     reason = serializers.CharField(max_length=200, required=False, default="terminated")
 
 
-class SessionOutput(serializers.ModelSerializer):
+class SessionOutput(ModelOutputSerializer):
     class Meta:
         model = AgentSession
         fields = [
