@@ -15,6 +15,14 @@ done; they are then forwarded unless their id was already sent on this
 socket. Ids are deduplicated by set rather than by "highest id sent" because
 concurrent transactions can commit (and send) out of id order: a late commit
 with a lower id is still delivered, not mistaken for a duplicate.
+
+For the same reason a socket opened without ``last_event_id`` can receive an
+event and miss one with a lower id that another process sent just before
+the socket joined; pages therefore connect with the newest id at render time.
+A client resuming from the highest id it saw can likewise miss a lower id
+committed late, within the moment between the two commits. Pages refresh
+their regions after every reconnect for this reason; a client that keeps its
+own copy of a stream resumes from a slightly older id and drops ids it has.
 """
 
 from collections import deque
