@@ -24,10 +24,12 @@ def seed():
 
     from chat_app.models import ChatMessage, Conversation, SenderProfile
     from queue_app.models import WorkOrder
-    from tasks_app.models import Task
+    from tasks_app.models import Task, TaskSearchText
     from workers_app.models import Worker
 
-    t = {m: m._meta.db_table for m in (Task, WorkOrder, Worker, ChatMessage, Conversation, SenderProfile)}
+    t = {
+        m: m._meta.db_table for m in (Task, TaskSearchText, WorkOrder, Worker, ChatMessage, Conversation, SenderProfile)
+    }
     with connection.cursor() as cur:
         for table in (ChatMessage, Conversation, SenderProfile, WorkOrder, Task, Worker):
             cur.execute(f"TRUNCATE {t[table]} CASCADE")
@@ -47,6 +49,10 @@ def seed():
                    (ARRAY['high','normal','low'])[1 + g % 3], 'file:///srv/repo' || (g % 100), 'branch-' || g, '',
                    now() - g * interval '10 seconds', now()
             FROM generate_series(1, {TASKS}) g"""
+        )
+        cur.execute(
+            f"""INSERT INTO {t[TaskSearchText]} (task_id, title, description, repository_url)
+            SELECT id, title, description, repository_url FROM {t[Task]}"""
         )
         cur.execute(
             f"""INSERT INTO {t[WorkOrder]} (id, task_id, kind, status, priority, priority_rank, enqueued_at,
@@ -85,7 +91,8 @@ def seed():
             JOIN (SELECT id, task_id, row_number() OVER () AS n FROM {t[Conversation]}) conv
               ON conv.n = 1 + g % {TASKS}"""
         )
-        cur.execute("ANALYZE")
+        # As autovacuum leaves a long-lived database: visibility map set, statistics fresh.
+        cur.execute("VACUUM ANALYZE")
 
 
 def timed(client, url, requests):

@@ -37,7 +37,7 @@ class ExecutionInline(admin.TabularInline):
 class TaskAdmin(FastAdmin):
     list_display = ("title", "task_type", "status", "priority", "executor", "created_by", "created_at")
     list_filter = ("status", "task_type", "priority")
-    search_fields = ("title", "description", "repository_url")
+    search_fields = ("search_text__title", "search_text__description", "search_text__repository_url")
     list_select_related = ("created_by",)
     readonly_fields = READ_ONLY_STATE + ("priority", "created_by")
     fields = (
@@ -72,12 +72,16 @@ class TaskAdmin(FastAdmin):
         # so their first work order is always enqueued and dispatched.
         return False
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        services.task_search_text_save(task=obj)
+
 
 @admin.register(Execution)
 class ExecutionAdmin(FastAdmin):
     list_display = ("task", "attempt", "status", "worker", "started_at", "completed_at", "exit_code", "cost_usd")
     list_filter = ("status",)
-    search_fields = ("task__title",)
+    search_fields = ("task__search_text__title",)
     list_select_related = ("task", "worker")
     readonly_fields = [f.name for f in Execution._meta.fields]
 

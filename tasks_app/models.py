@@ -56,6 +56,27 @@ class Task(models.Model):
         return self.title
 
 
+class TaskSearchText(models.Model):
+    """A task's searchable text, kept apart from the task row.
+
+    PostgreSQL gives an updated row a new entry in every one of its table's
+    indexes, and a task's row is updated at each status change of its run. A
+    trigram index on the task itself would extract the trigrams of the whole
+    description (up to 100,000 characters) again each time: about 6 ms of
+    PostgreSQL CPU per change for a long prompt. Here the trigram indexes
+    (migration 0005) are written only when the text is: at creation and
+    when a person edits it (``tasks_app.services``).
+    """
+
+    task = models.OneToOneField(Task, primary_key=True, on_delete=models.CASCADE, related_name="search_text")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    repository_url = models.CharField(max_length=500, blank=True)
+
+    def __str__(self):
+        return self.title
+
+
 class ExecutionStatus(models.TextChoices):
     RUNNING = "running", "Running"
     COMPLETED = "completed", "Completed"

@@ -52,7 +52,12 @@ def task_list(*, status=None, task_type=None, priority=None, q=None):
     if priority:
         qs = qs.filter(priority=priority)
     if q:
-        qs = qs.filter(Q(title__icontains=q) | Q(description__icontains=q) | Q(repository_url__icontains=q))
+        # TaskSearchText holds the text and its trigram indexes.
+        qs = qs.filter(
+            Q(search_text__title__icontains=q)
+            | Q(search_text__description__icontains=q)
+            | Q(search_text__repository_url__icontains=q)
+        )
     return qs
 
 

@@ -17,6 +17,7 @@ from tasks_app.models import (
     ExecutionStatus,
     Priority,
     Task,
+    TaskSearchText,
     TaskType,
 )
 
@@ -104,6 +105,7 @@ def tasks_create(*, specs, created_by=None):
             created_by=created_by,
         )
         changes.append(insert_sql(task))
+        changes.append(insert_sql(_search_text(task)))
         published.append(("task.created", {"id": str(task.id), "title": task.title}, [events.task_group(task.id)]))
         tasks.append(task)
         work_orders.append(
@@ -113,6 +115,19 @@ def tasks_create(*, specs, created_by=None):
         queue_services.work_orders_insert(work_orders, changes=changes, published=published)
     # The rows in hand are what was written: no re-read.
     return tasks
+
+
+def _search_text(task):
+    return TaskSearchText(task=task, title=task.title, description=task.description, repository_url=task.repository_url)
+
+
+def task_search_text_save(*, task):
+    """Make the task search find ``task`` by its current text (call after every edit of it)."""
+    row = _search_text(task)
+    TaskSearchText.objects.update_or_create(
+        task=task,
+        defaults={"title": row.title, "description": row.description, "repository_url": row.repository_url},
+    )
 
 
 def _latest_run_order(task, *, lock=False):
@@ -181,6 +196,9 @@ def task_update(*, task, title=None, description=None, priority=None):
         if description is not None:
             fields["description"] = description
         Task.objects.filter(pk=task.pk).update(**fields)
+        if title is not None or description is not None:
+            task.refresh_from_db(fields=["title", "description"])
+            task_search_text_save(task=task)
         if priority is not None and priority != task.priority:
             task_set_priority(task=task, priority=priority)
     task.refresh_from_db()
