@@ -126,6 +126,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         server_side_binding=True, prepare_threshold=_threshold if _threshold > 0 else None
     )
+    if _threshold > 0:
+        # A prepared statement is still planned with its parameters on every
+        # run (parsing is what is saved): pages, admin, API and guardians run
+        # ranges and text searches whose generic plan can be hundreds of times
+        # slower. Agent slots switch to "auto" (workers_app/slots.py): their
+        # statements reach one row by its key, where the generic plan is the
+        # right one and planning each run would be most of their database CPU.
+        DATABASES["default"]["PLAN_CACHE_MODE"] = env.str("DATABASE_PLAN_CACHE_MODE", default="force_custom_plan")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -43,6 +43,9 @@ def main():
     from workers_app.runner import work_order_run
     from workers_app.services import worker_register
 
+    # As in a Celery slot (worker_process_init): generic plans on its connections.
+    slots.use_generic_plans()
+    connection.close()
     slots._state["worker"] = worker_register(name="bench-slot:1", hostname="bench", pid=os.getpid(), new_process=True)
     total = args.warmup + 1 + args.runs
     for start in range(0, total, 100):

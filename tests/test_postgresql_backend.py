@@ -63,3 +63,47 @@ def test_a_notice_that_arrives_unasked_leaves_the_connection_usable(watcher):
     assert _last_query(watcher, pid) == "SELECT 1"
     with connection.cursor() as cursor:
         cursor.execute("UNLISTEN *")
+
+
+def _plans_of_a_lookup_run_20_times():
+    """(custom, generic) plans PostgreSQL made for one prepared lookup run 20 times."""
+    import uuid
+
+    from tasks_app.models import Task
+
+    for _ in range(20):
+        list(Task.objects.filter(pk=uuid.uuid4()).values_list("title"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT custom_plans, generic_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+            ['SELECT "tasks_app_task"."title"% FROM "tasks_app_task" WHERE "tasks_app_task"."id" = $1 %'],
+        )
+        return cursor.fetchone()
+
+
+@pytest.fixture
+def slot_settings():
+    from django.db import connections
+
+    saved = connections.settings["default"].get("PLAN_CACHE_MODE")
+    connection.close()
+    yield
+    connections.settings["default"]["PLAN_CACHE_MODE"] = saved
+    connection.close()
+
+
+def test_pages_plan_every_run_of_a_prepared_statement_with_its_parameters():
+    # Prepared (parsed once) but never run on a generic plan, which for a
+    # range or a text search can be hundreds of times slower than a custom one.
+    custom, generic = _plans_of_a_lookup_run_20_times()
+    assert generic == 0
+    assert custom >= 10
+
+
+def test_agent_slots_keep_the_generic_plan_of_their_key_lookups(slot_settings):
+    from workers_app.slots import use_generic_plans
+
+    use_generic_plans()
+    custom, generic = _plans_of_a_lookup_run_20_times()
+    assert generic >= 5
+    assert custom <= 5

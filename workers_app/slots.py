@@ -101,6 +101,18 @@ def current_worker():
         return _state["worker"]
 
 
+def use_generic_plans():
+    """Let PostgreSQL keep one generic plan per prepared statement on this
+    process's connections opened from now on (see PLAN_CACHE_MODE in settings).
+
+    A slot's statements pin one row by its key (``agentvine.db``), so their
+    generic plan is the one a custom plan would pick, without planning again.
+    """
+    for alias in connections:
+        if connections.settings[alias].get("PLAN_CACHE_MODE"):
+            connections.settings[alias]["PLAN_CACHE_MODE"] = "auto"
+
+
 @worker_process_init.connect
 def _on_process_init(**kwargs):
     # Connections inherited from the parent must not be shared across fork.
@@ -108,6 +120,7 @@ def _on_process_init(**kwargs):
     connection.close()
     if not _state["agent_slots"]:
         return
+    use_generic_plans()
     from workers_app.wakeups import wakeups_start
 
     wakeups_start(nodename=node_name())
