@@ -21,6 +21,14 @@ from django.db import connection
 from django.utils.functional import cached_property
 
 
+class CappedCount(int):
+    """A count that stopped at a cap: a number to compare and page with,
+    "more than N" wherever it is shown (the admin prints counts as they are)."""
+
+    def __str__(self):
+        return f"more than {self - 1:,}"
+
+
 class BigTablePaginator(Paginator):
     ESTIMATE_ABOVE = 20_000
     COUNT_CAP = 10_000
@@ -34,7 +42,8 @@ class BigTablePaginator(Paginator):
     @cached_property
     def count(self):
         if self._filtered_on_postgres:
-            return self.object_list.order_by()[: self.COUNT_CAP + 1].count()
+            counted = self.object_list.order_by()[: self.COUNT_CAP + 1].count()
+            return CappedCount(counted) if counted > self.COUNT_CAP else counted
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(

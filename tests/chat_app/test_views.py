@@ -69,6 +69,21 @@ def test_many_matches_are_counted_up_to_a_cap(operator_client, operator, monkeyp
     assert [line.split("line ")[1][:2] for line in _rows(page)] == [f"{n:02d}" for n in range(69, 19, -1)]
 
 
+def test_the_admin_says_more_than_the_cap_for_a_capped_count(admin_client, operator, monkeypatch):
+    monkeypatch.setattr(BigTablePaginator, "COUNT_CAP", 20)
+    task = make_task()
+    me = operator_profile(user=operator)
+    for n in range(30):
+        message_send(sender=me, text=f"capped {n:02d}", task=task)
+    message_send(sender=me, text="one of a kind", task=task)
+    url = reverse("admin:chat_app_chatmessage_changelist")
+    page = admin_client.get(url, {"q": "capped"}).content.decode()
+    assert "more than 20 results" in page and "more than 20 chat messages" in page
+    assert "21 results" not in page and "21 chat messages" not in page
+    page = admin_client.get(url, {"q": "one of a kind"}).content.decode()
+    assert "1 result" in page and "more than" not in page
+
+
 def test_admin_search_matches_text_sender_names_and_conversation(admin_client, operator):
     first, second = make_task(), make_task()
     me = operator_profile(user=operator)
