@@ -117,17 +117,17 @@ def tasks_create(*, specs, created_by=None):
     return tasks
 
 
+def _searchable(task):
+    return {"title": task.title, "description": task.description, "repository_url": task.repository_url}
+
+
 def _search_text(task):
-    return TaskSearchText(task=task, title=task.title, description=task.description, repository_url=task.repository_url)
+    return TaskSearchText(task=task, **_searchable(task))
 
 
 def task_search_text_save(*, task):
     """Make the task search find ``task`` by its current text (call after every edit of it)."""
-    row = _search_text(task)
-    TaskSearchText.objects.update_or_create(
-        task=task,
-        defaults={"title": row.title, "description": row.description, "repository_url": row.repository_url},
-    )
+    TaskSearchText.objects.update_or_create(task=task, defaults=_searchable(task))
 
 
 def _latest_run_order(task, *, lock=False):
