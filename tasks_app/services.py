@@ -127,7 +127,7 @@ def _search_text(task):
 
 def task_search_text_save(*, task):
     """Make the task search find ``task`` by its current text (call after every edit of it)."""
-    TaskSearchText.objects.update_or_create(task=task, defaults=_searchable(task))
+    TaskSearchText.objects.filter(task_id=task.pk).update(**_searchable(task))
 
 
 def _latest_run_order(task, *, lock=False):
@@ -196,9 +196,9 @@ def task_update(*, task, title=None, description=None, priority=None):
         if description is not None:
             fields["description"] = description
         Task.objects.filter(pk=task.pk).update(**fields)
-        if title is not None or description is not None:
-            task.refresh_from_db(fields=["title", "description"])
-            task_search_text_save(task=task)
+        searchable = {name: fields[name] for name in ("title", "description") if name in fields}
+        if searchable:
+            TaskSearchText.objects.filter(task_id=task.pk).update(**searchable)
         if priority is not None and priority != task.priority:
             task_set_priority(task=task, priority=priority)
     task.refresh_from_db()
