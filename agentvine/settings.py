@@ -114,6 +114,8 @@ else:
 # Parallel test runs (and helpers running suites side by side) need their own
 # test database name.
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=None)}
+# PostgreSQL's plan_cache_mode as a libpq startup option (workers_app/slots.py changes it).
+PLAN_CACHE_MODE_OPTION = "-c plan_cache_mode="
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend with a health check that needs no round trip (agentvine/postgresql/base.py).
     DATABASES["default"]["ENGINE"] = "agentvine.postgresql"
@@ -133,7 +135,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # slower. Agent slots switch to "auto" (workers_app/slots.py): their
         # statements reach one row by its key, where the generic plan is the
         # right one and planning each run would be most of their database CPU.
-        DATABASES["default"]["PLAN_CACHE_MODE"] = env.str("DATABASE_PLAN_CACHE_MODE", default="force_custom_plan")
+        # Set when the session starts (libpq's options), so it costs no round trip.
+        _plan_cache_mode = env.str("DATABASE_PLAN_CACHE_MODE", default="force_custom_plan")
+        if _plan_cache_mode:
+            DATABASES["default"]["OPTIONS"]["options"] = f"{PLAN_CACHE_MODE_OPTION}{_plan_cache_mode}"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -85,10 +85,11 @@ def _plans_of_a_lookup_run_20_times():
 def slot_settings():
     from django.db import connections
 
-    saved = connections.settings["default"].get("PLAN_CACHE_MODE")
+    options = connections.settings["default"]["OPTIONS"]
+    saved = options["options"]
     connection.close()
     yield
-    connections.settings["default"]["PLAN_CACHE_MODE"] = saved
+    options["options"] = saved
     connection.close()
 
 

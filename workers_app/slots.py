@@ -103,14 +103,15 @@ def current_worker():
 
 def use_generic_plans():
     """Let PostgreSQL keep one generic plan per prepared statement on this
-    process's connections opened from now on (see PLAN_CACHE_MODE in settings).
+    process's connections opened from now on (see DATABASE_PLAN_CACHE_MODE in settings).
 
     A slot's statements pin one row by its key (``agentvine.db``), so their
     generic plan is the one a custom plan would pick, without planning again.
     """
     for alias in connections:
-        if connections.settings[alias].get("PLAN_CACHE_MODE"):
-            connections.settings[alias]["PLAN_CACHE_MODE"] = "auto"
+        options = connections.settings[alias].get("OPTIONS", {})
+        if options.get("options", "").startswith(settings.PLAN_CACHE_MODE_OPTION):
+            options["options"] = f"{settings.PLAN_CACHE_MODE_OPTION}auto"
 
 
 @worker_process_init.connect

@@ -16,21 +16,6 @@ from django.db.backends.postgresql import base
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
-    def _configure_connection(self, connection):
-        # Called for every new connection, pooled or not (Django's own hook).
-        commit = super()._configure_connection(connection)
-        mode = self.settings_dict.get("PLAN_CACHE_MODE")
-        if mode:
-            # With prepared statements PostgreSQL may settle, after five runs
-            # of a statement, on one generic plan made without its parameters:
-            # fine for a lookup by key, ruinous for a range or a text search
-            # (the overview went from 25 to 700 ms on a month of history).
-            # agentvine/settings.py picks the mode; see PLAN_CACHE_MODE there.
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT set_config('plan_cache_mode', %s, false)", [mode])
-            commit = True
-        return commit
-
     def is_usable(self):
         conn = self.connection
         if conn is None or conn.closed or conn.broken:
