@@ -23,35 +23,22 @@ import multiprocessing
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentvine_bench_events")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import DATABASE_URL, REDIS_URL, ROOT, free_port, setup_django, stop_worker  # noqa: E402
+from bench.harness import setup_django, start_web, stop_worker, wait_until  # noqa: E402
 
 
-def start_daphne(port, log_dir="/tmp"):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": DATABASE_URL, "REDIS_URL": REDIS_URL}
-    log = open(Path(log_dir) / "bench-events-daphne.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "agentvine.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"daphne did not start; see {log.name}")
+def _listening(origin):
+    host, port = origin.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def publisher(execution_ids, rate, seconds, start_at, results):
@@ -166,8 +153,8 @@ def main():
 
     connection.close()
 
-    port = free_port()
-    daphne = start_daphne(port)
+    daphne, origin = start_web("agentvine.asgi:application", "events")
+    wait_until(lambda: _listening(origin), 30, "daphne")
     results = multiprocessing.get_context("fork").Queue()
     start_at = time.time() + 3 + args.clients * 0.05
     publishers = []
@@ -205,9 +192,9 @@ def main():
             collector = asyncio.create_task(collect())
             per_client = await run_clients(
                 args,
-                f"ws://127.0.0.1:{port}/ws/activity/",
+                f"ws{origin.removeprefix('http')}/ws/activity/",
                 cookie,
-                f"http://127.0.0.1:{port}",
+                origin,
                 start_at,
                 done_at,
                 frames,
