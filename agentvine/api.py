@@ -17,6 +17,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agentvine.api_errors import body_too_large_message
 from agentvine.api_policies import Pagination  # noqa: F401  (re-exported for views)
 from workers_app.authentication import request_owner
 from workers_app.models import IdempotencyKey
@@ -27,7 +28,6 @@ WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 ERR_IDEMPOTENCY_MISMATCH = "Idempotency-Key was already used with a different request"
 ERR_IDEMPOTENCY_KEY_TOO_LONG = f"Idempotency-Key must be 1 to {IDEMPOTENCY_MAX_KEY_CHARS} printable ASCII characters"
-ERR_BODY_TOO_LARGE = "request body is larger than {limit} bytes"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
@@ -40,10 +40,6 @@ class IdempotencyConflict(exceptions.APIException):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     default_detail = ERR_IDEMPOTENCY_MISMATCH
     default_code = "idempotency_mismatch"
-
-
-def body_too_large_message():
-    return ERR_BODY_TOO_LARGE.format(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 
 class ApiBodyLimitMiddleware:

@@ -1,9 +1,16 @@
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from agentvine.errors import DomainError
+
+ERR_BODY_TOO_LARGE = "request body is larger than {limit} bytes"
+
+
+def body_too_large_message():
+    return ERR_BODY_TOO_LARGE.format(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
 
 def exception_handler(exc, context):
@@ -15,8 +22,6 @@ def exception_handler(exc, context):
             body = {"detail": exc.message, "code": exc.code}
         return Response(body, status=exc.http_status)
     if isinstance(exc, RequestDataTooBig):
-        from agentvine.api import body_too_large_message
-
         return Response(
             {"detail": body_too_large_message(), "code": "too_large"},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,

@@ -5,6 +5,8 @@ from functools import wraps
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 
+from chat_app.selectors import latest_live_event_id
+
 
 def operator_required(view):
     """Every page needs a signed-in operator (a staff user)."""
@@ -14,7 +16,6 @@ def operator_required(view):
     def wrapped(request, *args, **kwargs):
         if not request.user.is_staff:
             raise PermissionDenied("operators only")
-        from chat_app.selectors import latest_live_event_id
 
         # Read before the page's own queries: the page script resumes from
         # here, so an event committed while the page renders is replayed, not

@@ -1,7 +1,7 @@
 """The one place that publishes live events.
 
 Services call :func:`publish` inside their transaction. The event is written
-as a ``chat_app.LiveEvent`` row in that same transaction (one INSERT; its id is
+as a ``agentvine.LiveEvent`` row in that same transaction (one INSERT; its id is
 the cursor a reconnecting client resumes from) and goes out on the Channels
 layer only after the transaction commits, so nobody sees a state that was
 rolled back and nothing sent live is missing from the catch-up log. A hot path
@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import threading
+from datetime import timedelta
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -36,6 +37,7 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from agentvine import db
+from agentvine.models import LiveEvent
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +237,6 @@ def _send(groups, message):
 def _record(connection, *, rows, at, changes):
     """Write ``changes`` and one event row per ``(type, groups, payload_json)``;
     return the event ids, in order."""
-    from chat_app.models import LiveEvent
-
     if connection.vendor == "postgresql":
         # The changes become data-modifying CTEs of the events' INSERT:
         # PostgreSQL runs each exactly once, and one statement is atomic by
@@ -263,8 +263,6 @@ def _record(connection, *, rows, at, changes):
 
 
 def _event_params(rows, at):
-    from chat_app.models import LiveEvent
-
     params = []
     for event_type, groups, payload_json in rows:
         params += [event_type, LiveEvent.encode_groups(groups), payload_json, at]
@@ -272,8 +270,6 @@ def _event_params(rows, at):
 
 
 def _create_events(connection, *, rows, at):
-    from chat_app.models import LiveEvent
-
     return [
         LiveEvent.objects.using(connection.alias)
         .create(
@@ -287,8 +283,6 @@ def _create_events(connection, *, rows, at):
 def _record_guarded(connection, *, guard, rows, at, changes):
     """:func:`_record` only if ``guard`` updates a row: ``(guarded rows,
     event ids)``, or None with nothing written."""
-    from chat_app.models import LiveEvent
-
     model, guard_sql, guard_params = guard
     meta, _ = db.table(model)
     for sql, _ in changes:
@@ -361,8 +355,6 @@ def _send_on_commit(connection, *, event_ids, rows, at):
 def publish_many(events, *, changes=()):
     """:func:`publish` for several ``(event_type, payload, groups)`` at once:
     one statement for all of them and ``changes``; ids in the given order."""
-    from chat_app.models import LiveEvent
-
     rows = _rows(events)
     now = timezone.now()
     connection = connections[router.db_for_write(LiveEvent)]
@@ -381,8 +373,6 @@ def publish_guarded(events, *, guard, changes=()):
     without a transaction. Returns the rows the guard updated (as ``model``
     instances), or None when it matched none and nothing was written.
     """
-    from chat_app.models import LiveEvent
-
     rows = _rows(events)
     now = timezone.now()
     connection = connections[router.db_for_write(LiveEvent)]
@@ -392,3 +382,24 @@ def publish_guarded(events, *, guard, changes=()):
     guarded, event_ids = recorded
     _send_on_commit(connection, event_ids=event_ids, rows=rows, at=now)
     return guarded
+
+
+def live_event_prune(*, older_than=None, batch_size=5000, max_batches=20):
+    """Delete events older than ``older_than``, at most ``batch_size * max_batches``.
+
+    Bounded so a periodic task never holds a long transaction: call it again
+    (next period) to continue. Returns the number of rows deleted.
+    """
+    older_than = older_than or timedelta(hours=settings.AGENTVINE_LIVE_EVENT_RETENTION_HOURS)
+    cutoff = timezone.now() - older_than
+    # Ids grow with time: the first event at or after the cutoff bounds the
+    # old ones, found by walking the primary key from the oldest row.
+    boundary = LiveEvent.objects.filter(created_at__gte=cutoff).order_by("id").values_list("id", flat=True).first()
+    old = LiveEvent.objects.all() if boundary is None else LiveEvent.objects.filter(id__lt=boundary)
+    deleted = 0
+    for _ in range(max_batches):
+        ids = list(old.order_by("id").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            break
+        deleted += LiveEvent.objects.filter(id__in=ids).delete()[0]
+    return deleted

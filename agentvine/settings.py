@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "channels",
+    "agentvine",
     "tasks_app",
     "queue_app",
     "workers_app",

@@ -47,8 +47,8 @@ def publisher(execution_ids, rate, seconds, start_at, results):
 
     django.setup()
     from agentvine import events
-    from tasks_app.models import Execution
-    from tasks_app.services import execution_output_append
+    from queue_app.models import Execution
+    from queue_app.outputs import execution_output_append
 
     executions = list(Execution.objects.filter(pk__in=execution_ids))
     sent = {}
@@ -136,8 +136,7 @@ def main():
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from queue_app.models import WorkOrder
-    from tasks_app.models import Execution
+    from queue_app.models import Execution, WorkOrder
     from tasks_app.services import task_create
 
     user = get_user_model().objects.create_user(username="bench-operator", password="bench-pass-123", is_staff=True)

@@ -85,7 +85,8 @@ class MemorySampler(threading.Thread):
 def run_round(*, agents, lines, width, label):
     from django.db.models import Max, Min, Sum
 
-    from tasks_app.models import Execution, ExecutionOutputChunk, Task, TaskStatus
+    from queue_app.models import Execution, ExecutionOutputChunk
+    from tasks_app.models import Task, TaskStatus
     from tasks_app.services import task_create
 
     tasks = [task_create(title=f"flood {lines} {width}", executor="flood") for _ in range(agents)]

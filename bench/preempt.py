@@ -26,8 +26,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     setup_django()
-    from queue_app.models import WorkOrder, WorkOrderStatus
-    from tasks_app.models import Execution, ExecutionStatus, Priority
+    from queue_app.models import Execution, ExecutionStatus, WorkOrder, WorkOrderStatus
+    from tasks_app.models import Priority
     from tasks_app.services import task_cancel, task_create
 
     worker = start_worker(2, "preempt")

@@ -3,7 +3,7 @@ from django.db.models import Q
 from django.utils.text import smart_split, unescape_string_literal
 
 from agentvine.admin_tools import FastAdmin
-from chat_app.models import AgentToken, ChatMessage, Conversation, LiveEvent, SenderProfile
+from chat_app.models import ChatMessage, Conversation, SenderProfile
 
 
 @admin.register(ChatMessage)
@@ -57,18 +57,3 @@ class ConversationAdmin(FastAdmin):
     list_display = ("id", "title", "unread_count", "last_message_at")
     search_fields = ("id", "title")
     raw_id_fields = ("task",)
-
-
-@admin.register(LiveEvent)
-class LiveEventAdmin(FastAdmin):
-    ordering = ("-id",)
-    list_display = ("id", "type", "groups", "created_at")
-    search_fields = ("type", "groups")
-
-
-@admin.register(AgentToken)
-class AgentTokenAdmin(admin.ModelAdmin):
-    # The token itself is never stored; the hash is useless to an attacker.
-    list_display = ("work_order", "created_at", "revoked_at")
-    readonly_fields = ("token_hash",)
-    raw_id_fields = ("work_order", "execution")

@@ -37,11 +37,6 @@ def agent_environment(*, work_order, token):
     }
 
 
-def agent_environment_close(*, work_order):
-    """The run is over: its token stops working."""
-    services.agent_token_revoke(work_order=work_order)
-
-
 def executor_question(*, work_order, execution, text, deadline, on_wait=None):
     """Ask, then wait for the answer; ``None`` if the work stopped or time ran out."""
     question = services.question_ask(work_order=work_order, execution=execution, text=text, source="executor")

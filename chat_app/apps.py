@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class Config(AppConfig):
     name = "chat_app"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # Imported here, not at the top: models are not loaded when the app
+        # registry imports this module.
+        from chat_app.services import turn_messages_on_attempt_failed
+        from queue_app.lifecycle import attempt_failed
+
+        attempt_failed.connect(turn_messages_on_attempt_failed, dispatch_uid="chat_app.turn_messages")

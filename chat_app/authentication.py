@@ -8,7 +8,7 @@ leaks from a finished run is worthless.
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
-from chat_app.services import agent_token_resolve
+from queue_app.credentials import agent_token_resolve
 
 SCHEME = "Agent"
 ERR_BAD_AGENT_TOKEN = "invalid or expired agent token"

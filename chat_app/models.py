@@ -1,39 +1,8 @@
 import uuid
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
-
-
-class LiveEvent(models.Model):
-    """Every published event, kept so a reconnecting client can catch up.
-
-    Written with one INSERT inside the publishing transaction (the id is the
-    cursor clients resume from) and pruned by age in bounded batches.
-    ``groups`` is stored as `` g1 g2 `` (space-delimited, padded) so "events of
-    group X" is one ``LIKE '% X %'`` on any database, walked from the id cursor.
-    """
-
-    id = models.BigAutoField(primary_key=True)
-    type = models.CharField(max_length=64)
-    groups = models.TextField()
-    payload = models.JSONField(encoder=DjangoJSONEncoder)
-    created_at = models.DateTimeField()
-
-    class Meta:
-        ordering = ["id"]
-
-    def __str__(self):
-        return f"#{self.id} {self.type}"
-
-    @staticmethod
-    def encode_groups(groups):
-        return " " + " ".join(groups) + " "
-
-    @property
-    def group_list(self):
-        return self.groups.split()
 
 
 class SenderKind(models.TextChoices):
@@ -128,7 +97,7 @@ class ChatMessage(models.Model):
         "queue_app.WorkOrder", null=True, blank=True, on_delete=models.SET_NULL, related_name="chat_messages"
     )
     execution = models.ForeignKey(
-        "tasks_app.Execution", null=True, blank=True, on_delete=models.SET_NULL, related_name="chat_messages"
+        "queue_app.Execution", null=True, blank=True, on_delete=models.SET_NULL, related_name="chat_messages"
     )
     # An answer points at its question.
     parent_message = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies")
@@ -169,23 +138,3 @@ class ChatMessage(models.Model):
 
     def __str__(self):
         return f"{self.sender_id}: {self.text[:40]}"
-
-
-class AgentToken(models.Model):
-    """Lets one running work order's agent call the ask endpoint.
-
-    Only a SHA-256 of the token is stored; the token itself lives in the
-    agent's environment for the length of one run.
-    """
-
-    id = models.BigAutoField(primary_key=True)
-    work_order = models.ForeignKey("queue_app.WorkOrder", on_delete=models.CASCADE, related_name="agent_tokens")
-    execution = models.ForeignKey(
-        "tasks_app.Execution", null=True, blank=True, on_delete=models.CASCADE, related_name="agent_tokens"
-    )
-    token_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self):
-        return f"token for {self.work_order_id}"

@@ -9,10 +9,11 @@ from django.utils import timezone
 
 from agentvine import db, events
 from agentvine.errors import NotFound
-from chat_app.models import ChatMessage, Conversation, DeliveryStatus, LiveEvent, MessageKind, SenderProfile
-from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderStatus
-from tasks_app.models import Execution, ExecutionStatus, Task
-from workers_app.models import Worker, WorkerStatus
+from agentvine.models import LiveEvent
+from chat_app.models import ChatMessage, Conversation, DeliveryStatus, MessageKind, SenderProfile
+from queue_app.models import ACTIVE_STATUSES, Execution, ExecutionStatus, WorkOrder, WorkOrderStatus
+from tasks_app.models import Task
+from workers_app.models import AgentSession, Worker, WorkerStatus
 
 ERR_QUESTION_NOT_FOUND = "question not found"
 ERR_TASK_NOT_FOUND = "task not found"
@@ -57,7 +58,6 @@ def task_for_target(*, target):
     session (its id or the agent's own session id), or a worker's name (the
     task it is running now).
     """
-    from workers_app.models import AgentSession
 
     target = str(target).strip()
     try:

@@ -8,33 +8,20 @@ takes a contiguous range no other sender can interleave with, and delivery
 walks the inbox strictly in position order.
 """
 
-import hashlib
 import logging
-import secrets
 import uuid
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from agentvine import events
-from agentvine.db import insert_sql, update_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
-from chat_app.models import (
-    AgentToken,
-    ChatMessage,
-    Conversation,
-    DeliveryStatus,
-    LiveEvent,
-    MessageKind,
-    SenderKind,
-    SenderProfile,
-)
-from queue_app import services as queue_services
+from chat_app.models import ChatMessage, Conversation, DeliveryStatus, MessageKind, SenderKind, SenderProfile
+from chat_app.selectors import inbox_of_task, inbox_of_task_waiting, inbox_queued
+from queue_app import lifecycle
 from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
-from tasks_app.models import ExecutionStatus, Task, TaskStatus
+from tasks_app.models import Task, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -399,6 +386,14 @@ def turn_messages_return(*, execution, retry, reason):
     return taken
 
 
+def turn_messages_on_attempt_failed(sender, *, work_order, execution, retry, reason, **kwargs):
+    """``queue_app.lifecycle.attempt_failed`` hook (connected in ``ChatConfig.ready``):
+    a failed message turn leaves no conversation to resume, so its messages
+    go to the next attempt, or are marked failed with the turn."""
+    if work_order.kind == WorkOrderKind.DELIVER_MESSAGE:
+        turn_messages_return(execution=execution, retry=retry, reason=f"agent turn failed: {reason}")
+
+
 def message_mark_failed(*, message, reason):
     return _delivery_transition(
         message,
@@ -433,8 +428,6 @@ def agent_next_turn(*, task):
     wait for a retry, which is the agent's next turn. Returns the new work
     order, or None when no turn is due.
     """
-    from chat_app.selectors import inbox_of_task, inbox_of_task_waiting
-
     # Most runs end with an empty inbox: one read, no lock.
     if not inbox_of_task_waiting(task=task):
         return None
@@ -447,7 +440,7 @@ def agent_next_turn(*, task):
             return None
         if not inbox_of_task(task=task).exists():
             return None
-        return queue_services.work_order_enqueue(task=locked, kind=WorkOrderKind.DELIVER_MESSAGE)
+        return lifecycle.work_order_enqueue(task=locked, kind=WorkOrderKind.DELIVER_MESSAGE)
 
 
 def agent_next_turn_on_commit(task):
@@ -470,8 +463,6 @@ def inbox_deliver(*, recipient, deliver, limit=100, execution=None):
     stay queued, in order, for the next attempt. Returns the delivered ones,
     each marked as taken by ``execution`` when given.
     """
-    from chat_app.selectors import inbox_queued
-
     delivered = []
     for message in inbox_queued(recipient=recipient)[:limit]:
         try:
@@ -514,7 +505,7 @@ def question_ask(*, work_order, text, execution=None, source="agent"):
         )
         _touch_conversation(conversation, now=now, unread=True)
         if current.status == WorkOrderStatus.RUNNING:
-            queue_services.work_order_set_waiting(work_order=current, worker=current.worker, waiting=True)
+            lifecycle.work_order_set_waiting(work_order=current, worker=current.worker, waiting=True)
         _publish_message(question, "question.asked", source=source)
     return question
 
@@ -569,7 +560,7 @@ def _resume_if_no_open_questions(work_order_id):
         work_order_id=work_order_id, kind=MessageKind.QUESTION, answered_at__isnull=True
     ).exists()
     if not still_open:
-        queue_services.work_order_set_waiting(work_order=work_order, worker=work_order.worker, waiting=False)
+        lifecycle.work_order_set_waiting(work_order=work_order, worker=work_order.worker, waiting=False)
 
 
 def answer_mark_delivered(*, question):
@@ -588,76 +579,3 @@ def progress_report(*, work_order, text):
     return message_send(
         sender=agent_profile(task=task), text=text, task=task, work_order=work_order, kind=MessageKind.PROGRESS
     )
-
-
-# --- agent tokens --------------------------------------------------------------------
-
-
-def _token_hash(token):
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def agent_token_new(*, work_order, execution=None):
-    """A fresh secret for one run of ``work_order`` and the INSERT of its hash
-    (a change for ``events.publish``, written with the run's start)."""
-    token = secrets.token_urlsafe(32)
-    row = AgentToken(work_order=work_order, execution=execution, token_hash=_token_hash(token))
-    return token, insert_sql(row)
-
-
-def agent_token_issue(*, work_order, execution=None):
-    """A fresh secret for one run of ``work_order``; only its hash is stored."""
-    token = secrets.token_urlsafe(32)
-    AgentToken.objects.create(work_order=work_order, execution=execution, token_hash=_token_hash(token))
-    return token
-
-
-def agent_token_revoke_sql(*, work_order_id, now):
-    """Revoking ``work_order_id``'s tokens, as a change written with its end."""
-    return update_sql(AgentToken, {"work_order_id": work_order_id, "revoked_at__isnull": True}, revoked_at=now)
-
-
-def agent_token_revoke(*, work_order):
-    AgentToken.objects.filter(work_order=work_order, revoked_at__isnull=True).update(revoked_at=timezone.now())
-
-
-def agent_token_resolve(*, token):
-    """The live token row for ``token``, or None: its work order is still
-    active and the run it was issued to is still running (a requeued order's
-    next run does not inherit it)."""
-    if not token:
-        return None
-    row = (
-        AgentToken.objects.select_related("work_order", "work_order__task", "execution")
-        .filter(token_hash=_token_hash(token), revoked_at__isnull=True)
-        .first()
-    )
-    if row is None or row.work_order.status not in ACTIVE_STATUSES:
-        return None
-    if row.execution is not None and row.execution.status != ExecutionStatus.RUNNING:
-        return None
-    return row
-
-
-# --- live-event log --------------------------------------------------------------------
-
-
-def live_event_prune(*, older_than=None, batch_size=5000, max_batches=20):
-    """Delete events older than ``older_than``, at most ``batch_size * max_batches``.
-
-    Bounded so a periodic task never holds a long transaction: call it again
-    (next period) to continue. Returns the number of rows deleted.
-    """
-    older_than = older_than or timedelta(hours=settings.AGENTVINE_LIVE_EVENT_RETENTION_HOURS)
-    cutoff = timezone.now() - older_than
-    # Ids grow with time: the first event at or after the cutoff bounds the
-    # old ones, found by walking the primary key from the oldest row.
-    boundary = LiveEvent.objects.filter(created_at__gte=cutoff).order_by("id").values_list("id", flat=True).first()
-    old = LiveEvent.objects.all() if boundary is None else LiveEvent.objects.filter(id__lt=boundary)
-    deleted = 0
-    for _ in range(max_batches):
-        ids = list(old.order_by("id").values_list("id", flat=True)[:batch_size])
-        if not ids:
-            break
-        deleted += LiveEvent.objects.filter(id__in=ids).delete()[0]
-    return deleted

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from chat_app.services import live_event_prune
+from agentvine.events import live_event_prune
 
 
 @shared_task(name="chat_app.prune_live_events", ignore_result=True)

@@ -1,8 +1,8 @@
 from django.contrib import admin
 
 from agentvine.admin_tools import FastAdmin, service_action
-from queue_app import services
-from queue_app.models import WorkOrder
+from queue_app import lifecycle
+from queue_app.models import AgentToken, Execution, WorkOrder
 
 
 @admin.register(WorkOrder)
@@ -15,18 +15,20 @@ class WorkOrderAdmin(FastAdmin):
     readonly_fields = [f.name for f in WorkOrder._meta.fields]
     actions = [
         service_action(
-            "Cancel work orders", lambda wo, request: services.work_order_cancel(work_order=wo), "work orders cancelled"
+            "Cancel work orders",
+            lambda wo, request: lifecycle.work_order_cancel(work_order=wo),
+            "work orders cancelled",
         ),
         service_action(
             "Requeue active work orders",
-            lambda wo, request: services.work_order_requeue(
+            lambda wo, request: lifecycle.work_order_requeue(
                 work_order=wo, reason=f"requeued by {request.user.username}", spend_retry=False
             ),
             "work orders requeued",
         ),
         service_action(
             "Retry failed work orders",
-            lambda wo, request: services.work_order_retry(work_order=wo),
+            lambda wo, request: lifecycle.work_order_retry(work_order=wo),
             "work orders queued again",
         ),
     ]
@@ -36,3 +38,26 @@ class WorkOrderAdmin(FastAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Execution)
+class ExecutionAdmin(FastAdmin):
+    list_display = ("task", "attempt", "status", "worker", "started_at", "completed_at", "exit_code", "cost_usd")
+    list_filter = ("status",)
+    search_fields = ("task__search_text__title",)
+    list_select_related = ("task", "worker")
+    readonly_fields = [f.name for f in Execution._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AgentToken)
+class AgentTokenAdmin(admin.ModelAdmin):
+    # The token itself is never stored; the hash is useless to an attacker.
+    list_display = ("work_order", "created_at", "revoked_at")
+    readonly_fields = ("token_hash",)
+    raw_id_fields = ("work_order", "execution")

@@ -13,8 +13,9 @@ from rest_framework.response import Response
 from agentvine.api import PlatformAPIView
 from agentvine.errors import IllegalTransition, PermissionDenied, ValidationFailed
 from chat_app.services import agent_next_turn_on_commit
-from queue_app import selectors, services
-from queue_app.models import WorkOrder
+from queue_app import lifecycle, selectors
+from queue_app.models import Execution, ExecutionStatus, WorkOrder
+from queue_app.outputs import execution_output_append_next, execution_record_usage
 from queue_app.serializers import (
     ClaimInput,
     ClaimOutput,
@@ -30,8 +31,7 @@ from queue_app.serializers import (
     UsageInput,
     WorkOrderOutput,
 )
-from tasks_app.models import Execution, ExecutionStatus, Task
-from tasks_app.services import execution_output_append_next, execution_record_usage
+from tasks_app.models import Task
 from workers_app.authentication import IsOperator, IsOperatorOrWorker, IsWorker, request_worker
 from workers_app.runner import pull_run_start, task_prompt
 
@@ -44,7 +44,7 @@ def _work_order_for(request, work_order_id):
     work_order = get_object_or_404(WorkOrder.objects.select_related("task"), pk=work_order_id)
     me = request_worker(request)
     if me is not None and work_order.worker_id is not None and work_order.worker_id != me.pk:
-        raise PermissionDenied(services.ERR_NOT_YOURS)
+        raise PermissionDenied(lifecycle.ERR_NOT_YOURS)
     return work_order
 
 
@@ -75,7 +75,7 @@ class WorkOrderEnqueueApi(PlatformAPIView):
         task = Task.objects.filter(pk=values["task"]).first()
         if task is None:
             raise ValidationFailed(ERR_TASK_NOT_FOUND, field="task")
-        work_order = services.work_order_enqueue(
+        work_order = lifecycle.work_order_enqueue(
             task=task, kind=values["kind"], priority=values.get("priority"), max_retries=values.get("max_retries")
         )
         return Response(WorkOrderOutput(work_order).data, status=status.HTTP_201_CREATED)
@@ -102,7 +102,7 @@ class WorkOrderClaimApi(PlatformAPIView):
     def post(self, request):
         data = ClaimInput(data=request.data)
         data.is_valid(raise_exception=True)
-        work_order = services.work_order_claim(
+        work_order = lifecycle.work_order_claim(
             worker=request_worker(request), work_order_id=data.validated_data.get("work_order")
         )
         if work_order is None:
@@ -151,7 +151,7 @@ class WorkOrderCompleteApi(PlatformAPIView):
         data = CompleteInput(data=request.data)
         data.is_valid(raise_exception=True)
         worker = request_worker(request)
-        work_order = services.work_order_complete(
+        work_order = lifecycle.work_order_complete(
             work_order=work_order,
             worker=worker,
             execution=_running_execution(work_order, worker),
@@ -172,7 +172,7 @@ class WorkOrderFailApi(PlatformAPIView):
         data = FailInput(data=request.data)
         data.is_valid(raise_exception=True)
         worker = request_worker(request)
-        work_order = services.work_order_fail(
+        work_order = lifecycle.work_order_fail(
             work_order=work_order,
             worker=worker,
             execution=_running_execution(work_order, worker),
@@ -197,7 +197,7 @@ class WorkOrderInterruptedApi(PlatformAPIView):
         work_order = _work_order_for(request, work_order_id)
         data = InterruptedInput(data=request.data)
         data.is_valid(raise_exception=True)
-        execution = services.work_order_interrupted(
+        execution = lifecycle.work_order_interrupted(
             work_order=work_order, worker=request_worker(request), reason=data.validated_data["reason"]
         )
         return Response(ExecutionOutput(execution).data)

@@ -87,3 +87,85 @@ class WorkOrder(models.Model):
     @property
     def queue_name(self):
         return QUEUE_FOR_PRIORITY[self.priority]
+
+
+class ExecutionStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    INTERRUPTED = "interrupted", "Interrupted"
+
+
+class Execution(models.Model):
+    """One attempt by one agent at one work order."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task = models.ForeignKey("tasks_app.Task", on_delete=models.CASCADE, related_name="executions")
+    work_order = models.ForeignKey(WorkOrder, on_delete=models.CASCADE, related_name="executions")
+    worker = models.ForeignKey(
+        "workers_app.Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    session = models.ForeignKey(
+        "workers_app.AgentSession", null=True, blank=True, on_delete=models.SET_NULL, related_name="executions"
+    )
+    attempt = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    # The full output lives in ExecutionOutputChunk rows; this keeps the last
+    # few KB so pages can show the latest line without reading every chunk.
+    output_tail = models.TextField(blank=True)
+    output_chars = models.BigIntegerField(default=0)
+    output_chunks = models.PositiveIntegerField(default=0)
+    exit_code = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["work_order", "attempt"], name="execution_unique_attempt"),
+        ]
+        indexes = [models.Index(fields=["status", "-started_at"], name="execution_status_started_idx")]
+
+    def __str__(self):
+        return f"{self.task_id} attempt {self.attempt}"
+
+
+class ExecutionOutputChunk(models.Model):
+    """An ordered slice of an execution's output, written in batches."""
+
+    id = models.BigAutoField(primary_key=True)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["execution", "seq"]
+        constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="output_chunk_unique_seq")]
+
+    def __str__(self):
+        return f"{self.execution_id} #{self.seq}"
+
+
+class AgentToken(models.Model):
+    """Lets one running work order's agent call the ask endpoint.
+
+    Only a SHA-256 of the token is stored; the token itself lives in the
+    agent's environment for the length of one run.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    work_order = models.ForeignKey(WorkOrder, on_delete=models.CASCADE, related_name="agent_tokens")
+    execution = models.ForeignKey(
+        Execution, null=True, blank=True, on_delete=models.CASCADE, related_name="agent_tokens"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"token for {self.work_order_id}"

@@ -1,9 +1,9 @@
 from django.contrib import admin
 
 from agentvine.admin_tools import FastAdmin, service_action
-from queue_app.models import WorkOrder
+from queue_app.models import Execution, WorkOrder
 from tasks_app import services
-from tasks_app.models import Execution, Task
+from tasks_app.models import Task
 
 READ_ONLY_STATE = ("status", "created_at", "updated_at", "completed_at")
 
@@ -75,18 +75,3 @@ class TaskAdmin(FastAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         services.task_search_text_save(task=obj)
-
-
-@admin.register(Execution)
-class ExecutionAdmin(FastAdmin):
-    list_display = ("task", "attempt", "status", "worker", "started_at", "completed_at", "exit_code", "cost_usd")
-    list_filter = ("status",)
-    search_fields = ("task__search_text__title",)
-    list_select_related = ("task", "worker")
-    readonly_fields = [f.name for f in Execution._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

@@ -7,7 +7,8 @@ from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
-from tasks_app.models import Execution, ExecutionOutputChunk, ExecutionStatus, Task
+from queue_app.models import Execution, ExecutionOutputChunk, ExecutionStatus, WorkOrder, WorkOrderStatus
+from tasks_app.models import Task
 
 
 def execution_output(*, execution):
@@ -71,7 +72,6 @@ def running_executions(*, limit=20):
 
 def throughput_per_minute(*, minutes=60):
     """Completed work orders per minute over the last ``minutes``, oldest first."""
-    from queue_app.models import WorkOrder, WorkOrderStatus
 
     now = timezone.now().replace(second=0, microsecond=0)
     since = now - timedelta(minutes=minutes - 1)

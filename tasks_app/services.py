@@ -1,28 +1,20 @@
 """Writes for tasks and executions."""
 
 from django.conf import settings
-from django.db import connections, router, transaction
-from django.db.models import F
+from django.db import transaction
 from django.utils import timezone
 
 from agentvine import events
 from agentvine.db import insert_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
-from queue_app import services as queue_services
-from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
-from tasks_app.models import (
-    PRIORITY_RANK,
-    Execution,
-    ExecutionOutputChunk,
-    ExecutionStatus,
-    Priority,
-    Task,
-    TaskSearchText,
-    TaskType,
+from queue_app import dispatch, lifecycle
+from queue_app.models import (
+    ACTIVE_STATUSES,
+    WorkOrder,
+    WorkOrderKind,
+    WorkOrderStatus,
 )
-
-# At most this much of one output chunk rides on a live event.
-LIVE_OUTPUT_CHARS = 8000
+from tasks_app.models import PRIORITY_RANK, Priority, Task, TaskSearchText, TaskType
 
 ERR_TITLE_REQUIRED = "title is required"
 ERR_UNKNOWN_EXECUTOR = "unknown executor profile"
@@ -30,8 +22,6 @@ ERR_BAD_TYPE = "unknown task type"
 ERR_BAD_PRIORITY = "unknown priority"
 ERR_TASK_FINISHED = "task is already finished"
 ERR_NOTHING_TO_RETRY = "task has no failed, dead or cancelled work to retry"
-ERR_OUTPUT_OUT_OF_ORDER = "output batch out of order: expected seq {expected}"
-ERR_EXECUTION_FINISHED = "execution is not running"
 
 
 def _validate(*, title, task_type, priority, executor):
@@ -109,10 +99,10 @@ def tasks_create(*, specs, created_by=None):
         published.append(("task.created", {"id": str(task.id), "title": task.title}, [events.task_group(task.id)]))
         tasks.append(task)
         work_orders.append(
-            queue_services.work_order_new(task=task, kind=WorkOrderKind.RUN_TASK, max_retries=spec.get("max_retries"))
+            lifecycle.work_order_new(task=task, kind=WorkOrderKind.RUN_TASK, max_retries=spec.get("max_retries"))
         )
     with transaction.atomic():
-        queue_services.work_orders_insert(work_orders, changes=changes, published=published)
+        lifecycle.work_orders_insert(work_orders, changes=changes, published=published)
     # The rows in hand are what was written: no re-read.
     return tasks
 
@@ -147,7 +137,7 @@ def task_cancel(*, task):
         if not work_orders:
             raise IllegalTransition(ERR_TASK_FINISHED)
         for work_order in work_orders:
-            queue_services.work_order_cancel(work_order=work_order)
+            lifecycle.work_order_cancel(work_order=work_order)
     task.refresh_from_db()
     return task
 
@@ -161,7 +151,7 @@ def task_retry(*, task):
             WorkOrderStatus.CANCELLED,
         ):
             raise IllegalTransition(ERR_NOTHING_TO_RETRY)
-        queue_services.work_order_retry(work_order=work_order)
+        lifecycle.work_order_retry(work_order=work_order)
     task.refresh_from_db()
     return task
 
@@ -181,7 +171,7 @@ def task_set_priority(*, task, priority):
         for work_order_id in queued_ids:
             # Ring on the new queue; the old doorbell finds nothing to do only
             # if this one claims first, and either way the work runs once.
-            transaction.on_commit(lambda pk=work_order_id: queue_services.work_order_dispatch(work_order_id=pk))
+            transaction.on_commit(lambda pk=work_order_id: dispatch.work_order_dispatch(work_order_id=pk))
     task.refresh_from_db()
     return task
 
@@ -203,68 +193,3 @@ def task_update(*, task, title=None, description=None, priority=None):
             task_set_priority(task=task, priority=priority)
     task.refresh_from_db()
     return task
-
-
-def execution_output_append(*, execution, seq, text, tail):
-    """Persist one batch of output and announce it: a chunk row, the counters, an event.
-
-    Every running agent calls this for every batch it prints, so the chunk
-    INSERT and the counter UPDATE ride along with the event's INSERT (see
-    ``events.publish``): one statement on PostgreSQL, atomic by itself and
-    part of the caller's transaction when there is one. A repeated ``seq``
-    violates the chunk's unique constraint and then nothing is written.
-    """
-    connection = connections[router.db_for_write(ExecutionOutputChunk)]
-    quote = connection.ops.quote_name
-    execution_id = Execution._meta.pk.get_db_prep_value(execution.pk, connection)
-    created_at = ExecutionOutputChunk._meta.get_field("created_at").get_db_prep_value(timezone.now(), connection)
-    changes = [
-        (
-            f"INSERT INTO {quote(ExecutionOutputChunk._meta.db_table)} (execution_id, seq, text, created_at)"
-            " VALUES (%s, %s, %s, %s)",
-            [execution_id, seq, text, created_at],
-        ),
-        (
-            f"UPDATE {quote(Execution._meta.db_table)} SET output_tail = %s,"
-            " output_chars = output_chars + %s, output_chunks = output_chunks + 1 WHERE id = %s",
-            [tail, len(text), execution_id],
-        ),
-    ]
-    events.publish(
-        "execution.output",
-        {
-            "execution_id": str(execution.pk),
-            "task_id": str(execution.task_id),
-            "seq": seq,
-            "text": text[-LIVE_OUTPUT_CHARS:],
-            # Pages re-read the output instead of showing a cut chunk.
-            "truncated": len(text) > LIVE_OUTPUT_CHARS,
-        },
-        groups=[events.task_group(execution.task_id)],
-        changes=changes,
-    )
-
-
-def execution_output_append_next(*, execution, seq, text):
-    """Append one batch sent by a remote worker, refusing gaps and repeats.
-
-    The execution row is locked so two batches from a confused client cannot
-    both take the same place in the output.
-    """
-    with transaction.atomic():
-        current = Execution.objects.select_for_update().get(pk=execution.pk)
-        if current.status != ExecutionStatus.RUNNING:
-            raise IllegalTransition(ERR_EXECUTION_FINISHED)
-        if seq != current.output_chunks:
-            raise IllegalTransition(ERR_OUTPUT_OUT_OF_ORDER.format(expected=current.output_chunks))
-        tail = (current.output_tail + text)[-settings.AGENTVINE_OUTPUT_TAIL_CHARS :]
-        execution_output_append(execution=current, seq=seq, text=text, tail=tail)
-    return seq + 1
-
-
-def execution_record_usage(*, execution, input_tokens=0, output_tokens=0, cost_usd=0):
-    Execution.objects.filter(pk=execution.pk).update(
-        input_tokens=F("input_tokens") + input_tokens,
-        output_tokens=F("output_tokens") + output_tokens,
-        cost_usd=F("cost_usd") + cost_usd,
-    )

@@ -18,15 +18,37 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _on_sqlite():
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
 def pytest_configure(config):
     engine = settings.DATABASES["default"]["ENGINE"]
-    if "postgresql" not in engine:
+    if "postgresql" not in engine and not _on_sqlite():
         pytest.exit("the test suite runs against PostgreSQL: set DATABASE_URL (scripts/test does)", returncode=2)
     # This process only (the workers and servers it starts keep the persistent
     # connections of production): threads here, such as the executors of
     # channels' database_sync_to_async, close their connection after each
     # use, so none still holds the test database when the suite drops it.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+def pytest_collection_modifyitems(config, items):
+    """On SQLite (the embedded default of scripts/up) only the tests marked
+    ``sqlite`` run: the lifecycle and event-log services, whose statements
+    branch by database vendor. scripts/test runs them in a second pass.
+    Races between threads (``postgresql``) need PostgreSQL's row locks."""
+    if not _on_sqlite():
+        return
+
+    def runs_here(item):
+        return item.get_closest_marker("sqlite") and not item.get_closest_marker("postgresql")
+
+    kept = [item for item in items if runs_here(item)]
+    deselected = [item for item in items if not runs_here(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.fixture

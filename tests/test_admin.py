@@ -5,10 +5,10 @@ from django.apps import apps
 from django.contrib import admin
 from django.urls import reverse
 
-from queue_app import services as queue_services
+from queue_app import lifecycle
 from queue_app.models import WorkOrder, WorkOrderStatus
+from queue_app.outputs import execution_output_append
 from tasks_app.models import Priority, TaskStatus
-from tasks_app.services import execution_output_append
 from tests.factories import make_task
 from workers_app.models import AgentSession, WorkerStatus
 
@@ -20,8 +20,8 @@ OUR_APPS = ("tasks_app", "queue_app", "workers_app", "chat_app")
 @pytest.fixture
 def seeded(worker):
     task = make_task(title="admin seeded")
-    order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    order, execution = queue_services.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
     execution_output_append(execution=execution, seq=0, text="out\n", tail="out\n")
     AgentSession.objects.create(session_id="sess-1", worker=worker, task=task)
     return task
@@ -85,8 +85,8 @@ def test_task_actions_go_through_services(admin_client):
 
 def test_work_order_actions(admin_client, worker):
     task = make_task()
-    order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    queue_services.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    lifecycle.work_order_start(work_order=order, worker=worker)
     _act(admin_client, WorkOrder, "requeue_active_work_orders", [order.pk])
     order.refresh_from_db()
     assert order.status == WorkOrderStatus.QUEUED and order.retry_count == 0

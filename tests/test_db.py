@@ -114,7 +114,7 @@ def test_a_statement_sent_again_and_again_is_planned_once_per_connection():
 
 def test_a_guarded_publish_writes_nothing_when_its_guard_matches_no_row():
     from agentvine import events
-    from chat_app.models import LiveEvent
+    from agentvine.models import LiveEvent
 
     (order,) = _orders(1)
     task_change = db.update_sql(Task, {"pk": order.task_id}, status=TaskStatus.CANCELLED)

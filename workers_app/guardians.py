@@ -18,12 +18,12 @@ from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from agentvine import events
-from queue_app import services as queue_services
-from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderStatus
-from tasks_app.models import PRIORITY_RANK, Priority
+from agentvine.celery import app
+from queue_app import dispatch, lifecycle
+from queue_app.models import ACTIVE_STATUSES, QUEUE_FOR_PRIORITY, WorkOrder, WorkOrderStatus
+from queue_app.preemption import preemption_request
 from workers_app.models import AgentSession, SessionStatus, Worker, WorkerStatus
 from workers_app.services import agent_session_terminate, worker_mark_offline
-from workers_app.wakeups import work_order_wake
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ ERR_WORKER_STALLED = "worker {name} stopped heartbeating while running this work
 REASON_WORKER_STALLED = "no heartbeat for {seconds:.0f}s"
 REASON_SESSION_IDLE = "idle for more than {minutes:g} minutes"
 REASON_SESSION_TOO_OLD = "older than {minutes:g} minutes"
-
-HIGH_RANK = PRIORITY_RANK[Priority.HIGH]
 
 
 def _batch(batch):
@@ -99,7 +97,7 @@ def _requeue_orphan(work_order_id):
         if work_order is None:
             return None  # finished meanwhile, or another guardian has it
         name = work_order.worker.name if work_order.worker else "unknown"
-        return queue_services.work_order_requeue(
+        return lifecycle.work_order_requeue(
             work_order=work_order, reason=ERR_WORKER_STALLED.format(name=name), spend_retry=True
         )
 
@@ -144,8 +142,6 @@ def guard_idle_sessions(*, batch=None):
 
 def _broker_queue_sizes(queue_names):
     """Doorbells waiting in each broker queue; None when the broker can't say."""
-    from agentvine.celery import app
-
     sizes = {}
     try:
         with app.connection_for_read() as conn:
@@ -179,8 +175,6 @@ def guard_lost_dispatches(*, batch=None):
     priorities = list(stale.values_list("priority", flat=True).distinct())
     if not priorities:
         return []
-    from queue_app.models import QUEUE_FOR_PRIORITY
-
     sizes = _broker_queue_sizes([QUEUE_FOR_PRIORITY[p] for p in priorities])
     if sizes is None:
         return []  # broker unreachable: ringing would fail too
@@ -196,7 +190,7 @@ def guard_lost_dispatches(*, batch=None):
         # freshly dispatched and leaves them alone.
         WorkOrder.objects.filter(pk__in=lost, status=WorkOrderStatus.QUEUED).update(dispatched_at=now)
         for pk in lost:
-            transaction.on_commit(lambda pk=pk: queue_services.work_order_dispatch(work_order_id=pk))
+            transaction.on_commit(lambda pk=pk: dispatch.work_order_dispatch(work_order_id=pk))
     if lost:
         logger.info("re-dispatched %d work orders whose doorbell was lost", len(lost))
     return lost
@@ -206,57 +200,6 @@ def guard_lost_dispatches(*, batch=None):
 
 
 def guard_priority_preemption(*, batch=None):
-    """Make room for high-priority work waiting on a fleet full of lower work.
-
-    For each ready high-priority work order not covered by an idle slot or a
-    preemption already under way, the lowest-priority, most recently started
-    running work order is asked to give way: its agent is interrupted
-    cooperatively, keeps its partial output, and its work order goes back to
-    the queue without spending a retry (workers_app.runner). The most recent
-    start loses the least work. A work order gives way at most
-    AGENTVINE_PREEMPT_MAX times, so low work cannot starve.
-    Returns the work orders asked to give way.
-    """
-    if not settings.AGENTVINE_PREEMPTION_ENABLED:
-        return []
-    now = timezone.now()
-    waiting = (
-        WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED, priority_rank=HIGH_RANK)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .count()
-    )
-    if not waiting:
-        return []
-    live = Worker.objects.exclude(status=WorkerStatus.OFFLINE).filter(last_heartbeat_at__gte=_live_cutoff(now))
-    idle = live.filter(status=WorkerStatus.IDLE).count()
-    # A request not acted on within the grace period is not counted: its
-    # runner is stuck or gone, and the stalled-worker guardian handles that.
-    recent = now - timedelta(seconds=settings.AGENTVINE_INTERRUPT_GRACE_SECONDS + 5)
-    pending = WorkOrder.objects.filter(status=WorkOrderStatus.RUNNING, preempt_requested_at__gte=recent).count()
-    needed = min(waiting - idle - pending, _batch(batch))
-    if needed <= 0:
-        return []
-    with transaction.atomic():
-        victims = list(
-            WorkOrder.objects.select_for_update(skip_locked=True)
-            .filter(
-                status=WorkOrderStatus.RUNNING,
-                priority_rank__gt=HIGH_RANK,
-                preempt_requested_at__isnull=True,
-                preempt_count__lt=settings.AGENTVINE_PREEMPT_MAX,
-                worker_id__in=live.values("pk"),
-            )
-            .order_by("-priority_rank", "-started_at")[:needed]
-        )
-        for victim in victims:
-            if not WorkOrder.objects.filter(
-                pk=victim.pk, status=WorkOrderStatus.RUNNING, preempt_requested_at__isnull=True
-            ).update(preempt_requested_at=now):
-                continue
-            events.publish(
-                "work_order.preempting",
-                {"id": str(victim.id), "task_id": str(victim.task_id), "preempt_count": victim.preempt_count},
-                groups=[events.task_group(victim.task_id)],
-            )
-            transaction.on_commit(lambda pk=victim.pk: work_order_wake(work_order_id=pk))
-    return victims
+    """The preemption policy's periodic run (``queue_app.preemption``): it
+    also runs right after high-priority work is enqueued."""
+    return preemption_request(batch=_batch(batch))

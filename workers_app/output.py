@@ -11,7 +11,7 @@ import time
 from django.conf import settings
 from django.db import reset_queries
 
-from tasks_app.services import execution_output_append
+from queue_app.outputs import execution_output_append
 
 
 class OutputBuffer:

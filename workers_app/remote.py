@@ -125,6 +125,11 @@ def register(*, server, operator_token, name, hostname):
     return reply["id"], reply["token"]
 
 
+# The Django-backed modules below are imported inside the functions that use
+# them: this module is a program started without Django, and main() sets
+# Django up (_setup_django) before any of them runs.
+
+
 def _remote_output_buffer_class():
     from workers_app.output import OutputBuffer
 

@@ -1,8 +1,10 @@
 """Runs one work order on this slot: claim, start, stream the agent, finish.
 
 Called by the ``execute_work_order`` Celery task. Every state change goes
-through queue_app services, so a duplicate or late doorbell, a cancel or a
-guardian acting meanwhile is detected by a compare-and-set, not by luck.
+through the engine (``queue_app.lifecycle``), so a duplicate or late doorbell,
+a cancel or a guardian acting meanwhile is detected by a compare-and-set, not
+by luck. The transition that ends a run also ends its token and session; the
+runner never does that itself, except for a run that crashed out without one.
 """
 
 import logging
@@ -14,21 +16,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentvine.errors import IllegalTransition
+from agentvine.wakeups import RunnerWakeups
 from chat_app import agent_link
-from queue_app import services as queue_services
+from queue_app import dispatch, lifecycle
 from queue_app.models import WorkOrder, WorkOrderKind, WorkOrderStatus
-from tasks_app.services import execution_record_usage
+from queue_app.outputs import execution_record_usage
+from queue_app.run_sessions import agent_session_open
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
 from workers_app.executors.base import RunContext
 from workers_app.output import OutputBuffer
-from workers_app.services import (
-    agent_session_open,
-    agent_session_release,
-    agent_session_set_agent_id,
-    worker_release,
-)
+from workers_app.services import agent_session_set_agent_id, worker_release
 from workers_app.slots import current_worker, node_name
-from workers_app.wakeups import RunnerWakeups
 from workers_app.workspaces import workspace_prepare
 
 logger = logging.getLogger(__name__)
@@ -60,14 +58,12 @@ def task_prompt(task):
 def work_order_run(*, work_order_id):
     """Run one work order to an end state. Returns a short outcome string."""
     worker = current_worker()
-    started = queue_services.work_order_claim_start(
-        worker=worker, work_order_id=work_order_id, session_kinds=RUNNABLE_KINDS
-    )
+    started = lifecycle.work_order_claim_start(worker=worker, work_order_id=work_order_id, session_kinds=RUNNABLE_KINDS)
     if started is None:
         return _not_claimed(work_order_id)
     work_order, execution, session, resume = started
     if work_order.kind not in RUNNABLE_KINDS:
-        queue_services.work_order_fail(
+        lifecycle.work_order_fail(
             work_order=work_order,
             worker=worker,
             execution=execution,
@@ -80,7 +76,7 @@ def work_order_run(*, work_order_id):
         prompt = run_prompt(work_order, resume, execution)
         if prompt is None:
             # A message turn whose messages another run already delivered.
-            queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+            lifecycle.work_order_complete(work_order=work_order, worker=worker, execution=execution)
             outcome = "completed"
             return outcome
         profile = executor_profile(work_order.task.executor)
@@ -100,14 +96,13 @@ def work_order_run(*, work_order_id):
         outcome = _drive(worker=worker, work_order=work_order, execution=execution, executor=executor)
     except ExecutorConfigError as exc:
         _finish_failed(worker, work_order, execution, str(exc), retryable=False)
-        return "failed"
+        outcome = "failed"
+        return outcome
     finally:
-        # Completing released the session and revoked the agent's token with
-        # it; any other end (interrupted, requeued, lost) does it here.
-        if outcome != "completed":
-            if session is not None:
-                agent_session_release(session=session)
-            agent_link.agent_environment_close(work_order=work_order)
+        if outcome is None:
+            # Crashed out before any transition ended the run: its token and
+            # session end here, by execution (a newer run's stay untouched).
+            lifecycle.execution_release(execution=execution)
     # Messages that came in too late for this run get the agent's next turn.
     agent_link.agent_next_turn(task=work_order.task)
     return outcome
@@ -140,7 +135,7 @@ def pull_run_start(*, work_order, worker):
         session, resume = None, False
         if work_order.kind in RUNNABLE_KINDS:
             session, resume = agent_session_open(task=work_order.task, worker=worker)
-        fresh, execution = queue_services.work_order_start(work_order=work_order, worker=worker, session=session)
+        fresh, execution = lifecycle.work_order_start(work_order=work_order, worker=worker, session=session)
         fresh.task = work_order.task
         prompt = run_prompt(fresh, resume, execution) if fresh.kind in RUNNABLE_KINDS else None
     return fresh, execution, session, resume, prompt
@@ -152,7 +147,7 @@ def _not_claimed(work_order_id):
     if current and current.status == WorkOrderStatus.QUEUED and current.not_before:
         wait = (current.not_before - timezone.now()).total_seconds()
         if wait > 0:
-            queue_services.work_order_dispatch(work_order_id=current.id, countdown=wait)
+            dispatch.work_order_dispatch(work_order_id=current.id, countdown=wait)
             return "deferred"
     return "skipped"
 
@@ -259,11 +254,7 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
     if stop == Stop.TAKEN:
         # Cancelled (or taken away) while running: keep the partial output,
         # close the attempt as interrupted, free the slot.
-        try:
-            queue_services.work_order_interrupted(work_order=work_order, worker=worker, reason=stop_reason)
-        except IllegalTransition:
-            logger.info("attempt of work order %s was already closed", work_order.pk)
-            worker_release(worker=worker)
+        _close_taken(worker, work_order, stop_reason)
         return "interrupted"
     if stop in (Stop.PREEMPTED, Stop.SHUTDOWN) and not completed:
         # Giving way is not the work's fault: no retry is spent. The partial
@@ -271,22 +262,25 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
         # interrupted and rings a new doorbell (this one is acked when the
         # Celery task returns).
         try:
-            queue_services.work_order_requeue(
+            lifecycle.work_order_requeue(
                 work_order=work_order, reason=stop_reason, spend_retry=False, preempted=stop == Stop.PREEMPTED
             )
+            worker_release(worker=worker)
         except IllegalTransition:
             logger.info("work order %s was no longer ours to requeue", work_order.pk)
-        worker_release(worker=worker)
+            _close_taken(worker, work_order, stop_reason)
         return stop
     if stop == Stop.TIME_LIMIT:
         _finish_failed(worker, work_order, execution, stop_reason, retryable=True, exit_code=exit_code)
         return "failed"
     if completed:
         try:
-            queue_services.work_order_complete(
+            lifecycle.work_order_complete(
                 work_order=work_order, worker=worker, execution=execution, exit_code=exit_code or 0
             )
         except IllegalTransition:
+            # Cancelled or taken away as it finished: the attempt still ends.
+            _close_taken(worker, work_order, "work order moved on before it completed")
             return "lost"
         return "completed"
     error = outcome_event.text if outcome_event else "agent ended without a result"
@@ -308,7 +302,7 @@ def _record_usage(execution, usage):
 
 def _finish_failed(worker, work_order, execution, error, *, retryable, exit_code=None):
     try:
-        queue_services.work_order_fail(
+        lifecycle.work_order_fail(
             work_order=work_order,
             worker=worker,
             execution=execution,
@@ -319,3 +313,15 @@ def _finish_failed(worker, work_order, execution, error, *, retryable, exit_code
     except IllegalTransition:
         # Someone else (cancel, guardian) already moved it on.
         logger.info("work order %s was no longer ours to fail", work_order.pk)
+        _close_taken(worker, work_order, error)
+
+
+def _close_taken(worker, work_order, reason):
+    """The work order moved on without this run (cancelled, requeued): its
+    attempt ends interrupted with its token and session, and the slot is
+    free; if whoever moved it on closed the attempt already, only the slot."""
+    try:
+        lifecycle.work_order_interrupted(work_order=work_order, worker=worker, reason=reason)
+    except IllegalTransition:
+        logger.info("attempt of work order %s was already closed", work_order.pk)
+        worker_release(worker=worker)

@@ -2,16 +2,14 @@
 
 import hashlib
 import secrets
-import uuid
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agentvine import events
-from agentvine.db import insert_sql, update_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
+from queue_app.lifecycle import work_order_requeue, worker_event
 from queue_app.models import ACTIVE_STATUSES, WorkOrder
-from tasks_app.models import ExecutionStatus
 from workers_app.models import AgentSession, ApiToken, SessionStatus, Worker, WorkerStatus, WorkerToken
 from workers_app.workspaces import workspace_remove
 
@@ -25,18 +23,6 @@ ERR_TOKEN_NAME_REQUIRED = "token name is required"
 # where only the prefix may ever appear).
 WORKER_TOKEN_PREFIX = "avw_"
 API_TOKEN_PREFIX = "avo_"
-
-
-def worker_event(worker):
-    """``worker``'s current state as a ``(type, payload, groups)`` live event."""
-    payload = {
-        "id": str(worker.id),
-        "name": worker.name,
-        "status": worker.status,
-        "hostname": worker.hostname,
-        "current_work_order_id": str(worker.current_work_order_id) if worker.current_work_order_id else None,
-    }
-    return "worker.updated", payload, [events.worker_group(worker.id)]
 
 
 def worker_publish(worker):
@@ -74,8 +60,6 @@ def worker_register(*, name, hostname="", pid=None, new_process=False):
 
 
 def _requeue_lost_work(name):
-    from queue_app.services import work_order_requeue
-
     lost = WorkOrder.objects.filter(worker__name=name, status__in=ACTIVE_STATUSES)
     for work_order in lost:
         try:
@@ -122,54 +106,6 @@ def worker_mark_offline(*, worker, reason=""):
 # --- agent sessions (the agent's own conversation) ------------------------------
 
 
-def _new_session_id():
-    # Claude requires a UUID for --session-id; other agents accept any string.
-    return str(uuid.uuid4())
-
-
-def agent_session_open(*, task, worker):
-    """The session a run of ``task`` on ``worker`` works in. Returns ``(session, resume)``.
-
-    A task keeps one live session (and with it one workspace). ``resume`` is
-    True when the previous attempt in that session completed or was
-    interrupted: the agent saved its conversation and continues it. After a
-    failed or crashed attempt the conversation may not exist, so a fresh
-    conversation id is assigned; the workspace stays.
-    """
-    from workers_app.selectors import live_session_from_row, live_session_sql
-
-    # No savepoint: a database error aborts the caller's transaction anyway.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(*live_session_sql(task_id=task.pk, lock=True))
-        current, last_status = live_session_from_row(cursor.fetchone())
-        session, resume, change = agent_session_take(
-            task=task, worker=worker, current=current, last_status=last_status, now=timezone.now()
-        )
-        cursor.execute(*change)
-    return session, resume
-
-
-def agent_session_take(*, task, worker, current, last_status, now):
-    """:func:`agent_session_open` once the task's live session ``current``
-    (None: it has none; locked by the caller) and the status of its last
-    attempt are read (``workers_app.selectors.live_session_sql``).
-
-    Returns ``(session, resume, change)``: ``change`` is the INSERT or UPDATE
-    that writes ``session`` as returned, for the caller to send (alone or as a
-    change of ``agentvine.events.publish``).
-    """
-    if current is None:
-        session = AgentSession(session_id=_new_session_id(), task=task, worker=worker)
-        return session, False, insert_sql(session)
-    resume = last_status in (ExecutionStatus.COMPLETED, ExecutionStatus.INTERRUPTED)
-    changes = {"worker_id": worker.pk, "status": SessionStatus.ACTIVE, "last_activity_at": now}
-    if not resume:
-        changes["session_id"] = _new_session_id()
-    for name, value in changes.items():
-        setattr(current, name, value)
-    return current, resume, update_sql(AgentSession, {"pk": current.pk}, **changes)
-
-
 def agent_session_set_agent_id(*, session, session_id):
     """Record the id the agent reported for its conversation (codex picks its own)."""
     if not session_id or session_id == session.session_id:
@@ -182,23 +118,6 @@ def agent_session_set_agent_id(*, session, session_id):
         raise ValidationFailed(ERR_SESSION_EXISTS, field="session_id") from None
     session.refresh_from_db()
     return session
-
-
-def agent_session_release(*, session):
-    """The run ended: the session stays for a follow-up until it is terminated."""
-    AgentSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE).update(
-        status=SessionStatus.IDLE, last_activity_at=timezone.now()
-    )
-
-
-def agent_session_release_sql(*, session_id, now):
-    """:func:`agent_session_release` as a change written with the run's end."""
-    return update_sql(
-        AgentSession,
-        {"pk": session_id, "status": SessionStatus.ACTIVE},
-        status=SessionStatus.IDLE,
-        last_activity_at=now,
-    )
 
 
 def worker_deregister(*, worker):

@@ -21,6 +21,9 @@ from celery.signals import (
 from django.conf import settings
 from django.db import close_old_connections, connection, connections
 
+from agentvine.wakeups import node_shutdown_announce, node_shutdown_clear, wakeups_start
+from workers_app.services import worker_heartbeat, worker_mark_offline, worker_register
+
 logger = logging.getLogger(__name__)
 
 _state = {"nodename": None, "agent_slots": True, "worker": None, "stop": None}
@@ -40,8 +43,6 @@ def _remember_nodename(sender, instance=None, **kwargs):
         consumed = set(instance.app.amqp.queues.consume_from or ())
         _state["agent_slots"] = not consumed or bool(consumed & set(settings.AGENT_QUEUES))
     if _state["agent_slots"]:
-        from workers_app.wakeups import node_shutdown_clear
-
         # A node restarting under the same name is not shutting down.
         node_shutdown_clear(nodename=sender)
 
@@ -59,7 +60,6 @@ def _announce_shutdown(sender, how=None, **kwargs):
     # must not block on the network.
     if how != "Warm" or not _state["agent_slots"]:
         return
-    from workers_app.wakeups import node_shutdown_announce
 
     threading.Thread(target=node_shutdown_announce, kwargs={"nodename": sender}, name="agentvine-shutdown").start()
 
@@ -73,7 +73,6 @@ def _slot_name():
 
 
 def _heartbeat_loop(stop):
-    from workers_app.services import worker_heartbeat, worker_register
 
     while not stop.wait(settings.AGENTVINE_HEARTBEAT_SECONDS):
         try:
@@ -90,8 +89,6 @@ def current_worker():
     """The Worker row of this process's slot, registering it on first use."""
     with _lock:
         if _state["worker"] is None:
-            from workers_app.services import worker_register
-
             _state["worker"] = worker_register(
                 name=_slot_name(), hostname=socket.gethostname(), pid=os.getpid(), new_process=True
             )
@@ -122,7 +119,6 @@ def _on_process_init(**kwargs):
     if not _state["agent_slots"]:
         return
     use_generic_plans()
-    from workers_app.wakeups import wakeups_start
 
     wakeups_start(nodename=node_name())
     try:
@@ -150,7 +146,6 @@ def _checked_connection(**kwargs):
 
 @worker_process_shutdown.connect
 def _on_process_shutdown(**kwargs):
-    from workers_app.services import worker_mark_offline
 
     worker = _state["worker"]
     if worker is None:

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST
 
 from agentvine.console import operator_required
 from agentvine.errors import DomainError
-from tasks_app.models import Execution
+from queue_app.models import Execution
 from workers_app import selectors, services
 from workers_app.models import AgentSession, SessionStatus, WorkerStatus
 

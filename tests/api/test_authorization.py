@@ -12,9 +12,9 @@ import pytest
 
 from chat_app import services as chat_services
 from chat_app.models import ChatMessage
-from queue_app import services as queue_services
-from queue_app.models import WorkOrder
-from tasks_app.models import Execution, ExecutionOutputChunk, Task
+from queue_app import lifecycle
+from queue_app.models import Execution, ExecutionOutputChunk, WorkOrder
+from tasks_app.models import Task
 from tasks_app.services import task_create
 from workers_app.models import AgentSession, ApiToken, Worker, WorkerToken
 from workers_app.services import agent_session_create
@@ -120,10 +120,10 @@ CASES = [
 
 def _build_world(worker, operator, *, running):
     task = task_create(title="Matrix task", created_by=operator)
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().pk)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().pk)
     question = None
     if running:
-        work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
+        work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
         question = chat_services.question_ask(work_order=work_order, execution=execution, text="Which port?")
     task_create(title="Free to claim", created_by=operator)
     session = agent_session_create(session_id="matrix-session", task=task, worker=worker)

@@ -3,8 +3,8 @@
 import pytest
 from django.test import override_settings
 
-from agentvine.api import ERR_BODY_TOO_LARGE
-from queue_app import services as queue_services
+from agentvine.api_errors import ERR_BODY_TOO_LARGE
+from queue_app import lifecycle, outputs
 from tasks_app import services as task_services
 from tasks_app.models import Task
 from workers_app.authentication import ERR_BAD_TOKEN
@@ -95,8 +95,8 @@ def test_list_filters_search_and_paginates(operator_client, operator):
 
 def test_completing_twice_is_a_409_with_the_state_machine_message(operator, worker, worker_client):
     task = task_services.task_create(title="Once", created_by=operator)
-    work_order = queue_services.work_order_claim(worker=worker)
-    queue_services.work_order_start(work_order=work_order, worker=worker)
+    work_order = lifecycle.work_order_claim(worker=worker)
+    lifecycle.work_order_start(work_order=work_order, worker=worker)
     url = f"/api/v1/queue/work-orders/{work_order.pk}/complete/"
 
     first = worker_client.post(url, {"exit_code": 0}, format="json")
@@ -104,15 +104,15 @@ def test_completing_twice_is_a_409_with_the_state_machine_message(operator, work
 
     assert first.status_code == 200
     assert second.status_code == 409
-    assert second.json() == {"detail": queue_services.ERR_CANNOT_COMPLETE, "code": "illegal_transition"}
+    assert second.json() == {"detail": lifecycle.ERR_CANNOT_COMPLETE, "code": "illegal_transition"}
     task.refresh_from_db()
     assert task.status == "completed"
 
 
 def test_output_batches_must_arrive_in_order(operator, worker, worker_client):
     task_services.task_create(title="Chatty", created_by=operator)
-    work_order = queue_services.work_order_claim(worker=worker)
-    _, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
+    work_order = lifecycle.work_order_claim(worker=worker)
+    _, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
     url = f"/api/v1/queue/work-orders/{work_order.pk}/output/"
 
     ok = worker_client.post(url, {"seq": 0, "text": "line 1\n"}, format="json")
@@ -121,7 +121,7 @@ def test_output_batches_must_arrive_in_order(operator, worker, worker_client):
 
     assert ok.json() == {"next_seq": 1, "work_order_status": "running"}
     assert gap.status_code == repeat.status_code == 409
-    assert gap.json()["detail"] == task_services.ERR_OUTPUT_OUT_OF_ORDER.format(expected=1)
+    assert gap.json()["detail"] == outputs.ERR_OUTPUT_OUT_OF_ORDER.format(expected=1)
     execution.refresh_from_db()
     assert execution.output_tail == "line 1\n"
 

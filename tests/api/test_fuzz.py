@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from chat_app.services import question_ask
-from queue_app import services as queue_services
+from queue_app import lifecycle
 from tasks_app.services import task_create
 from workers_app.services import agent_session_create, api_token_create, worker_token_issue
 
@@ -40,8 +40,8 @@ EXAMPLES_PER_OPERATION = 10
 
 def _real_ids(operator, worker):
     task = task_create(title="Fuzz target", created_by=operator)
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().pk)
-    work_order, _ = queue_services.work_order_start(work_order=work_order, worker=worker)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().pk)
+    work_order, _ = lifecycle.work_order_start(work_order=work_order, worker=worker)
     session = agent_session_create(session_id="fuzz-session", task=task, worker=worker)
     question = question_ask(work_order=work_order, text="Fuzz question?")
     return {

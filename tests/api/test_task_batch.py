@@ -3,7 +3,7 @@
 import pytest
 
 from agentvine import events
-from chat_app.models import LiveEvent
+from agentvine.models import LiveEvent
 from queue_app.models import WorkOrder, WorkOrderStatus
 from tasks_app import services as task_services
 from tasks_app.models import Task, TaskStatus

@@ -116,12 +116,12 @@ def test_output_committed_together_arrives_in_one_batch_frame_and_is_appended_in
 ):
     from django.db import transaction
 
-    from queue_app import services as queue_services
-    from tasks_app.services import execution_output_append
+    from queue_app import lifecycle
+    from queue_app.outputs import execution_output_append
 
     task = task_create(title="Chatty agent")
-    order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    _, execution = queue_services.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    _, execution = lifecycle.work_order_start(work_order=order, worker=worker)
     execution_output_append(execution=execution, seq=0, text="line 0\n", tail="line 0\n")
 
     frames = []
@@ -152,8 +152,8 @@ def test_output_committed_together_arrives_in_one_batch_frame_and_is_appended_in
 
 def test_a_page_snapshot_older_than_the_output_heard_does_not_hide_it(page, daphne_server, console_operator, worker):
     """A refresh that left before the first output and returns after it must not blank the pane."""
-    from queue_app import services as queue_services
-    from tasks_app.services import execution_output_append
+    from queue_app import lifecycle
+    from queue_app.outputs import execution_output_append
 
     task = task_create(title="Slow page")
     held = []
@@ -173,8 +173,8 @@ def test_a_page_snapshot_older_than_the_output_heard_does_not_hide_it(page, daph
     expect(page.locator("#live-state.on")).to_have_count(1)
     _mark_page(page)
 
-    order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    _, execution = queue_services.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    _, execution = lifecycle.work_order_start(work_order=order, worker=worker)
     _pump_until(page, lambda: held, "the page's refresh")
     execution_output_append(execution=execution, seq=0, text="first words\n", tail="first words\n")
     _pump_until(page, lambda: any("first words" in frame for frame in frames), "the output event")

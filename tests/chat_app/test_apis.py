@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 from chat_app import services
 from chat_app.authentication import ERR_BAD_AGENT_TOKEN
 from chat_app.models import ChatMessage, DeliveryStatus
-from queue_app import services as queue_services
+from queue_app import credentials, lifecycle
 from queue_app.models import WorkOrderStatus
 from tasks_app.services import task_create
 
@@ -23,14 +23,14 @@ def api(operator):
 @pytest.fixture
 def running(operator, worker):
     task = task_create(title="api task", created_by=operator)
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
     return task, work_order, execution
 
 
 def _agent(work_order, execution):
     client = APIClient()
-    token = services.agent_token_issue(work_order=work_order, execution=execution)
+    token = credentials.agent_token_issue(work_order=work_order, execution=execution)
     client.credentials(HTTP_AUTHORIZATION=f"Agent {token}")
     return client, token
 
@@ -86,14 +86,14 @@ def test_agent_token_is_checked(running, operator, other_worker):
     assert response.status_code == 401 and response.json()["detail"] == ERR_BAD_AGENT_TOKEN
     # A question of another work order cannot be read with this token.
     other_task = task_create(title="other", created_by=operator)
-    other_wo = queue_services.work_order_claim(worker=other_worker, work_order_id=other_task.work_orders.get().id)
-    other_wo, other_ex = queue_services.work_order_start(work_order=other_wo, worker=other_worker)
+    other_wo = lifecycle.work_order_claim(worker=other_worker, work_order_id=other_task.work_orders.get().id)
+    other_wo, other_ex = lifecycle.work_order_start(work_order=other_wo, worker=other_worker)
     foreign = services.question_ask(work_order=other_wo, execution=other_ex, text="secret?")
     assert agent.get(f"/api/v1/chat/agent/questions/{foreign.id}/?wait=0").status_code == 404
     # Operator endpoints do not accept agent tokens.
     assert agent.get("/api/v1/chat/messages/").status_code in (401, 403)
     # When the run ends the token stops working.
-    services.agent_token_revoke(work_order=work_order)
+    credentials.agent_token_revoke(execution=execution)
     response = agent.post("/api/v1/chat/agent/questions/", {"text": "still there?"}, format="json")
     assert response.status_code == 401
     assert not ChatMessage.objects.filter(text="still there?").exists()

@@ -7,8 +7,8 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
 
 from agentvine import events
+from agentvine.models import LiveEvent
 from chat_app import consumers, services
-from chat_app.models import LiveEvent
 from tasks_app.services import task_create
 from tests.chat_app.conftest import communicator, run
 
@@ -213,12 +213,12 @@ def test_replay_racing_live_events_has_no_gaps_or_duplicates(channel_layer, oper
 
 
 def test_conversation_socket_sends_and_answers(channel_layer, operator, django_user_model, worker):
-    from queue_app import services as queue_services
+    from queue_app import lifecycle
 
     task = task_create(title="needs a human", created_by=operator)
     work_order = task.work_orders.get()
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=work_order.id)
-    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=work_order.id)
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
     other = django_user_model.objects.create_user(username="second-op", password="x" * 12, is_staff=True)
 
     async def body():

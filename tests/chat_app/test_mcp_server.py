@@ -12,7 +12,7 @@ from mcp.client.stdio import stdio_client
 
 from chat_app import selectors, services
 from chat_app.models import ChatMessage, MessageKind
-from queue_app import services as queue_services
+from queue_app import credentials, lifecycle
 from tasks_app.services import task_create
 from tests.conftest import ROOT, wait_for
 
@@ -31,9 +31,9 @@ def _answer_when_asked(task, operator):
 
 def test_mcp_tools_ask_human_and_report_progress(daphne_server, channel_layer, operator, worker):
     task = task_create(title="mcp agent", created_by=operator)
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
-    token = services.agent_token_issue(work_order=work_order, execution=execution)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
+    token = credentials.agent_token_issue(work_order=work_order, execution=execution)
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "chat_app.mcp_server"],

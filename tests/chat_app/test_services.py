@@ -8,16 +8,19 @@ from django.db import connection
 from django.utils import timezone
 
 from agentvine.errors import IllegalTransition, ValidationFailed
+from agentvine.models import LiveEvent
 from chat_app import selectors, services
-from chat_app.models import ChatMessage, DeliveryStatus, LiveEvent, MessageKind, SenderKind
-from queue_app import services as queue_services
+from chat_app.models import ChatMessage, DeliveryStatus, MessageKind, SenderKind
+from queue_app import lifecycle
 from queue_app.models import WorkOrderStatus
 from tasks_app.services import task_create
 
+pytestmark = pytest.mark.sqlite
+
 
 def _running(task, worker):
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    return queue_services.work_order_start(work_order=work_order, worker=worker)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    return lifecycle.work_order_start(work_order=work_order, worker=worker)
 
 
 @pytest.fixture
@@ -83,7 +86,7 @@ def test_work_order_waits_until_every_open_question_is_answered(running, operato
 
 def test_question_on_finished_work_is_refused(running, worker):
     _, work_order, execution = running
-    queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+    lifecycle.work_order_complete(work_order=work_order, worker=worker, execution=execution)
     with pytest.raises(IllegalTransition, match=services.ERR_WORK_ORDER_NOT_ACTIVE):
         services.question_ask(work_order=work_order, execution=execution, text="too late?")
     assert not ChatMessage.objects.exists()
@@ -100,6 +103,7 @@ def test_bad_text_is_refused(running, operator):
     assert not ChatMessage.objects.exists()
 
 
+@pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 def test_double_answer_race_has_one_winner(operator, worker, django_user_model):
     task = task_create(title="race", created_by=operator)
@@ -137,6 +141,7 @@ def test_double_answer_race_has_one_winner(operator, worker, django_user_model):
     assert work_order.__class__.objects.get(pk=work_order.pk).status == WorkOrderStatus.RUNNING
 
 
+@pytest.mark.postgresql
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_batches_are_contiguous_and_ordered(operator, django_user_model):
     """12 senders, 8-message batches each, one agent: no interleaving, nothing lost."""
@@ -250,8 +255,8 @@ def test_prune_is_bounded_and_keeps_recent_events(db):
 
     ids = [events.publish("x.old", {"n": n}, groups=[]) for n in range(30)]
     LiveEvent.objects.filter(id__in=ids[:25]).update(created_at=timezone.now() - timedelta(days=3))
-    assert services.live_event_prune(older_than=timedelta(days=1), batch_size=10, max_batches=2) == 20
-    assert services.live_event_prune(older_than=timedelta(days=1), batch_size=10, max_batches=2) == 5
+    assert events.live_event_prune(older_than=timedelta(days=1), batch_size=10, max_batches=2) == 20
+    assert events.live_event_prune(older_than=timedelta(days=1), batch_size=10, max_batches=2) == 5
     assert list(LiveEvent.objects.values_list("id", flat=True)) == ids[25:]
 
 
@@ -299,7 +304,7 @@ def test_messages_to_a_finished_agent_queue_one_turn_and_wait_while_it_runs(
         services.operator_message_send(user=operator, conversation_id=str(task.id), text="while you work")
     assert turns() == []  # a running agent reads its inbox itself
 
-    queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+    lifecycle.work_order_complete(work_order=work_order, worker=worker, execution=execution)
     with django_capture_on_commit_callbacks(execute=True):
         services.operator_message_send(user=operator, conversation_id=str(task.id), text="one more thing")
         services.operator_message_send(user=operator, conversation_id=str(task.id), text="and another")

@@ -4,7 +4,7 @@ import pytest
 
 from chat_app import services as chat_services
 from chat_app.models import ChatMessage
-from queue_app import services as queue_services
+from queue_app import lifecycle
 from tasks_app.services import task_create
 from workers_app.services import agent_session_create
 
@@ -14,8 +14,8 @@ pytestmark = pytest.mark.e2e
 def test_reads_send_and_answer_against_a_running_server(logged_in, server, operator, worker):
     cli = logged_in
     task = task_create(title="Agent at work", created_by=operator, priority="high")
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
     session = agent_session_create(session_id="claude-5e1", task=task, worker=worker)
     question = chat_services.question_ask(
         work_order=work_order, execution=execution, text="Which branch?", source="command"

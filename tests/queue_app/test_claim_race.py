@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 from django.db import connection
 
-from queue_app import services
+from queue_app import lifecycle
 from queue_app.models import WorkOrder, WorkOrderStatus
 from tasks_app.models import Priority
 from tests.factories import make_task
@@ -42,7 +42,7 @@ def test_many_claimers_one_work_order_exactly_one_wins():
     order = make_task().work_orders.get()
     workers = [worker_register(name=f"race-{i}") for i in range(16)]
 
-    results = _run_threads(16, lambda i: services.work_order_claim(worker=workers[i], work_order_id=order.id))
+    results = _run_threads(16, lambda i: lifecycle.work_order_claim(worker=workers[i], work_order_id=order.id))
 
     winners = [r for r in results if r is not None]
     assert len(winners) == 1
@@ -58,7 +58,7 @@ def test_many_claimers_drain_many_work_orders_none_twice_none_missed():
 
     def drain(i):
         got = []
-        while (order := services.work_order_claim(worker=workers[i])) is not None:
+        while (order := lifecycle.work_order_claim(worker=workers[i])) is not None:
             got.append(order.id)
         return got
 

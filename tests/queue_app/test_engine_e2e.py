@@ -2,9 +2,9 @@
 
 import pytest
 
-from queue_app.models import WorkOrderStatus
-from queue_app.services import work_order_dispatch
-from tasks_app.models import ExecutionStatus, Priority, Task, TaskStatus
+from queue_app.dispatch import work_order_dispatch
+from queue_app.models import ExecutionStatus, WorkOrderStatus
+from tasks_app.models import Priority, Task, TaskStatus
 from tasks_app.selectors import execution_output
 from tasks_app.services import task_create
 from tests.conftest import wait_for

@@ -4,15 +4,15 @@ import pytest
 from django.utils import timezone
 
 from agentvine.errors import IllegalTransition, ValidationFailed
-from queue_app import services
-from queue_app.models import WorkOrder, WorkOrderStatus
+from queue_app import lifecycle
+from queue_app.models import ExecutionStatus, WorkOrder, WorkOrderStatus
 from queue_app.selectors import queue_stats
-from tasks_app.models import ExecutionStatus, Priority, Task, TaskStatus
+from tasks_app.models import Priority, Task, TaskStatus
 from tasks_app.services import task_cancel, task_create, task_retry, task_set_priority
 from tests.factories import make_task
 from workers_app.models import WorkerStatus
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 
 def run_order(task):
@@ -53,24 +53,24 @@ def test_task_create_rejects_bad_input_and_writes_nothing(field, kwargs):
 
 def test_full_happy_path_and_task_status_follows(worker):
     task = make_task()
-    order = services.work_order_claim(worker=worker, work_order_id=run_order(task).id)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=run_order(task).id)
     assert order.status == WorkOrderStatus.CLAIMED and order.worker == worker
     assert refresh(task).status == TaskStatus.QUEUED
 
-    order, execution = services.work_order_start(work_order=order, worker=worker)
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
     assert order.status == WorkOrderStatus.RUNNING
     assert execution.attempt == 1 and execution.status == ExecutionStatus.RUNNING
     assert refresh(task).status == TaskStatus.IN_PROGRESS
     assert refresh(worker).status == WorkerStatus.BUSY
     assert worker.current_work_order_id == order.id
 
-    order = services.work_order_set_waiting(work_order=order, worker=worker, waiting=True)
+    order = lifecycle.work_order_set_waiting(work_order=order, worker=worker, waiting=True)
     assert order.status == WorkOrderStatus.WAITING
     assert refresh(worker).status == WorkerStatus.WAITING
     assert refresh(task).status == TaskStatus.IN_PROGRESS
-    order = services.work_order_set_waiting(work_order=order, worker=worker, waiting=False)
+    order = lifecycle.work_order_set_waiting(work_order=order, worker=worker, waiting=False)
 
-    order = services.work_order_complete(work_order=order, worker=worker, execution=execution, exit_code=0)
+    order = lifecycle.work_order_complete(work_order=order, worker=worker, execution=execution, exit_code=0)
     assert order.status == WorkOrderStatus.COMPLETED and order.completed_at
     assert refresh(execution).status == ExecutionStatus.COMPLETED
     task = refresh(task)
@@ -80,16 +80,16 @@ def test_full_happy_path_and_task_status_follows(worker):
 
 def test_claim_is_none_for_a_second_claimer_and_for_non_queued(worker, other_worker):
     order = run_order(make_task())
-    assert services.work_order_claim(worker=worker, work_order_id=order.id) is not None
-    assert services.work_order_claim(worker=other_worker, work_order_id=order.id) is None
+    assert lifecycle.work_order_claim(worker=worker, work_order_id=order.id) is not None
+    assert lifecycle.work_order_claim(worker=other_worker, work_order_id=order.id) is None
     assert refresh(order).worker == worker
 
 
 def test_claim_respects_backoff(worker):
     order = run_order(make_task())
     WorkOrder.objects.filter(pk=order.pk).update(not_before=timezone.now() + timezone.timedelta(minutes=5))
-    assert services.work_order_claim(worker=worker, work_order_id=order.id) is None
-    assert services.work_order_claim(worker=worker) is None
+    assert lifecycle.work_order_claim(worker=worker, work_order_id=order.id) is None
+    assert lifecycle.work_order_claim(worker=worker) is None
     assert refresh(order).status == WorkOrderStatus.QUEUED
 
 
@@ -99,7 +99,7 @@ def test_pull_claim_takes_highest_priority_then_oldest(worker):
     normal_new = run_order(make_task(priority=Priority.NORMAL))
     high = run_order(make_task(priority=Priority.HIGH))
     claimed = []
-    while (order := services.work_order_claim(worker=worker)) is not None:
+    while (order := lifecycle.work_order_claim(worker=worker)) is not None:
         claimed.append(order.id)
     assert claimed == [high.id, normal_old.id, normal_new.id, low.id]
 
@@ -107,30 +107,30 @@ def test_pull_claim_takes_highest_priority_then_oldest(worker):
 def test_illegal_transitions_raise_and_change_nothing(worker, other_worker):
     order = run_order(make_task())
     with pytest.raises(IllegalTransition):
-        services.work_order_start(work_order=order, worker=worker)  # not claimed
+        lifecycle.work_order_start(work_order=order, worker=worker)  # not claimed
     with pytest.raises(IllegalTransition):
-        services.work_order_complete(work_order=order, worker=worker)  # not running
+        lifecycle.work_order_complete(work_order=order, worker=worker)  # not running
     with pytest.raises(IllegalTransition):
-        services.work_order_requeue(work_order=order, reason="x")  # not active
+        lifecycle.work_order_requeue(work_order=order, reason="x")  # not active
     with pytest.raises(IllegalTransition):
-        services.work_order_retry(work_order=order)  # not failed
+        lifecycle.work_order_retry(work_order=order)  # not failed
 
-    order = services.work_order_claim(worker=worker, work_order_id=order.id)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=order.id)
     with pytest.raises(IllegalTransition):
-        services.work_order_start(work_order=order, worker=other_worker)  # not theirs
-    order, execution = services.work_order_start(work_order=order, worker=worker)
+        lifecycle.work_order_start(work_order=order, worker=other_worker)  # not theirs
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
     with pytest.raises(IllegalTransition):
-        services.work_order_complete(work_order=order, worker=other_worker)
+        lifecycle.work_order_complete(work_order=order, worker=other_worker)
     with pytest.raises(IllegalTransition):
-        services.work_order_fail(work_order=order, worker=other_worker, error="nope")
+        lifecycle.work_order_fail(work_order=order, worker=other_worker, error="nope")
     assert refresh(order).status == WorkOrderStatus.RUNNING
 
-    services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    lifecycle.work_order_complete(work_order=order, worker=worker, execution=execution)
     for transition in (
-        lambda: services.work_order_complete(work_order=order, worker=worker),
-        lambda: services.work_order_fail(work_order=order, worker=worker, error="late"),
-        lambda: services.work_order_cancel(work_order=order),
-        lambda: services.work_order_requeue(work_order=order, reason="late"),
+        lambda: lifecycle.work_order_complete(work_order=order, worker=worker),
+        lambda: lifecycle.work_order_fail(work_order=order, worker=worker, error="late"),
+        lambda: lifecycle.work_order_cancel(work_order=order),
+        lambda: lifecycle.work_order_requeue(work_order=order, reason="late"),
     ):
         with pytest.raises(IllegalTransition):
             transition()
@@ -140,10 +140,10 @@ def test_illegal_transitions_raise_and_change_nothing(worker, other_worker):
 
 
 def _attempt_and_fail(order, worker, error="exit 3"):
-    order = services.work_order_claim(worker=worker, work_order_id=order.id)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=order.id)
     assert order is not None, "work order should be claimable"
-    order, execution = services.work_order_start(work_order=order, worker=worker)
-    return services.work_order_fail(work_order=order, worker=worker, execution=execution, error=error, exit_code=3)
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
+    return lifecycle.work_order_fail(work_order=order, worker=worker, execution=execution, error=error, exit_code=3)
 
 
 def test_fail_backs_off_then_ends_dead(worker, settings):
@@ -161,7 +161,7 @@ def test_fail_backs_off_then_ends_dead(worker, settings):
         waits.append((order.not_before - before).total_seconds())
         assert refresh(task).status == TaskStatus.QUEUED
         # Backing off: not claimable until not_before.
-        assert services.work_order_claim(worker=worker, work_order_id=order.id) is None
+        assert lifecycle.work_order_claim(worker=worker, work_order_id=order.id) is None
         WorkOrder.objects.filter(pk=order.pk).update(not_before=timezone.now())
     # Exponential with jitter: attempt n waits between base*2^(n-1)/2 and base*2^(n-1).
     assert 5.0 <= waits[0] <= 10.5
@@ -179,9 +179,9 @@ def test_fail_backs_off_then_ends_dead(worker, settings):
 
 def test_non_retryable_failure_ends_failed_at_once(worker):
     order = run_order(make_task())
-    order = services.work_order_claim(worker=worker, work_order_id=order.id)
-    order, execution = services.work_order_start(work_order=order, worker=worker)
-    order = services.work_order_fail(
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=order.id)
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_fail(
         work_order=order, worker=worker, execution=execution, error="agent command not found", retryable=False
     )
     assert order.status == WorkOrderStatus.FAILED
@@ -198,12 +198,12 @@ def test_cancel_queued_and_running(worker):
         task_cancel(task=queued_task)
 
     running_task = make_task()
-    order = services.work_order_claim(worker=worker, work_order_id=run_order(running_task).id)
-    order, _ = services.work_order_start(work_order=order, worker=worker)
-    services.work_order_cancel(work_order=order)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=run_order(running_task).id)
+    order, _ = lifecycle.work_order_start(work_order=order, worker=worker)
+    lifecycle.work_order_cancel(work_order=order)
     assert refresh(running_task).status == TaskStatus.CANCELLED
     with pytest.raises(IllegalTransition):
-        services.work_order_complete(work_order=order, worker=worker)
+        lifecycle.work_order_complete(work_order=order, worker=worker)
 
 
 def test_retry_after_dead_or_cancelled(worker):
@@ -220,22 +220,22 @@ def test_retry_after_dead_or_cancelled(worker):
 
 def test_requeue_spends_a_retry_or_not(worker):
     task = task_create(title="stalled", max_retries=1)
-    order = services.work_order_claim(worker=worker, work_order_id=run_order(task).id)
-    order, execution = services.work_order_start(work_order=order, worker=worker)
-    order = services.work_order_requeue(work_order=order, reason="preempted", spend_retry=False)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=run_order(task).id)
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_requeue(work_order=order, reason="preempted", spend_retry=False)
     assert order.status == WorkOrderStatus.QUEUED and order.retry_count == 0
     assert refresh(execution).status == ExecutionStatus.INTERRUPTED
 
-    order = services.work_order_claim(worker=worker, work_order_id=order.id)
-    order, execution = services.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=order.id)
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
     assert execution.attempt == 2
-    order = services.work_order_requeue(work_order=order, reason="worker stalled")
+    order = lifecycle.work_order_requeue(work_order=order, reason="worker stalled")
     assert order.status == WorkOrderStatus.QUEUED and order.retry_count == 1
     assert refresh(execution).status == ExecutionStatus.FAILED
 
-    order = services.work_order_claim(worker=worker, work_order_id=order.id)
-    services.work_order_start(work_order=order, worker=worker)
-    order = services.work_order_requeue(work_order=order, reason="worker stalled")
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=order.id)
+    lifecycle.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_requeue(work_order=order, reason="worker stalled")
     assert order.status == WorkOrderStatus.DEAD
     assert refresh(task).status == TaskStatus.FAILED
 
@@ -253,7 +253,7 @@ def test_queue_stats_counts_depth_and_age(worker):
     for priority in (Priority.HIGH, Priority.LOW, Priority.LOW):
         make_task(priority=priority)
     running = run_order(make_task(priority=Priority.NORMAL))
-    services.work_order_claim(worker=worker, work_order_id=running.id)
+    lifecycle.work_order_claim(worker=worker, work_order_id=running.id)
     stats = queue_stats()
     assert stats["depth"] == {"high": 1, "normal": 0, "low": 2}
     assert stats["by_status"]["queued"] == 3
@@ -269,15 +269,15 @@ def test_queue_stats_counts_depth_and_age(worker):
 
 
 def test_complete_of_a_stale_copy_takes_the_checked_path_and_publishes_what_is_stored(worker):
-    from chat_app.models import LiveEvent
+    from agentvine.models import LiveEvent
 
     task = make_task()
-    order = services.work_order_claim(worker=worker, work_order_id=run_order(task).id)
-    order, execution = services.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=run_order(task).id)
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
     # Changed behind the runner's back: its copy of the order is stale.
     WorkOrder.objects.filter(pk=order.pk).update(priority=Priority.HIGH, priority_rank=0)
 
-    done = services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    done = lifecycle.work_order_complete(work_order=order, worker=worker, execution=execution)
 
     assert done.status == WorkOrderStatus.COMPLETED and done.priority == Priority.HIGH
     assert refresh(execution).status == ExecutionStatus.COMPLETED
@@ -287,16 +287,16 @@ def test_complete_of_a_stale_copy_takes_the_checked_path_and_publishes_what_is_s
 
 
 def test_completing_twice_raises_and_publishes_nothing_more(worker):
-    from chat_app.models import LiveEvent
+    from agentvine.models import LiveEvent
 
     task = make_task()
-    order = services.work_order_claim(worker=worker, work_order_id=run_order(task).id)
-    order, execution = services.work_order_start(work_order=order, worker=worker)
-    services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=run_order(task).id)
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
+    lifecycle.work_order_complete(work_order=order, worker=worker, execution=execution)
     events_before = LiveEvent.objects.count()
 
     with pytest.raises(IllegalTransition):
-        services.work_order_complete(work_order=order, worker=worker, execution=execution)
+        lifecycle.work_order_complete(work_order=order, worker=worker, execution=execution)
     assert LiveEvent.objects.count() == events_before
 
 
@@ -307,19 +307,19 @@ def test_claim_start_opens_the_session_then_resumes_it_for_the_next_turn(worker,
     kinds = (WorkOrderKind.RUN_TASK, WorkOrderKind.DELIVER_MESSAGE)
     task = make_task()
     first = run_order(task)
-    order, execution, session, resume = services.work_order_claim_start(
+    order, execution, session, resume = lifecycle.work_order_claim_start(
         worker=worker, work_order_id=first.id, session_kinds=kinds
     )
     assert (order.status, order.worker_id, order.task.pk) == (WorkOrderStatus.RUNNING, worker.id, task.pk)
     assert (execution.attempt, execution.session_id, resume) == (1, session.pk, False)
     assert refresh(session).status == SessionStatus.ACTIVE and refresh(task).status == TaskStatus.IN_PROGRESS
     # A duplicate doorbell finds nothing to claim.
-    assert services.work_order_claim_start(worker=other_worker, work_order_id=first.id, session_kinds=kinds) is None
-    services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    assert lifecycle.work_order_claim_start(worker=other_worker, work_order_id=first.id, session_kinds=kinds) is None
+    lifecycle.work_order_complete(work_order=order, worker=worker, execution=execution)
     assert refresh(session).status == SessionStatus.IDLE
 
-    turn = services.work_order_enqueue(task=refresh(task), kind=WorkOrderKind.DELIVER_MESSAGE)
-    order, execution, again, resume = services.work_order_claim_start(
+    turn = lifecycle.work_order_enqueue(task=refresh(task), kind=WorkOrderKind.DELIVER_MESSAGE)
+    order, execution, again, resume = lifecycle.work_order_claim_start(
         worker=other_worker, work_order_id=turn.id, session_kinds=kinds
     )
     assert again.pk == session.pk and resume is True and again.session_id == session.session_id
@@ -332,10 +332,10 @@ def test_claim_start_waits_for_a_backoff_and_skips_a_cancelled_order(worker):
     task = make_task()
     order = run_order(task)
     WorkOrder.objects.filter(pk=order.pk).update(not_before=timezone.now() + timezone.timedelta(seconds=30))
-    assert services.work_order_claim_start(worker=worker, work_order_id=order.id) is None
+    assert lifecycle.work_order_claim_start(worker=worker, work_order_id=order.id) is None
     WorkOrder.objects.filter(pk=order.pk).update(not_before=None)
-    services.work_order_cancel(work_order=refresh(order))
-    assert services.work_order_claim_start(worker=worker, work_order_id=order.id) is None
+    lifecycle.work_order_cancel(work_order=refresh(order))
+    assert lifecycle.work_order_claim_start(worker=worker, work_order_id=order.id) is None
     assert refresh(order).status == WorkOrderStatus.CANCELLED
 
 
@@ -346,16 +346,16 @@ def test_a_failed_message_turn_returns_its_messages_for_the_retry_and_fails_them
     from workers_app.runner import RUNNABLE_KINDS, run_prompt
 
     task = make_task()
-    order, execution, _, _ = services.work_order_claim_start(
+    order, execution, _, _ = lifecycle.work_order_claim_start(
         worker=worker, work_order_id=run_order(task).id, session_kinds=RUNNABLE_KINDS
     )
-    services.work_order_complete(work_order=order, worker=worker, execution=execution)
+    lifecycle.work_order_complete(work_order=order, worker=worker, execution=execution)
     message = operator_message_send(user=operator, conversation_id=str(task.pk), text="also update the docs")
-    turn = services.work_order_enqueue(task=refresh(task), kind=WorkOrderKind.DELIVER_MESSAGE, max_retries=1)
+    turn = lifecycle.work_order_enqueue(task=refresh(task), kind=WorkOrderKind.DELIVER_MESSAGE, max_retries=1)
 
     def take_turn():
         WorkOrder.objects.filter(pk=turn.pk).update(not_before=None)
-        order, execution, _, resume = services.work_order_claim_start(
+        order, execution, _, resume = lifecycle.work_order_claim_start(
             worker=worker, work_order_id=turn.id, session_kinds=RUNNABLE_KINDS
         )
         assert "also update the docs" in run_prompt(order, resume, execution)
@@ -363,13 +363,13 @@ def test_a_failed_message_turn_returns_its_messages_for_the_retry_and_fails_them
         return order, execution
 
     order, execution = take_turn()
-    services.work_order_fail(work_order=order, worker=worker, execution=execution, error="agent crashed")
+    lifecycle.work_order_fail(work_order=order, worker=worker, execution=execution, error="agent crashed")
     # The turn will run again: the message waits for it, in its place.
     stored = ChatMessage.objects.get(pk=message.pk)
     assert (stored.status, stored.delivered_at) == (DeliveryStatus.QUEUED, None)
 
     order, execution = take_turn()
-    services.work_order_fail(work_order=order, worker=worker, execution=execution, error="agent crashed again")
+    lifecycle.work_order_fail(work_order=order, worker=worker, execution=execution, error="agent crashed again")
     assert refresh(turn).status == WorkOrderStatus.DEAD
     stored = ChatMessage.objects.get(pk=message.pk)
     assert stored.status == DeliveryStatus.FAILED and "agent crashed again" in stored.failure_reason

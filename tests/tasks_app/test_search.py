@@ -71,13 +71,13 @@ def _empty_inline():
 
 
 def test_a_run_to_completion_leaves_the_search_text_untouched(operator, worker):
-    from queue_app import services as queue_services
+    from queue_app import lifecycle
 
     task = task_create(title="long prompt", description="word " * 20_000, created_by=operator)
     written = _row_version(task)
-    work_order = queue_services.work_order_claim(worker=worker)
-    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
-    queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+    work_order = lifecycle.work_order_claim(worker=worker)
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
+    lifecycle.work_order_complete(work_order=work_order, worker=worker, execution=execution)
 
     assert Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED
     # Same row version: the status changes rewrote the task row, not the text.

@@ -3,9 +3,10 @@
 import pytest
 from django.urls import reverse
 
-from queue_app import services as queue_services
+from queue_app import lifecycle
+from queue_app.outputs import execution_output_append
 from tasks_app.models import Priority, Task, TaskStatus
-from tasks_app.services import execution_output_append, task_cancel
+from tasks_app.services import task_cancel
 from tests.factories import make_task
 
 pytestmark = pytest.mark.django_db
@@ -20,8 +21,8 @@ def operator_client(client, operator):
 
 
 def _run(task, worker, text="hello from the agent\n"):
-    order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    order, execution = queue_services.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
     execution_output_append(execution=execution, seq=0, text=text, tail=text)
     return order, execution
 

@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from queue_app.models import WorkOrderStatus
-from tasks_app.models import ExecutionStatus, Task, TaskStatus
+from queue_app.models import ExecutionStatus, WorkOrderStatus
+from tasks_app.models import Task, TaskStatus
 from tasks_app.selectors import execution_output, task_usage
 from tasks_app.services import task_cancel, task_create, task_retry
 from tests.conftest import wait_for

@@ -7,9 +7,9 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from queue_app.models import WorkOrder, WorkOrderStatus
-from queue_app.services import work_order_claim, work_order_set_waiting, work_order_start
-from tasks_app.models import ExecutionStatus, Priority
+from queue_app.lifecycle import work_order_claim, work_order_set_waiting, work_order_start
+from queue_app.models import ExecutionStatus, WorkOrder, WorkOrderStatus
+from tasks_app.models import Priority
 from tasks_app.services import task_create
 from workers_app import guardians
 from workers_app.models import AgentSession, SessionStatus, Worker, WorkerStatus
@@ -168,7 +168,7 @@ def test_lost_dispatches_ring_again_when_the_broker_lost_the_doorbells(
 def test_a_backlog_still_in_the_broker_is_not_rung_twice(clean_broker, django_capture_on_commit_callbacks, settings):
     settings.AGENTVINE_LOST_DISPATCH_SECONDS = 30
     waiting = _queued(title="behind a backlog")
-    from queue_app.services import work_order_dispatch
+    from queue_app.dispatch import work_order_dispatch
 
     work_order_dispatch(work_order_id=waiting.pk)  # its doorbell waits in "default"
     WorkOrder.objects.filter(pk=waiting.pk).update(dispatched_at=timezone.now() - timedelta(seconds=60))

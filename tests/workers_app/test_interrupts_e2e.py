@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from queue_app.models import WorkOrder, WorkOrderStatus
-from tasks_app.models import Execution, ExecutionStatus, Priority, Task, TaskStatus
+from queue_app.models import Execution, ExecutionStatus, WorkOrder, WorkOrderStatus
+from tasks_app.models import Priority, Task, TaskStatus
 from tasks_app.selectors import execution_output
 from tasks_app.services import task_cancel, task_create
 from tests.conftest import wait_for

@@ -8,8 +8,8 @@ import time
 import pytest
 from django.db import transaction
 
-from queue_app.models import WorkOrder, WorkOrderStatus
-from tasks_app.models import ExecutionStatus, Task, TaskStatus
+from queue_app.models import ExecutionStatus, WorkOrder, WorkOrderStatus
+from tasks_app.models import Task, TaskStatus
 from tasks_app.services import task_create
 from tests.conftest import wait_for
 from tests.workers_app.conftest import FAST_GUARD_ENV

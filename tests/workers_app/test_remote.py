@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from queue_app.models import WorkOrder, WorkOrderStatus
-from tasks_app.models import Execution, ExecutionStatus, Task, TaskStatus
+from queue_app.models import Execution, ExecutionStatus, WorkOrder, WorkOrderStatus
+from tasks_app.models import Task, TaskStatus
 from tasks_app.selectors import execution_output
 from tasks_app.services import task_create
 from tests.conftest import ROOT, _database_url, wait_for

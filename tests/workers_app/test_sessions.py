@@ -2,43 +2,39 @@
 
 import pytest
 
-from queue_app import services as queue_services
+from queue_app import lifecycle
+from queue_app.run_sessions import agent_session_open
 from tasks_app.services import task_create, task_retry
 from workers_app.models import AgentSession, SessionStatus
-from workers_app.services import (
-    agent_session_open,
-    agent_session_release,
-    agent_session_set_agent_id,
-    agent_session_terminate,
-)
+from workers_app.services import agent_session_set_agent_id, agent_session_terminate
 from workers_app.workspaces import workspace_prepare
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 
 def _attempt(task, worker, *, outcome):
     """Run one attempt of the task's work order through the queue services."""
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
     session, resume = agent_session_open(task=task, worker=worker)
-    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker, session=session)
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker, session=session)
     if outcome == "completed":
-        queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+        lifecycle.work_order_complete(work_order=work_order, worker=worker, execution=execution)
     else:
-        queue_services.work_order_fail(
-            work_order=work_order, worker=worker, execution=execution, error="x", retryable=False
-        )
-    agent_session_release(session=session)
+        lifecycle.work_order_fail(work_order=work_order, worker=worker, execution=execution, error="x", retryable=False)
     return session, resume
 
 
 def test_first_run_opens_a_new_session(worker):
     task = task_create(title="t")
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
 
     session, resume = agent_session_open(task=task, worker=worker)
 
     assert resume is False
     assert session.task == task and session.worker == worker and session.status == SessionStatus.ACTIVE
-    agent_session_release(session=session)
+    # The run's end gives the session back.
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker, session=session)
+    lifecycle.work_order_complete(work_order=work_order, worker=worker, execution=execution)
     session.refresh_from_db()
     assert session.status == SessionStatus.IDLE
 

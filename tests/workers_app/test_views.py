@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from queue_app import services as queue_services
+from queue_app import lifecycle
 from tests.factories import make_task
 from workers_app.models import AgentSession, SessionStatus
 from workers_app.services import worker_mark_offline
@@ -19,8 +19,8 @@ def operator_client(client, operator):
 
 def test_workers_page_shows_status_current_work_and_filters(operator_client, worker, other_worker):
     task = make_task(title="Refactor the parser")
-    order = queue_services.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
-    queue_services.work_order_start(work_order=order, worker=worker)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    lifecycle.work_order_start(work_order=order, worker=worker)
     worker_mark_offline(worker=other_worker)
 
     page = operator_client.get(reverse("worker-list")).content.decode()

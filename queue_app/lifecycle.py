@@ -1,4 +1,5 @@
-"""Work-order state machine: every transition is a compare-and-set.
+"""The work-order lifecycle: every transition of a work order and its
+execution (one attempt), with the side effects each one owns.
 
     queued ──claim──▶ claimed ──start──▶ running ──▶ completed
       ▲                                   │  ▲
@@ -8,7 +9,16 @@
 A transition is ``UPDATE … WHERE id=… AND status IN (…)``; zero rows means
 somebody else got there first (a duplicate doorbell, a cancel, a guardian), and
 the service raises :class:`IllegalTransition` or returns ``None`` for the
-expected race of claiming. Celery dispatch happens only after commit.
+expected race of claiming. Celery dispatch happens only after commit
+(``queue_app.dispatch``).
+
+What a transition owns, it writes in its own statement or transaction: the
+task following its run work order, the slot's status, the attempt's closing,
+its agent token (``queue_app.credentials``) and its agent session
+(``queue_app.run_sessions``). A run's end is keyed by its execution, never by
+its work order, so a stale run never touches the run that replaced it. Other
+apps join a transition through the hooks below, connected in their
+``AppConfig.ready()``; the engine imports none of them.
 """
 
 import copy
@@ -19,21 +29,26 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from agentvine import db, events
 from agentvine.db import insert_sql, update_returning, update_sql
 from agentvine.errors import IllegalTransition, PermissionDenied
+from agentvine.wakeups import work_order_wake
+from queue_app import credentials, run_sessions
+from queue_app.dispatch import dispatch_new_on_commit, dispatch_on_commit
 from queue_app.models import (
     ACTIVE_STATUSES,
-    QUEUE_FOR_PRIORITY,
+    Execution,
+    ExecutionStatus,
     WorkOrder,
     WorkOrderKind,
     WorkOrderStatus,
 )
-from tasks_app.models import PRIORITY_RANK, Execution, ExecutionStatus, Priority, Task, TaskStatus
+from queue_app.preemption import preempt_on_commit
+from tasks_app.models import PRIORITY_RANK, Priority, Task, TaskStatus
 from workers_app.models import Worker, WorkerStatus
-from workers_app.services import worker_event
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +77,15 @@ TASK_STATUS_FOR = {
 }
 
 
+# --- hooks --------------------------------------------------------------------
+
+# An attempt failed; sent inside the failing transaction with ``work_order``
+# (as it now is), ``execution`` (the failed attempt) and ``retry`` (whether the
+# work order runs again) and ``reason``. ``chat_app`` returns the messages a
+# failed message turn took to the inbox (or fails them with the turn).
+attempt_failed = Signal()
+
+
 # --- publishing ---------------------------------------------------------------
 
 
@@ -83,6 +107,18 @@ def _work_order_event(work_order):
     if work_order.worker_id:
         groups.append(events.worker_group(work_order.worker_id))
     return "work_order.updated", work_order_payload(work_order), groups
+
+
+def worker_event(worker):
+    """``worker``'s current state as a ``(type, payload, groups)`` live event."""
+    payload = {
+        "id": str(worker.id),
+        "name": worker.name,
+        "status": worker.status,
+        "hostname": worker.hostname,
+        "current_work_order_id": str(worker.current_work_order_id) if worker.current_work_order_id else None,
+    }
+    return "worker.updated", payload, [events.worker_group(worker.id)]
 
 
 def _publish_work_order(work_order):
@@ -163,16 +199,30 @@ def _worker_apply(worker, *, status, work_order_id, now):
     worker.status, worker.current_work_order_id, worker.updated_at = status, work_order_id, now
 
 
-def _run_end_sql(work_order, execution, *, now):
-    """What ends with a run: its agent tokens, and its session goes idle
-    (it stays for a follow-up until terminated)."""
-    from chat_app.services import agent_token_revoke_sql
-    from workers_app.services import agent_session_release_sql
-
-    changes = [agent_token_revoke_sql(work_order_id=work_order.id, now=now)]
-    if execution is not None and execution.session_id:
-        changes.append(agent_session_release_sql(session_id=execution.session_id, now=now))
+def _run_end_sql(execution, *, now):
+    """What ends with the run ``execution``: its agent tokens, and its
+    session goes idle (it stays for a follow-up until terminated). Nothing
+    without an execution (a claim that never started)."""
+    if execution is None:
+        return []
+    changes = [credentials.agent_token_revoke_sql(execution_id=execution.pk, now=now)]
+    session = run_sessions.agent_session_release_sql(execution=execution, now=now)
+    if session is not None:
+        changes.append(session)
     return changes
+
+
+def execution_release(*, execution):
+    """The run ``execution`` ended without a transition that ended it (its
+    runner crashed out): its token stops working and its session goes idle,
+    both only if still this run's."""
+    changes = _run_end_sql(execution, now=timezone.now())
+    if not changes:
+        return
+    _, connection = db.table(WorkOrder)
+    with transaction.atomic(), connection.cursor() as cursor:
+        for change in changes:
+            cursor.execute(*change)
 
 
 def _transition(work_order, *, worker=None, worker_status=None, changes=(), now, apply=True):
@@ -202,75 +252,6 @@ def retry_backoff_seconds(retry_count):
     return random.uniform(ceiling / 2, ceiling)
 
 
-# --- dispatch -------------------------------------------------------------------
-
-
-def _ring(work_order_id, *, queue, countdown=None):
-    from queue_app.tasks import execute_work_order
-
-    try:
-        execute_work_order.apply_async(args=[str(work_order_id)], queue=queue, countdown=countdown)
-    except Exception:
-        logger.exception("dispatch of work order %s failed; the guardian will retry", work_order_id)
-        return False
-    return True
-
-
-def work_order_dispatch(*, work_order_id, countdown=None):
-    """Ring the doorbell for one work order (call only outside a transaction).
-
-    A lost doorbell is not fatal: the lost-dispatch guardian rings again for
-    anything that stays queued, and a duplicate doorbell is harmless.
-    ``dispatched_at`` tells that guardian when the doorbell last rang.
-    """
-    work_order = WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).first()
-    if work_order is None:
-        return False
-    if not _ring(work_order.id, queue=QUEUE_FOR_PRIORITY[work_order.priority], countdown=countdown):
-        return False
-    WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).update(dispatched_at=timezone.now())
-    return True
-
-
-def _dispatch_on_commit(work_order_id, countdown=None):
-    transaction.on_commit(lambda: work_order_dispatch(work_order_id=work_order_id, countdown=countdown))
-
-
-def _dispatch_new_on_commit(work_order):
-    """The first doorbell of a work order created in this transaction.
-
-    Nothing else can have moved a new order on before its first doorbell, so
-    the queue comes from the row in hand and nothing is read or stamped: the
-    lost-dispatch guardian times a never-stamped order from ``enqueued_at``.
-    """
-    queue = QUEUE_FOR_PRIORITY[work_order.priority]
-    transaction.on_commit(lambda: _ring(work_order.id, queue=queue))
-
-
-def _preempt_on_commit(work_order):
-    """High work arriving on a full fleet makes room at once, not at the next guardian run."""
-    if work_order.priority != Priority.HIGH:
-        return
-
-    def preempt():
-        from workers_app.guardians import guard_priority_preemption
-
-        try:
-            guard_priority_preemption()
-        except Exception:
-            # The preemption guardian's periodic run catches up.
-            logger.exception("preemption check after enqueueing %s failed", work_order.id)
-
-    transaction.on_commit(preempt)
-
-
-def _wake_on_commit(work_order_id):
-    """Make the running agent of ``work_order_id`` re-read its state now."""
-    from workers_app.wakeups import work_order_wake
-
-    transaction.on_commit(lambda: work_order_wake(work_order_id=work_order_id))
-
-
 # --- transitions ----------------------------------------------------------------
 
 
@@ -297,10 +278,10 @@ def work_orders_insert(work_orders, *, changes=(), published=()):
         published.append(_work_order_event(work_order))
     events.publish_many(published, changes=[change for change in changes if change is not None])
     for work_order in work_orders:
-        _dispatch_new_on_commit(work_order)
+        dispatch_new_on_commit(work_order)
     high = [work_order for work_order in work_orders if work_order.priority == Priority.HIGH]
     if high:
-        _preempt_on_commit(high[0])
+        preempt_on_commit(high[0])
 
 
 def work_order_enqueue(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_retries=None):
@@ -351,14 +332,12 @@ def _execution_begin(work_order, *, worker, session, now, attempt=None, changes=
     The attempt's agent token (its secret, shown once) is on
     ``execution.agent_token``: the agent asks humans with it while it runs.
     """
-    from chat_app.services import agent_token_new
-
     if attempt is None:
         attempt = Execution.objects.filter(work_order=work_order).count() + 1
     execution = Execution(
         task_id=work_order.task_id, work_order=work_order, worker=worker, session=session, attempt=attempt
     )
-    token, token_change = agent_token_new(work_order=work_order, execution=execution)
+    token, token_change = credentials.agent_token_new(work_order=work_order, execution=execution)
     _publish_transition(
         work_order,
         worker=worker,
@@ -392,14 +371,12 @@ def work_order_claim_start(*, worker, work_order_id, session_kinds=()):
     running in one transaction (nobody else acts on a claimed order in between).
 
     A work order of one of ``session_kinds`` runs in its task's agent session,
-    opened or resumed here (``workers_app.services.agent_session_open``).
+    opened or resumed here (``queue_app.run_sessions``).
     Returns ``(work_order, execution, session, resume)`` with the task loaded,
     or ``None`` when there is nothing to claim (as :func:`work_order_claim`).
     Two statements on PostgreSQL: the claim with one read of what the run
     needs, then one write.
     """
-    from workers_app.services import agent_session_take
-
     now = timezone.now()
     with transaction.atomic():
         claimed = _claim_for_run(work_order_id, worker=worker, now=now)
@@ -408,7 +385,7 @@ def work_order_claim_start(*, worker, work_order_id, session_kinds=()):
         fresh, fresh.task, attempts, current, last_status = claimed
         session, resume, changes = None, False, []
         if fresh.kind in session_kinds:
-            session, resume, change = agent_session_take(
+            session, resume, change = run_sessions.agent_session_take(
                 task=fresh.task, worker=worker, current=current, last_status=last_status, now=now
             )
             changes.append(change)
@@ -427,8 +404,6 @@ def _claim_for_run(work_order_id, *, worker, now):
     On PostgreSQL the claim and the read are one statement (the claim as a
     data-modifying CTE, the session found by a LATERAL join); elsewhere two.
     """
-    from workers_app.selectors import live_session_sql
-
     orders, connection = db.table(WorkOrder)
     if connection.vendor != "postgresql":
         fresh = _cas_claim(work_order_id, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now)
@@ -441,7 +416,9 @@ def _claim_for_run(work_order_id, *, worker, now):
     claim_sql, claim_params = update_sql(WorkOrder, where, **changes)
     tasks, _ = db.table(Task)
     executions, _ = db.table(Execution)
-    session_sql, session_params = live_session_sql(task_column=f"claimed.{orders.columns['task_id']}", lock=True)
+    session_sql, session_params = run_sessions.live_session_sql(
+        task_column=f"claimed.{orders.columns['task_id']}", lock=True
+    )
     sql = (
         f"WITH claimed AS ({claim_sql} RETURNING {orders.select_list()})"
         f" SELECT claimed.*, {tasks.select_list('t')},"
@@ -461,11 +438,9 @@ def _claim_for_run(work_order_id, *, worker, now):
 
 def _run_context(work_order):
     """What starting ``work_order`` needs (see :func:`_claim_for_run`), in one read."""
-    from workers_app.selectors import live_session_sql
-
     tasks, connection = db.table(Task)
     executions, _ = db.table(Execution)
-    session_sql, session_params = live_session_sql(task_id=work_order.task_id, lock=True)
+    session_sql, session_params = run_sessions.live_session_sql(task_id=work_order.task_id, lock=True)
     attempts_where, attempts_params = executions.where({"work_order_id": work_order.pk}, connection)
     task_where, task_params = tasks.where({"pk": work_order.task_id}, connection, alias="t")
     sql = (
@@ -481,11 +456,9 @@ def _run_context(work_order):
 def _run_context_from_row(row, connection):
     """``(task, attempts, session or None, last status)`` from a row of the
     task's columns, the attempt count, then :func:`live_session_sql`'s."""
-    from workers_app.selectors import live_session_from_row
-
     tasks, _ = db.table(Task)
     width = len(tasks.attnames)
-    session, last_status = live_session_from_row(row[width + 1 :])
+    session, last_status = run_sessions.live_session_from_row(row[width + 1 :])
     return tasks.from_row(row[:width], connection), row[width], session, last_status
 
 
@@ -515,7 +488,7 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
     now = timezone.now()
     completion = {"status": WorkOrderStatus.COMPLETED, "completed_at": now, "last_error": "", "updated_at": now}
     closing = _close_execution_sql(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
-    run_end = [closing, *_run_end_sql(work_order, execution, now=now)]
+    run_end = [closing, *_run_end_sql(execution, now=now)]
     done = copy.copy(work_order)
     for name, value in {**completion, "worker_id": worker.id}.items():
         setattr(done, name, value)
@@ -579,18 +552,18 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
         else:
             changes = {"status": WorkOrderStatus.DEAD, "completed_at": now}
         fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=error[-10000:], **changes)
-        changes = [closing, *_run_end_sql(fresh, execution, now=now)]
+        changes = [closing, *_run_end_sql(execution, now=now)]
         _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=changes, now=now)
-        if fresh.kind == WorkOrderKind.DELIVER_MESSAGE and execution is not None:
-            from chat_app.services import turn_messages_return
-
-            # A failed attempt leaves no conversation to resume: its messages
-            # go to the next attempt, or are marked failed with the turn.
-            turn_messages_return(
-                execution=execution, retry=fresh.status == WorkOrderStatus.QUEUED, reason=f"agent turn failed: {error}"
+        if execution is not None:
+            attempt_failed.send(
+                sender=WorkOrder,
+                work_order=fresh,
+                execution=execution,
+                retry=fresh.status == WorkOrderStatus.QUEUED,
+                reason=error,
             )
         if fresh.status == WorkOrderStatus.QUEUED:
-            _dispatch_on_commit(fresh.id, countdown=countdown)
+            dispatch_on_commit(fresh.id, countdown=countdown)
     return fresh
 
 
@@ -618,7 +591,7 @@ def work_order_interrupted(*, work_order, worker, reason=""):
             raise IllegalTransition(ERR_NO_RUNNING_ATTEMPT)
         error = reason or f"work order became {current.status}"
         closing = _close_execution_sql(execution, status=ExecutionStatus.INTERRUPTED, now=now, error=error)
-        changes = [closing, *_run_end_sql(current, execution, now=now)]
+        changes = [closing, *_run_end_sql(execution, now=now)]
         change, event = _worker_change(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
         events.publish_many([event], changes=[*changes, change])
     # The row is locked and running: the closing above applied as written.
@@ -641,7 +614,7 @@ def work_order_cancel(*, work_order, reason="cancelled by operator"):
             raise IllegalTransition(ERR_CANNOT_CANCEL)
         _sync_task_status(fresh, now=now)
         _publish_work_order(fresh)
-        _wake_on_commit(fresh.id)
+        transaction.on_commit(lambda: work_order_wake(work_order_id=fresh.id))
     return fresh
 
 
@@ -669,11 +642,17 @@ def work_order_requeue(*, work_order, reason, spend_retry=True, preempted=False)
                 "preempt_count": current.preempt_count + (1 if preempted else 0),
             }
         fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=reason, preempt_requested_at=None, **changes)
-        Execution.objects.filter(work_order=fresh, status=ExecutionStatus.RUNNING).update(
+        # The lost attempt ends with its token and its session, as any run's end.
+        running = list(Execution.objects.select_for_update().filter(work_order=fresh, status=ExecutionStatus.RUNNING))
+        Execution.objects.filter(pk__in=[execution.pk for execution in running]).update(
             status=ExecutionStatus.FAILED if spend_retry else ExecutionStatus.INTERRUPTED,
             completed_at=now,
             error=reason,
         )
+        with db.table(WorkOrder)[1].cursor() as cursor:
+            for execution in running:
+                for change in _run_end_sql(execution, now=now):
+                    cursor.execute(*change)
         if current.worker_id:
             Worker.objects.filter(pk=current.worker_id, current_work_order_id=current.id).update(
                 current_work_order_id=None, updated_at=now
@@ -681,7 +660,7 @@ def work_order_requeue(*, work_order, reason, spend_retry=True, preempted=False)
         _sync_task_status(fresh, now=now)
         _publish_work_order(fresh)
         if fresh.status == WorkOrderStatus.QUEUED:
-            _dispatch_on_commit(fresh.id)
+            dispatch_on_commit(fresh.id)
     return fresh
 
 
@@ -703,7 +682,7 @@ def work_order_retry(*, work_order):
             raise IllegalTransition(ERR_CANNOT_RETRY)
         _sync_task_status(fresh, now=now)
         _publish_work_order(fresh)
-        _dispatch_on_commit(fresh.id)
+        dispatch_on_commit(fresh.id)
     return fresh
 
 

@@ -1,0 +1,86 @@
+"""An attempt's output and usage, as its agent reports them.
+
+Output arrives in batches (``workers_app.output.OutputBuffer`` for a slot, the
+output endpoint for a remote worker); each batch is one statement on
+PostgreSQL with the live event that announces it.
+"""
+
+from django.conf import settings
+from django.db import connections, router, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agentvine import events
+from agentvine.errors import IllegalTransition
+from queue_app.models import Execution, ExecutionOutputChunk, ExecutionStatus
+
+# At most this much of one output chunk rides on a live event.
+LIVE_OUTPUT_CHARS = 8000
+
+ERR_OUTPUT_OUT_OF_ORDER = "output batch out of order: expected seq {expected}"
+ERR_EXECUTION_FINISHED = "execution is not running"
+
+
+def execution_output_append(*, execution, seq, text, tail):
+    """Persist one batch of output and announce it: a chunk row, the counters, an event.
+
+    Every running agent calls this for every batch it prints, so the chunk
+    INSERT and the counter UPDATE ride along with the event's INSERT (see
+    ``events.publish``): one statement on PostgreSQL, atomic by itself and
+    part of the caller's transaction when there is one. A repeated ``seq``
+    violates the chunk's unique constraint and then nothing is written.
+    """
+    connection = connections[router.db_for_write(ExecutionOutputChunk)]
+    quote = connection.ops.quote_name
+    execution_id = Execution._meta.pk.get_db_prep_value(execution.pk, connection)
+    created_at = ExecutionOutputChunk._meta.get_field("created_at").get_db_prep_value(timezone.now(), connection)
+    changes = [
+        (
+            f"INSERT INTO {quote(ExecutionOutputChunk._meta.db_table)} (execution_id, seq, text, created_at)"
+            " VALUES (%s, %s, %s, %s)",
+            [execution_id, seq, text, created_at],
+        ),
+        (
+            f"UPDATE {quote(Execution._meta.db_table)} SET output_tail = %s,"
+            " output_chars = output_chars + %s, output_chunks = output_chunks + 1 WHERE id = %s",
+            [tail, len(text), execution_id],
+        ),
+    ]
+    events.publish(
+        "execution.output",
+        {
+            "execution_id": str(execution.pk),
+            "task_id": str(execution.task_id),
+            "seq": seq,
+            "text": text[-LIVE_OUTPUT_CHARS:],
+            # Pages re-read the output instead of showing a cut chunk.
+            "truncated": len(text) > LIVE_OUTPUT_CHARS,
+        },
+        groups=[events.task_group(execution.task_id)],
+        changes=changes,
+    )
+
+
+def execution_output_append_next(*, execution, seq, text):
+    """Append one batch sent by a remote worker, refusing gaps and repeats.
+
+    The execution row is locked so two batches from a confused client cannot
+    both take the same place in the output.
+    """
+    with transaction.atomic():
+        current = Execution.objects.select_for_update().get(pk=execution.pk)
+        if current.status != ExecutionStatus.RUNNING:
+            raise IllegalTransition(ERR_EXECUTION_FINISHED)
+        if seq != current.output_chunks:
+            raise IllegalTransition(ERR_OUTPUT_OUT_OF_ORDER.format(expected=current.output_chunks))
+        tail = (current.output_tail + text)[-settings.AGENTVINE_OUTPUT_TAIL_CHARS :]
+        execution_output_append(execution=current, seq=seq, text=text, tail=tail)
+    return seq + 1
+
+
+def execution_record_usage(*, execution, input_tokens=0, output_tokens=0, cost_usd=0):
+    Execution.objects.filter(pk=execution.pk).update(
+        input_tokens=F("input_tokens") + input_tokens,
+        output_tokens=F("output_tokens") + output_tokens,
+        cost_usd=F("cost_usd") + cost_usd,
+    )
