@@ -271,7 +271,10 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
             _close_taken(worker, work_order, stop_reason)
         return stop
     if stop == Stop.TIME_LIMIT:
-        _finish_failed(worker, work_order, execution, stop_reason, retryable=True, exit_code=exit_code)
+        # A hung agent would most likely hang again: retried only when its
+        # profile says so, instead of holding a slot (retries + 1) times the limit.
+        retry = bool(executor.context.profile.get("retry_on_timeout", False))
+        _finish_failed(worker, work_order, execution, stop_reason, retryable=retry, exit_code=exit_code)
         return "failed"
     if completed:
         try:
