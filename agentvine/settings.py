@@ -290,6 +290,9 @@ AGENTVINE_INTERRUPT_GRACE_SECONDS = env.float("AGENTVINE_INTERRUPT_GRACE_SECONDS
 # interrupted and its work requeued for another worker.
 AGENTVINE_SHUTDOWN_GRACE_SECONDS = env.float("AGENTVINE_SHUTDOWN_GRACE_SECONDS", default=30.0)
 AGENTVINE_MAX_RETRIES = env.int("AGENTVINE_MAX_RETRIES", default=3)
+# Attempts lost with their worker (process killed, host cut off) before the
+# work is declared poison and ends dead; they spend no retry.
+AGENTVINE_MAX_LOST_ATTEMPTS = env.int("AGENTVINE_MAX_LOST_ATTEMPTS", default=3)
 AGENTVINE_RETRY_BACKOFF_BASE = env.float("AGENTVINE_RETRY_BACKOFF_BASE", default=5.0)
 AGENTVINE_RETRY_BACKOFF_MAX = env.float("AGENTVINE_RETRY_BACKOFF_MAX", default=600.0)
 # Output is persisted in chunks: whichever comes first, this many seconds or

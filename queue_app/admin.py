@@ -22,7 +22,7 @@ class WorkOrderAdmin(FastAdmin):
         service_action(
             "Requeue active work orders",
             lambda wo, request: lifecycle.work_order_requeue(
-                work_order=wo, reason=f"requeued by {request.user.username}", spend_retry=False
+                work_order=wo, reason=f"requeued by {request.user.username}"
             ),
             "work orders requeued",
         ),

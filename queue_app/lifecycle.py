@@ -60,7 +60,7 @@ ERR_CANNOT_FAIL = "work order is not active on this worker"
 ERR_CANNOT_CANCEL = "work order is already finished"
 ERR_CANNOT_REQUEUE = "work order is not active"
 ERR_CANNOT_RETRY = "only failed, dead or cancelled work can be retried"
-ERR_RETRIES_SPENT = "gave up after {attempts} attempts"
+ERR_LOST_TOO_OFTEN = "gave up after {lost} attempts lost with their workers"
 ERR_STILL_YOURS = "work order is still active on this worker: complete or fail it"
 ERR_NO_RUNNING_ATTEMPT = "this worker has no running attempt of this work order"
 
@@ -367,8 +367,16 @@ def work_order_start(*, work_order, worker, session=None):
 
 
 def work_order_claim_start(*, worker, work_order_id, session_kinds=()):
-    """A Celery slot's doorbell: claim ``work_order_id`` and start it, queued →
-    running in one transaction (nobody else acts on a claimed order in between).
+    """A Celery slot's doorbell (for ``work_order_id``): claim the ready work
+    order that comes first in line and start it, queued → running in one
+    transaction (nobody else acts on a claimed order in between).
+
+    First in line is the highest priority, then the oldest ``enqueued_at``,
+    whichever doorbell rang: a doorbell says "one more is ready", the
+    database says which. So work requeued after its worker died keeps its
+    place ahead of newer work, even with hundreds of newer doorbells queued
+    in the broker ahead of its own. Usually the oldest is the doorbell's own
+    order; when another doorbell took it first, that doorbell finds nothing.
 
     A work order of one of ``session_kinds`` runs in its task's agent session,
     opened or resumed here (``queue_app.run_sessions``).
@@ -406,14 +414,24 @@ def _claim_for_run(work_order_id, *, worker, now):
     """
     orders, connection = db.table(WorkOrder)
     if connection.vendor != "postgresql":
-        fresh = _cas_claim(work_order_id, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now)
+        # SQLite: writers take the database lock at BEGIN (transaction_mode
+        # IMMEDIATE), so the first in line cannot be claimed by another meanwhile.
+        first = (
+            WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .order_by("priority_rank", "enqueued_at")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if first is None:
+            return None
+        fresh = _cas_claim(first, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now)
         if fresh is None:
             return None
         return fresh, *_run_context(fresh)
-    where, changes = _claim_update(
-        work_order_id, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now
+    claim_sql, claim_params = _claim_first_sql(
+        orders, connection, worker=worker, now=now, status=WorkOrderStatus.RUNNING, started_at=now
     )
-    claim_sql, claim_params = update_sql(WorkOrder, where, **changes)
     tasks, _ = db.table(Task)
     executions, _ = db.table(Execution)
     session_sql, session_params = run_sessions.live_session_sql(
@@ -434,6 +452,27 @@ def _claim_for_run(work_order_id, *, worker, now):
         return None
     width = len(orders.attnames)
     return orders.from_row(row[:width], connection), *_run_context_from_row(row[width:], connection)
+
+
+def _claim_first_sql(orders, connection, *, worker, now, **changes):
+    """``(sql, params)``: the claim (:func:`_claim_update`'s changes) of the
+    first ready work order in line, skipping rows another claimer has locked.
+
+    'queued' is written into the statement, not sent as a parameter: a slot's
+    generic plan can then use the partial index of the ready set.
+    """
+    c = orders.columns
+    changes = {"worker_id": worker.id, "claimed_at": now, "updated_at": now, **changes}
+    sets = ", ".join(f"{c[name]} = %s" for name in changes)
+    params = [orders.prepare(name, value, connection) for name, value in changes.items()]
+    queued = f"{c['status']} = '{WorkOrderStatus.QUEUED.value}'"
+    first = (
+        f"SELECT {c['pk']} FROM {orders.name} WHERE {queued}"
+        f" AND ({c['not_before']} IS NULL OR {c['not_before']} <= %s)"
+        f" ORDER BY {c['priority_rank']}, {c['enqueued_at']} LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
+    sql = f"UPDATE {orders.name} SET {sets} WHERE {c['pk']} = ({first}) AND {queued}"
+    return sql, [*params, orders.prepare("not_before", now, connection)]
 
 
 def _run_context(work_order):
@@ -618,11 +657,15 @@ def work_order_cancel(*, work_order, reason="cancelled by operator"):
     return fresh
 
 
-def work_order_requeue(*, work_order, reason, spend_retry=True, preempted=False):
-    """Put active work back in the queue (stalled worker, preemption, shutdown).
+def work_order_requeue(*, work_order, reason, lost=False, preempted=False):
+    """Put active work back in the queue (dead worker, preemption, shutdown,
+    an operator's requeue).
 
-    Spending a retry counts the lost attempt against ``max_retries``: work
-    that kills its worker every time ends ``dead`` instead of looping.
+    None of these is the work's fault: no retry is spent, and the work keeps
+    its place in line (its ``enqueued_at``: claims take the oldest ready work
+    of a priority first). ``lost`` says the attempt died with its worker: the
+    lost attempts are counted apart, and work whose runs keep killing their
+    workers ends ``dead`` after AGENTVINE_MAX_LOST_ATTEMPTS of them (poison).
     ``preempted`` counts a priority preemption against AGENTVINE_PREEMPT_MAX.
     """
     now = timezone.now()
@@ -630,13 +673,14 @@ def work_order_requeue(*, work_order, reason, spend_retry=True, preempted=False)
         current = WorkOrder.objects.select_for_update().filter(pk=work_order.id).first()
         if current is None or current.status not in ACTIVE_STATUSES:
             raise IllegalTransition(ERR_CANNOT_REQUEUE)
-        if spend_retry and current.retry_count >= current.max_retries:
-            reason = f"{reason}; {ERR_RETRIES_SPENT.format(attempts=current.retry_count + 1)}"
-            changes = {"status": WorkOrderStatus.DEAD, "completed_at": now}
+        lost_count = current.lost_count + (1 if lost else 0)
+        if lost_count >= settings.AGENTVINE_MAX_LOST_ATTEMPTS:
+            reason = f"{reason}; {ERR_LOST_TOO_OFTEN.format(lost=lost_count)}"
+            changes = {"status": WorkOrderStatus.DEAD, "completed_at": now, "lost_count": lost_count}
         else:
             changes = {
                 "status": WorkOrderStatus.QUEUED,
-                "retry_count": current.retry_count + (1 if spend_retry else 0),
+                "lost_count": lost_count,
                 "worker_id": None,
                 "not_before": None,
                 "preempt_count": current.preempt_count + (1 if preempted else 0),
@@ -645,7 +689,7 @@ def work_order_requeue(*, work_order, reason, spend_retry=True, preempted=False)
         # The lost attempt ends with its token and its session, as any run's end.
         running = list(Execution.objects.select_for_update().filter(work_order=fresh, status=ExecutionStatus.RUNNING))
         Execution.objects.filter(pk__in=[execution.pk for execution in running]).update(
-            status=ExecutionStatus.FAILED if spend_retry else ExecutionStatus.INTERRUPTED,
+            status=ExecutionStatus.FAILED if lost else ExecutionStatus.INTERRUPTED,
             completed_at=now,
             error=reason,
         )

@@ -59,6 +59,10 @@ class WorkOrder(models.Model):
     # work (capped by AGENTVINE_PREEMPT_MAX so low work can't starve), and
     # when its running agent was last asked to give way.
     preempt_count = models.PositiveSmallIntegerField(default=0)
+    # Attempts that died with their worker (killed, cut off, restarted): not
+    # the work's fault, so no retry is spent, but work whose runs keep
+    # killing their workers ends dead after AGENTVINE_MAX_LOST_ATTEMPTS.
+    lost_count = models.PositiveSmallIntegerField(default=0)
     preempt_requested_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -98,7 +98,7 @@ def _requeue_orphan(work_order_id):
             return None  # finished meanwhile, or another guardian has it
         name = work_order.worker.name if work_order.worker else "unknown"
         return lifecycle.work_order_requeue(
-            work_order=work_order, reason=ERR_WORKER_STALLED.format(name=name), spend_retry=True
+            work_order=work_order, reason=ERR_WORKER_STALLED.format(name=name), lost=True
         )
 
 

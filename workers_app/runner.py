@@ -262,9 +262,7 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
         # interrupted and rings a new doorbell (this one is acked when the
         # Celery task returns).
         try:
-            lifecycle.work_order_requeue(
-                work_order=work_order, reason=stop_reason, spend_retry=False, preempted=stop == Stop.PREEMPTED
-            )
+            lifecycle.work_order_requeue(work_order=work_order, reason=stop_reason, preempted=stop == Stop.PREEMPTED)
             worker_release(worker=worker)
         except IllegalTransition:
             logger.info("work order %s was no longer ours to requeue", work_order.pk)

@@ -63,7 +63,7 @@ def _requeue_lost_work(name):
     lost = WorkOrder.objects.filter(worker__name=name, status__in=ACTIVE_STATUSES)
     for work_order in lost:
         try:
-            work_order_requeue(work_order=work_order, reason=ERR_SLOT_RESTARTED.format(name=name))
+            work_order_requeue(work_order=work_order, reason=ERR_SLOT_RESTARTED.format(name=name), lost=True)
         except IllegalTransition:
             pass  # a guardian or a cancel moved it on meanwhile
 

@@ -218,26 +218,46 @@ def test_retry_after_dead_or_cancelled(worker):
         task_retry(task=task)
 
 
-def test_requeue_spends_a_retry_or_not(worker):
+def test_requeue_spends_no_retry_and_too_many_lost_attempts_end_dead(worker, settings):
+    settings.AGENTVINE_MAX_LOST_ATTEMPTS = 2
     task = task_create(title="stalled", max_retries=1)
     order = lifecycle.work_order_claim(worker=worker, work_order_id=run_order(task).id)
     order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
-    order = lifecycle.work_order_requeue(work_order=order, reason="preempted", spend_retry=False)
-    assert order.status == WorkOrderStatus.QUEUED and order.retry_count == 0
+    order = lifecycle.work_order_requeue(work_order=order, reason="preempted", preempted=True)
+    assert (order.status, order.retry_count, order.lost_count) == (WorkOrderStatus.QUEUED, 0, 0)
     assert refresh(execution).status == ExecutionStatus.INTERRUPTED
 
     order = lifecycle.work_order_claim(worker=worker, work_order_id=order.id)
     order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
     assert execution.attempt == 2
-    order = lifecycle.work_order_requeue(work_order=order, reason="worker stalled")
-    assert order.status == WorkOrderStatus.QUEUED and order.retry_count == 1
+    # Its worker died: not the work's fault, but counted.
+    order = lifecycle.work_order_requeue(work_order=order, reason="worker stalled", lost=True)
+    assert (order.status, order.retry_count, order.lost_count) == (WorkOrderStatus.QUEUED, 0, 1)
     assert refresh(execution).status == ExecutionStatus.FAILED
 
     order = lifecycle.work_order_claim(worker=worker, work_order_id=order.id)
     lifecycle.work_order_start(work_order=order, worker=worker)
-    order = lifecycle.work_order_requeue(work_order=order, reason="worker stalled")
-    assert order.status == WorkOrderStatus.DEAD
+    order = lifecycle.work_order_requeue(work_order=order, reason="worker stalled", lost=True)
+    assert order.status == WorkOrderStatus.DEAD and order.retry_count == 0
+    assert order.last_error == "worker stalled; gave up after 2 attempts lost with their workers"
     assert refresh(task).status == TaskStatus.FAILED
+
+
+def test_requeued_work_keeps_its_place_ahead_of_newer_work(worker, other_worker):
+    older = run_order(make_task())
+    order, _, _, _ = lifecycle.work_order_claim_start(worker=worker, work_order_id=older.id)
+    newer = [run_order(make_task()) for _ in range(3)]
+    lifecycle.work_order_requeue(work_order=order, reason="worker stalled", lost=True)
+
+    # The doorbell of a newer order rings first; the requeued one runs first.
+    claimed, _, _, _ = lifecycle.work_order_claim_start(worker=other_worker, work_order_id=newer[0].id)
+    assert claimed.pk == older.pk
+    # Then the newer ones, oldest first, whichever doorbell rings.
+    following = [
+        lifecycle.work_order_claim_start(worker=other_worker, work_order_id=newer[2].id)[0].pk for _ in range(3)
+    ]
+    assert following == [order.pk for order in newer]
+    assert lifecycle.work_order_claim_start(worker=other_worker, work_order_id=newer[1].id) is None
 
 
 def test_raise_priority_moves_queued_work(worker):

@@ -30,7 +30,9 @@ def _silence(worker, seconds):
     Worker.objects.filter(pk=worker.pk).update(last_heartbeat_at=timezone.now() - timedelta(seconds=seconds))
 
 
-def test_stalled_worker_goes_offline_and_its_work_is_requeued_with_a_retry_spent(worker, other_worker, settings):
+def test_stalled_worker_goes_offline_and_its_work_is_requeued_as_lost_without_a_retry_spent(
+    worker, other_worker, settings
+):
     settings.AGENTVINE_STALLED_WORKER_SECONDS = 5
     lost, lost_execution = _running(worker, title="lost")
     kept, _ = _running(other_worker, title="kept")
@@ -42,7 +44,7 @@ def test_stalled_worker_goes_offline_and_its_work_is_requeued_with_a_retry_spent
     assert Worker.objects.get(pk=worker.pk).status == WorkerStatus.OFFLINE
     assert [w.pk for w in requeued] == [lost.pk]
     lost.refresh_from_db()
-    assert (lost.status, lost.retry_count, lost.worker_id) == (WorkOrderStatus.QUEUED, 1, None)
+    assert (lost.status, lost.retry_count, lost.lost_count, lost.worker_id) == (WorkOrderStatus.QUEUED, 0, 1, None)
     assert lost.last_error == f"worker {worker.name} stopped heartbeating while running this work order"
     lost_execution.refresh_from_db()
     assert lost_execution.status == ExecutionStatus.FAILED
@@ -52,16 +54,17 @@ def test_stalled_worker_goes_offline_and_its_work_is_requeued_with_a_retry_spent
     assert guardians.guard_stalled_workers() == ([], [])
 
 
-def test_stalled_work_with_no_retries_left_ends_dead(worker, settings):
+def test_stalled_work_lost_too_often_ends_dead_whatever_its_retries(worker, settings):
     settings.AGENTVINE_STALLED_WORKER_SECONDS = 5
-    work_order, _ = _running(worker, max_retries=0)
+    settings.AGENTVINE_MAX_LOST_ATTEMPTS = 1
+    work_order, _ = _running(worker, max_retries=5)
     _silence(worker, 60)
 
     guardians.guard_stalled_workers()
 
     work_order.refresh_from_db()
-    assert work_order.status == WorkOrderStatus.DEAD
-    assert work_order.last_error.endswith("; gave up after 1 attempts")
+    assert (work_order.status, work_order.retry_count) == (WorkOrderStatus.DEAD, 0)
+    assert work_order.last_error.endswith("; gave up after 1 attempts lost with their workers")
 
 
 def test_a_worker_that_comes_back_re_registers_idle(worker, settings):
@@ -82,7 +85,7 @@ def test_a_new_process_taking_over_a_slot_requeues_what_its_predecessor_ran(work
     worker_register(name=worker.name, hostname="test", pid=4242, new_process=True)
 
     work_order.refresh_from_db()
-    assert (work_order.status, work_order.retry_count) == (WorkOrderStatus.QUEUED, 1)
+    assert (work_order.status, work_order.retry_count, work_order.lost_count) == (WorkOrderStatus.QUEUED, 0, 1)
     assert work_order.last_error == f"worker process of slot {worker.name} died while running this work order"
 
 

@@ -40,7 +40,7 @@ def test_a_stale_run_ends_without_touching_the_run_that_replaced_it(worker, othe
             message="the first run's agent printing",
         )
         # A guardian gives up on the first worker and the work runs elsewhere.
-        lifecycle.work_order_requeue(work_order=work_order, reason="worker cut off", spend_retry=False)
+        lifecycle.work_order_requeue(work_order=work_order, reason="worker cut off", lost=True)
         _, live, session, _ = lifecycle.work_order_claim_start(
             worker=other_worker, work_order_id=work_order.pk, session_kinds=RUNNABLE_KINDS
         )
@@ -50,7 +50,7 @@ def test_a_stale_run_ends_without_touching_the_run_that_replaced_it(worker, othe
     assert not runner.is_alive() and outcome["result"] == "interrupted"
 
     stale.refresh_from_db()
-    assert stale.status == ExecutionStatus.INTERRUPTED
+    assert stale.status == ExecutionStatus.FAILED  # closed as lost by the requeue
     # The replacement run is untouched by the stale run's end.
     assert credentials.agent_token_resolve(token=live.agent_token) is not None
     session.refresh_from_db()
