@@ -58,6 +58,8 @@ MIDDLEWARE = [
     # (agentvine/asgi_handler.py). Nothing above this one reads the body, so
     # an oversized one is refused before any parser.
     "agentvine.api.ApiBodyLimitMiddleware",
+    # Last, so it sees every view's exception: a lost database is a 503.
+    "agentvine.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "agentvine.urls"
@@ -290,6 +292,13 @@ AGENTVINE_INTERRUPT_GRACE_SECONDS = env.float("AGENTVINE_INTERRUPT_GRACE_SECONDS
 # interrupted and its work requeued for another worker.
 AGENTVINE_SHUTDOWN_GRACE_SECONDS = env.float("AGENTVINE_SHUTDOWN_GRACE_SECONDS", default=30.0)
 AGENTVINE_MAX_RETRIES = env.int("AGENTVINE_MAX_RETRIES", default=3)
+# How long a runner rides out PostgreSQL being away (a restart, a failover):
+# the agent goes on and its writes wait; past this the run gives up.
+AGENTVINE_DATABASE_RETRY_SECONDS = env.float("AGENTVINE_DATABASE_RETRY_SECONDS", default=60.0)
+# A run's lease: its runner renews it every third of this; expired, the run
+# has lost its runner (crashed, its database connection gone for good) and the
+# stalled-worker guardian takes its work back, even while the slot heartbeats.
+AGENTVINE_LEASE_SECONDS = env.float("AGENTVINE_LEASE_SECONDS", default=15.0)
 # Attempts lost with their worker (process killed, host cut off) before the
 # work is declared poison and ends dead; they spend no retry.
 AGENTVINE_MAX_LOST_ATTEMPTS = env.int("AGENTVINE_MAX_LOST_ATTEMPTS", default=3)

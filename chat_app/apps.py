@@ -8,7 +8,8 @@ class Config(AppConfig):
     def ready(self):
         # Imported here, not at the top: models are not loaded when the app
         # registry imports this module.
-        from chat_app.services import turn_messages_on_attempt_failed
-        from queue_app.lifecycle import attempt_failed
+        from chat_app.services import questions_close_on_run_end, turn_messages_on_attempt_failed
+        from queue_app.lifecycle import attempt_failed, run_ended
 
         attempt_failed.connect(turn_messages_on_attempt_failed, dispatch_uid="chat_app.turn_messages")
+        run_ended.connect(questions_close_on_run_end, dispatch_uid="chat_app.questions_close")

@@ -116,6 +116,9 @@ class ChatMessage(models.Model):
         SenderProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="answered_questions"
     )
     answer_text = models.TextField(blank=True)
+    # Questions only: the run that asked ended without an answer (the agent
+    # stopped waiting); a closed question can no longer be answered.
+    closed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -127,7 +130,7 @@ class ChatMessage(models.Model):
             models.Index(
                 fields=["created_at"],
                 name="chatmessage_pending_q_idx",
-                condition=Q(kind="question", answered_at__isnull=True),
+                condition=Q(kind="question", answered_at__isnull=True, closed_at__isnull=True),
             ),
             models.Index(
                 fields=["recipient", "inbox_position"],

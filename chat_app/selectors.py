@@ -24,6 +24,9 @@ ERR_TARGET_HAS_NO_TASK = "{target} is not working on a task"
 # presumed dead (the stalled-worker guardian uses the same idea).
 HEARTBEAT_GRACE_INTERVALS = 3
 
+# A question still waiting for a person: neither answered nor closed with its run.
+OPEN_QUESTION = {"kind": MessageKind.QUESTION, "answered_at__isnull": True, "closed_at__isnull": True}
+
 
 # --- live-event log ----------------------------------------------------------------
 
@@ -110,21 +113,28 @@ def question_get(*, question_id):
 def pending_questions():
     """Questions nobody has answered yet, oldest first (they have waited longest)."""
     return (
-        ChatMessage.objects.filter(kind=MessageKind.QUESTION, answered_at__isnull=True)
+        ChatMessage.objects.filter(**OPEN_QUESTION)
         .select_related("sender", "task", "work_order")
         .order_by("created_at")
     )
 
 
 def pending_question_count():
-    return ChatMessage.objects.filter(kind=MessageKind.QUESTION, answered_at__isnull=True).count()
+    return ChatMessage.objects.filter(
+        kind=MessageKind.QUESTION, answered_at__isnull=True, closed_at__isnull=True
+    ).count()
 
 
 def conversations_overview():
     """Conversations with their unread and needs-answer counts, for the 📬 badge."""
     return Conversation.objects.annotate(
         pending_questions=Count(
-            "messages", filter=Q(messages__kind=MessageKind.QUESTION, messages__answered_at__isnull=True)
+            "messages",
+            filter=Q(
+                messages__kind=MessageKind.QUESTION,
+                messages__answered_at__isnull=True,
+                messages__closed_at__isnull=True,
+            ),
         )
     ).order_by("-last_message_at")
 
@@ -133,7 +143,10 @@ def conversation_state(*, conversation_id):
     """``{"unread": n, "pending_questions": n, "needs_answer": bool}`` for one conversation."""
     conversation = Conversation.objects.filter(pk=str(conversation_id)).first()
     pending = ChatMessage.objects.filter(
-        conversation_id=str(conversation_id), kind=MessageKind.QUESTION, answered_at__isnull=True
+        conversation_id=str(conversation_id),
+        kind=MessageKind.QUESTION,
+        answered_at__isnull=True,
+        closed_at__isnull=True,
     ).count()
     return {
         "unread": conversation.unread_count if conversation else 0,
@@ -309,8 +322,7 @@ def agents_activity(*, include_offline=False):
     open_questions = dict(
         ChatMessage.objects.filter(
             work_order_id__in=[wo.pk for wo in work_orders.values()],
-            kind=MessageKind.QUESTION,
-            answered_at__isnull=True,
+            **OPEN_QUESTION,
         )
         .values_list("work_order_id")
         .annotate(n=Count("id"))

@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agentvine import events
+from agentvine.db import update_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
 from chat_app.models import ChatMessage, Conversation, DeliveryStatus, MessageKind, SenderKind, SenderProfile
 from chat_app.selectors import inbox_of_task, inbox_of_task_waiting, inbox_queued
@@ -30,6 +31,7 @@ ERR_TEXT_TOO_LONG = "text is longer than {limit} characters"
 ERR_BATCH_EMPTY = "a batch needs at least one message"
 ERR_BATCH_TOO_LARGE = "a batch holds at most {limit} messages"
 ERR_ALREADY_ANSWERED = "question already answered"
+ERR_QUESTION_CLOSED = "the agent stopped waiting: its run ended before an answer"
 ERR_NOT_A_QUESTION = "message is not a question"
 ERR_WORK_ORDER_NOT_ACTIVE = "work order is not running"
 ERR_NO_AGENT = "conversation has no agent to send to"
@@ -386,6 +388,14 @@ def turn_messages_return(*, execution, retry, reason):
     return taken
 
 
+def questions_close_on_run_end(sender, *, execution, now, **kwargs):
+    """``queue_app.lifecycle.run_ended`` hook (connected in ``ChatConfig.ready``):
+    the questions a run leaves unanswered are closed with its end (the agent
+    stopped waiting), in the end's own statement; answering one is refused."""
+    where = {"execution_id": execution.pk, "kind": MessageKind.QUESTION, "answered_at": None, "closed_at": None}
+    return [update_sql(ChatMessage, where, closed_at=now)]
+
+
 def turn_messages_on_attempt_failed(sender, *, work_order, execution, retry, reason, **kwargs):
     """``queue_app.lifecycle.attempt_failed`` hook (connected in ``ChatConfig.ready``):
     a failed message turn leaves no conversation to resume, so its messages
@@ -517,12 +527,14 @@ def question_answer(*, question, answer_text, answered_by):
     with transaction.atomic():
         # Compare-and-set: a concurrent answer blocks on the row lock, then
         # re-checks answered_at and finds it set.
-        won = ChatMessage.objects.filter(pk=question.pk, kind=MessageKind.QUESTION, answered_at__isnull=True).update(
-            answered_at=now, answered_by=answered_by, answer_text=answer_text
-        )
+        won = ChatMessage.objects.filter(
+            pk=question.pk, kind=MessageKind.QUESTION, answered_at__isnull=True, closed_at__isnull=True
+        ).update(answered_at=now, answered_by=answered_by, answer_text=answer_text)
         if won != 1:
             if question.kind != MessageKind.QUESTION:
                 raise ValidationFailed(ERR_NOT_A_QUESTION, field="question_id")
+            if ChatMessage.objects.filter(pk=question.pk, answered_at__isnull=True, closed_at__isnull=False).exists():
+                raise IllegalTransition(ERR_QUESTION_CLOSED)
             raise IllegalTransition(ERR_ALREADY_ANSWERED)
         question.refresh_from_db()
         conversation = question.conversation

@@ -85,6 +85,13 @@ TASK_STATUS_FOR = {
 # failed message turn took to the inbox (or fails them with the turn).
 attempt_failed = Signal()
 
+# A run ended (any way: completed, failed, interrupted, requeued, abandoned);
+# sent with ``execution`` and ``now`` while its end is built. Receivers
+# return a list of changes (``(sql, params)``, as ``agentvine.db`` builds
+# them) written with the end, in its own statement: ``chat_app`` closes the
+# questions the run left unanswered.
+run_ended = Signal()
+
 
 # --- publishing ---------------------------------------------------------------
 
@@ -209,7 +216,58 @@ def _run_end_sql(execution, *, now):
     session = run_sessions.agent_session_release_sql(execution=execution, now=now)
     if session is not None:
         changes.append(session)
+    for _, joined in run_ended.send(sender=Execution, execution=execution, now=now):
+        changes.extend(joined)
     return changes
+
+
+def _lease_until(now):
+    return now + timedelta(seconds=settings.AGENTVINE_LEASE_SECONDS)
+
+
+def execution_lease_renew(*, execution):
+    """The runner of ``execution`` is alive: extend its lease. False once the
+    run is no longer running (closed by someone else)."""
+    rows = Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
+        lease_expires_at=_lease_until(timezone.now())
+    )
+    return rows == 1
+
+
+def execution_leases_renew(*, worker):
+    """A remote worker's heartbeat: its one agent runs in its own process and
+    the heartbeat is that worker's word that it still drives it."""
+    return Execution.objects.filter(worker=worker, status=ExecutionStatus.RUNNING).update(
+        lease_expires_at=_lease_until(timezone.now())
+    )
+
+
+def execution_abandon(*, execution, reason):
+    """The run ``execution`` lost its runner after its work order moved on
+    (cancelled while its worker was dead, say): it ends ``interrupted`` with
+    its token, session and open questions, and its slot is free again if it
+    is still marked busy with it. None if it was no longer running."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Execution.objects.select_for_update().filter(pk=execution.pk, status=ExecutionStatus.RUNNING).first()
+        if locked is None:
+            return None
+        closing = _close_execution_sql(locked, status=ExecutionStatus.INTERRUPTED, now=now, error=reason)
+        changes = [closing, *_run_end_sql(locked, now=now)]
+        payload = {"id": str(locked.pk), "task_id": str(locked.task_id), "status": ExecutionStatus.INTERRUPTED}
+        published = [("execution.updated", {**payload, "error": reason[-500:]}, [events.task_group(locked.task_id)])]
+        worker = (
+            Worker.objects.filter(pk=locked.worker_id, current_work_order_id=locked.work_order_id)
+            .exclude(status=WorkerStatus.OFFLINE)
+            .first()
+        )
+        if worker is not None:
+            change, event = _worker_change(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
+            changes.append(change)
+            published.append(event)
+        events.publish_many(published, changes=changes)
+    locked.status, locked.completed_at, locked.error = ExecutionStatus.INTERRUPTED, now, reason[-10000:]
+    return locked
 
 
 def execution_release(*, execution):
@@ -335,7 +393,12 @@ def _execution_begin(work_order, *, worker, session, now, attempt=None, changes=
     if attempt is None:
         attempt = Execution.objects.filter(work_order=work_order).count() + 1
     execution = Execution(
-        task_id=work_order.task_id, work_order=work_order, worker=worker, session=session, attempt=attempt
+        task_id=work_order.task_id,
+        work_order=work_order,
+        worker=worker,
+        session=session,
+        attempt=attempt,
+        lease_expires_at=_lease_until(now),
     )
     token, token_change = credentials.agent_token_new(work_order=work_order, execution=execution)
     _publish_transition(

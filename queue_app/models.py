@@ -118,6 +118,10 @@ class Execution(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     # The full output lives in ExecutionOutputChunk rows; this keeps the last
     # few KB so pages can show the latest line without reading every chunk.
+    # The run's lease: renewed by its runner while it runs (not by the slot's
+    # heartbeat thread). Expired, the run has lost its runner, whatever the
+    # slot's heartbeat says, and the stalled-worker guardian takes it back.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     output_tail = models.TextField(blank=True)
     output_chars = models.BigIntegerField(default=0)
     output_chunks = models.PositiveIntegerField(default=0)

@@ -11,16 +11,24 @@ first one is handling instead of doing it twice or waiting for it.
 import logging
 from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
 from agentvine import events
 from agentvine.celery import app
 from queue_app import dispatch, lifecycle
-from queue_app.models import ACTIVE_STATUSES, QUEUE_FOR_PRIORITY, WorkOrder, WorkOrderStatus
+from queue_app.models import (
+    ACTIVE_STATUSES,
+    QUEUE_FOR_PRIORITY,
+    Execution,
+    ExecutionStatus,
+    WorkOrder,
+    WorkOrderStatus,
+)
 from queue_app.preemption import preemption_request
 from workers_app.models import AgentSession, SessionStatus, Worker, WorkerStatus
 from workers_app.services import agent_session_terminate, worker_mark_offline
@@ -28,6 +36,9 @@ from workers_app.services import agent_session_terminate, worker_mark_offline
 logger = logging.getLogger(__name__)
 
 ERR_WORKER_STALLED = "worker {name} stopped heartbeating while running this work order"
+ERR_WORKER_MOVED_ON = "worker {name} is no longer running this work order"
+ERR_LEASE_EXPIRED = "the run on worker {name} stopped renewing its lease"
+ERR_RUN_ABANDONED = "its runner was gone when its work order moved on"
 REASON_WORKER_STALLED = "no heartbeat for {seconds:.0f}s"
 REASON_SESSION_IDLE = "idle for more than {minutes:g} minutes"
 REASON_SESSION_TOO_OLD = "older than {minutes:g} minutes"
@@ -45,11 +56,17 @@ def _live_cutoff(now):
 
 
 def guard_stalled_workers(*, batch=None):
-    """Mark silent slots offline and requeue the work they held.
+    """Mark silent slots offline and take back the work whose run is gone.
 
-    A requeue spends a retry: work whose process dies every time (a poison
-    work order) ends ``dead`` instead of taking the fleet down forever.
-    Returns ``(workers marked offline, work orders requeued or dead)``.
+    Work is orphaned, by what the rows say rather than by silence alone, when
+    it is claimed, running or waiting and its slot is offline or silent, or
+    (running or waiting) its slot is busy with something else or idle, or its
+    run's lease (renewed by the runner, not by the heartbeat thread) expired.
+    It is requeued without spending a retry, as a lost attempt (work whose
+    runs keep killing their workers ends ``dead``). A run still open after its
+    work order moved on (cancelled while its worker was dead) is closed and
+    its slot freed. Returns ``(workers marked offline, work orders requeued
+    or dead)``.
     """
     now = timezone.now()
     cutoff = _live_cutoff(now)
@@ -72,21 +89,43 @@ def guard_stalled_workers(*, batch=None):
                 groups=[events.worker_group(worker.id)],
             )
             offline.append(worker)
-    # Work held by a slot that is offline (just now, or it shut down with work
-    # still assigned) or silent: its process is gone or cannot report back.
     orphaned = (
         WorkOrder.objects.filter(status__in=ACTIVE_STATUSES)
-        .filter(
-            Q(worker__isnull=True) | Q(worker__status=WorkerStatus.OFFLINE) | Q(worker__last_heartbeat_at__lt=cutoff)
-        )
+        .annotate(lease_expired=Exists(_lease_expired(now, work_order=OuterRef("pk"))))
+        .filter(_orphan_condition(cutoff))
         .order_by("started_at")
         .values_list("pk", flat=True)[:limit]
     )
-    requeued = [work_order for pk in list(orphaned) if (work_order := _requeue_orphan(pk))]
+    requeued = [work_order for pk in list(orphaned) if (work_order := _requeue_orphan(pk, now=now))]
+    _close_abandoned_runs(now=now, cutoff=cutoff, limit=limit)
     return offline, requeued
 
 
-def _requeue_orphan(work_order_id):
+def _lease_expired(now, **where):
+    return Execution.objects.filter(status=ExecutionStatus.RUNNING, lease_expires_at__lt=now, **where)
+
+
+def _orphan_condition(cutoff):
+    in_run = Q(status__in=[WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING])
+    return (
+        Q(worker__isnull=True)
+        | Q(worker__status=WorkerStatus.OFFLINE)
+        | Q(worker__last_heartbeat_at__lt=cutoff)
+        | (in_run & (Q(worker__current_work_order__isnull=True) | ~Q(worker__current_work_order=F("pk"))))
+        | (in_run & Q(lease_expired=True))
+    )
+
+
+def _orphan_reason(work_order, *, now, cutoff):
+    worker = work_order.worker
+    if worker is None or worker.status == WorkerStatus.OFFLINE or (worker.last_heartbeat_at or now) < cutoff:
+        return ERR_WORKER_STALLED.format(name=worker.name if worker else "unknown")
+    if worker.current_work_order_id != work_order.pk:
+        return ERR_WORKER_MOVED_ON.format(name=worker.name)
+    return ERR_LEASE_EXPIRED.format(name=worker.name)
+
+
+def _requeue_orphan(work_order_id, *, now):
     with transaction.atomic():
         work_order = (
             WorkOrder.objects.select_for_update(skip_locked=True, of=("self",))
@@ -96,10 +135,34 @@ def _requeue_orphan(work_order_id):
         )
         if work_order is None:
             return None  # finished meanwhile, or another guardian has it
-        name = work_order.worker.name if work_order.worker else "unknown"
-        return lifecycle.work_order_requeue(
-            work_order=work_order, reason=ERR_WORKER_STALLED.format(name=name), lost=True
-        )
+        reason = _orphan_reason(work_order, now=now, cutoff=_live_cutoff(now))
+        return lifecycle.work_order_requeue(work_order=work_order, reason=reason, lost=True)
+
+
+def _close_abandoned_runs(*, now, cutoff, limit):
+    """Runs still open after their work order moved on (cancelled, requeued)
+    whose runner is gone: its slot is offline or silent, busy with other
+    work or idle, or the run's lease expired. A live runner closes its own
+    run within a poll and its interrupt grace; these never will."""
+    gone = (
+        Q(worker__isnull=True)
+        | Q(worker__status=WorkerStatus.OFFLINE)
+        | Q(worker__last_heartbeat_at__lt=cutoff)
+        | Q(worker__current_work_order__isnull=True)
+        | ~Q(worker__current_work_order=F("work_order_id"))
+        | Q(lease_expires_at__lt=now)
+    )
+    abandoned = (
+        Execution.objects.filter(status=ExecutionStatus.RUNNING)
+        .exclude(work_order__status__in=ACTIVE_STATUSES)
+        .filter(gone)
+        .order_by("started_at")[:limit]
+    )
+    return [
+        closed
+        for execution in list(abandoned)
+        if (closed := lifecycle.execution_abandon(execution=execution, reason=ERR_RUN_ABANDONED))
+    ]
 
 
 # --- idle sessions ----------------------------------------------------------------
@@ -157,15 +220,44 @@ def _broker_queue_sizes(queue_names):
     return sizes
 
 
+# Kept in the broker's Redis with no expiry: missing, the broker came back
+# empty (restarted without persistence, or flushed) and every doorbell it held
+# is gone.
+BROKER_SENTINEL_KEY = "agentvine:broker:sentinel"
+_broker_client = {}
+
+
+def _broker_reset():
+    """True, once, when the broker's Redis has come back empty since the last
+    look (``SET NX`` of the sentinel: a second guardian sees it set). Always
+    False for a broker that is not Redis (RabbitMQ keeps durable queues)."""
+    url = settings.CELERY_BROKER_URL
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return False
+    client = _broker_client.get(url)
+    if client is None:
+        client = _broker_client[url] = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        return bool(client.set(BROKER_SENTINEL_KEY, timezone.now().isoformat(), nx=True))
+    except redis.RedisError:
+        return False  # unreachable: ringing would fail too; the next run looks again
+
+
 def guard_lost_dispatches(*, batch=None):
     """Ring again for queued work whose doorbell was lost (Redis restart or flush).
 
-    Only queues the broker reports empty are considered: while doorbells are
-    still waiting in a queue, a long backlog is not a loss, and re-ringing it
-    every run would pile up duplicates. A duplicate doorbell is harmless (the
-    claim is a compare-and-set), just not free.
+    A broker that came back empty is noticed at once (:func:`_broker_reset`):
+    every queued work order rings again, whatever the batch, a backing-off one
+    with the rest of its wait as countdown. Otherwise, the last resort, work
+    queued for AGENTVINE_LOST_DISPATCH_SECONDS without a doorbell in a queue
+    the broker reports empty rings again: while doorbells are still waiting in
+    a queue, a long backlog is not a loss, and re-ringing it every run would
+    pile up duplicates. A duplicate doorbell is harmless (the claim is a
+    compare-and-set), just not free.
     """
     now = timezone.now()
+    if _broker_reset():
+        return _redispatch_all_queued(now)
     cutoff = now - timedelta(seconds=settings.AGENTVINE_LOST_DISPATCH_SECONDS)
     stale = (
         WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED)
@@ -194,6 +286,19 @@ def guard_lost_dispatches(*, batch=None):
     if lost:
         logger.info("re-dispatched %d work orders whose doorbell was lost", len(lost))
     return lost
+
+
+def _redispatch_all_queued(now):
+    queued = list(
+        WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED)
+        .order_by("priority_rank", "enqueued_at")
+        .values_list("pk", "not_before")
+    )
+    for pk, not_before in queued:
+        wait = (not_before - now).total_seconds() if not_before else 0
+        dispatch.work_order_dispatch(work_order_id=pk, countdown=wait if wait > 0 else None)
+    logger.warning("the broker came back empty: rang again for all %d queued work orders", len(queued))
+    return [pk for pk, _ in queued]
 
 
 # --- priority preemption ----------------------------------------------------------

@@ -9,7 +9,7 @@ plus the last piece received; the tail kept for pages is bounded too.
 import time
 
 from django.conf import settings
-from django.db import reset_queries
+from django.db import IntegrityError, reset_queries
 
 from queue_app.outputs import execution_output_append
 
@@ -26,6 +26,7 @@ class OutputBuffer:
         self.writes = 0
         self._pending = []
         self._pending_chars = 0
+        self._unsent = None  # (seq, text, tail) of a write that failed
         self._last_flush = time.monotonic()
 
     def add(self, text):
@@ -37,25 +38,41 @@ class OutputBuffer:
             self.flush()
 
     def maybe_flush(self):
-        if self._pending and time.monotonic() - self._last_flush >= self.flush_seconds:
+        if (self._pending or self._unsent) and time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self):
+        """Write what is pending as the next chunk. A write that fails (the
+        database went away) is kept and sent again, as it was, by the next
+        flush, before anything newer: output is never lost or reordered, and
+        a batch whose first write did land (its reply was lost) is not
+        stored twice (its seq is taken: the retry's unique violation says so)."""
         self._last_flush = time.monotonic()
+        if self._unsent is not None:
+            self._send(*self._unsent, retry=True)
         if not self._pending:
             return
         text = "".join(self._pending)
         self._pending = []
         self._pending_chars = 0
         self.tail = (self.tail + text)[-self.tail_chars :]
-        self._write(seq=self.seq, text=text, tail=self.tail)
+        self._unsent = (self.seq, text, self.tail)
         self.seq += 1
-        self.writes += 1
         self.total_chars += len(text)
+        self._send(*self._unsent, retry=False)
         if settings.DEBUG:
             # DEBUG keeps every SQL statement, output text included, for the
             # whole Celery task: a long run would grow by its output's size.
             reset_queries()
+
+    def _send(self, seq, text, tail, *, retry):
+        try:
+            self._write(seq=seq, text=text, tail=tail)
+        except IntegrityError:
+            if not retry:
+                raise
+        self._unsent = None
+        self.writes += 1
 
     def _write(self, *, seq, text, tail):
         """Persist one batch (the remote worker sends it over HTTP instead)."""

@@ -9,10 +9,11 @@ runner never does that itself, except for a run that crashed out without one.
 
 import logging
 import time
+from contextlib import contextmanager
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from agentvine.errors import IllegalTransition
@@ -57,8 +58,12 @@ def task_prompt(task):
 
 def work_order_run(*, work_order_id):
     """Run one work order to an end state. Returns a short outcome string."""
-    worker = current_worker()
-    started = lifecycle.work_order_claim_start(worker=worker, work_order_id=work_order_id, session_kinds=RUNNABLE_KINDS)
+    worker = _with_database(current_worker)
+    started = _with_database(
+        lambda: lifecycle.work_order_claim_start(
+            worker=worker, work_order_id=work_order_id, session_kinds=RUNNABLE_KINDS
+        )
+    )
     if started is None:
         return _not_claimed(work_order_id)
     work_order, execution, session, resume = started
@@ -185,6 +190,17 @@ def _drive(*, worker, work_order, execution, executor):
 
 def _drive_agent(*, worker, work_order, execution, executor, wakeups):
     buffer = OutputBuffer(execution)
+    lease = _Lease(execution)
+    outage = _DatabaseOutage(work_order)
+    usage_pending = []
+
+    def keep_alive():
+        buffer.maybe_flush()
+        while usage_pending:
+            _record_usage(execution, usage_pending[0])
+            usage_pending.pop(0)
+        lease.renew_when_due()
+
     started = time.monotonic()
     next_check = started + STATUS_CHECK_SECONDS
     drain_deadline = None
@@ -194,29 +210,33 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
     try:
         for event in executor.events():
             now = time.monotonic()
-            if event.kind in ("output", "tool_use"):
-                buffer.add(event.text)
-            elif event.kind == "usage":
-                _record_usage(execution, event.data)
-            elif event.kind == "session":
-                agent_session_set_agent_id(session=execution.session, session_id=event.data.get("session_id"))
-            elif event.kind in ("completed", "error"):
+            if event.kind in ("completed", "error"):
                 outcome_event = event
-            elif event.kind == "question" and stop is None:
-                # The agent blocks until a person answers; output keeps flowing
-                # to Postgres meanwhile. None means the work stopped or timed
-                # out, which the checks below notice.
-                answer = agent_link.executor_question(
-                    work_order=work_order,
-                    execution=execution,
-                    text=event.text,
-                    deadline=started + executor.context.time_limit,
-                    on_wait=buffer.maybe_flush,
-                )
-                if answer is not None:
-                    executor.provide_answer(answer)
-                next_check = 0
-            buffer.maybe_flush()
+            elif event.kind == "usage":
+                usage_pending.append(event.data)
+            # While PostgreSQL is away (a restart, a failover) the agent goes
+            # on: its output and usage wait in memory and are written, in
+            # order and once, when the database is back.
+            with outage.tolerated():
+                if event.kind in ("output", "tool_use"):
+                    buffer.add(event.text)
+                elif event.kind == "session":
+                    agent_session_set_agent_id(session=execution.session, session_id=event.data.get("session_id"))
+                elif event.kind == "question" and stop is None:
+                    # The agent blocks until a person answers; output keeps flowing
+                    # to Postgres meanwhile. None means the work stopped or timed
+                    # out, which the checks below notice.
+                    answer = agent_link.executor_question(
+                        work_order=work_order,
+                        execution=execution,
+                        text=event.text,
+                        deadline=started + executor.context.time_limit,
+                        on_wait=keep_alive,
+                    )
+                    if answer is not None:
+                        executor.provide_answer(answer)
+                    next_check = 0
+                keep_alive()
             if stop is None and now - started > executor.context.time_limit:
                 stop, stop_reason = Stop.TIME_LIMIT, ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
             if stop is None and wakeups.shutdown.is_set():
@@ -229,25 +249,27 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
             # poll is the fallback for a lost signal.
             if stop is None and (wakeups.consume_wake() or now >= next_check):
                 next_check = now + STATUS_CHECK_SECONDS
-                stop, stop_reason = _check_work_order(work_order, worker)
-                if stop is None:
-                    # Operator messages queued for this agent, in order.
-                    agent_link.inbox_deliver_to_executor(task=work_order.task, executor=executor)
+                with outage.tolerated(probe=True):
+                    stop, stop_reason = _check_work_order(work_order, worker)
+                    if stop is None:
+                        # Operator messages queued for this agent, in order.
+                        agent_link.inbox_deliver_to_executor(task=work_order.task, executor=executor)
             if stop and interrupted_at is None:
                 interrupted_at = now
                 executor.interrupt()
             elif interrupted_at is not None and now - interrupted_at > settings.AGENTVINE_INTERRUPT_GRACE_SECONDS:
                 executor.kill()
     except ExecutorConfigError:
-        buffer.flush()
+        _with_database(buffer.flush)
         raise
     except Exception as exc:
         logger.exception("executor crashed on work order %s", work_order.pk)
         executor.kill()
-        buffer.flush()
+        _with_database(buffer.flush)
         _finish_failed(worker, work_order, execution, f"executor error: {exc}", retryable=True)
         return "failed"
-    buffer.flush()
+    _with_database(buffer.flush)
+    _with_database(keep_alive)
 
     completed = outcome_event is not None and outcome_event.kind == "completed"
     exit_code = outcome_event.data.get("exit_code") if outcome_event else None
@@ -262,8 +284,12 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
         # interrupted and rings a new doorbell (this one is acked when the
         # Celery task returns).
         try:
-            lifecycle.work_order_requeue(work_order=work_order, reason=stop_reason, preempted=stop == Stop.PREEMPTED)
-            worker_release(worker=worker)
+            _with_database(
+                lambda: lifecycle.work_order_requeue(
+                    work_order=work_order, reason=stop_reason, preempted=stop == Stop.PREEMPTED
+                )
+            )
+            _with_database(lambda: worker_release(worker=worker))
         except IllegalTransition:
             logger.info("work order %s was no longer ours to requeue", work_order.pk)
             _close_taken(worker, work_order, stop_reason)
@@ -276,8 +302,10 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
         return "failed"
     if completed:
         try:
-            lifecycle.work_order_complete(
-                work_order=work_order, worker=worker, execution=execution, exit_code=exit_code or 0
+            _with_database(
+                lambda: lifecycle.work_order_complete(
+                    work_order=work_order, worker=worker, execution=execution, exit_code=exit_code or 0
+                )
             )
         except IllegalTransition:
             # Cancelled or taken away as it finished: the attempt still ends.
@@ -292,6 +320,83 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
     return "failed"
 
 
+# What a lost PostgreSQL connection raises (psycopg's AdminShutdown on a
+# restart, a refused connection while it is down), as Django wraps it.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+def _with_database(call):
+    """``call()``, tried again while PostgreSQL is away (a restart, a
+    failover), for up to AGENTVINE_DATABASE_RETRY_SECONDS: the run's
+    bookkeeping is finished by its runner rather than left to a guardian.
+    Every call given here is one transaction (or none): a try that failed
+    wrote nothing, and one whose reply was lost is refused on the next try by
+    its compare-and-set."""
+    deadline = time.monotonic() + settings.AGENTVINE_DATABASE_RETRY_SECONDS
+    delay = 0.25
+    while True:
+        try:
+            return call()
+        except DATABASE_ERRORS:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unreachable; trying again in %.2fs", delay)
+            connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class _DatabaseOutage:
+    """Lets the loop driving an agent ride out a database outage: a failed
+    write is dropped from this round (its data waits in memory), the
+    connection is made again on the next use, and after
+    AGENTVINE_DATABASE_RETRY_SECONDS without a successful status check the
+    run gives up."""
+
+    def __init__(self, work_order):
+        self.work_order = work_order
+        self.since = None
+
+    @contextmanager
+    def tolerated(self, *, probe=False):
+        try:
+            yield
+        except DATABASE_ERRORS:
+            now = time.monotonic()
+            if self.since is None:
+                self.since = now
+                logger.warning(
+                    "database unreachable while running work order %s; its agent goes on", self.work_order.pk
+                )
+            connection.close()
+            if now - self.since > settings.AGENTVINE_DATABASE_RETRY_SECONDS:
+                raise
+        else:
+            if probe and self.since is not None:
+                logger.info(
+                    "database back after %.1fs (work order %s)", time.monotonic() - self.since, self.work_order.pk
+                )
+                self.since = None
+
+
+class _Lease:
+    """The run's lease (``Execution.lease_expires_at``), renewed from the loop
+    that drives the agent: a runner that stops driving (crashed, stuck) lets
+    it expire, and the guardian takes the work back although the slot's
+    heartbeat thread still beats."""
+
+    def __init__(self, execution):
+        self.execution = execution
+        self.every = settings.AGENTVINE_LEASE_SECONDS / 3
+        self.next_renewal = time.monotonic() + self.every
+
+    def renew_when_due(self):
+        now = time.monotonic()
+        if now >= self.next_renewal:
+            self.next_renewal = now + self.every
+            lifecycle.execution_lease_renew(execution=self.execution)
+
+
 def _record_usage(execution, usage):
     execution_record_usage(
         execution=execution,
@@ -303,13 +408,15 @@ def _record_usage(execution, usage):
 
 def _finish_failed(worker, work_order, execution, error, *, retryable, exit_code=None):
     try:
-        lifecycle.work_order_fail(
-            work_order=work_order,
-            worker=worker,
-            execution=execution,
-            error=error,
-            exit_code=exit_code,
-            retryable=retryable,
+        _with_database(
+            lambda: lifecycle.work_order_fail(
+                work_order=work_order,
+                worker=worker,
+                execution=execution,
+                error=error,
+                exit_code=exit_code,
+                retryable=retryable,
+            )
         )
     except IllegalTransition:
         # Someone else (cancel, guardian) already moved it on.
@@ -322,7 +429,7 @@ def _close_taken(worker, work_order, reason):
     attempt ends interrupted with its token and session, and the slot is
     free; if whoever moved it on closed the attempt already, only the slot."""
     try:
-        lifecycle.work_order_interrupted(work_order=work_order, worker=worker, reason=reason)
+        _with_database(lambda: lifecycle.work_order_interrupted(work_order=work_order, worker=worker, reason=reason))
     except IllegalTransition:
         logger.info("attempt of work order %s was already closed", work_order.pk)
-        worker_release(worker=worker)
+        _with_database(lambda: worker_release(worker=worker))

@@ -150,6 +150,7 @@ def test_lost_dispatches_ring_again_when_the_broker_lost_the_doorbells(
     clean_broker, django_capture_on_commit_callbacks, settings
 ):
     settings.AGENTVINE_LOST_DISPATCH_SECONDS = 30
+    clean_broker.set(guardians.BROKER_SENTINEL_KEY, "up")  # the broker did not come back empty
     lost = _queued(title="lost")
     recent = _queued(title="recent", dispatched_ago=5)
     backing_off = _queued(title="backing off")
@@ -168,8 +169,29 @@ def test_lost_dispatches_ring_again_when_the_broker_lost_the_doorbells(
     assert recent.pk not in rung
 
 
+def test_a_broker_that_came_back_empty_gets_every_queued_doorbell_at_once(
+    clean_broker, django_capture_on_commit_callbacks, settings
+):
+    settings.AGENTVINE_LOST_DISPATCH_SECONDS = 120
+    clean_broker.set(guardians.BROKER_SENTINEL_KEY, "up")
+    just_queued = _queued(title="just queued", dispatched_ago=1)
+    backing_off = _queued(title="backing off", dispatched_ago=1)
+    WorkOrder.objects.filter(pk=backing_off.pk).update(not_before=timezone.now() + timedelta(seconds=60))
+    assert guardians.guard_lost_dispatches() == []  # nothing lost yet: the 120 s rule waits
+
+    clean_broker.flushdb()  # Redis restarted empty: the doorbells are gone
+    rung = guardians.guard_lost_dispatches()
+
+    assert sorted(rung) == sorted([just_queued.pk, backing_off.pk])
+    # Both doorbells are back; the backing-off one carries the rest of its wait.
+    assert clean_broker.llen("default") == 2 and clean_broker.exists(guardians.BROKER_SENTINEL_KEY)
+    # Noticed once: the next run is back to the last-resort rule.
+    assert guardians.guard_lost_dispatches() == []
+
+
 def test_a_backlog_still_in_the_broker_is_not_rung_twice(clean_broker, django_capture_on_commit_callbacks, settings):
     settings.AGENTVINE_LOST_DISPATCH_SECONDS = 30
+    clean_broker.set(guardians.BROKER_SENTINEL_KEY, "up")
     waiting = _queued(title="behind a backlog")
     from queue_app.dispatch import work_order_dispatch
 

@@ -1,0 +1,122 @@
+"""Services a fault test owns, to restart or cut them for real: a throw-away
+PostgreSQL cluster and a throw-away redis-server, each on a free port. The
+shared services on 5432/6379/5672 are never touched (../shared/FAULT-LAB.md)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_port(port, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port} after {timeout}s")
+
+
+class PostgresCluster:
+    """``pg_createcluster`` on a free port (trust auth, fsync off), started;
+    :meth:`restart` is the fault (every backend is killed, ~2.5 s)."""
+
+    def __init__(self):
+        self.version = sorted(os.listdir("/etc/postgresql"))[-1]
+        self.name = f"fault{uuid.uuid4().hex[:8]}"
+        self.port = free_port()
+        subprocess.run(
+            ["pg_createcluster", self.version, self.name, "--port", str(self.port), "--", "--auth=trust"],
+            check=True,
+            capture_output=True,
+        )
+        conf = Path(f"/etc/postgresql/{self.version}/{self.name}/conf.d/fault.conf")
+        conf.write_text("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n")
+        self._ctl("start")
+        self._wait_ready()
+
+    def url(self, database):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def psql(self, sql, database="postgres"):
+        return subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database, "-Atc", sql],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    def _ctl(self, action):
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, action],
+            check=True,
+            capture_output=True,
+        )
+
+    def _wait_ready(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)])
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"cluster {self.name} not ready after {timeout}s")
+
+    def restart(self):
+        self._ctl("restart")
+        self._wait_ready()
+
+    def stop(self):
+        self._ctl("stop")
+
+    def start(self):
+        self._ctl("start")
+        self._wait_ready()
+
+    def drop(self):
+        subprocess.run(["pg_dropcluster", "--stop", self.version, self.name], capture_output=True, check=False)
+
+
+class RedisServer:
+    """A ``redis-server`` on a free port, no persistence: stopping and
+    starting it again is Redis restarting empty."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self):
+        subprocess.run(
+            [
+                shutil.which("redis-server"),
+                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "yes", "--pidfile", str(self.directory / "redis.pid"),
+                "--logfile", str(self.directory / "redis.log"), "--dir", str(self.directory),
+            ],
+            check=True,
+        )  # fmt: skip
+        _wait_port(self.port, 10)
+
+    def stop(self):
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, check=False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    time.sleep(0.1)
+            except OSError:
+                return
