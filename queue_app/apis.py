@@ -84,9 +84,19 @@ class WorkOrderEnqueueApi(PlatformAPIView):
 class WorkOrderDetailApi(PlatformAPIView):
     permission_classes = [IsOperatorOrWorker]
 
-    @extend_schema(responses=WorkOrderOutput, operation_id="queue_work_order_get", tags=["queue"])
+    @extend_schema(
+        responses=WorkOrderOutput,
+        operation_id="queue_work_order_get",
+        tags=["queue"],
+        description="A remote worker's runner polls its work order while its agent runs: "
+        "the poll also renews its run's lease.",
+    )
     def get(self, request, work_order_id):
-        return Response(WorkOrderOutput(_work_order_for(request, work_order_id)).data)
+        work_order = _work_order_for(request, work_order_id)
+        worker = request_worker(request)
+        if worker is not None and work_order.worker_id == worker.pk:
+            lifecycle.execution_leases_renew(worker=worker, work_order=work_order)
+        return Response(WorkOrderOutput(work_order).data)
 
 
 class WorkOrderClaimApi(PlatformAPIView):

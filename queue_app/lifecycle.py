@@ -234,12 +234,13 @@ def execution_lease_renew(*, execution):
     return rows == 1
 
 
-def execution_leases_renew(*, worker):
-    """A remote worker's heartbeat: its one agent runs in its own process and
-    the heartbeat is that worker's word that it still drives it."""
-    return Execution.objects.filter(worker=worker, status=ExecutionStatus.RUNNING).update(
-        lease_expires_at=_lease_until(timezone.now())
-    )
+def execution_leases_renew(*, worker, work_order=None):
+    """A remote worker's word that it still drives its runs (of ``work_order``
+    only, when given): its heartbeat, and its runner's poll of its work order."""
+    runs = Execution.objects.filter(worker=worker, status=ExecutionStatus.RUNNING)
+    if work_order is not None:
+        runs = runs.filter(work_order=work_order)
+    return runs.update(lease_expires_at=_lease_until(timezone.now()))
 
 
 def execution_abandon(*, execution, reason):

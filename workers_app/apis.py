@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from agentvine.api import Pagination, PlatformAPIView, query_params
 from agentvine.errors import PermissionDenied, ValidationFailed
+from queue_app import lifecycle
 from queue_app.models import ACTIVE_STATUSES, WorkOrder
 from tasks_app.models import Task
 from workers_app import services
@@ -106,6 +107,10 @@ class WorkerHeartbeatApi(PlatformAPIView):
     def post(self, request, worker_id):
         worker = _worker_for(request, worker_id)
         alive = services.worker_heartbeat(worker=worker)
+        if alive:
+            # A remote worker drives its agent in its own process: its
+            # heartbeat also renews its run's lease (so does its runner's poll).
+            lifecycle.execution_leases_renew(worker=worker)
         worker.refresh_from_db()
         return Response({"ok": alive, "status": worker.status})
 

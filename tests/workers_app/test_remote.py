@@ -224,3 +224,24 @@ def test_a_message_to_a_finished_agent_gets_a_resumed_turn_on_a_remote_worker(re
     assert f"Done: {operator.username}: Add a CHANGELOG entry too" in output
     assert ChatMessage.objects.get(pk=message.pk).status != DeliveryStatus.QUEUED
     assert Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED
+
+
+def test_a_remote_run_keeps_its_lease_while_the_guardian_watches(remote_factory, operator, settings):
+    """The remote runner's poll of its work order (and its heartbeat) renew its
+    run's lease: a run longer than the lease is not taken for an orphan."""
+    from workers_app import guardians
+
+    settings.AGENTVINE_LEASE_SECONDS = 1.0
+    task = task_create(title="ticker 3", executor="ticker", created_by=operator)
+    remote = remote_factory("remote-lease", "--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3")
+    requeued = []
+    while remote.process.poll() is None:
+        requeued += guardians.guard_stalled_workers()[1]
+        try:
+            remote.process.wait(0.3)
+        except subprocess.TimeoutExpired:
+            pass
+    assert remote.wait(timeout=5) == 0, remote.output()
+
+    assert requeued == []
+    assert list(task.executions.values_list("status", flat=True)) == [ExecutionStatus.COMPLETED]
