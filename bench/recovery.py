@@ -37,7 +37,8 @@ def start_guardians():
     from django.apps import apps
 
     # The harness empties the database, schedule rows included: put them back.
-    importlib.import_module("workers_app.migrations.0003_guardian_schedule").create_schedule(apps, None)
+    for name in ("0003_guardian_schedule", "0004_broker_reset_guardian"):
+        importlib.import_module(f"workers_app.migrations.{name}").create_schedule(apps, None)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = []
     for name, argv in [

@@ -569,7 +569,7 @@ def _resume_if_no_open_questions(work_order_id):
         # Cancelled or finished meanwhile: the answer is recorded, nothing resumes.
         return
     still_open = ChatMessage.objects.filter(
-        work_order_id=work_order_id, kind=MessageKind.QUESTION, answered_at__isnull=True
+        work_order_id=work_order_id, kind=MessageKind.QUESTION, answered_at__isnull=True, closed_at__isnull=True
     ).exists()
     if not still_open:
         lifecycle.work_order_set_waiting(work_order=work_order, worker=work_order.worker, waiting=False)

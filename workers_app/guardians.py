@@ -244,20 +244,15 @@ def _broker_reset():
 
 
 def guard_lost_dispatches(*, batch=None):
-    """Ring again for queued work whose doorbell was lost (Redis restart or flush).
-
-    A broker that came back empty is noticed at once (:func:`_broker_reset`):
-    every queued work order rings again, whatever the batch, a backing-off one
-    with the rest of its wait as countdown. Otherwise, the last resort, work
-    queued for AGENTVINE_LOST_DISPATCH_SECONDS without a doorbell in a queue
-    the broker reports empty rings again: while doorbells are still waiting in
-    a queue, a long backlog is not a loss, and re-ringing it every run would
-    pile up duplicates. A duplicate doorbell is harmless (the claim is a
-    compare-and-set), just not free.
+    """Ring again for queued work whose doorbell was lost, the last resort
+    (:func:`guard_broker_reset` notices a broker that came back empty within
+    seconds): work queued for AGENTVINE_LOST_DISPATCH_SECONDS without a
+    doorbell in a queue the broker reports empty rings again. While doorbells
+    are still waiting in a queue, a long backlog is not a loss, and re-ringing
+    it every run would pile up duplicates. A duplicate doorbell is harmless
+    (the claim is a compare-and-set), just not free.
     """
     now = timezone.now()
-    if _broker_reset():
-        return _redispatch_all_queued(now)
     cutoff = now - timedelta(seconds=settings.AGENTVINE_LOST_DISPATCH_SECONDS)
     stale = (
         WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED)
@@ -286,6 +281,16 @@ def guard_lost_dispatches(*, batch=None):
     if lost:
         logger.info("re-dispatched %d work orders whose doorbell was lost", len(lost))
     return lost
+
+
+def guard_broker_reset():
+    """A broker that came back empty (Redis restarted without persistence, or
+    flushed: :func:`_broker_reset`) lost every doorbell it held: every queued
+    work order rings again at once, whatever the batch, a backing-off one with
+    the rest of its wait as countdown. Returns the work orders rung."""
+    if not _broker_reset():
+        return []
+    return _redispatch_all_queued(timezone.now())
 
 
 def _redispatch_all_queued(now):

@@ -23,6 +23,11 @@ def guard_lost_dispatches():
     return {"dispatched": len(guardians.guard_lost_dispatches())}
 
 
+@shared_task(name="workers_app.guard_broker_reset", ignore_result=True)
+def guard_broker_reset():
+    return {"dispatched": len(guardians.guard_broker_reset())}
+
+
 @shared_task(name="workers_app.guard_priority_preemption", ignore_result=True)
 def guard_priority_preemption():
     return {"preempting": len(guardians.guard_priority_preemption())}

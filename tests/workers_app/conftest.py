@@ -112,8 +112,8 @@ FAST_GUARD_ENV = {
 def guardian_schedule_install(every_seconds=None):
     """Recreate the beat rows of the data migration (transactional tests flush
     tables), optionally with every guardian running each ``every_seconds``."""
-    migration = importlib.import_module("workers_app.migrations.0003_guardian_schedule")
-    migration.create_schedule(apps, None)
+    for name in ("0003_guardian_schedule", "0004_broker_reset_guardian"):
+        importlib.import_module(f"workers_app.migrations.{name}").create_schedule(apps, None)
     if every_seconds is not None:
         from django_celery_beat.models import IntervalSchedule, PeriodicTask
 

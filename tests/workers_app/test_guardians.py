@@ -177,16 +177,17 @@ def test_a_broker_that_came_back_empty_gets_every_queued_doorbell_at_once(
     just_queued = _queued(title="just queued", dispatched_ago=1)
     backing_off = _queued(title="backing off", dispatched_ago=1)
     WorkOrder.objects.filter(pk=backing_off.pk).update(not_before=timezone.now() + timedelta(seconds=60))
-    assert guardians.guard_lost_dispatches() == []  # nothing lost yet: the 120 s rule waits
+    assert guardians.guard_broker_reset() == []  # the broker kept its doorbells
+    assert guardians.guard_lost_dispatches() == []  # and the 120 s rule waits
 
     clean_broker.flushdb()  # Redis restarted empty: the doorbells are gone
-    rung = guardians.guard_lost_dispatches()
+    rung = guardians.guard_broker_reset()
 
     assert sorted(rung) == sorted([just_queued.pk, backing_off.pk])
     # Both doorbells are back; the backing-off one carries the rest of its wait.
     assert clean_broker.llen("default") == 2 and clean_broker.exists(guardians.BROKER_SENTINEL_KEY)
-    # Noticed once: the next run is back to the last-resort rule.
-    assert guardians.guard_lost_dispatches() == []
+    # Noticed once: a second guardian, or the next run, finds nothing to do.
+    assert guardians.guard_broker_reset() == []
 
 
 def test_a_backlog_still_in_the_broker_is_not_rung_twice(clean_broker, django_capture_on_commit_callbacks, settings):
@@ -247,4 +248,5 @@ def test_the_beat_schedule_holds_every_guardian():
         "workers_app.guard_idle_sessions": "guardians",
         "workers_app.guard_lost_dispatches": "guardians",
         "workers_app.guard_priority_preemption": "guardians",
+        "workers_app.guard_broker_reset": "guardians",
     }
