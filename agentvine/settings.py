@@ -344,6 +344,12 @@ AGENTVINE_EXECUTORS = {
             "--prompt",
             "{prompt}",
         ],
+        # An agent sees only what its profile declares (executors/environment.py).
+        "env": {
+            name: value
+            for name in ("AGENTVINE_DEMO_STEPS", "AGENTVINE_DEMO_STEP_SECONDS")
+            if (value := env.str(name, default=""))
+        },
     },
 }
 AGENTVINE_EXECUTORS.update(json.loads(env.str("AGENTVINE_EXECUTORS_JSON", default="{}")))

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from workers_app.executors.base import TICK, Executor, ExecutorConfigError, ExecutorEvent
+from workers_app.executors.environment import agent_environment
 from workers_app.executors.process import AgentProcess
 
 
@@ -37,8 +38,10 @@ class CommandExecutor(Executor):
         if not template or not isinstance(template, list):
             raise ExecutorConfigError("executor profile has no command list")
         argv = render_command(template, self.context) + list(self.context.extra_args)
-        env = {**self.context.profile.get("env", {}), **self.context.env}
-        self.process = AgentProcess(argv, cwd=self.context.workspace, env=env, merge_stderr=True)
+        environment = agent_environment(self.context)
+        self.process = AgentProcess(
+            argv, cwd=self.context.workspace, env=environment.variables, mask=environment.mask, merge_stderr=True
+        )
 
     def events(self):
         self._start()

@@ -9,6 +9,7 @@ agent telling something on the wrong stream) and never ends the run.
 import json
 
 from workers_app.executors.base import TICK, Executor, ExecutorEvent
+from workers_app.executors.environment import agent_environment
 from workers_app.executors.process import OVERSIZED, AgentProcess
 
 # A single protocol message can carry a whole file (a tool result); bigger
@@ -57,10 +58,12 @@ class JsonLinesExecutor(Executor):
 
     # --- the loop -----------------------------------------------------------
     def events(self):
+        environment = agent_environment(self.context)
         self.process = AgentProcess(
             self.argv(),
             cwd=self.context.workspace,
-            env={**self.context.profile.get("env", {}), **self.context.env},
+            env=environment.variables,
+            mask=environment.mask,
             stdin=True,
             split_lines=False,
             max_line_chars=MAX_JSON_LINE_CHARS,
