@@ -52,6 +52,13 @@ os.environ.setdefault(
             "claude-missing": {"type": "claude", "binary": "/nonexistent/claude"},
             # Finishes at once, for throughput and redelivery tests.
             "quick": {"type": "command", "command": ["sh", "-c", "echo done"]},
+            # Tries what a prompt-injected agent would (tests/agents/hostile.py);
+            # names one secret, which the worker must have.
+            "hostile": {
+                "type": "command",
+                "command": [sys.executable, str(_TESTS / "agents" / "hostile.py"), "{prompt}"],
+                "secrets": ["HOSTILE_NAMED_SECRET"],
+            },
             # SIGKILLs the worker process running it, every time (poison work).
             "poison": {"type": "command", "command": ["sh", "-c", "echo crashing my worker; kill -9 $PPID"]},
         }

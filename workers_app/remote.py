@@ -371,6 +371,11 @@ def main(argv=None):
     _setup_django()
     from django.conf import settings
 
+    from agentvine.security import process_protect
+
+    # Its agents run as its children: they must not read its worker token.
+    process_protect()
+
     registered = False
     if args.worker_id and args.worker_token:
         worker_id, worker_token = args.worker_id, args.worker_token
