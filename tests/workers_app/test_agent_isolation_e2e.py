@@ -25,7 +25,6 @@ from tasks_app.selectors import execution_output
 from tasks_app.services import task_create
 from tests.chat_app.conftest import DaphneServer
 from tests.conftest import wait_for
-from workers_app.executors.environment import PASSED_THROUGH, PASSED_THROUGH_PREFIXES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -35,6 +34,24 @@ AS_NOBODY = (
     'mount --bind "$1" "$2" && mount -t tmpfs -o mode=755 tmpfs /root && mkdir -p "$1" && mount --move "$2" "$1"'
     f' && shift 2 && exec setpriv --reuid={UNPRIVILEGED_UID} --regid={UNPRIVILEGED_UID} --clear-groups "$@"'
 )
+# Everything an agent may see of its environment (README, "Executors").
+AGENT_ENVIRONMENT = {
+    # passed through from the worker when set
+    *("PATH", "LANG", "LANGUAGE", "TERM", "COLORTERM", "NO_COLOR", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL"),
+    *("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"),
+    *("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"),
+    # its own
+    *(
+        "HOME",
+        "PYTHONUNBUFFERED",
+        "AGENTVINE_API_URL",
+        "AGENTVINE_TOKEN",
+        "AGENTVINE_WORK_ORDER_ID",
+        "AGENTVINE_TASK_ID",
+    ),
+    # what its profile names
+    NAMED_SECRET,
+}
 # Every attempt the agent must have made (and failed), so a run that skipped
 # one (a crash half way) cannot pass.
 EXPECTED_ATTEMPTS = (
@@ -131,13 +148,7 @@ def test_hostile_agent_reaches_no_platform_secret_and_its_token_only_its_own_run
     print("\n".join(f"{'LEAKED' if a['succeeded'] else 'failed'}: {a['attempt']}: {a['detail']}" for a in report))
 
     # Its environment is the allowlist and what the platform and its profile give.
-    platform_given = {"HOME", "PYTHONUNBUFFERED", "AGENTVINE_API_URL", "AGENTVINE_TOKEN"}
-    platform_given |= {"AGENTVINE_WORK_ORDER_ID", "AGENTVINE_TASK_ID", NAMED_SECRET}
-    unexpected = {
-        name
-        for name in environment
-        if name not in PASSED_THROUGH | platform_given and not name.startswith(PASSED_THROUGH_PREFIXES)
-    }
+    unexpected = {name for name in environment if name not in AGENT_ENVIRONMENT and not name.startswith("LC_")}
     assert unexpected == set()
     assert Path(environment["HOME"]) == workspace_root / "_homes" / str(task.id)
     # Every attempt was made, and none succeeded.
