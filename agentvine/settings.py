@@ -265,6 +265,11 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # --- AgentVine ------------------------------------------------------------------
 AGENTVINE_WORKSPACE_ROOT = Path(env.str("AGENTVINE_WORKSPACE_ROOT", default=str(VAR_DIR / "workspaces")))
+# Repositories a task may name (tasks_app/repositories.py): shell-style
+# patterns of URLs. Local paths and file:// only when ALLOW_LOCAL is on
+# (scripts/up turns it on for its local default), never the platform's data.
+AGENTVINE_REPOSITORY_ALLOW = env.list("AGENTVINE_REPOSITORY_ALLOW", default=["https://*", "ssh://*", "git@*"])
+AGENTVINE_REPOSITORY_ALLOW_LOCAL = env.bool("AGENTVINE_REPOSITORY_ALLOW_LOCAL", default=False)
 AGENTVINE_HEARTBEAT_SECONDS = env.float("AGENTVINE_HEARTBEAT_SECONDS", default=3.0)
 # --- Guardians (workers_app/guardians.py, scheduled by django-celery-beat) ---
 # A slot whose heartbeat is older than this is offline and its work requeued.

@@ -19,6 +19,9 @@ os.environ.setdefault("AGENTVINE_RETRY_BACKOFF_BASE", "0.2")
 os.environ.setdefault("AGENTVINE_RETRY_BACKOFF_MAX", "1.0")
 os.environ.setdefault("AGENTVINE_HEARTBEAT_SECONDS", "1.0")
 os.environ.setdefault("AGENTVINE_VAR_DIR", "/tmp/agentvine-test-var")
+# Tests clone local repositories they make (tests/workers_app); the refusal
+# of local paths is tested by turning this off (tests/api/test_repositories.py).
+os.environ.setdefault("AGENTVINE_REPOSITORY_ALLOW_LOCAL", "true")
 _VAR = Path(os.environ["AGENTVINE_VAR_DIR"])
 os.environ.setdefault(
     "AGENTVINE_EXECUTORS_JSON",

@@ -20,6 +20,7 @@ from tasks_app.models import (
     TaskSearchText,
     TaskType,
 )
+from tasks_app.repositories import repository_url_check
 
 # At most this much of one output chunk rides on a live event.
 LIVE_OUTPUT_CHARS = 8000
@@ -88,6 +89,7 @@ def tasks_create(*, specs, created_by=None):
                 priority=spec["priority"],
                 executor=spec.get("executor") or "",
             )
+            repository_url_check(spec.get("repository_url") or "")
         except ValidationFailed as exc:
             if len(specs) == 1:
                 raise

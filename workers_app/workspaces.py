@@ -23,6 +23,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from agentvine.errors import ValidationFailed
+from tasks_app.repositories import repository_url_check
 from workers_app.executors import agent_home
 from workers_app.executors.base import ExecutorConfigError
 from workers_app.executors.environment import PASSED_THROUGH, PASSED_THROUGH_PREFIXES
@@ -157,6 +159,12 @@ def workspace_prepare(*, task) -> Path:
         return path
     if (path / ".git").is_file():
         return path
+    try:
+        # Checked again where it is used: the worker's own policy holds even
+        # for a task created before it, or on another server's settings.
+        repository_url_check(task.repository_url)
+    except ValidationFailed as exc:
+        raise WorkspaceError(exc.message) from None
     if shutil.which("git") is None:
         raise WorkspaceError(ERR_GIT_MISSING)
     branch = task.branch_name or f"agentvine/{task.id}"
