@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -18,10 +19,41 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 env = environ.Env()
 
-SECRET_KEY = env.str("SECRET_KEY", default="agentvine-local-development-key-change-me-in-production")
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless asked for: scripts/up turns it on for local development.
+DEBUG = env.bool("DEBUG", default=False)
+# Good for local development only: it is in this public file, so anyone can
+# sign what the server trusts with it. Refused unless DEBUG is on.
+DEVELOPMENT_SECRET_KEY = "agentvine-local-development-key-change-me-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+ERR_DEVELOPMENT_SECRET_KEY = (
+    "SECRET_KEY is the development key from agentvine/settings.py while DEBUG is off: "
+    "set SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+)
+if SECRET_KEY == DEVELOPMENT_SECRET_KEY and not DEBUG:
+    raise ImproperlyConfigured(ERR_DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTP security -------------------------------------------------------------
+# Served over HTTPS (directly or behind a proxy that terminates TLS): redirect
+# plain HTTP, secure cookies, HSTS. `manage.py check --deploy` is clean with
+# DEBUG off, a real SECRET_KEY, ALLOWED_HOSTS and AGENTVINE_HTTPS on.
+AGENTVINE_HTTPS = env.bool("AGENTVINE_HTTPS", default=False)
+SECURE_SSL_REDIRECT = AGENTVINE_HTTPS
+SESSION_COOKIE_SECURE = AGENTVINE_HTTPS
+CSRF_COOKIE_SECURE = AGENTVINE_HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if AGENTVINE_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+if env.bool("AGENTVINE_BEHIND_TLS_PROXY", default=False):
+    # Only behind a proxy that sets this header itself on every request.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Empty: agentvine/headers.py's policy (no inline script or style anywhere in the console).
+AGENTVINE_CONTENT_SECURITY_POLICY = env.str("AGENTVINE_CONTENT_SECURITY_POLICY", default="")
 
 INSTALLED_APPS = [
     "daphne",
@@ -44,6 +76,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy and Permissions-Policy (agentvine/headers.py).
+    "agentvine.headers.SecurityHeadersMiddleware",
     # Serves static files from the ASGI app itself (daphne has no static
     # server); finders mean no collectstatic step for the embedded default.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -217,6 +251,9 @@ SPECTACULAR_SETTINGS = {
         "WorkerStatusEnum": "workers_app.models.WorkerStatus",
         "SessionStatusEnum": "workers_app.models.SessionStatus",
         "ExecutionStatusEnum": "tasks_app.models.ExecutionStatus",
+        "MessageKindEnum": "chat_app.models.MessageKind",
+        "SenderKindEnum": "chat_app.models.SenderKind",
+        "WorkOrderKindEnum": "queue_app.models.WorkOrderKind",
     },
 }
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 _TESTS = Path(__file__).resolve().parent.parent / "tests"
 
+# DEBUG stays off, as in production, so the suite needs a key of its own
+# (processes it starts, daphne and workers, use these settings too).
+os.environ.setdefault("SECRET_KEY", "agentvine-test-suite-key-not-a-secret-" + "x" * 20)
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentvine")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("AGENTVINE_DEMO_STEP_SECONDS", "0.1")

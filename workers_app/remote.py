@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import sys
@@ -114,6 +115,10 @@ def _setup_django():
     # Executors, profiles and workspaces read Django settings; no database
     # connection is ever opened by this program.
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentvine.settings")
+    # It signs nothing, so it needs no key of the server's (never copy that
+    # one here); a random one satisfies the settings' refusal of the public
+    # development key.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     import django
 
     django.setup()
