@@ -30,12 +30,13 @@ class RemoteWorkerProcess:
             # Only so the settings module loads; the remote worker never connects.
             "DATABASE_URL": _database_url(),
             "PYTHONPATH": str(ROOT),
+            # From the environment, not the command line (visible in ps).
+            "AGENTVINE_OPERATOR_TOKEN": token,
             **(env or {}),
         }
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers_app.remote", "--server", server, "--token", token, "--name", name]
-            + list(extra),
+            [sys.executable, "-m", "workers_app.remote", "--server", server, "--name", name] + list(extra),
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -224,3 +225,18 @@ def test_a_message_to_a_finished_agent_gets_a_resumed_turn_on_a_remote_worker(re
     assert f"Done: {operator.username}: Add a CHANGELOG entry too" in output
     assert ChatMessage.objects.get(pk=message.pk).status != DeliveryStatus.QUEUED
     assert Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED
+
+
+def test_tokens_come_from_the_environment_or_a_file_and_a_command_line_token_warns(tmp_path, caplog):
+    from workers_app.remote import WARN_TOKEN_ARGUMENT, token_from
+
+    (tmp_path / "token").write_text("avw_from_file\n")
+    environ = {"AGENTVINE_WORKER_TOKEN_FILE": str(tmp_path / "token"), "AGENTVINE_OPERATOR_TOKEN": "avo_from_env"}
+
+    from_file = token_from(flag="--worker-token", flag_value=None, variable="AGENTVINE_WORKER_TOKEN", environ=environ)
+    from_env = token_from(flag="--token", flag_value=None, variable="AGENTVINE_OPERATOR_TOKEN", environ=environ)
+    assert caplog.records == []
+    from_flag = token_from(flag="--token", flag_value="avo_on_cmdline", variable="AGENTVINE_OPERATOR_TOKEN")
+
+    assert (from_file, from_env, from_flag) == ("avw_from_file", "avo_from_env", "avo_on_cmdline")
+    assert caplog.messages == [WARN_TOKEN_ARGUMENT.format(flag="--token", variable="AGENTVINE_OPERATOR_TOKEN")]
