@@ -129,3 +129,18 @@ def test_worker_refuses_a_repository_its_policy_forbids_before_running_git(produ
         with pytest.raises(WorkspaceError):
             workspace_prepare(task=task)
     assert not pwned.exists()
+
+
+def test_admin_edit_of_a_task_follows_the_same_policy(production_policy, admin_client):
+    from tests.factories import make_task
+
+    task = make_task(title="edit me")
+    url = reverse("admin:tasks_app_task_change", args=[task.pk])
+    form = {"title": "edit me", "description": "", "task_type": "feature", "executor": "", "branch_name": ""}
+
+    response = admin_client.post(url, {**form, "repository_url": f"https://{TOKEN}@github.com/a/b.git"})
+
+    assert response.status_code == 200  # the form again, with the error
+    assert repositories.ERR_CREDENTIALS in response.content.decode()
+    task.refresh_from_db()
+    assert task.repository_url == ""
