@@ -348,6 +348,9 @@ AGENTVINE_EVENTS_LINGER_SECONDS = env.float("AGENTVINE_EVENTS_LINGER_SECONDS", d
 # install visibly does work. A profile's "type" picks the executor:
 #   command  "command": argv template ({prompt} {workspace} {task_id}
 #            {work_order_id} {session_id} {python} are substituted)
+# Every profile may add "env" (literal variables for the agent) and "secrets"
+# (names of variables the worker reads from its environment or NAME_FILE and
+# hands to the agent, masked in its output): workers_app/executors/environment.py.
 #   claude   "binary" (path, or an argv prefix list), "model", "args"
 #   codex    "binary", "model", "args", "usd_per_million_input/output"
 #   openai   "base_url" (…/v1), "model", "api_key_env" (name of the variable
@@ -363,12 +366,15 @@ AGENTVINE_EXECUTORS = {
         "binary": env.str("AGENTVINE_CLAUDE_BINARY", default="claude"),
         "model": env.str("AGENTVINE_CLAUDE_MODEL", default=""),
         "args": env.list("AGENTVINE_CLAUDE_ARGS", default=["--permission-mode", "acceptEdits"]),
+        # Provider keys reach only the profiles that name them.
+        "secrets": [name for name in env.list("AGENTVINE_CLAUDE_SECRETS", default=["ANTHROPIC_API_KEY"]) if name],
     },
     "codex": {
         "type": "codex",
         "binary": env.str("AGENTVINE_CODEX_BINARY", default="codex"),
         "model": env.str("AGENTVINE_CODEX_MODEL", default=""),
         "args": env.list("AGENTVINE_CODEX_ARGS", default=["--full-auto"]),
+        "secrets": [name for name in env.list("AGENTVINE_CODEX_SECRETS", default=["OPENAI_API_KEY"]) if name],
     },
     "openai": {
         "type": "openai",
