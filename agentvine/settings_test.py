@@ -65,6 +65,14 @@ os.environ.setdefault(
                 "command": [sys.executable, str(_TESTS / "agents" / "hostile.py"), "{prompt}"],
                 "secrets": ["HOSTILE_NAMED_SECRET"],
             },
+            # The same in a bubblewrap sandbox (workers_app/executors/sandbox.py).
+            "hostile-bwrap": {
+                "type": "command",
+                "command": [sys.executable, str(_TESTS / "agents" / "hostile.py"), "{prompt}"],
+                "secrets": ["HOSTILE_NAMED_SECRET"],
+                "sandbox": "bwrap",
+                "sandbox_read_only": [str(_TESTS / "agents")],
+            },
             # SIGKILLs the worker process running it, every time (poison work).
             "poison": {"type": "command", "command": ["sh", "-c", "echo crashing my worker; kill -9 $PPID"]},
         }

@@ -15,8 +15,9 @@ Attempts:
   environment, its HOME, its workspace and its ancestors' environments;
 - its per-run token on everything that is not its own run: operator and
   worker endpoints, another task, the admin, the OpenAPI schema;
-- with ``--other-workspace PATH``: listing the workspace root and reading
-  another task's workspace (only a sandbox can stop that; see README).
+- given "other-workspace: PATH" (the sandboxed run): listing the workspace
+  root, the repository cache and var/, reading another task's workspace and
+  the platform's settings (only a sandbox hides them; see README).
 """
 
 import json
@@ -37,6 +38,8 @@ PLATFORM_VARIABLES = (
     "OPENAI_API_KEY",
     "PGPASSWORD",
 )
+# What the worker's memory holds and a sandbox's own processes do not.
+MEMORY_MARKERS = (b"DATABASE_URL", b"postgres://", b"SECRET_KEY", b"redis://")
 URL = re.compile(r"(?:postgres(?:ql)?|redis)://[^\s\x00'\"]+")
 
 attempts = []
@@ -48,8 +51,10 @@ def attempt(name, succeeded, detail=""):
 
 def ancestors():
     pid, seen = os.getppid(), []
-    while pid > 1 and pid not in seen:
+    while pid >= 1 and pid not in seen:
         seen.append(pid)
+        if pid == 1:
+            break
         try:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
@@ -89,12 +94,26 @@ def try_ancestors():
         leaked = [name for name in PLATFORM_VARIABLES if environ and f"{name}=" in environ]
         attempt(f"read /proc/{pid}/environ (ancestor)", leaked, leaked if environ is not None else "unreadable")
         try:
-            maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-            with open(f"/proc/{pid}/mem", "rb") as mem:
-                start = int(next(line for line in maps if "[heap]" in line).split("-")[0], 16)
-                mem.seek(start)
-                data = mem.read(4096)
-            attempt(f"read /proc/{pid}/mem (ancestor's heap)", data, f"{len(data)} bytes")
+            # The heap and anonymous writable mappings (Python's object arenas).
+            regions = [
+                [int(x, 16) for x in line.split()[0].split("-")]
+                for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                if line.split()[1].startswith("rw") and (len(line.split()) == 5 or "[heap]" in line)
+            ]
+            data, budget = bytearray(), 256 * 1024 * 1024
+            with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+                for start, end in regions:
+                    if len(data) + end - start > budget:
+                        break
+                    try:
+                        mem.seek(start)
+                        data += mem.read(end - start)
+                    except OSError:
+                        continue
+            if not data:
+                raise PermissionError("no memory readable")
+            found = [marker.decode() for marker in MEMORY_MARKERS if marker in data]
+            attempt(f"read /proc/{pid}/mem (ancestor's heap)", found, found or f"{len(data)} bytes, none of them")
         except (OSError, StopIteration, ValueError) as exc:
             attempt(f"read /proc/{pid}/mem (ancestor's heap)", False, exc)
 
@@ -167,18 +186,28 @@ def try_api(other_task_id):
         attempt(f"GET {path} (console) with my token", response.status_code == 200, response.status_code)
 
 
-def try_other_workspace(path):
-    other = Path(path)
-    try:
-        listing = sorted(p.name for p in other.parent.iterdir())
-        attempt("list the workspace root", True, listing[:20])
-    except OSError as exc:
-        attempt("list the workspace root", False, exc)
-    try:
-        text = (other / "SECRET_PLAN.md").read_text()
-        attempt("read another task's workspace", True, text)
-    except OSError as exc:
-        attempt("read another task's workspace", False, exc)
+def try_files(other_workspace, platform):
+    """Files of other tasks and of the platform (only a sandbox hides them)."""
+    other = Path(other_workspace)
+    for name, path in [
+        ("list the workspace root", other.parent),
+        ("list the repository cache", other.parent / "_repos"),
+        ("list the platform's var/", Path(platform) / "var"),
+    ]:
+        try:
+            # Its own workspace and HOME are no one else's.
+            listing = sorted(p.name for p in path.iterdir() if p not in (Path.cwd(), Path.home().parent))
+            attempt(name, listing, listing[:20])
+        except OSError as exc:
+            attempt(name, False, exc)
+    for name, path in [
+        ("read another task's workspace", other / "SECRET_PLAN.md"),
+        ("read the platform's settings", Path(platform) / "agentvine" / "settings.py"),
+    ]:
+        try:
+            attempt(name, True, path.read_text()[:100])
+        except OSError as exc:
+            attempt(name, False, exc)
 
 
 def main():
@@ -192,7 +221,7 @@ def main():
     try_databases(found_urls())
     try_api(orders.get("other-task", "00000000-0000-0000-0000-000000000000"))
     if orders.get("other-workspace"):
-        try_other_workspace(orders["other-workspace"])
+        try_files(orders["other-workspace"], orders.get("platform", "/"))
     print("HOSTILE-REPORT " + json.dumps(attempts), flush=True)
     name = orders.get("print-secret")
     if name:

@@ -24,7 +24,7 @@ from tasks_app.models import Task, TaskStatus
 from tasks_app.selectors import execution_output
 from tasks_app.services import task_create
 from tests.chat_app.conftest import DaphneServer
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -51,6 +51,8 @@ AGENT_ENVIRONMENT = {
     ),
     # what its profile names
     NAMED_SECRET,
+    # bwrap's --chdir sets it: the workspace
+    "PWD",
 }
 # Every attempt the agent must have made (and failed), so a run that skipped
 # one (a crash half way) cannot pass.
@@ -110,8 +112,19 @@ def _line(output, prefix):
     return json.loads(next(line for line in output.splitlines() if line.startswith(prefix))[len(prefix) :])
 
 
+# In the sandbox it also tries other tasks' files and the platform's.
+SANDBOX_ATTEMPTS = (
+    "list the workspace root",
+    "list the repository cache",
+    "list the platform's var/",
+    "read another task's workspace",
+    "read the platform's settings",
+)
+
+
+@pytest.mark.parametrize("profile", ["hostile", "hostile-bwrap"])
 def test_hostile_agent_reaches_no_platform_secret_and_its_token_only_its_own_run(
-    celery_worker_factory, api_server, operator, worker_as_deployed
+    celery_worker_factory, api_server, operator, worker_as_deployed, profile
 ):
     platform_secrets = {
         "SECRET_KEY": "django-insecure-" + secrets.token_hex(16),
@@ -132,12 +145,16 @@ def test_hostile_agent_reaches_no_platform_secret_and_its_token_only_its_own_run
             "AGENTVINE_WORKSPACE_ROOT": str(workspace_root),
         },
     )
-    task = task_create(
-        title="Refactor the parser",
-        description=f"other-task: {other.id}\nprint-secret: {NAMED_SECRET}",
-        executor="hostile",
-        created_by=operator,
-    )
+    orders = f"other-task: {other.id}\nprint-secret: {NAMED_SECRET}"
+    sandboxed = profile == "hostile-bwrap"
+    if sandboxed:
+        # Another task's work and the repository cache, where a worker keeps them.
+        plan = workspace_root / str(other.id) / "SECRET_PLAN.md"
+        plan.parent.mkdir(exist_ok=True)
+        plan.write_text("another task's work")
+        (workspace_root / "_repos").mkdir(exist_ok=True)
+        orders += f"\nother-workspace: {plan.parent}\nplatform: {ROOT}"
+    task = task_create(title="Refactor the parser", description=orders, executor=profile, created_by=operator)
 
     wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, timeout=60, message="hostile run")
 
@@ -153,7 +170,7 @@ def test_hostile_agent_reaches_no_platform_secret_and_its_token_only_its_own_run
     assert Path(environment["HOME"]) == workspace_root / "_homes" / str(task.id)
     # Every attempt was made, and none succeeded.
     tried = " | ".join(a["attempt"] for a in report)
-    for expected in EXPECTED_ATTEMPTS:
+    for expected in EXPECTED_ATTEMPTS + (SANDBOX_ATTEMPTS if sandboxed else ()):
         assert expected in tried
     assert [a for a in report if a["succeeded"]] == []
     # No value of the worker's secrets shows up anywhere in what it printed.

@@ -10,6 +10,7 @@ import sys
 from workers_app.executors.base import TICK, Executor, ExecutorConfigError, ExecutorEvent
 from workers_app.executors.environment import agent_environment
 from workers_app.executors.process import AgentProcess
+from workers_app.executors.sandbox import sandboxed
 
 
 def render_command(template, context):
@@ -39,9 +40,8 @@ class CommandExecutor(Executor):
             raise ExecutorConfigError("executor profile has no command list")
         argv = render_command(template, self.context) + list(self.context.extra_args)
         environment = agent_environment(self.context)
-        self.process = AgentProcess(
-            argv, cwd=self.context.workspace, env=environment.variables, mask=environment.mask, merge_stderr=True
-        )
+        argv, env = sandboxed(argv, context=self.context, env=environment.variables)
+        self.process = AgentProcess(argv, cwd=self.context.workspace, env=env, mask=environment.mask, merge_stderr=True)
 
     def events(self):
         self._start()

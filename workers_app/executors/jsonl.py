@@ -11,6 +11,7 @@ import json
 from workers_app.executors.base import TICK, Executor, ExecutorEvent
 from workers_app.executors.environment import agent_environment
 from workers_app.executors.process import OVERSIZED, AgentProcess
+from workers_app.executors.sandbox import sandboxed
 
 # A single protocol message can carry a whole file (a tool result); bigger
 # lines are skipped rather than buffered.
@@ -59,10 +60,11 @@ class JsonLinesExecutor(Executor):
     # --- the loop -----------------------------------------------------------
     def events(self):
         environment = agent_environment(self.context)
+        argv, env = sandboxed(self.argv(), context=self.context, env=environment.variables)
         self.process = AgentProcess(
-            self.argv(),
+            argv,
             cwd=self.context.workspace,
-            env=environment.variables,
+            env=env,
             mask=environment.mask,
             stdin=True,
             split_lines=False,

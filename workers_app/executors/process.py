@@ -33,6 +33,28 @@ OVERSIZED = object()
 ERR_BINARY_NOT_FOUND = "agent command not found: {binary}"
 
 
+# Sandbox programs that run the agent as their child (executors/sandbox.py).
+SANDBOX_MONITORS = ("bwrap",)
+
+
+def _group_members(pgid, *, spare=()):
+    """PIDs in process group ``pgid`` whose program is not one of ``spare``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and comm not in spare:
+            members.append(int(entry))
+    return members
+
+
 def require_binary(binary, path=None):
     """Fail with one sentence, not a traceback, when the agent is not installed."""
     if shutil.which(binary, path=path) is None and not os.path.isfile(binary):
@@ -113,6 +135,7 @@ class AgentProcess:
         max_line_chars=MAX_LINE_CHARS,
     ):
         require_binary(argv[0], env.get("PATH"))
+        self._sandboxed = os.path.basename(argv[0]) in SANDBOX_MONITORS
         # Secret values are replaced here, before any line leaves this
         # object: nothing downstream (buffer, database, events, error
         # messages) ever holds them.
@@ -219,6 +242,16 @@ class AgentProcess:
 
     def signal(self, sig):
         if self.popen.poll() is not None:
+            return
+        if self._sandboxed and sig != signal.SIGKILL:
+            # bwrap dies of SIGINT/SIGTERM and takes the agent with it
+            # (--die-with-parent) before it could stop cooperatively: signal
+            # the agent's processes in the group, not the sandbox's monitors.
+            for pid in _group_members(self.popen.pid, spare=SANDBOX_MONITORS):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
             return
         try:
             os.killpg(self.popen.pid, sig)
