@@ -26,6 +26,7 @@ os.environ.setdefault("AGENTVINE_VAR_DIR", "/tmp/agentvine-test-var")
 # of local paths is tested by turning this off (tests/api/test_repositories.py).
 os.environ.setdefault("AGENTVINE_REPOSITORY_ALLOW_LOCAL", "true")
 _VAR = Path(os.environ["AGENTVINE_VAR_DIR"])
+_DEMO_AGENT = _TESTS.parent / "workers_app" / "demo_agent.py"
 os.environ.setdefault(
     "AGENTVINE_EXECUTORS_JSON",
     json.dumps(
@@ -71,7 +72,17 @@ os.environ.setdefault(
                 "command": [sys.executable, str(_TESTS / "agents" / "hostile.py"), "{prompt}"],
                 "secrets": ["HOSTILE_NAMED_SECRET"],
                 "sandbox": "bwrap",
+                "network": False,
                 "sandbox_read_only": [str(_TESTS / "agents")],
+            },
+            # The demo agent (it asks through agentvine-ask) sandboxed without network.
+            "demo-offline": {
+                "type": "command",
+                "command": ["{python}", str(_DEMO_AGENT), "--workspace", "{workspace}", "--prompt", "{prompt}"],
+                "env": {"AGENTVINE_DEMO_STEPS": "1", "AGENTVINE_DEMO_STEP_SECONDS": "0.1"},
+                "sandbox": "bwrap",
+                "network": False,
+                "sandbox_read_only": [str(_DEMO_AGENT)],
             },
             # SIGKILLs the worker process running it, every time (poison work).
             "poison": {"type": "command", "command": ["sh", "-c", "echo crashing my worker; kill -9 $PPID"]},

@@ -23,6 +23,7 @@ Attempts:
 import json
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -169,6 +170,11 @@ def try_api(other_task_id):
         ("GET", "/api/v1/sessions/", None),
         ("GET", "/api/v1/schema/", None),
     ]
+    # The control: what its token is for works (so the refusals below mean something).
+    own = requests.post(
+        base + "/api/v1/chat/agent/progress/", json={"text": "working"}, headers={"Authorization": f"Agent {token}"}
+    )
+    print(f"HOSTILE-CONTROL {own.status_code}", flush=True)
     for scheme in ("Token", "Bearer", "Agent"):
         headers = {"Authorization": f"{scheme} {token}"}
         for method, path, body in probes:
@@ -210,6 +216,16 @@ def try_files(other_workspace, platform):
             attempt(name, False, exc)
 
 
+def try_network():
+    """Anything listening on the host, without credentials (only no network stops that)."""
+    for name, address in [("PostgreSQL", ("127.0.0.1", 5432)), ("Redis", ("127.0.0.1", 6379))]:
+        try:
+            socket.create_connection(address, timeout=3).close()
+            attempt(f"open a TCP connection to {name} on the host", True, address)
+        except OSError as exc:
+            attempt(f"open a TCP connection to {name} on the host", False, exc)
+
+
 def main():
     # The task's description steers it, as a repository's content would:
     # "other-task: ID", "other-workspace: PATH", "print-secret: NAME" lines.
@@ -222,6 +238,8 @@ def main():
     try_api(orders.get("other-task", "00000000-0000-0000-0000-000000000000"))
     if orders.get("other-workspace"):
         try_files(orders["other-workspace"], orders.get("platform", "/"))
+    if orders.get("network") == "off":
+        try_network()
     print("HOSTILE-REPORT " + json.dumps(attempts), flush=True)
     name = orders.get("print-secret")
     if name:

@@ -112,8 +112,11 @@ def _line(output, prefix):
     return json.loads(next(line for line in output.splitlines() if line.startswith(prefix))[len(prefix) :])
 
 
-# In the sandbox it also tries other tasks' files and the platform's.
+# In the sandbox (network off but for the API) it also tries other tasks'
+# files and the platform's, and the host's services without credentials.
 SANDBOX_ATTEMPTS = (
+    "open a TCP connection to PostgreSQL on the host",
+    "open a TCP connection to Redis on the host",
     "list the workspace root",
     "list the repository cache",
     "list the platform's var/",
@@ -153,7 +156,7 @@ def test_hostile_agent_reaches_no_platform_secret_and_its_token_only_its_own_run
         plan.parent.mkdir(exist_ok=True)
         plan.write_text("another task's work")
         (workspace_root / "_repos").mkdir(exist_ok=True)
-        orders += f"\nother-workspace: {plan.parent}\nplatform: {ROOT}"
+        orders += f"\nother-workspace: {plan.parent}\nplatform: {ROOT}\nnetwork: off"
     task = task_create(title="Refactor the parser", description=orders, executor=profile, created_by=operator)
 
     wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, timeout=60, message="hostile run")
@@ -176,6 +179,10 @@ def test_hostile_agent_reaches_no_platform_secret_and_its_token_only_its_own_run
     # No value of the worker's secrets shows up anywhere in what it printed.
     for value in [*platform_secrets.values(), os.environ["DATABASE_URL"], os.environ["REDIS_URL"]]:
         assert value not in output
+    # Its token works for its own run (reporting progress)...
+    assert "HOSTILE-CONTROL 201" in output
+    # ...and the API answered everything else (through the relay when its network is off) with a refusal.
+    assert {a["detail"] for a in report if "with my token as Agent" in a["attempt"]} == {"401"}
     # Its token did not create a task or a worker.
     assert not Task.objects.filter(title="planted by an agent").exists()
 

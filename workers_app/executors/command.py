@@ -33,6 +33,7 @@ class CommandExecutor(Executor):
     def __init__(self, context):
         super().__init__(context)
         self.process = None
+        self.sandbox = None
 
     def _start(self):
         template = self.context.profile.get("command")
@@ -40,14 +41,27 @@ class CommandExecutor(Executor):
             raise ExecutorConfigError("executor profile has no command list")
         argv = render_command(template, self.context) + list(self.context.extra_args)
         environment = agent_environment(self.context)
-        argv, env = sandboxed(argv, context=self.context, env=environment.variables)
-        self.process = AgentProcess(argv, cwd=self.context.workspace, env=env, mask=environment.mask, merge_stderr=True)
+        self.sandbox = sandboxed(argv, context=self.context, env=environment.variables)
+        try:
+            self.process = AgentProcess(
+                self.sandbox.argv,
+                cwd=self.context.workspace,
+                env=self.sandbox.env,
+                mask=environment.mask,
+                merge_stderr=True,
+            )
+        except BaseException:
+            self.sandbox.close()
+            raise
 
     def events(self):
         self._start()
-        for batch in self.process.batches():
-            yield ExecutorEvent("output", "".join(batch)) if batch else TICK
-        code = self.process.wait()
+        try:
+            for batch in self.process.batches():
+                yield ExecutorEvent("output", "".join(batch)) if batch else TICK
+            code = self.process.wait()
+        finally:
+            self.sandbox.close()
         if code == 0:
             yield ExecutorEvent("completed", data={"exit_code": 0})
         else:

@@ -60,23 +60,27 @@ class JsonLinesExecutor(Executor):
     # --- the loop -----------------------------------------------------------
     def events(self):
         environment = agent_environment(self.context)
-        argv, env = sandboxed(self.argv(), context=self.context, env=environment.variables)
-        self.process = AgentProcess(
-            argv,
-            cwd=self.context.workspace,
-            env=env,
-            mask=environment.mask,
-            stdin=True,
-            split_lines=False,
-            max_line_chars=MAX_JSON_LINE_CHARS,
-        )
-        self.on_start()
-        for batch in self.process.batches(limit=200):
-            if not batch:
-                yield TICK
-            for line in batch:
-                yield from self._decode(line)
-        yield self.outcome(self.process.wait())
+        sandbox = sandboxed(self.argv(), context=self.context, env=environment.variables)
+        try:
+            self.process = AgentProcess(
+                sandbox.argv,
+                cwd=self.context.workspace,
+                env=sandbox.env,
+                mask=environment.mask,
+                stdin=True,
+                split_lines=False,
+                max_line_chars=MAX_JSON_LINE_CHARS,
+            )
+            self.on_start()
+            for batch in self.process.batches(limit=200):
+                if not batch:
+                    yield TICK
+                for line in batch:
+                    yield from self._decode(line)
+            exit_code = self.process.wait()
+        finally:
+            sandbox.close()
+        yield self.outcome(exit_code)
 
     def _decode(self, line):
         if line is OVERSIZED:

@@ -15,8 +15,9 @@ Inside, the agent sees:
 
 It does not see other tasks' workspaces, the repository cache, the
 platform's code or ``var/``, or any other file of the host. It keeps the
-network unless the profile says ``"network": false`` (then only the API
-reaches it: see :mod:`workers_app.executors.api_relay`). It runs with no
+network unless the profile says ``"network": false``: then it has a network
+namespace of its own where only the API reaches it, relayed
+(:mod:`workers_app.executors.api_relay`). It runs with no
 capabilities, dies with its worker, and gets only the environment the
 executor built (an allowlist).
 
@@ -28,8 +29,18 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from workers_app.executors.api_relay import (
+    ERR_API_HOST,
+    INSIDE_DIR,
+    SOCKET_NAME,
+    ApiRelay,
+    api_address,
+    is_loopback_or_name,
+)
 from workers_app.executors.base import ExecutorConfigError
 from workers_app.executors.process import require_binary
 
@@ -64,6 +75,7 @@ ETC_FILES = (
     "mime.types",
     "gitconfig",
 )
+RELAY_SCRIPT = str(Path(__file__).resolve().parent / "api_relay.py")
 TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 ERR_UNKNOWN_SANDBOX = "unknown sandbox {name!r} (use bwrap)"
@@ -139,13 +151,53 @@ def bwrap_argv(argv, *, workspace, home, profile, share_net=True, extra_args=())
     return [*args, "--", *argv]
 
 
+@dataclass
+class SandboxedRun:
+    """How to start the agent; :meth:`close` once it has ended."""
+
+    argv: list
+    env: dict
+    relay: ApiRelay | None = None
+    relay_dir: str = ""
+
+    def close(self):
+        if self.relay is not None:
+            self.relay.close()
+            shutil.rmtree(self.relay_dir, ignore_errors=True)
+            self.relay = None
+
+
 def sandboxed(argv, *, context, env):
     """``argv`` and ``env`` as the agent runs them: unchanged without a sandbox."""
     if not sandbox_name(context.profile):
-        return argv, env
+        return SandboxedRun(argv, env)
     # The agent's own binary, checked outside: a missing one is one sentence,
     # not bwrap's execvp error.
     require_binary(argv[0], env.get("PATH"))
     bwrap_check()
     env = {**env, "TMPDIR": "/tmp"}
-    return bwrap_argv(argv, workspace=context.workspace, home=context.home, profile=context.profile), env
+    options = {"workspace": context.workspace, "home": context.home, "profile": context.profile}
+    if context.profile.get("network", True) or not env.get("AGENTVINE_API_URL"):
+        return SandboxedRun(bwrap_argv(argv, **options), env)
+    return _without_network(argv, env, options)
+
+
+def _without_network(argv, env, options):
+    """Its own empty network namespace; only the API is relayed (executors/api_relay.py)."""
+    host, port = api_address(env["AGENTVINE_API_URL"])
+    if not is_loopback_or_name(host):
+        raise ExecutorConfigError(ERR_API_HOST.format(host=host))
+    relay_dir = tempfile.mkdtemp(prefix="agentvine-relay-")
+    hosts = Path(relay_dir) / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost\n::1 localhost ip6-localhost\n127.0.0.1 {host}\n")
+    relay = ApiRelay(env["AGENTVINE_API_URL"], relay_dir)
+    inside_socket = f"{INSIDE_DIR}/{SOCKET_NAME}"
+    extra = ["--ro-bind", relay_dir, INSIDE_DIR, "--ro-bind", str(hosts), "/etc/hosts"]
+    extra += ["--ro-bind", RELAY_SCRIPT, RELAY_SCRIPT]
+    # The relay runs in the background (a non-interactive shell's background
+    # job ignores SIGINT, and it ignores SIGTERM itself); the agent replaces
+    # the shell, so it is the sandbox's main process and its exit ends all.
+    inner = ["/bin/sh", "-c", '"$0" "$1" "$2" "$3" "$4" & shift 4; exec "$@"']
+    inner += [sys.executable, RELAY_SCRIPT, host, str(port), inside_socket, *argv]
+    argv = bwrap_argv(inner, share_net=False, extra_args=extra, **options)
+    return SandboxedRun(argv, env, relay=relay, relay_dir=relay_dir)
