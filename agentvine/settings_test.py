@@ -84,6 +84,8 @@ os.environ.setdefault(
                 "network": False,
                 "sandbox_read_only": [str(_DEMO_AGENT)],
             },
+            # Prints its whole environment.
+            "printenv": {"type": "command", "command": ["printenv"]},
             # SIGKILLs the worker process running it, every time (poison work).
             "poison": {"type": "command", "command": ["sh", "-c", "echo crashing my worker; kill -9 $PPID"]},
         }

@@ -127,7 +127,7 @@ SANDBOX_ATTEMPTS = (
 
 @pytest.mark.parametrize("profile", ["hostile", "hostile-bwrap"])
 def test_hostile_agent_reaches_no_platform_secret_and_its_token_only_its_own_run(
-    celery_worker_factory, api_server, operator, worker_as_deployed, profile
+    celery_worker_factory, api_server, operator, worker_as_deployed, profile, client
 ):
     platform_secrets = {
         "SECRET_KEY": "django-insecure-" + secrets.token_hex(16),
@@ -193,3 +193,6 @@ def test_hostile_agent_reaches_no_platform_secret_and_its_token_only_its_own_run
     published = [json.dumps(event.payload) for event in LiveEvent.objects.filter(type="execution.output")]
     assert any("[secret HOSTILE_NAMED_SECRET]" in payload for payload in published)
     assert not any(named_value in payload for payload in published)
+    client.force_login(operator)
+    page = client.get(f"/tasks/{task.id}/").content.decode()
+    assert f"[secret {NAMED_SECRET}]" in page and named_value not in page

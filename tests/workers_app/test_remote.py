@@ -67,6 +67,7 @@ def remote_factory(live_server, operator, tmp_path):
         started.append(proc)
         return proc
 
+    start.key = key
     yield start
     for proc in started:
         if proc.process.poll() is None:
@@ -99,6 +100,21 @@ def test_remote_worker_runs_the_demo_agent_end_to_end(remote_factory, operator):
     assert worker.status == WorkerStatus.OFFLINE
     result = Path(settings.AGENTVINE_WORKSPACE_ROOT) / str(task.pk) / "AGENTVINE_RESULT.md"
     assert "Task: Remote greeting" in result.read_text()
+
+
+def test_remote_workers_agent_gets_the_allowlist_not_the_remote_workers_tokens(remote_factory, operator):
+    task = task_create(title="Show me", executor="printenv", created_by=operator)
+    operator_key = remote_factory.key
+
+    remote = remote_factory("remote-env", "--max-orders", "1", "--poll", "0.2", env={"PROVIDER_KEY": "sk-unnamed"})
+    assert remote.wait(timeout=60) == 0, remote.output()
+
+    output = execution_output(execution=Task.objects.get(pk=task.pk).executions.get())
+    names = {line.split("=", 1)[0] for line in output.splitlines() if "=" in line}
+    assert {"PATH", "HOME", "AGENTVINE_TOKEN", "AGENTVINE_API_URL"} <= names
+    for leaked in ("AGENTVINE_OPERATOR_TOKEN", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "PROVIDER_KEY"):
+        assert leaked not in names
+    assert operator_key not in output and "sk-unnamed" not in output
 
 
 def test_remote_worker_agent_asks_a_human_and_uses_the_answer(remote_factory, operator):
