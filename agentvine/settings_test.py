@@ -26,7 +26,6 @@ os.environ.setdefault("AGENTVINE_VAR_DIR", "/tmp/agentvine-test-var")
 # of local paths is tested by turning this off (tests/api/test_repositories.py).
 os.environ.setdefault("AGENTVINE_REPOSITORY_ALLOW_LOCAL", "true")
 _VAR = Path(os.environ["AGENTVINE_VAR_DIR"])
-_DEMO_AGENT = _TESTS.parent / "workers_app" / "demo_agent.py"
 os.environ.setdefault(
     "AGENTVINE_EXECUTORS_JSON",
     json.dumps(
@@ -75,14 +74,13 @@ os.environ.setdefault(
                 "network": False,
                 "sandbox_read_only": [str(_TESTS / "agents")],
             },
-            # The demo agent (it asks through agentvine-ask) sandboxed without network.
-            "demo-offline": {
+            # Asks a human from a sandbox without network (tests/agents/offline_asker.py).
+            "ask-offline": {
                 "type": "command",
-                "command": ["{python}", str(_DEMO_AGENT), "--workspace", "{workspace}", "--prompt", "{prompt}"],
-                "env": {"AGENTVINE_DEMO_STEPS": "1", "AGENTVINE_DEMO_STEP_SECONDS": "0.1"},
+                "command": [sys.executable, str(_TESTS / "agents" / "offline_asker.py")],
                 "sandbox": "bwrap",
                 "network": False,
-                "sandbox_read_only": [str(_DEMO_AGENT)],
+                "sandbox_read_only": [str(_TESTS / "agents")],
             },
             # Prints its whole environment.
             "printenv": {"type": "command", "command": ["printenv"]},

@@ -1,5 +1,6 @@
-"""A sandboxed agent without network still asks a human: the demo agent in
-bwrap with ``"network": false``, through a real Celery worker and daphne."""
+"""A sandboxed agent without network still asks a human: an agent in bwrap
+with ``"network": false`` (tests/agents/offline_asker.py), through a real
+Celery worker and daphne."""
 
 import pytest
 
@@ -22,9 +23,7 @@ def api_server(transactional_db, tmp_path):
 
 def test_offline_sandboxed_agent_asks_through_the_api_relay(celery_worker_factory, api_server, operator):
     celery_worker_factory(concurrency=1, extra_env={"AGENTVINE_API_URL": api_server.url})
-    task = task_create(
-        title="pick a colour", description="ASK: Which colour?", executor="demo-offline", created_by=operator
-    )
+    task = task_create(title="pick a colour", executor="ask-offline", created_by=operator)
 
     question = wait_for(lambda: selectors.pending_questions().filter(task=task).first(), message="the question")
     services.question_answer(
@@ -33,4 +32,5 @@ def test_offline_sandboxed_agent_asks_through_the_api_relay(celery_worker_factor
 
     wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, message="completion")
     output = execution_output(execution=task.executions.get())
-    assert "demo agent: answer: teal" in output
+    assert "network: unreachable" in output
+    assert "answer: teal" in output
