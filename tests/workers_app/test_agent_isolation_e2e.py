@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from agentvine.security import process_protect
 from chat_app.models import LiveEvent
 from tasks_app.models import Task, TaskStatus
 from tasks_app.selectors import execution_output
@@ -77,6 +78,11 @@ def worker_as_deployed(tmp_path):
     """(wrapper, workspace root) to start the worker as an unprivileged user."""
     root = Path(tempfile.mkdtemp(prefix="agentvine-isolation-"))
     if os.geteuid() != 0:
+        # Already unprivileged, and the worker's parent is this test process,
+        # standing where a service manager would: made non-dumpable like the
+        # worker, so the test database URL in its environment is not taken for
+        # something the worker leaked.
+        process_protect()
         yield None, root
     else:
         os.chown(root, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
