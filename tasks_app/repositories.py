@@ -96,3 +96,13 @@ def repository_url_check(url):
         return
     if not any(fnmatch.fnmatchcase(url, pattern) for pattern in settings.AGENTVINE_REPOSITORY_ALLOW):
         raise ValidationFailed(ERR_NOT_ALLOWED, field=FIELD)
+
+
+def repository_url_redacted(url):
+    """``url`` for display: credentials a task stored before they were
+    refused are replaced by ``***``."""
+    if "://" not in url or "@" not in url.split("://", 1)[1].split("/", 1)[0]:
+        return url
+    scheme, rest = url.split("://", 1)
+    host_part, slash, path = rest.partition("/")
+    return f"{scheme}://***@{host_part.rpartition('@')[2]}{slash}{path}"

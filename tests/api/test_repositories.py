@@ -144,3 +144,23 @@ def test_admin_edit_of_a_task_follows_the_same_policy(production_policy, admin_c
     assert repositories.ERR_CREDENTIALS in response.content.decode()
     task.refresh_from_db()
     assert task.repository_url == ""
+
+
+def test_credentials_a_task_stored_before_they_were_refused_are_never_shown(operator_client, client, operator):
+    from tests.factories import make_task
+
+    task = make_task(title="legacy", repository_url="https://github.com/acme/app.git")
+    Task.objects.filter(pk=task.pk).update(repository_url=f"https://oauth2:{TOKEN}@github.com/acme/app.git")
+    client.force_login(operator)
+
+    responses = [
+        operator_client.get(f"/api/v1/tasks/{task.pk}/"),
+        operator_client.get("/api/v1/tasks/"),
+        client.get(reverse("task-detail", kwargs={"task_id": task.pk})),
+        client.get(reverse("task-list")),
+    ]
+
+    assert responses[0].json()["repository_url"] == "https://***@github.com/acme/app.git"
+    for response in responses:
+        assert response.status_code == 200
+        assert TOKEN not in response.content.decode()
