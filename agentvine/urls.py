@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from chat_app import views as chat_views
 from tasks_app import views as task_views
@@ -8,6 +10,8 @@ from workers_app import views as worker_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Browsers ask for it on every page without a <link rel="icon"> (the admin's).
+    path("favicon.ico", RedirectView.as_view(url=static("agentvine/favicon.svg"), permanent=True)),
     path("api/v1/chat/", include("chat_app.urls")),
     path("api/v1/", include("agentvine.api_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
