@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz, answered before host validation (agentvine/health.py).
+    "agentvine.health.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves static files from the ASGI app itself (daphne has no static
     # server); finders mean no collectstatic step for the embedded default.
@@ -357,6 +359,10 @@ AGENTVINE_API_URL = env.str("AGENTVINE_API_URL", default="http://127.0.0.1:8000"
 AGENTVINE_LIVE_EVENT_RETENTION_HOURS = env.float("AGENTVINE_LIVE_EVENT_RETENTION_HOURS", default=24.0)
 # How long one long-poll for an answer waits before the agent asks again.
 AGENTVINE_ASK_POLL_SECONDS = env.float("AGENTVINE_ASK_POLL_SECONDS", default=25.0)
+
+# --- Observability (agentvine/health.py, metrics.py, logging.py) ---------------
+# Each part /readyz asks must answer within this many seconds.
+AGENTVINE_READY_TIMEOUT_SECONDS = env.float("AGENTVINE_READY_TIMEOUT_SECONDS", default=2.0)
 
 LOGGING = {
     "version": 1,

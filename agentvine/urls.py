@@ -2,11 +2,15 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from agentvine import health
 from chat_app import views as chat_views
 from tasks_app import views as task_views
 from workers_app import views as worker_views
 
 urlpatterns = [
+    # Probes: agentvine/health.py (answered before host validation).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/chat/", include("chat_app.urls")),
     path("api/v1/", include("agentvine.api_urls")),

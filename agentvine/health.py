@@ -1,0 +1,128 @@
+"""Probes for load balancers, docker compose and Kubernetes.
+
+``/healthz`` answers while the process serves requests and touches nothing
+else, so a database outage never gets healthy web processes restarted.
+``/readyz`` asks every part a request needs (PostgreSQL, Redis, the Celery
+broker when it is not that Redis, the channel layer) in parallel, each within
+``AGENTVINE_READY_TIMEOUT_SECONDS``, and answers 503 naming the parts that did
+not answer. Both are unauthenticated: they say only which part is failing and
+the class of its error, never an address, a message or a count.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from django.conf import settings
+from django.http import JsonResponse
+
+HEALTH_PATHS = ("/healthz", "/readyz")
+CHANNEL_LAYER_PROBE_GROUP = "agentvine.readiness"
+
+# Probes run in these threads so one that hangs (a black-holed address) costs
+# its deadline, not the request's thread. A probe that overruns keeps its
+# thread until its own socket timeouts end it; the pool's size bounds how many
+# such stragglers a process can accumulate.
+_probe_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentvine-readiness")
+
+
+def _check_postgresql(timeout):
+    from django.db import connections
+
+    connection = connections["default"]
+    try:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # A server that accepts the connection but hangs in a query
+                # (a lock on the catalog, a full disk) must fail the probe too.
+                cursor.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    finally:
+        # The probe thread's connection goes back (to the web process's pool,
+        # or closed), never kept by a thread that may not run again.
+        connection.close()
+
+
+def _check_redis(timeout, url=None):
+    import redis
+
+    client = redis.Redis.from_url(url or settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _check_broker(timeout):
+    from kombu import Connection
+
+    with Connection(settings.CELERY_BROKER_URL, connect_timeout=timeout) as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+
+
+def _check_channel_layer(timeout):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("no channel layer configured")
+    # A publish on the layer's own connection (nobody listens to this group):
+    # the path every live event takes.
+    async_to_sync(layer.group_send)(CHANNEL_LAYER_PROBE_GROUP, {"type": "readiness.probe"})
+
+
+def readiness_checks():
+    """Name → probe for every part this deployment's requests depend on."""
+    checks = {"postgresql": _check_postgresql, "redis": _check_redis}
+    if settings.CELERY_BROKER_URL != settings.REDIS_URL:
+        checks["broker"] = _check_broker
+    checks["channel_layer"] = _check_channel_layer
+    return checks
+
+
+def readiness(timeout=None):
+    """``(ready, {part: "ok" | "timeout" | error class})``, within ``timeout`` seconds."""
+    timeout = timeout if timeout is not None else settings.AGENTVINE_READY_TIMEOUT_SECONDS
+    futures = {name: _probe_threads.submit(check, timeout) for name, check in readiness_checks().items()}
+    results = {}
+    for name, future in futures.items():
+        try:
+            # The probes run in parallel: waiting for each in turn still ends
+            # within about one deadline overall.
+            future.result(timeout=timeout)
+            results[name] = "ok"
+        except FutureTimeout:
+            results[name] = "timeout"
+        except Exception as exc:
+            results[name] = type(exc).__name__
+    return all(value == "ok" for value in results.values()), results
+
+
+def healthz(request):
+    return JsonResponse({"status": "alive"})
+
+
+def readyz(request):
+    ready, results = readiness()
+    if ready:
+        return JsonResponse({"status": "ready", "checks": results})
+    failing = [name for name, value in results.items() if value != "ok"]
+    return JsonResponse({"status": "unavailable", "failing": failing, "checks": results}, status=503)
+
+
+class HealthProbeMiddleware:
+    """Answers the probes before any other middleware.
+
+    A probe reaches the process by its address (a pod IP, a container name),
+    which ``ALLOWED_HOSTS`` rightly refuses for everything else; the probes
+    build no links and read no session, so the host does not matter to them.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path in HEALTH_PATHS and request.method in ("GET", "HEAD"):
+            return healthz(request) if request.path == "/healthz" else readyz(request)
+        return self.get_response(request)
