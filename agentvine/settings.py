@@ -363,6 +363,8 @@ AGENTVINE_ASK_POLL_SECONDS = env.float("AGENTVINE_ASK_POLL_SECONDS", default=25.
 # --- Observability (agentvine/health.py, metrics.py, logging.py) ---------------
 # Each part /readyz asks must answer within this many seconds.
 AGENTVINE_READY_TIMEOUT_SECONDS = env.float("AGENTVINE_READY_TIMEOUT_SECONDS", default=2.0)
+# Bearer token a Prometheus scraper sends to /metrics (signed-in operators need none).
+AGENTVINE_METRICS_TOKEN = env.str("AGENTVINE_METRICS_TOKEN", default="")
 
 LOGGING = {
     "version": 1,

@@ -3,14 +3,16 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from agentvine import health
+from agentvine import metrics as metrics_views
 from chat_app import views as chat_views
 from tasks_app import views as task_views
 from workers_app import views as worker_views
 
 urlpatterns = [
-    # Probes: agentvine/health.py (answered before host validation).
+    # Probes and Prometheus: agentvine/health.py (answered before host validation), agentvine/metrics.py.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/chat/", include("chat_app.urls")),
     path("api/v1/", include("agentvine.api_urls")),

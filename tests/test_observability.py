@@ -11,21 +11,54 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import redis
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
+from agentvine import metrics
 from tests.conftest import TestDatabaseProcess as DatabaseProcess
 from tests.conftest import wait_for
+
+METRICS_TOKEN = "metrics-test-token-0123456789"
 
 
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def parse(text):
+    """{(sample name, frozenset(labels)): value} of an exposition."""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples[(name, frozenset(labels.items()))]
+
+
+@pytest.fixture
+def metrics_token(settings):
+    settings.AGENTVINE_METRICS_TOKEN = METRICS_TOKEN
+    return METRICS_TOKEN
+
+
+def scrape(client):
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=")
+    return parse(response.content.decode())
 
 
 # --- /healthz and /readyz -------------------------------------------------------
@@ -227,6 +260,125 @@ def test_daphne_readyz_follows_its_postgresql_going_away_and_back(tmp_path):
     finally:
         server.stop()
         cluster.remove()
+
+
+# --- /metrics: who may scrape -----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_metrics_refuses_a_scrape_without_credentials(client, metrics_token):
+    response = client.get("/metrics")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="agentvine-metrics"'
+    assert b"agentvine_" not in response.content
+
+
+@pytest.mark.django_db
+def test_metrics_refuses_a_wrong_token(client, metrics_token):
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token")
+    assert response.status_code == 401
+    assert b"agentvine_" not in response.content
+
+
+@pytest.mark.django_db
+def test_metrics_refuses_any_token_when_none_is_configured(client, settings):
+    settings.AGENTVINE_METRICS_TOKEN = ""
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 401
+
+
+@pytest.mark.django_db
+def test_metrics_refuses_a_signed_in_non_operator(client, django_user_model, metrics_token):
+    client.force_login(django_user_model.objects.create_user(username="visitor", password="visitor-pass-123"))
+    assert client.get("/metrics").status_code == 403
+
+
+@pytest.mark.django_db
+def test_metrics_serves_a_signed_in_operator(client, operator):
+    client.force_login(operator)
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert ("agentvine_queue_depth", frozenset({("priority", "high")})) in parse(response.content.decode())
+
+
+# --- /metrics: values -----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_metrics_report_queue_work_orders_workers_questions_usage_from_the_database(
+    client, metrics_token, worker, operator
+):
+    from chat_app.services import operator_profile, question_answer, question_ask
+    from queue_app import services as queue_services
+    from tasks_app.services import execution_record_usage, task_create
+
+    before = scrape(client)
+    high = task_create(title="urgent", priority="high", executor="codex-replay")
+    for _ in range(2):
+        task_create(title="later", priority="low")
+    type(high).objects.filter(pk=high.pk).update(created_at=timezone.now() - timedelta(seconds=30))
+    work_order = queue_services.work_order_claim(worker=worker, work_order_id=high.work_orders.get().id)
+    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
+    execution_record_usage(execution=execution, input_tokens=1200, output_tokens=300, cost_usd=Decimal("0.0125"))
+    asked = question_ask(work_order=work_order, text="Which database?")
+    question_ask(work_order=work_order, text="Which branch?")
+    question_answer(question=asked, answer_text="PostgreSQL", answered_by=operator_profile(user=operator))
+
+    samples = scrape(client)
+    assert value(samples, "agentvine_queue_depth", priority="low") == 2
+    assert value(samples, "agentvine_queue_depth", priority="high") == 0
+    assert value(samples, "agentvine_queue_oldest_wait_seconds", priority="low") >= 0
+    assert value(samples, "agentvine_queue_oldest_wait_seconds", priority="normal") == 0
+    assert value(samples, "agentvine_work_orders", status="queued") == 2
+    assert value(samples, "agentvine_work_orders", status="waiting") == 1
+    assert value(samples, "agentvine_work_orders", status="dead") == 0
+    assert value(samples, "agentvine_workers", status="waiting") == 1
+    assert value(samples, "agentvine_worker_heartbeat_age_seconds", status="waiting") < 5
+    assert value(samples, "agentvine_runs_active", executor="codex-replay") == 1
+    assert value(samples, "agentvine_agent_tokens_total", executor="codex-replay", direction="input") == 1200
+    assert value(samples, "agentvine_agent_tokens_total", executor="codex-replay", direction="output") == 300
+    assert value(samples, "agentvine_agent_cost_usd_total", executor="codex-replay") == pytest.approx(0.0125)
+    assert value(samples, "agentvine_questions_waiting") == 1
+    assert value(samples, "agentvine_question_answer_latency_seconds_count") == 1
+    assert value(samples, "agentvine_question_answer_latency_seconds_bucket", le="10.0") == 1
+    # The task was created 30 s before its claim: one first run, in the (10, 60] s buckets.
+    assert value(samples, "agentvine_dispatch_latency_seconds_count") == 1
+    assert value(samples, "agentvine_dispatch_latency_seconds_bucket", le="10.0") == 0
+    assert value(samples, "agentvine_dispatch_latency_seconds_bucket", le="60.0") == 1
+    assert 30 <= value(samples, "agentvine_dispatch_latency_seconds_sum") < 40
+    assert value(samples, "agentvine_live_events_total") > value(before, "agentvine_live_events_total")
+
+    queue_services.work_order_set_waiting(work_order=work_order, worker=worker, waiting=False)
+    queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+    samples = scrape(client)
+    assert value(samples, "agentvine_run_duration_seconds_count", executor="codex-replay", outcome="completed") == 1
+    assert (
+        value(samples, "agentvine_run_duration_seconds_bucket", executor="codex-replay", outcome="completed", le="1.0")
+        == 1
+    )
+    assert value(samples, "agentvine_runs_active", executor="codex-replay") == 0
+    assert value(samples, "agentvine_work_orders", status="completed") == 1
+
+
+# Transactional: the slot's before-task connection check (workers_app/slots.py)
+# closes connections, which a test transaction would not survive.
+@pytest.mark.django_db(transaction=True)
+def test_guardian_findings_are_counted_across_processes(client, metrics_token, worker, redis_client):
+    from workers_app.tasks import guard_stalled_workers
+
+    redis_client.delete(metrics.GUARDIAN_COUNTERS_KEY)
+    type(worker).objects.filter(pk=worker.pk).update(last_heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    # Through Celery's signals, as in the guardians' worker process.
+    guard_stalled_workers.apply()
+    guard_stalled_workers.apply()  # finds nothing more: counts stay
+
+    samples = scrape(client)
+    assert value(samples, "agentvine_guardian_findings_total", guardian="stalled_workers", finding="offline") == 1
+    assert (
+        "agentvine_guardian_findings_total",
+        frozenset({("guardian", "stalled_workers"), ("finding", "requeued")}),
+    ) not in samples
+    assert value(samples, "agentvine_workers", status="offline") == 1
 
 
 @pytest.mark.e2e
