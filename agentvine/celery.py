@@ -9,6 +9,32 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+# --- Logs (agentvine/logging.py): Celery sets up its own handlers; ours
+# only change their format and demote the guardians' routine ticks. --------
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _configure_log_handlers(logger=None, **kwargs):
+    from django.conf import settings
+
+    from agentvine.logging import configure_handlers
+
+    configure_handlers(logger.handlers, json_format=settings.AGENTVINE_LOG_FORMAT == "json")
+
+
+@signals.task_prerun.connect
+def _bind_task_log_context(task_id=None, task=None, args=None, kwargs=None, **extra):
+    from agentvine.logging import task_context_enter
+
+    task_context_enter(task_id=task_id, task=task, args=args or (), kwargs=kwargs or {})
+
+
+@signals.task_postrun.connect
+def _unbind_task_log_context(task_id=None, **extra):
+    from agentvine.logging import task_context_leave
+
+    task_context_leave(task_id=task_id)
+
+
 # --- Metrics (agentvine/metrics.py): what a guardian found is recorded
 # nowhere else. --------------------------------------------------------------
 @signals.task_postrun.connect

@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # /healthz and /readyz, answered before host validation (agentvine/health.py).
     "agentvine.health.HealthProbeMiddleware",
+    # Binds a request id to every log line of the request (agentvine/logging.py).
+    "agentvine.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves static files from the ASGI app itself (daphne has no static
     # server); finders mean no collectstatic step for the embedded default.
@@ -365,11 +367,25 @@ AGENTVINE_ASK_POLL_SECONDS = env.float("AGENTVINE_ASK_POLL_SECONDS", default=25.
 AGENTVINE_READY_TIMEOUT_SECONDS = env.float("AGENTVINE_READY_TIMEOUT_SECONDS", default=2.0)
 # Bearer token a Prometheus scraper sends to /metrics (signed-in operators need none).
 AGENTVINE_METRICS_TOKEN = env.str("AGENTVINE_METRICS_TOKEN", default="")
+# "json": one JSON object per log line, with the ids of the request or run it
+# belongs to; "text" (the default): plain lines.
+AGENTVINE_LOG_FORMAT = env.str("AGENTVINE_LOG_FORMAT", default="text").lower()
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "text": {"format": "[%(asctime)s: %(levelname)s/%(name)s] %(message)s"},
+        "json": {"()": "agentvine.logging.JsonFormatter"},
+    },
+    "filters": {"routine": {"()": "agentvine.logging.RoutineFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if AGENTVINE_LOG_FORMAT == "json" else "text",
+            "filters": ["routine"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }

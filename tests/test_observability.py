@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,9 +20,11 @@ import pytest
 import redis
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db.models import Sum
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from agentvine import logging as agentvine_logging
 from agentvine import metrics
 from tests.conftest import TestDatabaseProcess as DatabaseProcess
 from tests.conftest import wait_for
@@ -379,6 +382,160 @@ def test_guardian_findings_are_counted_across_processes(client, metrics_token, w
         frozenset({("guardian", "stalled_workers"), ("finding", "requeued")}),
     ) not in samples
     assert value(samples, "agentvine_workers", status="offline") == 1
+
+
+# --- Structured logs -------------------------------------------------------------------
+
+
+def _json_logger(name):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(agentvine_logging.JsonFormatter())
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return logger, handler, stream
+
+
+def _lines(stream):
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_carry_the_bound_ids_extra_fields_and_exceptions():
+    logger, handler, stream = _json_logger("tests.json")
+    try:
+        with agentvine_logging.bound(work_order_id="wo-1", task_id="t-1"):
+            logger.info("claimed %s", "it", extra={"attempt": 2})
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError:
+                logger.exception("run crashed")
+        logger.info("outside")
+    finally:
+        logging.getLogger("tests.json").removeHandler(handler)
+    first, second, third = _lines(stream)
+    assert first["message"] == "claimed it"
+    assert first["level"] == "INFO"
+    assert first["logger"] == "tests.json"
+    assert first["work_order_id"] == "wo-1" and first["task_id"] == "t-1"
+    assert first["attempt"] == 2
+    assert first["ts"].endswith("+00:00")
+    assert "RuntimeError: boom" in second["exc_info"]
+    assert "work_order_id" not in third
+
+
+@pytest.mark.django_db
+def test_request_id_is_bound_to_the_request_lines_and_returned(client, metrics_token):
+    logger, handler, stream = _json_logger("django.request")
+    try:
+        refused = client.get("/metrics", HTTP_X_REQUEST_ID="req-abc.123")
+        generated = client.get("/metrics", HTTP_X_REQUEST_ID="bad id\nwith newline")
+    finally:
+        logging.getLogger("django.request").removeHandler(handler)
+    assert refused["X-Request-ID"] == "req-abc.123"
+    assert generated["X-Request-ID"] != "bad id\nwith newline" and len(generated["X-Request-ID"]) == 32
+    lines = _lines(stream)
+    # Django logs each 401 after the middleware chain: still inside the request.
+    assert [line["request_id"] for line in lines] == ["req-abc.123", generated["X-Request-ID"]]
+    assert agentvine_logging.log_context() == {}
+
+
+def _record(name, msg, args=(), **attributes):
+    record = logging.LogRecord(name, logging.INFO, __file__, 1, msg, args, None)
+    record.__dict__.update(attributes)
+    return record
+
+
+def test_guardian_ticks_that_found_nothing_are_debug_and_findings_stay_info():
+    routine = agentvine_logging.RoutineFilter()
+    tick = {"name": "workers_app.guard_lost_dispatches", "id": "x", "return_value": "{'dispatched': 0}"}
+    found = {**tick, "return_value": "{'dispatched': 3}"}
+    agent = {"name": "queue_app.execute_work_order", "id": "y", "return_value": "None"}
+    sent = _record(
+        "celery.beat", "Scheduler: Sending due task %s (%s)", ("guard-lost", "workers_app.guard_lost_dispatches")
+    )
+    received = _record("celery.worker.strategy", "Task %(name)s[%(id)s] received", (tick,), data=tick)
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        assert not routine.filter(sent)
+        assert not routine.filter(received)
+        assert not routine.filter(_record("celery.app.trace", "Task %(name)s[%(id)s] succeeded", (tick,), data=tick))
+        assert routine.filter(_record("celery.app.trace", "Task %(name)s[%(id)s] succeeded", (found,), data=found))
+        assert routine.filter(_record("celery.app.trace", "Task %(name)s[%(id)s] succeeded", (agent,), data=agent))
+        root.setLevel(logging.DEBUG)
+        shown = _record("celery.app.trace", "Task %(name)s[%(id)s] succeeded", (tick,), data=tick)
+        assert routine.filter(shown) and shown.levelname == "DEBUG"
+    finally:
+        root.setLevel(level)
+
+
+# --- Real processes: a run's JSON lines and metrics; the worker probe ------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(celery_worker_factory, tmp_path):
+    from queue_app.models import WorkOrder
+    from tasks_app.models import Execution, TaskStatus
+    from tasks_app.services import task_create
+
+    server = _daphne(tmp_path, {"AGENTVINE_METRICS_TOKEN": METRICS_TOKEN})
+    try:
+        auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        assert _get(f"{server.url}/metrics")[0] == 401
+        status, text = _get(f"{server.url}/metrics", auth)
+        assert status == 200
+        before = parse(text)
+
+        worker = celery_worker_factory(concurrency=1, extra_env={"AGENTVINE_LOG_FORMAT": "json"})
+        done = task_create(title="usage please", executor="codex-replay")
+        failed = task_create(title="break", executor="fail", max_retries=1)
+        wait_for(
+            lambda: (
+                {t.status for t in type(done).objects.filter(pk__in=[done.pk, failed.pk])}
+                == {TaskStatus.COMPLETED, TaskStatus.FAILED}
+            ),
+            timeout=60,
+            message="both finished",
+        )
+        status, text = _get(f"{server.url}/metrics", auth)
+        after = parse(text)
+    finally:
+        server.stop()
+
+    def moved(name, **labels):
+        return value(after, name, **labels) - before.get((name, frozenset(labels.items())), 0)
+
+    assert moved("agentvine_run_duration_seconds_count", executor="codex-replay", outcome="completed") == 1
+    assert moved("agentvine_run_duration_seconds_count", executor="fail", outcome="failed") == 2
+    assert moved("agentvine_dispatch_latency_seconds_count") == 2
+    assert moved("agentvine_work_orders", status="completed") == 1
+    assert moved("agentvine_work_orders", status="dead") == 1
+    usage = Execution.objects.filter(task=done).aggregate(
+        i=Sum("input_tokens"), o=Sum("output_tokens"), c=Sum("cost_usd")
+    )
+    assert usage["i"] > 0
+    assert moved("agentvine_agent_tokens_total", executor="codex-replay", direction="input") == usage["i"]
+    assert moved("agentvine_agent_tokens_total", executor="codex-replay", direction="output") == usage["o"]
+    assert moved("agentvine_agent_cost_usd_total", executor="codex-replay") == pytest.approx(float(usage["c"]))
+    assert value(after, "agentvine_workers", status="idle") == 1
+
+    # The worker's lines are JSON, and those of the run carry its ids.
+    lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    assert lines, worker.output()
+    work_order = WorkOrder.objects.get(task=done)
+    succeeded = [
+        line
+        for line in lines
+        if line["logger"] == "celery.app.trace" and line.get("work_order_id") == str(work_order.pk)
+    ]
+    assert succeeded, lines
+    assert succeeded[0]["task_id"] == str(done.pk)
+    assert succeeded[0]["celery_task"] == "queue_app.execute_work_order"
+    assert succeeded[0]["worker"] == work_order.worker.name
 
 
 @pytest.mark.e2e
