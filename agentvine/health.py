@@ -25,7 +25,7 @@ CHANNEL_LAYER_PROBE_GROUP = "agentvine.readiness"
 _probe_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentvine-readiness")
 
 
-def _check_postgresql(timeout):
+def _check_database(timeout):
     from django.db import connections
 
     connection = connections["default"]
@@ -74,7 +74,10 @@ def _check_channel_layer(timeout):
 
 def readiness_checks():
     """Name → probe for every part this deployment's requests depend on."""
-    checks = {"postgresql": _check_postgresql, "redis": _check_redis}
+    from django.db import connections
+
+    # Named by vendor: "postgresql" in production, "sqlite" on the embedded default.
+    checks = {connections["default"].vendor: _check_database, "redis": _check_redis}
     if settings.CELERY_BROKER_URL != settings.REDIS_URL:
         checks["broker"] = _check_broker
     checks["channel_layer"] = _check_channel_layer
