@@ -9,7 +9,8 @@ they only grow while rows are kept; gauges are the state now.
 
 The few events no row remembers (what a guardian found) are counted in one
 Redis hash by the process that saw them (``count_guardian_findings``), and
-read back at scrape time. The web process adds its own ``process_*`` and
+read back at scrape time, with the number of live WebSocket clients (their
+pub/sub channels on the channel layer's Redis). The web process adds its own ``process_*`` and
 ``python_*`` metrics.
 
 Each scrape runs about ten aggregate queries; on a month of history
@@ -284,8 +285,8 @@ class DatabaseCollector:
         )
 
 
-class RedisCounterCollector:
-    """Counts of what no row records, kept in Redis by the processes that saw them."""
+class RedisCollector:
+    """What Redis knows across every process: guardian findings, live WebSocket clients."""
 
     def collect(self):
         from agentvine.redis_client import shared_redis
@@ -296,15 +297,31 @@ class RedisCounterCollector:
             "lost doorbells re-rung, sessions terminated, runs preempted).",
             labels=["guardian", "finding"],
         )
+        clients = GaugeMetricFamily(
+            "agentvine_websocket_clients", "WebSocket clients connected to the live layer, across all web processes."
+        )
         try:
-            counts = shared_redis().hgetall(GUARDIAN_COUNTERS_KEY)
+            client = shared_redis()
+            counts = client.hgetall(GUARDIAN_COUNTERS_KEY)
+            # Every consumer of a socket holds one pub/sub channel of its own
+            # on the layer's Redis (channels_redis' RedisPubSubChannelLayer:
+            # "<prefix>specific.<id>"), dropped when the socket closes or its
+            # process dies: their number is the number of sockets.
+            connected = len(client.pubsub_channels(f"{_channel_layer_prefix()}specific.*"))
         except Exception:
-            logger.warning("guardian counters unavailable: Redis did not answer", exc_info=True)
-            counts = {}
+            logger.warning("Redis did not answer a scrape", exc_info=True)
+            return
         for field, value in sorted(counts.items()):
             guardian, _, finding = field.decode().partition("|")
             findings.add_metric([guardian, finding], int(value))
         yield findings
+        clients.add_metric([], connected)
+        yield clients
+
+
+def _channel_layer_prefix():
+    config = settings.CHANNEL_LAYERS.get("default", {}).get("CONFIG", {})
+    return config.get("prefix", "asgi")
 
 
 def count_guardian_findings(*, task_name, result):
@@ -327,7 +344,7 @@ def count_guardian_findings(*, task_name, result):
 
 
 registry = CollectorRegistry(auto_describe=False)
-for _collector in (DatabaseCollector(), RedisCounterCollector()):
+for _collector in (DatabaseCollector(), RedisCollector()):
     registry.register(_collector)
 ProcessCollector(registry=registry)
 PlatformCollector(registry=registry)

@@ -1,5 +1,6 @@
 """Probes, /metrics and structured logs (agentvine/health.py, metrics.py, logging.py)."""
 
+import asyncio
 import io
 import json
 import logging
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db.models import Sum
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect as ws_connect
 
 from agentvine import logging as agentvine_logging
 from agentvine import metrics
@@ -475,9 +478,19 @@ def test_guardian_ticks_that_found_nothing_are_debug_and_findings_stay_info():
 # --- Real processes: a run's JSON lines and metrics; the worker probe ------------------
 
 
+async def _scrape_while_watching(server, cookie, auth):
+    socket_url = server.url.replace("http://", "ws://") + "/ws/activity/"
+    async with ws_connect(socket_url, additional_headers={"Cookie": cookie}, origin=server.url, open_timeout=5):
+        status, text = await asyncio.to_thread(_get, f"{server.url}/metrics", auth)
+    assert status == 200
+    return parse(text)
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(celery_worker_factory, tmp_path):
+def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(
+    celery_worker_factory, tmp_path, client, operator
+):
     from queue_app.models import WorkOrder
     from tasks_app.models import Execution, TaskStatus
     from tasks_app.services import task_create
@@ -501,8 +514,17 @@ def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(c
             timeout=60,
             message="both finished",
         )
-        status, text = _get(f"{server.url}/metrics", auth)
-        after = parse(text)
+        # An operator watching the activity feed is one WebSocket client.
+        client.force_login(operator)
+        name = django_settings.SESSION_COOKIE_NAME
+        cookie = f"{name}={client.cookies[name].value}"
+        after = asyncio.run(_scrape_while_watching(server, cookie, auth))
+        # Its pub/sub channel goes when daphne has seen the socket close.
+        wait_for(
+            lambda: value(parse(_get(f"{server.url}/metrics", auth)[1]), "agentvine_websocket_clients") == 0,
+            timeout=10,
+            message="socket gone from the count",
+        )
     finally:
         server.stop()
 
@@ -522,6 +544,7 @@ def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(c
     assert moved("agentvine_agent_tokens_total", executor="codex-replay", direction="output") == usage["o"]
     assert moved("agentvine_agent_cost_usd_total", executor="codex-replay") == pytest.approx(float(usage["c"]))
     assert value(after, "agentvine_workers", status="idle") == 1
+    assert value(after, "agentvine_websocket_clients") == 1
 
     # The worker's lines are JSON, and those of the run carry its ids.
     lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
