@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -385,6 +386,23 @@ def test_guardian_findings_are_counted_across_processes(client, metrics_token, w
         frozenset({("guardian", "stalled_workers"), ("finding", "requeued")}),
     ) not in samples
     assert value(samples, "agentvine_workers", status="offline") == 1
+
+
+@pytest.mark.django_db
+def test_the_grafana_dashboard_queries_only_metrics_that_are_served(client, metrics_token):
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", []) if "expr" in target]
+    queried = {name for expr in exprs for name in re.findall(r"agentvine_[a-z_]+", expr)}
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
+    # Family names: a labelled family with no rows yet has no samples.
+    suffixes = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",), "gauge": ("",)}
+    served = {
+        family.name + suffix
+        for family in text_string_to_metric_families(response.content.decode())
+        for suffix in suffixes.get(family.type, ("",))
+    }
+    assert len(queried) >= 15
+    assert queried <= served, queried - served
 
 
 # --- Structured logs -------------------------------------------------------------------
