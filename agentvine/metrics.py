@@ -13,12 +13,16 @@ read back at scrape time, with the number of live WebSocket clients (their
 pub/sub channels on the channel layer's Redis). The web process adds its own ``process_*`` and
 ``python_*`` metrics.
 
-Each scrape runs about ten aggregate queries; on a month of history
-(bench/pages.py data) that is well under a second. Scrape every 15–60 s.
+Gauges are read from indexes on every scrape; the totals over the whole
+history scan every execution and are recomputed at most every
+AGENTVINE_METRICS_TOTALS_SECONDS (bench/metrics_scrape.py: ~60 ms a scrape on
+a month of history, ~0.8 s when the totals are recomputed).
 """
 
 import hmac
 import logging
+import threading
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -91,17 +95,42 @@ def _executor_label(profile):
 
 
 class DatabaseCollector:
-    """Gauges and totals computed from the database at scrape time."""
+    """Gauges and totals computed from the database at scrape time.
+
+    Totals over the whole history (histograms, tokens, cost, preemptions)
+    cost a scan of every execution: they are recomputed at most every
+    ``AGENTVINE_METRICS_TOTALS_SECONDS`` per process (a total a little old is
+    still a total: rates over minutes do not notice). Gauges are read on
+    every scrape, from indexes.
+    """
+
+    def __init__(self):
+        self._totals = None
+        self._totals_at = 0.0
+        self._totals_lock = threading.Lock()
 
     def collect(self):
         now = timezone.now()
         yield from self._queue(now)
         yield from self._work_orders()
-        yield from self._runs()
-        yield from self._dispatch_latency()
+        yield from self._runs_active()
         yield from self._workers(now)
-        yield from self._questions(now)
+        yield from self._questions_waiting(now)
         yield from self._live_events()
+        yield from self._history_totals()
+
+    def _history_totals(self):
+        with self._totals_lock:
+            fresh_for = settings.AGENTVINE_METRICS_TOTALS_SECONDS
+            if self._totals is None or time.monotonic() - self._totals_at >= fresh_for:
+                self._totals = [
+                    *self._preemptions(),
+                    *self._runs(),
+                    *self._dispatch_latency(),
+                    *self._answer_latency(),
+                ]
+                self._totals_at = time.monotonic()
+            return list(self._totals)
 
     def _queue(self, now):
         WorkOrder = _model("WorkOrder")
@@ -135,72 +164,78 @@ class DatabaseCollector:
         for status in statuses:
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
-        totals = WorkOrder.objects.aggregate(preempted=Sum("preempt_count"))
+
+    def _preemptions(self):
+        totals = _model("WorkOrder").objects.aggregate(preempted=Sum("preempt_count"))
         yield CounterMetricFamily(
             "agentvine_preemptions",
             "Times running work gave way to higher-priority work (it was requeued without spending a retry).",
             value=totals["preempted"] or 0,
         )
 
+    def _runs_active(self):
+        running = GaugeMetricFamily(
+            "agentvine_runs_active", "Agent runs in progress, per executor profile.", labels=["executor"]
+        )
+        # Every configured profile, idle ones at 0: a series that vanishes
+        # when its last run ends reads as "no data", not as zero.
+        active = dict.fromkeys(settings.AGENTVINE_EXECUTORS, 0)
+        for profile, count in (
+            _model("Execution")
+            .objects.filter(status="running")
+            .order_by()
+            .values_list("task__executor")
+            .annotate(Count("pk"))
+        ):
+            label = _executor_label(profile)
+            active[label] = active.get(label, 0) + count
+        for executor in sorted(active):
+            running.add_metric([executor], active[executor])
+        yield running
+
     def _runs(self):
-        Execution = _model("Execution")
-        aggregates = _histogram_aggregates("started_at", "completed_at", RUN_DURATION_BUCKETS)
         duration = HistogramMetricFamily(
             "agentvine_run_duration_seconds",
             "Duration of finished agent runs (executions), per executor profile and outcome "
             "(completed, failed: retried or dead, interrupted: cancelled, preempted or requeued).",
             labels=["executor", "outcome"],
         )
-        finished = (
-            Execution.objects.filter(completed_at__isnull=False)
-            .order_by()
-            .values("task__executor", "status")
-            .annotate(**aggregates)
-        )
-        merged = {}
-        for row in finished:
-            key = (_executor_label(row["task__executor"]), row["status"])
-            if key in merged:
-                for name, value in row.items():
-                    if name.startswith("le_") or name == "count":
-                        merged[key][name] += value
-                merged[key]["sum"] = timedelta(seconds=_seconds(merged[key]["sum"]) + _seconds(row["sum"]))
-            else:
-                merged[key] = dict(row)
-        for (executor, outcome), row in sorted(merged.items()):
-            buckets, total = _histogram_sample(row, RUN_DURATION_BUCKETS)
-            duration.add_metric([executor, outcome], buckets, total)
-        yield duration
-
-        running = GaugeMetricFamily(
-            "agentvine_runs_active", "Agent runs in progress, per executor profile.", labels=["executor"]
-        )
         tokens = CounterMetricFamily(
             "agentvine_agent_tokens", "Tokens agents reported, per executor profile.", labels=["executor", "direction"]
         )
         cost = CounterMetricFamily("agentvine_agent_cost_usd", "Cost agents reported, in USD.", labels=["executor"])
-        usage = {}
-        for row in (
-            Execution.objects.order_by()
-            .values("task__executor")
-            .annotate(
-                input=Sum("input_tokens"),
-                output=Sum("output_tokens"),
-                cost=Sum("cost_usd"),
-                running=Count("pk", filter=Q(status="running")),
-            )
-        ):
-            totals = usage.setdefault(_executor_label(row["task__executor"]), [0, 0, 0.0, 0])
+        # One pass over every execution: the histogram counts finished ones
+        # (an unfinished one's completed_at is NULL and matches no bucket).
+        histogram = _histogram_aggregates("started_at", "completed_at", RUN_DURATION_BUCKETS)
+        histogram["count"] = Count("pk", filter=Q(completed_at__isnull=False))
+        rows = (
+            _model("Execution")
+            .objects.order_by()
+            .values("task__executor", "status")
+            .annotate(**histogram, input=Sum("input_tokens"), output=Sum("output_tokens"), usd=Sum("cost_usd"))
+        )
+        finished, usage = {}, {}
+        for row in rows:
+            executor = _executor_label(row["task__executor"])
+            totals = usage.setdefault(executor, [0, 0, 0.0])
             totals[0] += row["input"] or 0
             totals[1] += row["output"] or 0
-            totals[2] += float(row["cost"] or 0)
-            totals[3] += row["running"]
-        for executor, (input_tokens, output_tokens, usd, active) in sorted(usage.items()):
+            totals[2] += float(row["usd"] or 0)
+            if not row["count"]:
+                continue
+            merged = finished.setdefault((executor, row["status"]), {"sum": timedelta(0), "count": 0})
+            for name, value in row.items():
+                if name.startswith("le_") or name == "count":
+                    merged[name] = merged.get(name, 0) + value
+            merged["sum"] += timedelta(seconds=_seconds(row["sum"]))
+        for (executor, outcome), row in sorted(finished.items()):
+            buckets, total = _histogram_sample(row, RUN_DURATION_BUCKETS)
+            duration.add_metric([executor, outcome], buckets, total)
+        for executor, (input_tokens, output_tokens, usd) in sorted(usage.items()):
             tokens.add_metric([executor, "input"], input_tokens)
             tokens.add_metric([executor, "output"], output_tokens)
             cost.add_metric([executor], usd)
-            running.add_metric([executor], active)
-        yield running
+        yield duration
         yield tokens
         yield cost
 
@@ -251,10 +286,11 @@ class DatabaseCollector:
             sessions.add_metric([status], counts.get(status, 0))
         yield sessions
 
-    def _questions(self, now):
-        Message = _model("ChatMessage")
-        waiting = Message.objects.filter(kind="question", answered_at__isnull=True).aggregate(
-            count=Count("pk"), oldest=Min("created_at")
+    def _questions_waiting(self, now):
+        waiting = (
+            _model("ChatMessage")
+            .objects.filter(kind="question", answered_at__isnull=True)
+            .aggregate(count=Count("pk"), oldest=Min("created_at"))
         )
         yield GaugeMetricFamily(
             "agentvine_questions_waiting",
@@ -265,8 +301,10 @@ class DatabaseCollector:
         yield GaugeMetricFamily(
             "agentvine_questions_oldest_wait_seconds", "Age of the oldest unanswered question.", value=max(oldest, 0.0)
         )
+
+    def _answer_latency(self):
         aggregates = _histogram_aggregates("created_at", "answered_at", ANSWER_LATENCY_BUCKETS)
-        row = Message.objects.filter(kind="question", answered_at__isnull=False).aggregate(**aggregates)
+        row = _model("ChatMessage").objects.filter(kind="question", answered_at__isnull=False).aggregate(**aggregates)
         latency = HistogramMetricFamily(
             "agentvine_question_answer_latency_seconds", "Wait from an agent's question to its answer."
         )

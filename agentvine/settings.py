@@ -367,6 +367,9 @@ AGENTVINE_ASK_POLL_SECONDS = env.float("AGENTVINE_ASK_POLL_SECONDS", default=25.
 AGENTVINE_READY_TIMEOUT_SECONDS = env.float("AGENTVINE_READY_TIMEOUT_SECONDS", default=2.0)
 # Bearer token a Prometheus scraper sends to /metrics (signed-in operators need none).
 AGENTVINE_METRICS_TOKEN = env.str("AGENTVINE_METRICS_TOKEN", default="")
+# Totals over the whole history (histograms, tokens, cost) scan every
+# execution: a web process recomputes them at most this often (bench/metrics_scrape.py).
+AGENTVINE_METRICS_TOTALS_SECONDS = env.float("AGENTVINE_METRICS_TOTALS_SECONDS", default=30.0)
 # "json": one JSON object per log line, with the ids of the request or run it
 # belongs to; "text" (the default): plain lines.
 AGENTVINE_LOG_FORMAT = env.str("AGENTVINE_LOG_FORMAT", default="text").lower()

@@ -55,6 +55,12 @@ def value(samples, name, **labels):
     return samples[(name, frozenset(labels.items()))]
 
 
+@pytest.fixture(autouse=True)
+def fresh_totals(settings):
+    # Every scrape recomputes the history totals (a web process caches them).
+    settings.AGENTVINE_METRICS_TOTALS_SECONDS = 0
+
+
 @pytest.fixture
 def metrics_token(settings):
     settings.AGENTVINE_METRICS_TOKEN = METRICS_TOKEN
@@ -513,7 +519,7 @@ def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(
     from tasks_app.models import Execution, TaskStatus
     from tasks_app.services import task_create
 
-    server = _daphne(tmp_path, {"AGENTVINE_METRICS_TOKEN": METRICS_TOKEN})
+    server = _daphne(tmp_path, {"AGENTVINE_METRICS_TOKEN": METRICS_TOKEN, "AGENTVINE_METRICS_TOTALS_SECONDS": "0"})
     try:
         auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
         assert _get(f"{server.url}/metrics")[0] == 401
