@@ -214,7 +214,10 @@ def task_context_enter(*, task_id, task, args, kwargs):
         # (text lines do not show the ids).
         if work_order_id and settings.AGENTVINE_LOG_FORMAT == "json":
             ids["task_id"] = _work_order_task_id(work_order_id)
-    _task_tokens[task_id] = bind(**ids)
+    # Fresh, not merged: a task whose postrun never came (its process was
+    # killed mid-task is replaced, but a pool thread is not) must not lend
+    # its ids to the next one.
+    _task_tokens[task_id] = _context.set({key: str(value) for key, value in ids.items() if value is not None})
 
 
 def task_context_leave(*, task_id):
