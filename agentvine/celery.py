@@ -44,3 +44,33 @@ def _count_guardian_findings(task=None, retval=None, state=None, **extra):
         from agentvine.metrics import count_guardian_findings
 
         count_guardian_findings(task_name=name, result=retval)
+
+
+# --- Traces (agentvine/tracing.py): off unless OTEL_EXPORTER_OTLP_ENDPOINT is set;
+# a doorbell carries its dispatch's context to the slot that runs it. ----------
+@signals.before_task_publish.connect
+def _trace_doorbell_publishing(sender=None, headers=None, body=None, **extra):
+    from agentvine import tracing
+
+    tracing.doorbell_publishing(task_name=sender, headers=headers, body=body)
+
+
+@signals.after_task_publish.connect
+def _trace_doorbell_published(headers=None, **extra):
+    from agentvine import tracing
+
+    tracing.doorbell_published(headers=headers)
+
+
+@signals.task_prerun.connect
+def _trace_doorbell_received(task_id=None, task=None, args=None, kwargs=None, **extra):
+    from agentvine import tracing
+
+    tracing.doorbell_received(task_id=task_id, task=task, args=args or (), kwargs=kwargs or {})
+
+
+@signals.task_postrun.connect
+def _trace_doorbell_done(task_id=None, state=None, **extra):
+    from agentvine import tracing
+
+    tracing.doorbell_done(task_id=task_id, state=state)

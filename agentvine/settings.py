@@ -45,6 +45,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # /healthz and /readyz, answered before host validation (agentvine/health.py).
     "agentvine.health.HealthProbeMiddleware",
+    # A server span per request when OTEL_EXPORTER_OTLP_ENDPOINT is set (agentvine/tracing.py).
+    "agentvine.tracing.TraceMiddleware",
     # Binds a request id to every log line of the request (agentvine/logging.py).
     "agentvine.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -603,3 +604,118 @@ def test_worker_ping_answers_for_a_live_node_and_fails_for_an_absent_one(celery_
             call_command("worker_ping", node=node, timeout=1)
     finally:
         os.killpg(worker.process.pid, signal.SIGCONT)
+
+
+# --- Traces ---------------------------------------------------------------------------
+
+
+class OtlpReceiver:
+    """A collector of this test's own: OTLP/HTTP (protobuf) on a free port, keeping every span."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        spans = self.spans = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource_spans in request.resource_spans:
+                    service = next(
+                        a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"
+                    )
+                    for scope_spans in resource_spans.scope_spans:
+                        spans.extend((service, span) for span in scope_spans.spans)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def env(self, service):
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.url, "OTEL_SERVICE_NAME": service, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+
+    def named(self, name):
+        return [(service, span) for service, span in self.spans if span.name == name]
+
+    def stop(self):
+        self.server.shutdown()
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_one_trace_follows_a_task_from_the_api_request_to_the_slot_that_runs_it(
+    celery_worker_factory, tmp_path, operator
+):
+    from queue_app.models import WorkOrder, WorkOrderStatus
+    from workers_app.services import api_token_create
+
+    receiver = OtlpReceiver()
+    server = _daphne(tmp_path, receiver.env("agentvine-web"))
+    try:
+        celery_worker_factory(concurrency=1, extra_env=receiver.env("agentvine-worker"))
+        key = api_token_create(user=operator, name="trace")[1]
+        request = urllib.request.Request(
+            f"{server.url}/api/v1/tasks/",
+            data=json.dumps({"title": "traced", "executor": "noop"}).encode(),
+            headers={"Authorization": f"Token {key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 201
+            task_id = json.loads(response.read())["id"]
+        work_order = wait_for(
+            lambda: WorkOrder.objects.filter(task_id=task_id, status=WorkOrderStatus.COMPLETED).first(),
+            message="completed",
+        )
+        run_name = "run queue_app.execute_work_order"
+        wait_for(lambda: receiver.named(run_name), timeout=20, message="the run's span")
+    finally:
+        server.stop()
+        receiver.stop()
+
+    ((web, request_span),) = receiver.named("POST api/v1/tasks/")
+    ((_, dispatch),) = receiver.named("dispatch queue_app.execute_work_order")
+    ((worker, run),) = receiver.named(run_name)
+    assert (web, worker) == ("agentvine-web", "agentvine-worker")
+    # One trace, each span the child of the one before, in time order.
+    assert request_span.trace_id == dispatch.trace_id == run.trace_id
+    assert dispatch.parent_span_id == request_span.span_id
+    assert run.parent_span_id == dispatch.span_id
+    assert request_span.start_time_unix_nano <= dispatch.start_time_unix_nano <= run.start_time_unix_nano
+    attributes = {a.key: a.value.string_value for a in run.attributes}
+    assert attributes["agentvine.work_order_id"] == str(work_order.pk)
+    assert attributes["celery.state"] == "SUCCESS"
+
+
+def test_tracing_is_off_and_its_sdk_not_loaded_without_an_otlp_endpoint():
+    # (redis-py imports OpenTelemetry's metrics API on its own when installed;
+    # the tracing SDK and the exporter are ours to load, and only when on.)
+    script = (
+        "import sys, django; django.setup(); from django.test import Client; from agentvine import tracing;"
+        "assert Client().get('/no-such-page/', HTTP_HOST='127.0.0.1').status_code == 404;"
+        "assert tracing.tracer() is None;"
+        "loaded = [m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', 'opentelemetry.exporter'))];"
+        "assert not loaded, loaded; print('off')"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")} | {
+        "DJANGO_SETTINGS_MODULE": "agentvine.settings_test"
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent
+    )
+    assert result.stdout.strip() == "off", result.stderr[-2000:]
