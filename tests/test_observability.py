@@ -719,3 +719,53 @@ def test_tracing_is_off_and_its_sdk_not_loaded_without_an_otlp_endpoint():
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent
     )
     assert result.stdout.strip() == "off", result.stderr[-2000:]
+
+
+# --- Flower ------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_flower_sees_the_worker_and_a_completed_doorbell(celery_worker_factory, tmp_path):
+    import base64
+
+    from queue_app.models import WorkOrder, WorkOrderStatus
+    from tasks_app.services import task_create
+
+    port = _free_port()
+    flower = DatabaseProcess(
+        [
+            "celery",
+            "-A",
+            "agentvine",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+            "--basic-auth=ops:flower-pass",
+        ],
+        log_path=tmp_path / "flower.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": "Basic " + base64.b64encode(b"ops:flower-pass").decode()}
+    try:
+        wait_for(lambda: _listening(port) or flower.process.poll() is not None, message="flower")
+        assert flower.process.poll() is None, flower.output()
+        assert _get(f"{url}/api/workers")[0] == 401
+        # Flower learns of a task from the worker's events: it listens before the work starts.
+        worker = celery_worker_factory(concurrency=1)
+        task = task_create(title="seen by flower", executor="noop")
+        work_order = wait_for(
+            lambda: WorkOrder.objects.filter(task=task, status=WorkOrderStatus.COMPLETED).first(), message="completed"
+        )
+
+        def seen_task():
+            status, body = _get(f"{url}/api/tasks?taskname=queue_app.execute_work_order&state=SUCCESS", auth)
+            return status == 200 and [t for t in json.loads(body).values() if str(work_order.pk) in t["args"]]
+
+        (seen,) = wait_for(seen_task, timeout=20, message="the task in flower")
+        status, body = _get(f"{url}/api/workers?refresh=1", auth)
+    finally:
+        flower.stop()
+    assert seen["state"] == "SUCCESS" and seen["worker"].startswith(f"{worker.name}@")
+    assert status == 200
+    assert any(name.startswith(f"{worker.name}@") for name in json.loads(body)), body
