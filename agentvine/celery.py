@@ -74,3 +74,18 @@ def _trace_doorbell_done(task_id=None, state=None, **extra):
     from agentvine import tracing
 
     tracing.doorbell_done(task_id=task_id, state=state)
+
+
+# --- Beat's liveness (agentvine/health.py, manage.py beat_ping) -----------------
+@signals.beat_init.connect
+def _note_beat_started(**extra):
+    from agentvine import health
+
+    health.beat_started()
+
+
+@signals.after_task_publish.connect
+def _note_beat_sent(**extra):
+    from agentvine import health
+
+    health.beat_sent()

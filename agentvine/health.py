@@ -129,3 +129,40 @@ class HealthProbeMiddleware:
         if request.path in HEALTH_PATHS and request.method in ("GET", "HEAD"):
             return healthz(request) if request.path == "/healthz" else readyz(request)
         return self.get_response(request)
+
+
+# --- Celery beat ------------------------------------------------------------------
+# Beat answers no pings (it has no remote control); what shows it alive is that
+# it keeps sending the guardians' ticks. Each send is noted in Redis, where
+# ``manage.py beat_ping`` reads how long ago the last one was.
+BEAT_LAST_SENT_KEY = "agentvine:beat:last_sent"
+_beat = {"running": False}
+
+
+def beat_started():
+    _beat["running"] = True
+
+
+def beat_sent():
+    """Called for every message this process publishes; notes it when the process is beat."""
+    if not _beat["running"]:
+        return
+    import time
+
+    from agentvine.redis_client import shared_redis
+
+    try:
+        # Expires on its own: a beat stopped for a day leaves no stale "alive".
+        shared_redis().set(BEAT_LAST_SENT_KEY, repr(time.time()), ex=86400)
+    except Exception:
+        pass  # a Redis outage already fails the send itself; the probe will say so
+
+
+def beat_last_sent_age():
+    """Seconds since beat last sent a task, or ``None`` when it never did (or not for a day)."""
+    import time
+
+    from agentvine.redis_client import shared_redis
+
+    value = shared_redis().get(BEAT_LAST_SENT_KEY)
+    return None if value is None else max(time.time() - float(value), 0.0)

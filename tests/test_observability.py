@@ -769,3 +769,51 @@ def test_flower_sees_the_worker_and_a_completed_doorbell(celery_worker_factory, 
     assert seen["state"] == "SUCCESS" and seen["worker"].startswith(f"{worker.name}@")
     assert status == 200
     assert any(name.startswith(f"{worker.name}@") for name in json.loads(body)), body
+
+
+# --- Beat's liveness -----------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_beat_ping_follows_beat_sending_and_stopping(clean_broker, tmp_path):
+    from agentvine.health import BEAT_LAST_SENT_KEY
+    from tests.workers_app.conftest import guardian_schedule_install
+
+    clean_broker.delete(BEAT_LAST_SENT_KEY)
+    with pytest.raises(CommandError, match="beat has sent nothing"):
+        call_command("beat_ping")
+
+    guardian_schedule_install(every_seconds=1)
+    beat = DatabaseProcess(
+        [
+            "celery",
+            "-A",
+            "agentvine",
+            "beat",
+            "-l",
+            "info",
+            "--schedule",
+            str(tmp_path / "schedule"),
+            "--max-interval",
+            "1",
+        ],
+        log_path=tmp_path / "beat.log",
+    )
+    try:
+        out = io.StringIO()
+
+        def alive():
+            try:
+                call_command("beat_ping", max_age=5, stdout=out)
+            except CommandError:
+                return False
+            return True
+
+        wait_for(alive, timeout=30, message="beat sending")
+        assert out.getvalue().startswith("beat: last send ")
+    finally:
+        beat.stop()
+    time.sleep(2.5)
+    with pytest.raises(CommandError, match=r"beat sent nothing for \d+s \(more than 2s\)"):
+        call_command("beat_ping", max_age=2)
