@@ -18,8 +18,9 @@ Prints the rates and the ratio of each platform run (target: b >= 25% of a);
 (a round's closing run opens the next), and prints the median ratio.
 ``--observability`` runs each platform run twice, both with the worker
 logging at INFO (as docker-compose runs it): text logs and no scraper, then
-JSON logs and /metrics scraped every ``--scrape-every`` seconds (totals
-recomputed each time); it prints both ratios side by side.
+JSON logs and /metrics scraped every ``--scrape-every`` seconds (history
+totals cached as in production; AGENTVINE_METRICS_TOTALS_SECONDS=0 recomputes
+them on every scrape); it prints both ratios side by side.
 """
 
 import argparse
@@ -48,8 +49,8 @@ METRICS_TOKEN = "bench-lifecycle-metrics"
 OBSERVED_ENV = {
     "AGENTVINE_LOG_FORMAT": "json",
     "AGENTVINE_METRICS_TOKEN": METRICS_TOKEN,
-    # Every scrape recomputes the totals: the most a scrape can cost.
-    "AGENTVINE_METRICS_TOTALS_SECONDS": "0",
+    # 0: every scrape recomputes the history totals, the most a scrape can cost.
+    "AGENTVINE_METRICS_TOTALS_SECONDS": os.environ.get("AGENTVINE_METRICS_TOTALS_SECONDS", "30"),
 }
 
 
