@@ -26,15 +26,18 @@ _probe_threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="agentvine
 
 
 def _check_database(timeout):
-    from django.db import connections
+    from django.db import connections, transaction
 
     connection = connections["default"]
     try:
-        with connection.cursor() as cursor:
+        # In a transaction, so SET LOCAL ends with it: the web process's
+        # connections go back to its pool, and the next request must not
+        # inherit the probe's statement timeout.
+        with transaction.atomic(using="default"), connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 # A server that accepts the connection but hangs in a query
                 # (a lock on the catalog, a full disk) must fail the probe too.
-                cursor.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+                cursor.execute(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
             cursor.execute("SELECT 1")
             cursor.fetchone()
     finally:
