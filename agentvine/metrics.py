@@ -8,10 +8,10 @@ lifecycle code carries instrumentation. Counters are totals over the rows
 they only grow while rows are kept; gauges are the state now.
 
 The few events no row remembers (what a guardian found) are counted in one
-Redis hash by the process that saw them (``count_guardian_findings``), and
+Redis hash by the process that saw them (``count_guardian_findings``) and
 read back at scrape time, with the number of live WebSocket clients (their
-pub/sub channels on the channel layer's Redis). The web process adds its own ``process_*`` and
-``python_*`` metrics.
+pub/sub channels on the channel layer's Redis). The web process adds its own
+``process_*`` and ``python_*`` metrics.
 
 Gauges are read from indexes on every scrape; the totals over the whole
 history scan every execution and are recomputed at most every
