@@ -21,6 +21,7 @@ import contextvars
 import json
 import logging
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -122,13 +123,25 @@ class RoutineFilter(logging.Filter):
         return True
 
 
+access_logger = logging.getLogger("agentvine.access")
+
+
 class RequestIdMiddleware:
-    """Binds a request id to the log lines of one request and returns it in ``X-Request-ID``."""
+    """Binds a request id to the log lines of one request and returns it in ``X-Request-ID``.
+
+    With JSON logs it also writes the request's access line (method, path,
+    status, duration) as JSON, where daphne's own access log is plain text
+    (``daphne --access-log /dev/null`` drops that one).
+    """
 
     def __init__(self, get_response):
+        from django.conf import settings
+
         self.get_response = get_response
+        self.settings = settings
 
     def __call__(self, request):
+        started = time.perf_counter()
         request_id = request.META.get("HTTP_X_REQUEST_ID", "")
         if not _REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
@@ -141,6 +154,20 @@ class RequestIdMiddleware:
         _context.set({"request_id": request_id})
         response = self.get_response(request)
         response["X-Request-ID"] = request_id
+        if self.settings.AGENTVINE_LOG_FORMAT == "json":
+            duration_ms = round((time.perf_counter() - started) * 1000, 1)
+            access_logger.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": duration_ms,
+                },
+            )
         return response
 
 

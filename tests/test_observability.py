@@ -468,6 +468,26 @@ def test_request_id_is_bound_to_the_request_lines_and_returned(client, metrics_t
     assert agentvine_logging.log_context() == {}
 
 
+@pytest.mark.django_db
+def test_json_logs_have_an_access_line_per_request_with_its_id(client, settings, operator):
+    settings.AGENTVINE_LOG_FORMAT = "json"
+    client.force_login(operator)
+    logger, handler, stream = _json_logger("agentvine.access")
+    try:
+        response = client.get("/metrics", HTTP_X_REQUEST_ID="req-access-1")
+        client.get("/no-such-page/")
+        settings.AGENTVINE_LOG_FORMAT = "text"
+        client.get("/metrics")  # text logs: daphne's access log is the one
+    finally:
+        logging.getLogger("agentvine.access").removeHandler(handler)
+    assert response.status_code == 200
+    first, second = _lines(stream)
+    assert first["message"] == "GET /metrics 200"
+    assert (first["method"], first["path"], first["status"]) == ("GET", "/metrics", 200)
+    assert first["request_id"] == "req-access-1" and first["duration_ms"] >= 0
+    assert (second["path"], second["status"]) == ("/no-such-page/", 404)
+
+
 def _record(name, msg, args=(), **attributes):
     record = logging.LogRecord(name, logging.INFO, __file__, 1, msg, args, None)
     record.__dict__.update(attributes)
