@@ -68,6 +68,21 @@ def metrics_token(settings):
     return METRICS_TOKEN
 
 
+def engine(name):
+    """A transition or output function of the engine, wherever it lives (queue_app.services is
+    being split into queue_app.lifecycle, outputs, …; usage was in tasks_app.services)."""
+    import importlib
+
+    for module in ("queue_app.lifecycle", "queue_app.outputs", "queue_app.services", "tasks_app.services"):
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    raise LookupError(name)
+
+
 def scrape(client):
     response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
     assert response.status_code == 200, response.content
@@ -322,17 +337,18 @@ def test_metrics_report_queue_work_orders_workers_questions_usage_from_the_datab
     client, metrics_token, worker, operator
 ):
     from chat_app.services import operator_profile, question_answer, question_ask
-    from queue_app import services as queue_services
-    from tasks_app.services import execution_record_usage, task_create
+    from tasks_app.services import task_create
 
     before = scrape(client)
     high = task_create(title="urgent", priority="high", executor="codex-replay")
     for _ in range(2):
         task_create(title="later", priority="low")
     type(high).objects.filter(pk=high.pk).update(created_at=timezone.now() - timedelta(seconds=30))
-    work_order = queue_services.work_order_claim(worker=worker, work_order_id=high.work_orders.get().id)
-    work_order, execution = queue_services.work_order_start(work_order=work_order, worker=worker)
-    execution_record_usage(execution=execution, input_tokens=1200, output_tokens=300, cost_usd=Decimal("0.0125"))
+    work_order = engine("work_order_claim")(worker=worker, work_order_id=high.work_orders.get().id)
+    work_order, execution = engine("work_order_start")(work_order=work_order, worker=worker)
+    engine("execution_record_usage")(
+        execution=execution, input_tokens=1200, output_tokens=300, cost_usd=Decimal("0.0125")
+    )
     asked = question_ask(work_order=work_order, text="Which database?")
     question_ask(work_order=work_order, text="Which branch?")
     question_answer(question=asked, answer_text="PostgreSQL", answered_by=operator_profile(user=operator))
@@ -361,8 +377,8 @@ def test_metrics_report_queue_work_orders_workers_questions_usage_from_the_datab
     assert 30 <= value(samples, "agentvine_dispatch_latency_seconds_sum") < 40
     assert value(samples, "agentvine_live_events_total") > value(before, "agentvine_live_events_total")
 
-    queue_services.work_order_set_waiting(work_order=work_order, worker=worker, waiting=False)
-    queue_services.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+    engine("work_order_set_waiting")(work_order=work_order, worker=worker, waiting=False)
+    engine("work_order_complete")(work_order=work_order, worker=worker, execution=execution)
     samples = scrape(client)
     assert value(samples, "agentvine_run_duration_seconds_count", executor="codex-replay", outcome="completed") == 1
     assert (
@@ -537,8 +553,10 @@ def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(
     celery_worker_factory, tmp_path, client, operator
 ):
     from queue_app.models import WorkOrder
-    from tasks_app.models import Execution, TaskStatus
+    from tasks_app.models import TaskStatus
     from tasks_app.services import task_create
+
+    Execution = metrics._model("Execution")  # tasks_app today, queue_app after the split
 
     server = _daphne(tmp_path, {"AGENTVINE_METRICS_TOKEN": METRICS_TOKEN, "AGENTVINE_METRICS_TOTALS_SECONDS": "0"})
     try:
