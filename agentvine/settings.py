@@ -392,5 +392,10 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Django's own console handler (DEBUG only) printed its lines a second
+        # time, plain; they reach the root handler, in the chosen format.
+        "django": {"handlers": [], "propagate": True},
+    },
 }
