@@ -16,6 +16,7 @@ from django.conf import settings
 from django.http import JsonResponse
 
 HEALTH_PATHS = ("/healthz", "/readyz")
+METRICS_PATH = "/metrics"
 CHANNEL_LAYER_PROBE_GROUP = "agentvine.readiness"
 
 # Probes run in these threads so one that hangs (a black-holed address) costs
@@ -118,19 +119,26 @@ def readyz(request):
 
 
 class HealthProbeMiddleware:
-    """Answers the probes before any other middleware.
+    """Answers the probes, and Prometheus' token scrapes, before any other middleware.
 
-    A probe reaches the process by its address (a pod IP, a container name),
-    which ``ALLOWED_HOSTS`` rightly refuses for everything else; the probes
-    build no links and read no session, so the host does not matter to them.
+    Probes and scrapers reach a process by its address (a pod IP, a container
+    name), which ``ALLOWED_HOSTS`` rightly refuses for everything else; these
+    answers build no links and read no session, so the host does not matter
+    to them. A scrape without a bearer token (a signed-in operator's) takes
+    the usual way, through sessions and host validation.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.path in HEALTH_PATHS and request.method in ("GET", "HEAD"):
-            return healthz(request) if request.path == "/healthz" else readyz(request)
+        if request.method in ("GET", "HEAD"):
+            if request.path in HEALTH_PATHS:
+                return healthz(request) if request.path == "/healthz" else readyz(request)
+            if request.path == METRICS_PATH and request.META.get("HTTP_AUTHORIZATION", "").startswith("Bearer "):
+                from agentvine.metrics import metrics
+
+                return metrics(request)
         return self.get_response(request)
 
 

@@ -303,6 +303,16 @@ def test_metrics_refuses_a_scrape_without_credentials(client, metrics_token):
 
 
 @pytest.mark.django_db
+def test_a_token_scrape_by_address_is_served_whatever_allowed_hosts_says(client, metrics_token):
+    # Prometheus in Kubernetes scrapes a pod by its IP.
+    by_ip = {"HTTP_HOST": "10.1.2.3:8000"}
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}", **by_ip).status_code == 200
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong", **by_ip).status_code == 401
+    # Without a token it is an ordinary request, host validation included.
+    assert client.get("/metrics", **by_ip).status_code == 400
+
+
+@pytest.mark.django_db
 def test_metrics_refuses_a_wrong_token(client, metrics_token):
     response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token")
     assert response.status_code == 401
