@@ -646,6 +646,20 @@ def test_worker_ping_answers_for_a_live_node_and_fails_for_an_absent_one(celery_
     with pytest.raises(CommandError, match="did not answer a ping within 1s"):
         call_command("worker_ping", node=f"absent@{socket.gethostname()}", timeout=1)
 
+    # The broker (REDIS_URL, unless CELERY_BROKER_URL names another) on a port nothing listens on.
+    dead_broker = {key: value for key, value in os.environ.items() if key != "CELERY_BROKER_URL"}
+    dead_broker["REDIS_URL"] = f"redis://127.0.0.1:{_free_port()}/0"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "worker_ping", "--node", node, "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        env={**dead_broker, "DJANGO_SETTINGS_MODULE": "agentvine.settings_test"},
+        cwd=Path(__file__).parent.parent,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "the broker did not answer (OperationalError)" in result.stderr
+
     os.killpg(worker.process.pid, signal.SIGSTOP)  # hung: neither pings nor heartbeats
     try:
         with pytest.raises(CommandError, match="did not answer"):

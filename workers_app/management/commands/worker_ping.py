@@ -12,8 +12,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 ERR_NO_PONG = "{node} did not answer a ping within {timeout:g}s"
+ERR_NO_BROKER = "the broker did not answer ({error})"
 ERR_STALE_SLOTS = "{node}: no heartbeat for {stale} of its slots in {seconds:g}s: {names}"
 
 
@@ -33,7 +35,13 @@ class Command(BaseCommand):
         from agentvine.celery import app
 
         node = node or f"celery@{socket.gethostname()}"
-        replies = app.control.ping(destination=[node], timeout=timeout)
+        try:
+            with app.connection_for_write() as connection:
+                # One try within the timeout: a probe must answer, not retry for a minute.
+                connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+                replies = app.control.ping(destination=[node], timeout=timeout, connection=connection)
+        except (OSError, KombuOperationalError) as exc:
+            raise CommandError(ERR_NO_BROKER.format(error=type(exc).__name__)) from exc
         if not any(node in reply for reply in replies):
             raise CommandError(ERR_NO_PONG.format(node=node, timeout=timeout))
         if heartbeats:
