@@ -6,7 +6,9 @@ guardians' ticks (every few seconds). Exits 0 when it sent one within
 """
 
 from django.core.management.base import BaseCommand, CommandError
+from redis.exceptions import RedisError
 
+ERR_NO_REDIS = "Redis did not answer ({error})"
 ERR_NEVER_SENT = "beat has sent nothing (not started, or not for a day)"
 ERR_SILENT = "beat sent nothing for {age:.0f}s (more than {max_age:g}s)"
 
@@ -22,7 +24,10 @@ class Command(BaseCommand):
     def handle(self, *args, max_age=60.0, **options):
         from agentvine.health import beat_last_sent_age
 
-        age = beat_last_sent_age()
+        try:
+            age = beat_last_sent_age()
+        except RedisError as exc:
+            raise CommandError(ERR_NO_REDIS.format(error=type(exc).__name__)) from exc
         if age is None:
             raise CommandError(ERR_NEVER_SENT)
         if age > max_age:
