@@ -23,7 +23,10 @@ import threading
 
 _state = {"pid": None, "tracer": None}
 _lock = threading.Lock()
-_open = {}  # Celery task id → (span, context token), between its signals
+_open = {}  # Celery task id → (span, context token), between prerun and postrun
+# Publishing is synchronous: before_task_publish and after_task_publish of one
+# message come in one thread, one after the other.
+_publishing = threading.local()
 UNTRACED_TASK_PREFIXES = ("workers_app.guard_", "chat_app.prune_live_events")
 
 
@@ -131,13 +134,20 @@ def doorbell_publishing(*, task_name, headers, body):
     # Celery hands every extra header of the message to the task as an
     # attribute of its request, where doorbell_received reads it back.
     inject(headers, context=set_span_in_context(opened))
-    _open[("publish", headers.get("id"))] = (opened, None)
+    # A send that raised never reaches after_task_publish: its span ends when
+    # this thread publishes next, instead of being kept forever.
+    stale = getattr(_publishing, "span", None)
+    if stale is not None:
+        stale.set_attribute("agentvine.publish_failed", True)
+        stale.end()
+    _publishing.span = opened
 
 
 def doorbell_published(*, headers):
-    entry = _open.pop(("publish", (headers or {}).get("id")), None)
-    if entry is not None:
-        entry[0].end()
+    opened = getattr(_publishing, "span", None)
+    if opened is not None:
+        _publishing.span = None
+        opened.end()
 
 
 class _RequestGetter:
@@ -172,11 +182,11 @@ def doorbell_received(*, task_id, task, args, kwargs):
             }
         ),
     )
-    _open[("run", task_id)] = (opened, context.attach(set_span_in_context(opened)))
+    _open[task_id] = (opened, context.attach(set_span_in_context(opened)))
 
 
 def doorbell_done(*, task_id, state):
-    entry = _open.pop(("run", task_id), None)
+    entry = _open.pop(task_id, None)
     if entry is None:
         return
     from opentelemetry import context
