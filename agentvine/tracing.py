@@ -11,8 +11,9 @@ One trace follows a work order from the request that created it:
   the request that committed; its context travels in the message's headers
   (W3C ``traceparent``), next to the work order id,
 - ``run <task>`` (consumer) around the doorbell in the worker slot, a child of
-  its dispatch; what the slot does meanwhile (claim, the agent's run,
-  complete) is in its time, and spans opened with :func:`span` nest under it.
+  its dispatch, with children ``claim``, ``agent <profile>`` and ``complete``
+  dated from the attempt's row after the run (``_run_steps``); spans opened
+  with :func:`span` meanwhile nest under it too.
 
 Off, nothing of OpenTelemetry is imported and every hook is one check.
 """
@@ -185,7 +186,7 @@ def doorbell_received(*, task_id, task, args, kwargs):
     _open[task_id] = (opened, context.attach(set_span_in_context(opened)))
 
 
-def doorbell_done(*, task_id, state):
+def doorbell_done(*, task_id, state, work_order_id=None):
     entry = _open.pop(task_id, None)
     if entry is None:
         return
@@ -194,8 +195,78 @@ def doorbell_done(*, task_id, state):
     opened, token = entry
     if state:
         opened.set_attribute("celery.state", state)
+    if work_order_id:
+        _run_steps(opened, work_order_id)
     opened.end()
     try:
         context.detach(token)
     except Exception:
         pass  # detached from another context; the span is ended either way
+
+
+def _run_steps(run, work_order_id):
+    """Children of a doorbell's run span for the steps the attempt's row dates:
+    ``claim`` (doorbell → attempt started), ``agent <profile>`` (started →
+    finished) and ``complete`` (finished → the doorbell's end).
+
+    Read from the attempt's row after the run (one query, only when tracing
+    is on) rather than recorded by the engine as it goes: the times are the
+    ones the engine wrote, and the lifecycle code carries no tracing.
+    """
+    import time
+
+    from django.apps import apps
+    from django.conf import settings
+    from django.db import DatabaseError
+    from opentelemetry.trace import set_span_in_context
+
+    started_ns = getattr(run, "start_time", None)
+    if started_ns is None:
+        return
+    execution_model = next((m for m in apps.get_models() if m.__name__ == "Execution"), None)
+    try:
+        # This doorbell's attempt: opened after the doorbell started (a
+        # duplicate doorbell that claimed nothing has none).
+        attempt = (
+            execution_model.objects.filter(work_order_id=work_order_id, started_at__gte=_datetime(started_ns - 10**9))
+            .select_related("task")
+            .order_by("-attempt")
+            .first()
+        )
+    except (DatabaseError, ValueError, AttributeError):
+        return
+    if attempt is None:
+        return
+    parent = set_span_in_context(run)
+    current = tracer()
+    began = max(_nanoseconds(attempt.started_at), started_ns)
+    ended = _nanoseconds(attempt.completed_at) if attempt.completed_at else time.time_ns()
+    steps = [
+        ("claim", started_ns, began, {}),
+        (
+            f"agent {attempt.task.executor or settings.AGENTVINE_DEFAULT_EXECUTOR}",
+            began,
+            ended,
+            {
+                "agentvine.execution_id": attempt.pk,
+                "agentvine.attempt": attempt.attempt,
+                "agentvine.execution_status": attempt.status,
+                "agentvine.exit_code": attempt.exit_code,
+            },
+        ),
+    ]
+    if attempt.completed_at:
+        steps.append(("complete", ended, max(time.time_ns(), ended), {}))
+    for name, start, end, attributes in steps:
+        step = current.start_span(name, context=parent, start_time=start, attributes=_clean(attributes))
+        step.end(end_time=max(end, start))
+
+
+def _nanoseconds(moment):
+    return int(moment.timestamp() * 1_000_000_000)
+
+
+def _datetime(nanoseconds):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(nanoseconds / 1_000_000_000, UTC)

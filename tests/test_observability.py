@@ -762,6 +762,18 @@ def test_one_trace_follows_a_task_from_the_api_request_to_the_slot_that_runs_it(
     attributes = {a.key: a.value.string_value for a in run.attributes}
     assert attributes["agentvine.work_order_id"] == str(work_order.pk)
     assert attributes["celery.state"] == "SUCCESS"
+    # Inside the run: the claim, the agent's run and the completion, one after the other.
+    steps = [receiver.named(name) for name in ("claim", "agent noop", "complete")]
+    assert all(len(found) == 1 for found in steps), [s.name for _, s in receiver.spans]
+    claim, agent, complete = (found[0][1] for found in steps)
+    assert {step.trace_id for step in (claim, agent, complete)} == {run.trace_id}
+    assert {step.parent_span_id for step in (claim, agent, complete)} == {run.span_id}
+    assert run.start_time_unix_nano <= claim.start_time_unix_nano <= claim.end_time_unix_nano
+    assert claim.end_time_unix_nano <= agent.start_time_unix_nano <= agent.end_time_unix_nano
+    assert agent.end_time_unix_nano <= complete.start_time_unix_nano <= complete.end_time_unix_nano
+    assert complete.end_time_unix_nano <= run.end_time_unix_nano
+    agent_attributes = {a.key: a.value.string_value for a in agent.attributes}
+    assert agent_attributes["agentvine.execution_status"] == "completed"
 
 
 def test_tracing_is_off_and_its_sdk_not_loaded_without_an_otlp_endpoint():
