@@ -22,12 +22,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 QUESTIONS = 20_000
 
 
+def _model(name):
+    # Execution moves from tasks_app to queue_app with the engine's split.
+    from agentvine.metrics import _model
+
+    return _model(name)
+
+
 def seed_runs():
     from django.db import connection
 
     from chat_app.models import ChatMessage
     from queue_app.models import WorkOrder
-    from tasks_app.models import Execution, Task
+    from tasks_app.models import Task
+
+    Execution = _model("Execution")
 
     execution, work_order, task, message = (m._meta.db_table for m in (Execution, WorkOrder, Task, ChatMessage))
     with connection.cursor() as cur:
@@ -81,7 +90,9 @@ def main():
     from django.test import Client
 
     from bench import pages
-    from tasks_app.models import Execution, Task
+    from tasks_app.models import Task
+
+    Execution = _model("Execution")
 
     call_command("migrate", verbosity=0)
     if args.reseed or Task.objects.count() != pages.TASKS:
