@@ -73,10 +73,7 @@ def _trace_doorbell_received(task_id=None, task=None, args=None, kwargs=None, **
 def _trace_doorbell_done(task_id=None, task=None, args=None, kwargs=None, state=None, **extra):
     from agentvine import tracing
 
-    work_order_id = None
-    if getattr(task, "name", None) == "queue_app.execute_work_order":
-        work_order_id = (kwargs or {}).get("work_order_id") or (args[0] if args else None)
-    tracing.doorbell_done(task_id=task_id, state=state, work_order_id=work_order_id)
+    tracing.doorbell_done(task_id=task_id, task=task, args=args or (), kwargs=kwargs or {}, state=state)
 
 
 # --- Beat's liveness (agentvine/health.py, manage.py beat_ping) -----------------

@@ -29,6 +29,7 @@ _open = {}  # Celery task id → (span, context token), between prerun and postr
 # message come in one thread, one after the other.
 _publishing = threading.local()
 UNTRACED_TASK_PREFIXES = ("workers_app.guard_", "chat_app.prune_live_events")
+WORK_ORDER_TASKS = ("queue_app.execute_work_order",)
 
 
 def _configured():
@@ -186,7 +187,7 @@ def doorbell_received(*, task_id, task, args, kwargs):
     _open[task_id] = (opened, context.attach(set_span_in_context(opened)))
 
 
-def doorbell_done(*, task_id, state, work_order_id=None):
+def doorbell_done(*, task_id, task, args, kwargs, state):
     entry = _open.pop(task_id, None)
     if entry is None:
         return
@@ -195,7 +196,7 @@ def doorbell_done(*, task_id, state, work_order_id=None):
     opened, token = entry
     if state:
         opened.set_attribute("celery.state", state)
-    if work_order_id:
+    if getattr(task, "name", None) in WORK_ORDER_TASKS and (work_order_id := _work_order_id(args, kwargs)):
         _run_steps(opened, work_order_id)
     opened.end()
     try:
