@@ -107,7 +107,10 @@ class TraceMiddleware:
 # --- Celery (connected in agentvine/celery.py) ---------------------------------
 
 
-def _work_order_id(args, kwargs):
+def _work_order_id(task_name, args, kwargs):
+    """The work order a doorbell rings for; ``None`` for any other task."""
+    if task_name not in WORK_ORDER_TASKS:
+        return None
     if isinstance(kwargs, dict) and kwargs.get("work_order_id"):
         return kwargs["work_order_id"]
     return args[0] if args else None
@@ -131,7 +134,9 @@ def doorbell_publishing(*, task_name, headers, body):
     opened = current.start_span(
         f"dispatch {task_name}",
         kind=SpanKind.PRODUCER,
-        attributes=_clean({"celery.task_name": task_name, "agentvine.work_order_id": _work_order_id(args, kwargs)}),
+        attributes=_clean(
+            {"celery.task_name": task_name, "agentvine.work_order_id": _work_order_id(task_name, args, kwargs)}
+        ),
     )
     # Celery hands every extra header of the message to the task as an
     # attribute of its request, where doorbell_received reads it back.
@@ -180,7 +185,7 @@ def doorbell_received(*, task_id, task, args, kwargs):
             {
                 "celery.task_name": task.name,
                 "celery.task_id": task_id,
-                "agentvine.work_order_id": _work_order_id(args, kwargs),
+                "agentvine.work_order_id": _work_order_id(task.name, args, kwargs),
             }
         ),
     )
@@ -196,7 +201,8 @@ def doorbell_done(*, task_id, task, args, kwargs, state):
     opened, token = entry
     if state:
         opened.set_attribute("celery.state", state)
-    if getattr(task, "name", None) in WORK_ORDER_TASKS and (work_order_id := _work_order_id(args, kwargs)):
+    work_order_id = _work_order_id(getattr(task, "name", None), args, kwargs)
+    if work_order_id:
         _run_steps(opened, work_order_id)
     opened.end()
     try:
