@@ -76,6 +76,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz, answered before host validation (agentvine/health.py).
+    "agentvine.health.HealthProbeMiddleware",
+    # A server span per request when OTEL_EXPORTER_OTLP_ENDPOINT is set (agentvine/tracing.py).
+    "agentvine.tracing.TraceMiddleware",
+    # Binds a request id to every log line of the request (agentvine/logging.py).
+    "agentvine.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy and Permissions-Policy (agentvine/headers.py).
     "agentvine.headers.SecurityHeadersMiddleware",
@@ -425,10 +431,38 @@ AGENTVINE_LIVE_EVENT_RETENTION_HOURS = env.float("AGENTVINE_LIVE_EVENT_RETENTION
 # How long one long-poll for an answer waits before the agent asks again.
 AGENTVINE_ASK_POLL_SECONDS = env.float("AGENTVINE_ASK_POLL_SECONDS", default=25.0)
 
+# --- Observability (agentvine/health.py, metrics.py, logging.py) ---------------
+# Each part /readyz asks must answer within this many seconds.
+AGENTVINE_READY_TIMEOUT_SECONDS = env.float("AGENTVINE_READY_TIMEOUT_SECONDS", default=2.0)
+# Bearer token a Prometheus scraper sends to /metrics (signed-in operators need none).
+AGENTVINE_METRICS_TOKEN = env.str("AGENTVINE_METRICS_TOKEN", default="")
+# Totals over the whole history (histograms, tokens, cost) scan every
+# execution: a web process recomputes them at most this often (bench/metrics_scrape.py).
+AGENTVINE_METRICS_TOTALS_SECONDS = env.float("AGENTVINE_METRICS_TOTALS_SECONDS", default=30.0)
+# "json": one JSON object per log line, with the ids of the request or run it
+# belongs to; "text" (the default): plain lines.
+AGENTVINE_LOG_FORMAT = env.str("AGENTVINE_LOG_FORMAT", default="text").lower()
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "text": {"format": "[%(asctime)s: %(levelname)s/%(name)s] %(message)s"},
+        "json": {"()": "agentvine.logging.JsonFormatter"},
+    },
+    "filters": {"routine": {"()": "agentvine.logging.RoutineFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if AGENTVINE_LOG_FORMAT == "json" else "text",
+            "filters": ["routine"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Django's own console handler (DEBUG only) printed its lines a second
+        # time, plain; they reach the root handler, in the chosen format.
+        "django": {"handlers": [], "propagate": True},
+    },
 }
