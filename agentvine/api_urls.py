@@ -1,8 +1,9 @@
 """Routes of the REST API, mounted under /api/v1/."""
 
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from agentvine.headers import API_DOCS_CONTENT_SECURITY_POLICY, with_content_security_policy
 from queue_app import apis as queue_apis
 from tasks_app import apis as tasks_apis
 from workers_app import apis as workers_apis
@@ -62,5 +63,11 @@ urlpatterns = [
     ),
     path("auth/tokens/", workers_apis.ApiTokenCreateApi.as_view(), name="api-tokens"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "docs/",
+        with_content_security_policy(API_DOCS_CONTENT_SECURITY_POLICY)(
+            SpectacularSwaggerSplitView.as_view(url_name="api-schema")
+        ),
+        name="api-docs",
+    ),
 ]

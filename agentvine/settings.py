@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -18,10 +19,41 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 env = environ.Env()
 
-SECRET_KEY = env.str("SECRET_KEY", default="agentvine-local-development-key-change-me-in-production")
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless asked for: scripts/up turns it on for local development.
+DEBUG = env.bool("DEBUG", default=False)
+# Good for local development only: it is in this public file, so anyone can
+# sign what the server trusts with it. Refused unless DEBUG is on.
+DEVELOPMENT_SECRET_KEY = "agentvine-local-development-key-change-me-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+ERR_DEVELOPMENT_SECRET_KEY = (
+    "SECRET_KEY is the development key from agentvine/settings.py while DEBUG is off: "
+    "set SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+)
+if SECRET_KEY == DEVELOPMENT_SECRET_KEY and not DEBUG:
+    raise ImproperlyConfigured(ERR_DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- HTTP security -------------------------------------------------------------
+# Served over HTTPS (directly or behind a proxy that terminates TLS): redirect
+# plain HTTP, secure cookies, HSTS. `manage.py check --deploy` is clean with
+# DEBUG off, a real SECRET_KEY, ALLOWED_HOSTS and AGENTVINE_HTTPS on.
+AGENTVINE_HTTPS = env.bool("AGENTVINE_HTTPS", default=False)
+SECURE_SSL_REDIRECT = AGENTVINE_HTTPS
+SESSION_COOKIE_SECURE = AGENTVINE_HTTPS
+CSRF_COOKIE_SECURE = AGENTVINE_HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if AGENTVINE_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+if env.bool("AGENTVINE_BEHIND_TLS_PROXY", default=False):
+    # Only behind a proxy that sets this header itself on every request.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Empty: agentvine/headers.py's policy (no inline script or style anywhere in the console).
+AGENTVINE_CONTENT_SECURITY_POLICY = env.str("AGENTVINE_CONTENT_SECURITY_POLICY", default="")
 
 INSTALLED_APPS = [
     "daphne",
@@ -44,7 +76,15 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz, answered before host validation (agentvine/health.py).
+    "agentvine.health.HealthProbeMiddleware",
+    # A server span per request when OTEL_EXPORTER_OTLP_ENDPOINT is set (agentvine/tracing.py).
+    "agentvine.tracing.TraceMiddleware",
+    # Binds a request id to every log line of the request (agentvine/logging.py).
+    "agentvine.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy and Permissions-Policy (agentvine/headers.py).
+    "agentvine.headers.SecurityHeadersMiddleware",
     # Serves static files from the ASGI app itself (daphne has no static
     # server); finders mean no collectstatic step for the embedded default.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -220,6 +260,9 @@ SPECTACULAR_SETTINGS = {
         "WorkerStatusEnum": "workers_app.models.WorkerStatus",
         "SessionStatusEnum": "workers_app.models.SessionStatus",
         "ExecutionStatusEnum": "tasks_app.models.ExecutionStatus",
+        "MessageKindEnum": "chat_app.models.MessageKind",
+        "SenderKindEnum": "chat_app.models.SenderKind",
+        "WorkOrderKindEnum": "queue_app.models.WorkOrderKind",
     },
 }
 
@@ -268,6 +311,11 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # --- AgentVine ------------------------------------------------------------------
 AGENTVINE_WORKSPACE_ROOT = Path(env.str("AGENTVINE_WORKSPACE_ROOT", default=str(VAR_DIR / "workspaces")))
+# Repositories a task may name (tasks_app/repositories.py): shell-style
+# patterns of URLs. Local paths and file:// only when ALLOW_LOCAL is on
+# (scripts/up turns it on for its local default), never the platform's data.
+AGENTVINE_REPOSITORY_ALLOW = env.list("AGENTVINE_REPOSITORY_ALLOW", default=["https://*", "ssh://*", "git@*"])
+AGENTVINE_REPOSITORY_ALLOW_LOCAL = env.bool("AGENTVINE_REPOSITORY_ALLOW_LOCAL", default=False)
 AGENTVINE_HEARTBEAT_SECONDS = env.float("AGENTVINE_HEARTBEAT_SECONDS", default=3.0)
 # --- Guardians (workers_app/guardians.py, scheduled by django-celery-beat) ---
 # A slot whose heartbeat is older than this is offline and its work requeued.
@@ -319,6 +367,9 @@ AGENTVINE_EVENTS_LINGER_SECONDS = env.float("AGENTVINE_EVENTS_LINGER_SECONDS", d
 # install visibly does work. A profile's "type" picks the executor:
 #   command  "command": argv template ({prompt} {workspace} {task_id}
 #            {work_order_id} {session_id} {python} are substituted)
+# Every profile may add "env" (literal variables for the agent) and "secrets"
+# (names of variables the worker reads from its environment or NAME_FILE and
+# hands to the agent, masked in its output): workers_app/executors/environment.py.
 #   claude   "binary" (path, or an argv prefix list), "model", "args"
 #   codex    "binary", "model", "args", "usd_per_million_input/output"
 #   openai   "base_url" (…/v1), "model", "api_key_env" (name of the variable
@@ -334,12 +385,15 @@ AGENTVINE_EXECUTORS = {
         "binary": env.str("AGENTVINE_CLAUDE_BINARY", default="claude"),
         "model": env.str("AGENTVINE_CLAUDE_MODEL", default=""),
         "args": env.list("AGENTVINE_CLAUDE_ARGS", default=["--permission-mode", "acceptEdits"]),
+        # Provider keys reach only the profiles that name them.
+        "secrets": [name for name in env.list("AGENTVINE_CLAUDE_SECRETS", default=["ANTHROPIC_API_KEY"]) if name],
     },
     "codex": {
         "type": "codex",
         "binary": env.str("AGENTVINE_CODEX_BINARY", default="codex"),
         "model": env.str("AGENTVINE_CODEX_MODEL", default=""),
         "args": env.list("AGENTVINE_CODEX_ARGS", default=["--full-auto"]),
+        "secrets": [name for name in env.list("AGENTVINE_CODEX_SECRETS", default=["OPENAI_API_KEY"]) if name],
     },
     "openai": {
         "type": "openai",
@@ -357,6 +411,12 @@ AGENTVINE_EXECUTORS = {
             "--prompt",
             "{prompt}",
         ],
+        # An agent sees only what its profile declares (executors/environment.py).
+        "env": {
+            name: value
+            for name in ("AGENTVINE_DEMO_STEPS", "AGENTVINE_DEMO_STEP_SECONDS")
+            if (value := env.str(name, default=""))
+        },
     },
 }
 AGENTVINE_EXECUTORS.update(json.loads(env.str("AGENTVINE_EXECUTORS_JSON", default="{}")))
@@ -371,10 +431,38 @@ AGENTVINE_LIVE_EVENT_RETENTION_HOURS = env.float("AGENTVINE_LIVE_EVENT_RETENTION
 # How long one long-poll for an answer waits before the agent asks again.
 AGENTVINE_ASK_POLL_SECONDS = env.float("AGENTVINE_ASK_POLL_SECONDS", default=25.0)
 
+# --- Observability (agentvine/health.py, metrics.py, logging.py) ---------------
+# Each part /readyz asks must answer within this many seconds.
+AGENTVINE_READY_TIMEOUT_SECONDS = env.float("AGENTVINE_READY_TIMEOUT_SECONDS", default=2.0)
+# Bearer token a Prometheus scraper sends to /metrics (signed-in operators need none).
+AGENTVINE_METRICS_TOKEN = env.str("AGENTVINE_METRICS_TOKEN", default="")
+# Totals over the whole history (histograms, tokens, cost) scan every
+# execution: a web process recomputes them at most this often (bench/metrics_scrape.py).
+AGENTVINE_METRICS_TOTALS_SECONDS = env.float("AGENTVINE_METRICS_TOTALS_SECONDS", default=30.0)
+# "json": one JSON object per log line, with the ids of the request or run it
+# belongs to; "text" (the default): plain lines.
+AGENTVINE_LOG_FORMAT = env.str("AGENTVINE_LOG_FORMAT", default="text").lower()
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "text": {"format": "[%(asctime)s: %(levelname)s/%(name)s] %(message)s"},
+        "json": {"()": "agentvine.logging.JsonFormatter"},
+    },
+    "filters": {"routine": {"()": "agentvine.logging.RoutineFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if AGENTVINE_LOG_FORMAT == "json" else "text",
+            "filters": ["routine"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Django's own console handler (DEBUG only) printed its lines a second
+        # time, plain; they reach the root handler, in the chosen format.
+        "django": {"handlers": [], "propagate": True},
+    },
 }

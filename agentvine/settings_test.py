@@ -12,6 +12,9 @@ from pathlib import Path
 
 _TESTS = Path(__file__).resolve().parent.parent / "tests"
 
+# DEBUG stays off, as in production, so the suite needs a key of its own
+# (processes it starts, daphne and workers, use these settings too).
+os.environ.setdefault("SECRET_KEY", "agentvine-test-suite-key-not-a-secret-" + "x" * 20)
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agentvine")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("AGENTVINE_DEMO_STEP_SECONDS", "0.1")
@@ -19,6 +22,9 @@ os.environ.setdefault("AGENTVINE_RETRY_BACKOFF_BASE", "0.2")
 os.environ.setdefault("AGENTVINE_RETRY_BACKOFF_MAX", "1.0")
 os.environ.setdefault("AGENTVINE_HEARTBEAT_SECONDS", "1.0")
 os.environ.setdefault("AGENTVINE_VAR_DIR", "/tmp/agentvine-test-var")
+# Tests clone local repositories they make (tests/workers_app); the refusal
+# of local paths is tested by turning this off (tests/api/test_repositories.py).
+os.environ.setdefault("AGENTVINE_REPOSITORY_ALLOW_LOCAL", "true")
 _VAR = Path(os.environ["AGENTVINE_VAR_DIR"])
 os.environ.setdefault(
     "AGENTVINE_EXECUTORS_JSON",
@@ -52,6 +58,32 @@ os.environ.setdefault(
             "claude-missing": {"type": "claude", "binary": "/nonexistent/claude"},
             # Finishes at once, for throughput and redelivery tests.
             "quick": {"type": "command", "command": ["sh", "-c", "echo done"]},
+            # Tries what a prompt-injected agent would (tests/agents/hostile.py);
+            # names one secret, which the worker must have.
+            "hostile": {
+                "type": "command",
+                "command": [sys.executable, str(_TESTS / "agents" / "hostile.py"), "{prompt}"],
+                "secrets": ["HOSTILE_NAMED_SECRET"],
+            },
+            # The same in a bubblewrap sandbox (workers_app/executors/sandbox.py).
+            "hostile-bwrap": {
+                "type": "command",
+                "command": [sys.executable, str(_TESTS / "agents" / "hostile.py"), "{prompt}"],
+                "secrets": ["HOSTILE_NAMED_SECRET"],
+                "sandbox": "bwrap",
+                "network": False,
+                "sandbox_read_only": [str(_TESTS / "agents")],
+            },
+            # Asks a human from a sandbox without network (tests/agents/offline_asker.py).
+            "ask-offline": {
+                "type": "command",
+                "command": [sys.executable, str(_TESTS / "agents" / "offline_asker.py")],
+                "sandbox": "bwrap",
+                "network": False,
+                "sandbox_read_only": [str(_TESTS / "agents")],
+            },
+            # Prints its whole environment.
+            "printenv": {"type": "command", "command": ["printenv"]},
             # SIGKILLs the worker process running it, every time (poison work).
             "poison": {"type": "command", "command": ["sh", "-c", "echo crashing my worker; kill -9 $PPID"]},
         }

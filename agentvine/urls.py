@@ -1,13 +1,23 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
+from agentvine import health
+from agentvine import metrics as metrics_views
 from chat_app import views as chat_views
 from tasks_app import views as task_views
 from workers_app import views as worker_views
 
 urlpatterns = [
+    # Probes and Prometheus: agentvine/health.py (answered before host validation), agentvine/metrics.py.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    # Browsers ask for it on every page without a <link rel="icon"> (the admin's).
+    path("favicon.ico", RedirectView.as_view(url=static("agentvine/favicon.svg"), permanent=True)),
     path("api/v1/chat/", include("chat_app.urls")),
     path("api/v1/", include("agentvine.api_urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

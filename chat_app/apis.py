@@ -13,7 +13,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
@@ -93,6 +93,7 @@ class MessageListCreateApi(IdempotentWritesMixin, ListAPIView):
 
     serializer_class = MessageOutputSerializer
 
+    @extend_schema_serializer(component_name="MessageCreateInput")
     class InputSerializer(serializers.Serializer):
         conversation_id = serializers.CharField(max_length=200, required=False)
         to = serializers.CharField(max_length=200, required=False)
@@ -125,6 +126,7 @@ class MessageListCreateApi(IdempotentWritesMixin, ListAPIView):
 class BatchCreateApi(IdempotentWritesMixin, APIView):
     """POST {task_id or to, texts: [...]}: delivered to the task's agent whole and in order."""
 
+    @extend_schema_serializer(component_name="MessageBatchInput")
     class InputSerializer(serializers.Serializer):
         task_id = serializers.UUIDField(required=False)
         to = serializers.CharField(max_length=200, required=False)
@@ -150,6 +152,7 @@ class BatchCreateApi(IdempotentWritesMixin, APIView):
 class QuestionAnswerApi(IdempotentWritesMixin, APIView):
     """POST {text}: answer a pending question; 409 if someone answered first."""
 
+    @extend_schema_serializer(component_name="QuestionAnswerInput")
     class InputSerializer(serializers.Serializer):
         text = serializers.CharField(trim_whitespace=False, allow_blank=True)
 
@@ -205,6 +208,7 @@ class ConversationReadApi(IdempotentWritesMixin, APIView):
 class DiscordInboundApi(IdempotentWritesMixin, APIView):
     """POST a message relayed by a Discord bot, attributed to the Discord person."""
 
+    @extend_schema_serializer(component_name="DiscordMessageInput")
     class InputSerializer(serializers.Serializer):
         discord_user_id = serializers.CharField(max_length=32)
         discord_username = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
@@ -234,6 +238,7 @@ class AgentApi(APIView):
     authentication_classes = [AgentTokenAuthentication]
     permission_classes = [IsAgent]
 
+    @extend_schema_serializer(component_name="AgentTextInput")
     class InputSerializer(serializers.Serializer):
         text = serializers.CharField(trim_whitespace=False, allow_blank=True)
 

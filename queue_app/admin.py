@@ -1,12 +1,14 @@
 from django.contrib import admin
+from django.db.models import Q
 
-from agentvine.admin_tools import FastAdmin, service_action
+from agentvine.admin_tools import FastAdmin, ProtectActiveMixin, service_action
 from queue_app import lifecycle
-from queue_app.models import AgentToken, Execution, WorkOrder
+from queue_app.models import ACTIVE_STATUSES, AgentToken, Execution, WorkOrder, WorkOrderStatus
 
 
 @admin.register(WorkOrder)
-class WorkOrderAdmin(FastAdmin):
+class WorkOrderAdmin(ProtectActiveMixin, FastAdmin):
+    active_filter = Q(status__in=[WorkOrderStatus.QUEUED, *ACTIVE_STATUSES])
     list_display = ("id", "task", "kind", "status", "priority", "worker", "retry_count", "enqueued_at", "updated_at")
     list_filter = ("status", "priority", "kind")
     search_fields = ("=id", "task__title")

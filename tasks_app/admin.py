@@ -1,9 +1,13 @@
+from django import forms
 from django.contrib import admin
+from django.db.models import Exists, OuterRef
 
-from agentvine.admin_tools import FastAdmin, service_action
-from queue_app.models import Execution, WorkOrder
+from agentvine.admin_tools import FastAdmin, ProtectActiveMixin, service_action
+from agentvine.errors import ValidationFailed
+from queue_app.models import ACTIVE_STATUSES, Execution, WorkOrder, WorkOrderStatus
 from tasks_app import services
 from tasks_app.models import Task
+from tasks_app.repositories import repository_url_check
 
 READ_ONLY_STATE = ("status", "created_at", "updated_at", "completed_at")
 
@@ -33,8 +37,27 @@ class ExecutionInline(admin.TabularInline):
         return False
 
 
+class TaskAdminForm(forms.ModelForm):
+    class Meta:
+        model = Task
+        fields = ("title", "description", "task_type", "executor", "repository_url", "branch_name")
+
+    def clean_repository_url(self):
+        # The same policy as task creation (tasks_app/repositories.py).
+        url = self.cleaned_data["repository_url"]
+        try:
+            repository_url_check(url)
+        except ValidationFailed as exc:
+            raise forms.ValidationError(exc.message) from None
+        return url
+
+
 @admin.register(Task)
-class TaskAdmin(FastAdmin):
+class TaskAdmin(ProtectActiveMixin, FastAdmin):
+    form = TaskAdminForm
+    active_filter = Exists(
+        WorkOrder.objects.filter(task=OuterRef("pk"), status__in=[WorkOrderStatus.QUEUED, *ACTIVE_STATUSES])
+    )
     list_display = ("title", "task_type", "status", "priority", "executor", "created_by", "created_at")
     list_filter = ("status", "task_type", "priority")
     search_fields = ("search_text__title", "search_text__description", "search_text__repository_url")

@@ -1,7 +1,9 @@
 from django import forms
 from django.conf import settings
 
+from agentvine.errors import ValidationFailed
 from tasks_app.models import Priority, TaskStatus, TaskType
+from tasks_app.repositories import ERR_CREDENTIALS, repository_url_check
 
 
 def executor_choices():
@@ -27,6 +29,18 @@ class TaskCreateForm(forms.Form):
         if not title:
             raise forms.ValidationError("Give the task a title.")
         return title
+
+    def clean_repository_url(self):
+        url = self.cleaned_data["repository_url"].strip()
+        try:
+            repository_url_check(url)
+        except ValidationFailed as exc:
+            if exc.message == ERR_CREDENTIALS:
+                # The page shows the form again: never with the secret in it.
+                self.data = self.data.copy()
+                self.data[self.add_prefix("repository_url")] = ""
+            raise forms.ValidationError(exc.message) from None
+        return url
 
     def clean(self):
         cleaned = super().clean()

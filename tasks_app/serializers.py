@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from agentvine.serializers import ModelOutputSerializer
 from tasks_app.models import Priority, Task, TaskStatus, TaskType
+from tasks_app.repositories import repository_url_redacted
 
 MAX_DESCRIPTION_CHARS = 100_000
 
@@ -42,8 +43,16 @@ class TaskListParams(serializers.Serializer):
     offset = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
 
 
+class RepositoryUrlField(serializers.CharField):
+    """A repository URL as shown: never with credentials (tasks_app/repositories.py)."""
+
+    def to_representation(self, value):
+        return repository_url_redacted(super().to_representation(value))
+
+
 class TaskOutput(ModelOutputSerializer):
     created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    repository_url = RepositoryUrlField(read_only=True)
 
     class Meta:
         model = Task

@@ -15,6 +15,7 @@ from queue_app.models import (
     WorkOrderStatus,
 )
 from tasks_app.models import PRIORITY_RANK, Priority, Task, TaskSearchText, TaskType
+from tasks_app.repositories import repository_url_check
 
 ERR_TITLE_REQUIRED = "title is required"
 ERR_UNKNOWN_EXECUTOR = "unknown executor profile"
@@ -78,6 +79,7 @@ def tasks_create(*, specs, created_by=None):
                 priority=spec["priority"],
                 executor=spec.get("executor") or "",
             )
+            repository_url_check(spec.get("repository_url") or "")
         except ValidationFailed as exc:
             if len(specs) == 1:
                 raise

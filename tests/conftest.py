@@ -104,9 +104,10 @@ def other_worker(db):
 
 class TestDatabaseProcess:
     """A ``python -m <argv>`` subprocess of ours on the test database and the
-    test Redis, with its output in ``log_path`` and its own process group."""
+    test Redis, with its output in ``log_path`` and its own process group;
+    ``wrapper`` is a command that runs it (``setpriv …``)."""
 
-    def __init__(self, argv, *, log_path, extra_env=None):
+    def __init__(self, argv, *, log_path, extra_env=None, wrapper=None):
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
@@ -119,7 +120,7 @@ class TestDatabaseProcess:
         self.log_path = Path(log_path)
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", *argv],
+            [*(wrapper or []), sys.executable, "-m", *argv],
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -146,7 +147,7 @@ class TestDatabaseProcess:
 class CeleryWorkerProcess(TestDatabaseProcess):
     """A real ``celery -A agentvine worker`` subprocess on the test database."""
 
-    def __init__(self, *, concurrency, name, log_path, extra_env=None):
+    def __init__(self, *, concurrency, name, log_path, extra_env=None, wrapper=None):
         self.name = name
         self.concurrency = concurrency
         super().__init__(
@@ -168,6 +169,7 @@ class CeleryWorkerProcess(TestDatabaseProcess):
             ],
             log_path=log_path,
             extra_env=extra_env,
+            wrapper=wrapper,
         )
 
     def wait_ready(self, timeout=30):
@@ -215,10 +217,10 @@ def celery_worker_factory(transactional_db, clean_broker, tmp_path):
     """Start real Celery workers; every one is stopped at teardown."""
     started = []
 
-    def start(concurrency=1, name=None, extra_env=None, wait=True):
+    def start(concurrency=1, name=None, extra_env=None, wait=True, wrapper=None):
         name = name or f"w{len(started)}-{uuid.uuid4().hex[:4]}"
         proc = CeleryWorkerProcess(
-            concurrency=concurrency, name=name, log_path=tmp_path / f"{name}.log", extra_env=extra_env
+            concurrency=concurrency, name=name, log_path=tmp_path / f"{name}.log", extra_env=extra_env, wrapper=wrapper
         )
         started.append(proc)
         if wait:

@@ -54,3 +54,7 @@ class AgentSessionAdmin(FastAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# Operators' and workers' tokens (registered there).
+from workers_app import token_admin  # noqa: E402,F401

@@ -1,7 +1,12 @@
 """Remote pull worker: runs agents on a machine that reaches AgentVine only over HTTP.
 
-    python -m workers_app.remote --server https://agentvine.example --token avo_… [--name gpu-box:0]
-    python -m workers_app.remote --server … --worker-id ID --worker-token avw_…
+    AGENTVINE_OPERATOR_TOKEN_FILE=/run/secrets/avo python -m workers_app.remote --server https://agentvine.example
+    AGENTVINE_WORKER_TOKEN=avw_… python -m workers_app.remote --server … --worker-id ID
+
+Tokens come from the environment or a file (``AGENTVINE_OPERATOR_TOKEN`` /
+``AGENTVINE_WORKER_TOKEN``, or the file their ``…_FILE`` variable names), never
+from the command line, where every user of the host sees them (``ps``); the
+old ``--token`` / ``--worker-token`` still work but warn.
 
 With an operator token it registers itself (and deregisters on a clean exit);
 with a worker token it works as that worker. Then it heartbeats, claims the
@@ -19,12 +24,14 @@ import argparse
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import requests
@@ -41,7 +48,13 @@ ERR_UNSUPPORTED_KIND = "work order kind {kind} cannot run on a remote worker"
 # As on a Celery slot: the task itself, or a turn for the agent's queued messages.
 RUNNABLE_KINDS = ("run_task", "deliver_message")
 ERR_NO_RESULT = "agent ended without a result"
-ERR_NEED_CREDENTIALS = "give --token (operator, to register) or --worker-id and --worker-token"
+ERR_NEED_CREDENTIALS = (
+    "set AGENTVINE_OPERATOR_TOKEN (or _FILE) to register, or --worker-id with AGENTVINE_WORKER_TOKEN (or _FILE)"
+)
+WARN_TOKEN_ARGUMENT = (
+    "{flag} puts the token on the command line, where every user of this host can read it (ps); "
+    "set {variable} or {variable}_FILE instead"
+)
 
 
 class ApiError(Exception):
@@ -114,6 +127,10 @@ def _setup_django():
     # Executors, profiles and workspaces read Django settings; no database
     # connection is ever opened by this program.
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agentvine.settings")
+    # It signs nothing, so it needs no key of the server's (never copy that
+    # one here); a random one satisfies the settings' refusal of the public
+    # development key.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     import django
 
     django.setup()
@@ -358,15 +375,29 @@ class RemoteWorker:
         return "failed"
 
 
+def token_from(*, flag, flag_value, variable, environ=None):
+    """A token from ``$VARIABLE``, the file ``$VARIABLE_FILE`` names, or (deprecated) a command-line flag."""
+    environ = os.environ if environ is None else environ
+    if flag_value:
+        logger.warning(WARN_TOKEN_ARGUMENT.format(flag=flag, variable=variable))
+        return flag_value
+    if environ.get(variable):
+        return environ[variable]
+    path = environ.get(f"{variable}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="AgentVine remote pull worker")
     parser.add_argument(
         "--server", default=os.environ.get("AGENTVINE_SERVER"), required="AGENTVINE_SERVER" not in os.environ
     )
-    parser.add_argument("--token", default=os.environ.get("AGENTVINE_TOKEN"), help="operator token, to register")
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--name", default=f"remote@{socket.gethostname()}:{os.getpid()}")
     parser.add_argument("--worker-id", default=os.environ.get("AGENTVINE_WORKER_ID"))
-    parser.add_argument("--worker-token", default=os.environ.get("AGENTVINE_WORKER_TOKEN"))
+    parser.add_argument("--worker-token", help=argparse.SUPPRESS)
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between claims while idle")
     parser.add_argument("--heartbeat", type=float, default=None, help="seconds between heartbeats")
     parser.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
@@ -376,12 +407,23 @@ def main(argv=None):
     _setup_django()
     from django.conf import settings
 
+    from agentvine.security import process_protect
+
+    # Its agents run as its children: they must not read its worker token.
+    process_protect()
+
     registered = False
-    if args.worker_id and args.worker_token:
-        worker_id, worker_token = args.worker_id, args.worker_token
-    elif args.token:
+    operator_token = token_from(flag="--token", flag_value=args.token, variable="AGENTVINE_OPERATOR_TOKEN")
+    if not operator_token and os.environ.get("AGENTVINE_TOKEN"):
+        # Earlier versions read the operator token from the agents' variable name.
+        logger.warning("AGENTVINE_TOKEN is deprecated for the operator token: set AGENTVINE_OPERATOR_TOKEN")
+        operator_token = os.environ["AGENTVINE_TOKEN"]
+    worker_token = token_from(flag="--worker-token", flag_value=args.worker_token, variable="AGENTVINE_WORKER_TOKEN")
+    if args.worker_id and worker_token:
+        worker_id = args.worker_id
+    elif operator_token:
         worker_id, worker_token = register(
-            server=args.server, operator_token=args.token, name=args.name, hostname=socket.gethostname()
+            server=args.server, operator_token=operator_token, name=args.name, hostname=socket.gethostname()
         )
         registered = True
         logger.info("registered as %s (%s)", args.name, worker_id)

@@ -23,7 +23,11 @@ from pathlib import Path
 
 from django.conf import settings
 
+from agentvine.errors import ValidationFailed
+from tasks_app.repositories import repository_url_check
+from workers_app.executors import agent_home
 from workers_app.executors.base import ExecutorConfigError
+from workers_app.executors.environment import PASSED_THROUGH, PASSED_THROUGH_PREFIXES
 
 ERR_GIT_MISSING = "git is not installed on this worker"
 ERR_FETCH = "cannot fetch repository {url}: {detail}"
@@ -33,6 +37,14 @@ ERR_BRANCH_BUSY = "branch {branch} is already checked out in another task's work
 ERR_WORKTREE = "cannot create a workspace on branch {branch}: {detail}"
 
 GIT_TIMEOUT_SECONDS = 600
+# What git needs of the worker's environment to reach a repository: its
+# network settings, plus the worker user's HOME and ssh agent for its keys and
+# credentials. Never the platform's secrets: the repository cache is writable
+# by the agents that work in its worktrees, and a config they planted could
+# run a command in any git this worker starts.
+GIT_PASSED_THROUGH = PASSED_THROUGH | {"HOME", "SSH_AUTH_SOCK", "GIT_SSH", "GIT_SSH_COMMAND"}
+# Hooks and fsmonitor commands from the (agent-writable) cache never run.
+GIT_SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 # Commits the agent makes in its worktree need an author.
 GIT_IDENTITY = {"user.name": "AgentVine", "user.email": "agentvine@localhost"}
 
@@ -55,16 +67,26 @@ def workspace_path(task_id) -> Path:
     return workspace_root() / str(task_id)
 
 
+def _git_environment():
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in GIT_PASSED_THROUGH or name.startswith(PASSED_THROUGH_PREFIXES)
+    }
+    # Never wait for a password prompt nobody will answer.
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    return env
+
+
 def _git(*args, cwd=None):
     try:
         result = subprocess.run(
-            ["git", *args],
+            ["git", *GIT_SAFE_CONFIG, *args],
             cwd=cwd,
             capture_output=True,
             text=True,
             timeout=GIT_TIMEOUT_SECONDS,
-            # Never wait for a password prompt nobody will answer.
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+            env=_git_environment(),
         )
     except FileNotFoundError as exc:
         raise WorkspaceError(ERR_GIT_MISSING) from exc
@@ -103,7 +125,7 @@ def _sync_cache(url, cache):
     try:
         if not (cache / "HEAD").exists():
             _git("init", "--quiet", "--bare", str(cache))
-            _git("remote", "add", "origin", source, cwd=cache)
+            _git("remote", "add", "--", "origin", source, cwd=cache)
             for key, value in GIT_IDENTITY.items():
                 _git("config", key, value, cwd=cache)
         _git("fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*", cwd=cache)
@@ -137,6 +159,12 @@ def workspace_prepare(*, task) -> Path:
         return path
     if (path / ".git").is_file():
         return path
+    try:
+        # Checked again where it is used: the worker's own policy holds even
+        # for a task created before it, or on another server's settings.
+        repository_url_check(task.repository_url)
+    except ValidationFailed as exc:
+        raise WorkspaceError(exc.message) from None
     if shutil.which("git") is None:
         raise WorkspaceError(ERR_GIT_MISSING)
     branch = task.branch_name or f"agentvine/{task.id}"
@@ -152,9 +180,9 @@ def workspace_prepare(*, task) -> Path:
             shutil.rmtree(path)
         _git("worktree", "prune", cwd=cache)
         if _ref_exists(cache, f"refs/heads/{branch}"):
-            args = [str(path), branch]
+            args = ["--", str(path), branch]
         else:
-            args = ["--no-track", "-b", branch, str(path), _start_point(cache, task.repository_url, branch)]
+            args = ["--no-track", "-b", branch, "--", str(path), _start_point(cache, task.repository_url, branch)]
         try:
             _git("worktree", "add", "--quiet", *args, cwd=cache)
         except GitFailed as exc:
@@ -166,7 +194,9 @@ def workspace_prepare(*, task) -> Path:
 
 
 def workspace_remove(*, task):
-    """Delete the task's workspace; its branch stays in the cache. True if there was one."""
+    """Delete the task's workspace and its agents' HOME; its branch stays in
+    the cache. True if there was a workspace."""
+    shutil.rmtree(agent_home(task.id), ignore_errors=True)
     path = workspace_path(task.id)
     if not path.exists():
         return False

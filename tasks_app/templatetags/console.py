@@ -1,5 +1,7 @@
 from django import template
 
+from tasks_app.repositories import repository_url_redacted
+
 register = template.Library()
 
 
@@ -25,3 +27,9 @@ def duration(seconds):
 def last_line(text):
     lines = [line for line in (text or "").splitlines() if line.strip()]
     return lines[-1][-200:] if lines else ""
+
+
+@register.filter
+def redacted(url):
+    """A repository URL without credentials (tasks_app/repositories.py)."""
+    return repository_url_redacted(url or "")

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import shutil
 import sys
 import threading
 
@@ -29,17 +30,51 @@ def _answer_when_asked(task, operator):
         connection.close()
 
 
-def test_mcp_tools_ask_human_and_report_progress(daphne_server, channel_layer, operator, worker):
+def _running_order(operator, worker):
     task = task_create(title="mcp agent", created_by=operator)
     work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
     work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
-    token = credentials.agent_token_issue(work_order=work_order, execution=execution)
+    return task, work_order, credentials.agent_token_issue(work_order=work_order, execution=execution)
+
+
+def test_mcp_tools_ask_human_and_report_progress(daphne_server, channel_layer, operator, worker):
+    task, _, token = _running_order(operator, worker)
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "chat_app.mcp_server"],
         cwd=str(ROOT),
         env={**os.environ, "PYTHONPATH": str(ROOT), "AGENTVINE_API_URL": daphne_server.url, "AGENTVINE_TOKEN": token},
     )
+    _ask_and_report(params, task, operator)
+
+
+def test_agentvine_mcp_on_an_agents_path_works_in_its_allowlisted_environment(
+    daphne_server, channel_layer, operator, worker, tmp_path, settings
+):
+    """What an agent CLI configured with {"command": "agentvine-mcp"} starts, in its workspace."""
+    from chat_app.agent_link import agent_environment
+    from workers_app.executors.base import RunContext
+    from workers_app.executors.environment import agent_environment as allowlisted
+
+    settings.AGENTVINE_API_URL = daphne_server.url
+    task, work_order, token = _running_order(operator, worker)
+    context = RunContext(
+        task_id=str(task.id),
+        work_order_id=str(work_order.id),
+        prompt="",
+        workspace=tmp_path,
+        profile={},
+        time_limit=30,
+        env=agent_environment(work_order=work_order, token=token),
+        home=tmp_path / "home",
+    )
+    env = allowlisted(context).variables
+    assert "PYTHONPATH" not in env
+    params = StdioServerParameters(command=shutil.which("agentvine-mcp", path=env["PATH"]), cwd=str(tmp_path), env=env)
+    _ask_and_report(params, task, operator)
+
+
+def _ask_and_report(params, task, operator):
     answerer = threading.Thread(target=_answer_when_asked, args=(task, operator))
     answerer.start()
 

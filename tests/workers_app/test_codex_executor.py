@@ -74,3 +74,14 @@ def test_interrupt_stops_the_turn(run_agent):
     assert run.outcome.kind == "error"
     assert run.outcome.data["exit_code"] == 130
     assert run.outcome.text.startswith(ERR_TURN_FAILED.format(message="interrupted"))
+
+
+@pytest.mark.parametrize("session_id", ["--dangerously-bypass-approvals-and-sandbox", "-c", "x y", "id\n--full-auto"])
+def test_a_stored_session_id_that_could_read_as_an_option_is_refused(run_agent, session_id):
+    from workers_app.executors import ExecutorConfigError
+    from workers_app.executors.codex import ERR_BAD_SESSION_ID
+
+    with pytest.raises(ExecutorConfigError) as refused:
+        run_agent(PROFILE, "Keep going", session_id=session_id, resume=True)
+
+    assert str(refused.value) == ERR_BAD_SESSION_ID

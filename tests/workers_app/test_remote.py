@@ -30,12 +30,13 @@ class RemoteWorkerProcess:
             # Only so the settings module loads; the remote worker never connects.
             "DATABASE_URL": _database_url(),
             "PYTHONPATH": str(ROOT),
+            # From the environment, not the command line (visible in ps).
+            "AGENTVINE_OPERATOR_TOKEN": token,
             **(env or {}),
         }
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers_app.remote", "--server", server, "--token", token, "--name", name]
-            + list(extra),
+            [sys.executable, "-m", "workers_app.remote", "--server", server, "--name", name] + list(extra),
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -66,6 +67,7 @@ def remote_factory(live_server, operator, tmp_path):
         started.append(proc)
         return proc
 
+    start.key = key
     yield start
     for proc in started:
         if proc.process.poll() is None:
@@ -98,6 +100,21 @@ def test_remote_worker_runs_the_demo_agent_end_to_end(remote_factory, operator):
     assert worker.status == WorkerStatus.OFFLINE
     result = Path(settings.AGENTVINE_WORKSPACE_ROOT) / str(task.pk) / "AGENTVINE_RESULT.md"
     assert "Task: Remote greeting" in result.read_text()
+
+
+def test_remote_workers_agent_gets_the_allowlist_not_the_remote_workers_tokens(remote_factory, operator):
+    task = task_create(title="Show me", executor="printenv", created_by=operator)
+    operator_key = remote_factory.key
+
+    remote = remote_factory("remote-env", "--max-orders", "1", "--poll", "0.2", env={"PROVIDER_KEY": "sk-unnamed"})
+    assert remote.wait(timeout=60) == 0, remote.output()
+
+    output = execution_output(execution=Task.objects.get(pk=task.pk).executions.get())
+    names = {line.split("=", 1)[0] for line in output.splitlines() if "=" in line}
+    assert {"PATH", "HOME", "AGENTVINE_TOKEN", "AGENTVINE_API_URL"} <= names
+    for leaked in ("AGENTVINE_OPERATOR_TOKEN", "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "PROVIDER_KEY"):
+        assert leaked not in names
+    assert operator_key not in output and "sk-unnamed" not in output
 
 
 def test_remote_worker_agent_asks_a_human_and_uses_the_answer(remote_factory, operator):
@@ -245,3 +262,18 @@ def test_a_remote_run_keeps_its_lease_while_the_guardian_watches(remote_factory,
 
     assert requeued == []
     assert list(task.executions.values_list("status", flat=True)) == [ExecutionStatus.COMPLETED]
+
+
+def test_tokens_come_from_the_environment_or_a_file_and_a_command_line_token_warns(tmp_path, caplog):
+    from workers_app.remote import WARN_TOKEN_ARGUMENT, token_from
+
+    (tmp_path / "token").write_text("avw_from_file\n")
+    environ = {"AGENTVINE_WORKER_TOKEN_FILE": str(tmp_path / "token"), "AGENTVINE_OPERATOR_TOKEN": "avo_from_env"}
+
+    from_file = token_from(flag="--worker-token", flag_value=None, variable="AGENTVINE_WORKER_TOKEN", environ=environ)
+    from_env = token_from(flag="--token", flag_value=None, variable="AGENTVINE_OPERATOR_TOKEN", environ=environ)
+    assert caplog.records == []
+    from_flag = token_from(flag="--token", flag_value="avo_on_cmdline", variable="AGENTVINE_OPERATOR_TOKEN")
+
+    assert (from_file, from_env, from_flag) == ("avw_from_file", "avo_from_env", "avo_on_cmdline")
+    assert caplog.messages == [WARN_TOKEN_ARGUMENT.format(flag="--token", variable="AGENTVINE_OPERATOR_TOKEN")]

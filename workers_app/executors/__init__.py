@@ -1,5 +1,7 @@
 """Executor registry: a profile's ``type`` names the class that runs it."""
 
+from pathlib import Path
+
 from django.conf import settings
 
 from workers_app.executors.base import ExecutorConfigError
@@ -24,7 +26,16 @@ def executor_profile(name):
     return profile
 
 
+def agent_home(task_id):
+    """The HOME of a task's agents: beside the workspaces, never inside a
+    checkout (it would end up in the agent's commits), kept across the
+    task's turns so an agent CLI finds its own session again."""
+    return Path(settings.AGENTVINE_WORKSPACE_ROOT) / "_homes" / str(task_id)
+
+
 def executor_for(context):
+    if context.home is None:
+        context.home = agent_home(context.task_id)
     executor_type = context.profile.get("type", "command")
     cls = EXECUTOR_TYPES.get(executor_type)
     if cls is None:

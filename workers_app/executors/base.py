@@ -30,6 +30,9 @@ class RunContext:
     env: dict = field(default_factory=dict)
     # Extra command-line arguments for CLI agents (for example an MCP config).
     extra_args: list = field(default_factory=list)
+    # The agent's own HOME (see executors/environment.py); executor_for sets
+    # it when the caller did not.
+    home: Path | None = None
 
 
 @dataclass

@@ -9,12 +9,18 @@ Codex reports tokens, not money: a profile may set ``usd_per_million_input``
 and ``usd_per_million_output`` to turn them into a cost.
 """
 
-from workers_app.executors.base import ExecutorEvent, usage_event
+import re
+
+from workers_app.executors.base import ExecutorConfigError, ExecutorEvent, usage_event
 from workers_app.executors.jsonl import JsonLinesExecutor, binary_argv, clip
 
 ERR_TURN_FAILED = "codex turn failed: {message}"
 ERR_NO_TURN = "codex exited with code {code} before completing a turn"
 ERR_EXIT = "codex exited with code {code}"
+ERR_BAD_SESSION_ID = "stored codex session id is not a thread id; refusing to pass it to codex"
+# Codex names threads with UUIDs. The stored id comes back from the agent (and
+# the sessions API), so it must never be able to read as an option of codex.
+THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 class CodexExecutor(JsonLinesExecutor):
@@ -42,6 +48,8 @@ class CodexExecutor(JsonLinesExecutor):
             argv += ["--model", profile["model"]]
         argv += list(profile.get("args", [])) + list(self.context.extra_args)
         if self.context.resume and self.context.session_id:
+            if not THREAD_ID.fullmatch(self.context.session_id):
+                raise ExecutorConfigError(ERR_BAD_SESSION_ID)
             argv += ["resume", self.context.session_id]
         return argv
 

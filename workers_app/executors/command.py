@@ -8,7 +8,9 @@ import signal
 import sys
 
 from workers_app.executors.base import TICK, Executor, ExecutorConfigError, ExecutorEvent
+from workers_app.executors.environment import agent_environment
 from workers_app.executors.process import AgentProcess
+from workers_app.executors.sandbox import sandboxed
 
 
 def render_command(template, context):
@@ -31,20 +33,35 @@ class CommandExecutor(Executor):
     def __init__(self, context):
         super().__init__(context)
         self.process = None
+        self.sandbox = None
 
     def _start(self):
         template = self.context.profile.get("command")
         if not template or not isinstance(template, list):
             raise ExecutorConfigError("executor profile has no command list")
         argv = render_command(template, self.context) + list(self.context.extra_args)
-        env = {**self.context.profile.get("env", {}), **self.context.env}
-        self.process = AgentProcess(argv, cwd=self.context.workspace, env=env, merge_stderr=True)
+        environment = agent_environment(self.context)
+        self.sandbox = sandboxed(argv, context=self.context, env=environment.variables)
+        try:
+            self.process = AgentProcess(
+                self.sandbox.argv,
+                cwd=self.context.workspace,
+                env=self.sandbox.env,
+                mask=environment.mask,
+                merge_stderr=True,
+            )
+        except BaseException:
+            self.sandbox.close()
+            raise
 
     def events(self):
         self._start()
-        for batch in self.process.batches():
-            yield ExecutorEvent("output", "".join(batch)) if batch else TICK
-        code = self.process.wait()
+        try:
+            for batch in self.process.batches():
+                yield ExecutorEvent("output", "".join(batch)) if batch else TICK
+            code = self.process.wait()
+        finally:
+            self.sandbox.close()
         if code == 0:
             yield ExecutorEvent("completed", data={"exit_code": 0})
         else:

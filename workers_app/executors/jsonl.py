@@ -9,7 +9,9 @@ agent telling something on the wrong stream) and never ends the run.
 import json
 
 from workers_app.executors.base import TICK, Executor, ExecutorEvent
+from workers_app.executors.environment import agent_environment
 from workers_app.executors.process import OVERSIZED, AgentProcess
+from workers_app.executors.sandbox import sandboxed
 
 # A single protocol message can carry a whole file (a tool result); bigger
 # lines are skipped rather than buffered.
@@ -57,21 +59,28 @@ class JsonLinesExecutor(Executor):
 
     # --- the loop -----------------------------------------------------------
     def events(self):
-        self.process = AgentProcess(
-            self.argv(),
-            cwd=self.context.workspace,
-            env={**self.context.profile.get("env", {}), **self.context.env},
-            stdin=True,
-            split_lines=False,
-            max_line_chars=MAX_JSON_LINE_CHARS,
-        )
-        self.on_start()
-        for batch in self.process.batches(limit=200):
-            if not batch:
-                yield TICK
-            for line in batch:
-                yield from self._decode(line)
-        yield self.outcome(self.process.wait())
+        environment = agent_environment(self.context)
+        sandbox = sandboxed(self.argv(), context=self.context, env=environment.variables)
+        try:
+            self.process = AgentProcess(
+                sandbox.argv,
+                cwd=self.context.workspace,
+                env=sandbox.env,
+                mask=environment.mask,
+                stdin=True,
+                split_lines=False,
+                max_line_chars=MAX_JSON_LINE_CHARS,
+            )
+            self.on_start()
+            for batch in self.process.batches(limit=200):
+                if not batch:
+                    yield TICK
+                for line in batch:
+                    yield from self._decode(line)
+            exit_code = self.process.wait()
+        finally:
+            sandbox.close()
+        yield self.outcome(exit_code)
 
     def _decode(self, line):
         if line is OVERSIZED:

@@ -22,6 +22,7 @@ import urllib.request
 from django.conf import settings
 
 from workers_app.executors.base import TICK, Executor, ExecutorConfigError, ExecutorEvent, usage_event
+from workers_app.executors.environment import secret_read
 
 ASK_HUMAN = "ask_human"
 ASK_HUMAN_TOOL = {
@@ -61,7 +62,12 @@ class OpenAIExecutor(Executor):
         profile = context.profile
         self.base_url = (profile.get("base_url") or settings.AGENTVINE_OPENAI_BASE_URL).rstrip("/")
         self.model = profile.get("model") or settings.AGENTVINE_OPENAI_MODEL
-        self.api_key = profile.get("api_key") or os.environ.get(profile.get("api_key_env", "OPENAI_API_KEY"), "")
+        # The key stays in this process (the model never sees it); like a
+        # profile secret it may come from a file (NAME_FILE).
+        key_name = profile.get("api_key_env", "OPENAI_API_KEY")
+        self.api_key = profile.get("api_key") or os.environ.get(key_name, "")
+        if not self.api_key and os.environ.get(f"{key_name}_FILE"):
+            self.api_key = secret_read(key_name)
         self.max_turns = int(profile.get("max_turns", 30))
         self.read_timeout = float(profile.get("read_timeout", 300))
         self._stop = threading.Event()

@@ -17,6 +17,7 @@ import subprocess
 import threading
 
 from workers_app.executors.base import ExecutorConfigError
+from workers_app.executors.environment import SecretMask
 
 # Characters waiting between the reader thread and the executor. Much more
 # than one output flush (64K), so a fast agent is read in big batches.
@@ -32,9 +33,31 @@ OVERSIZED = object()
 ERR_BINARY_NOT_FOUND = "agent command not found: {binary}"
 
 
-def require_binary(binary):
+# Sandbox programs that run the agent as their child (executors/sandbox.py).
+SANDBOX_MONITORS = ("bwrap",)
+
+
+def _group_members(pgid, *, spare=()):
+    """PIDs in process group ``pgid`` whose program is not one of ``spare``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and comm not in spare:
+            members.append(int(entry))
+    return members
+
+
+def require_binary(binary, path=None):
     """Fail with one sentence, not a traceback, when the agent is not installed."""
-    if shutil.which(binary) is None and not os.path.isfile(binary):
+    if shutil.which(binary, path=path) is None and not os.path.isfile(binary):
         raise ExecutorConfigError(ERR_BINARY_NOT_FOUND.format(binary=binary))
 
 
@@ -100,9 +123,23 @@ class AgentProcess:
     """
 
     def __init__(
-        self, argv, *, cwd, env, stdin=False, merge_stderr=False, split_lines=True, max_line_chars=MAX_LINE_CHARS
+        self,
+        argv,
+        *,
+        cwd,
+        env,
+        mask=None,
+        stdin=False,
+        merge_stderr=False,
+        split_lines=True,
+        max_line_chars=MAX_LINE_CHARS,
     ):
-        require_binary(argv[0])
+        require_binary(argv[0], env.get("PATH"))
+        self._sandboxed = os.path.basename(argv[0]) in SANDBOX_MONITORS
+        # Secret values are replaced here, before any line leaves this
+        # object: nothing downstream (buffer, database, events, error
+        # messages) ever holds them.
+        self._mask = mask or SecretMask()
         self.lines = LineBuffer()
         self.stderr_tail = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._split_lines = split_lines
@@ -115,7 +152,10 @@ class AgentProcess:
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                # The whole environment: the caller built it from an
+                # allowlist (executors/environment.py); nothing of the
+                # worker's own environment is inherited.
+                env=env,
                 # Its own process group, so signals reach the agent's children too.
                 start_new_session=True,
             )
@@ -134,13 +174,23 @@ class AgentProcess:
     def _read_stdout(self):
         stream = io.TextIOWrapper(self.popen.stdout, encoding="utf-8", errors="replace", newline="")
         limit = self._max_line_chars
+        mask = self._mask
+        # The end of a line cut at the cap, held until the rest of the line
+        # comes: a secret may run on into the next piece.
+        held = ""
         try:
             while True:
                 line = stream.readline(limit)
                 if not line:
                     break
                 if self._split_lines or line.endswith("\n") or len(line) < limit:
-                    self.lines.put(line)
+                    text = line
+                    if mask:
+                        text, held = mask(held + line), ""
+                        if not line.endswith("\n") and len(line) >= limit and mask.overlap:
+                            text, held = text[: -mask.overlap], text[-mask.overlap :]
+                    if text:
+                        self.lines.put(text)
                     continue
                 # Skip to the end of the oversized line without keeping it.
                 while line and not line.endswith("\n"):
@@ -149,13 +199,15 @@ class AgentProcess:
         except (OSError, ValueError):
             pass
         finally:
+            if held:
+                self.lines.put(held)
             self.lines.put(EOF)
 
     def _read_stderr(self):
         stream = io.TextIOWrapper(self.popen.stderr, encoding="utf-8", errors="replace")
         try:
             for line in iter(lambda: stream.readline(4096), ""):
-                self.stderr_tail.append(line.rstrip("\n"))
+                self.stderr_tail.append(self._mask(line.rstrip("\n")))
         except (OSError, ValueError):
             pass
 
@@ -190,6 +242,16 @@ class AgentProcess:
 
     def signal(self, sig):
         if self.popen.poll() is not None:
+            return
+        if self._sandboxed and sig != signal.SIGKILL:
+            # bwrap dies of SIGINT/SIGTERM and takes the agent with it
+            # (--die-with-parent) before it could stop cooperatively: signal
+            # the agent's processes in the group, not the sandbox's monitors.
+            for pid in _group_members(self.popen.pid, spare=SANDBOX_MONITORS):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
             return
         try:
             os.killpg(self.popen.pid, sig)
