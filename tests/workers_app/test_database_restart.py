@@ -18,7 +18,7 @@ from tests.workers_app.conftest import FAST_GUARD_ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
-RUNS = 9  # three slots, three rounds of "ticker 3"
+RUNS = 20  # on four slots: four running and sixteen queued when PostgreSQL restarts
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_work_survives_a_postgresql_restart(cluster, clean_broker, tmp_path):
             log_path=tmp_path / "daphne.log",
             extra_env=extra,
         ),
-        CeleryWorkerProcess(concurrency=3, name="fault", log_path=tmp_path / "worker.log", extra_env=extra),
+        CeleryWorkerProcess(concurrency=4, name="fault", log_path=tmp_path / "worker.log", extra_env=extra),
         TestDatabaseProcess(
             ["celery", "-A", "agentvine", "worker", "-Q", "guardians", "-c", "1", "-n", "guardians@%h"],
             log_path=tmp_path / "guardians.log",
@@ -90,9 +90,9 @@ def test_work_survives_a_postgresql_restart(cluster, clean_broker, tmp_path):
     try:
         _wait(lambda: _listening(port), 30, "daphne")
         _wait(lambda: "ready." in started[1].output(), 60, "the worker")
-        created = [create(f"ticker 3 #{n}") for n in range(RUNS)]
+        created = [create(f"ticker 2 #{n}") for n in range(RUNS)]
         assert [reply.status_code for reply in created] == [201] * RUNS
-        _wait(lambda: running() == 3, 30, "three runs")
+        _wait(lambda: running() == 4, 30, "four runs")
         time.sleep(1)  # output flowing
 
         # A client keeps creating tasks through the restart.
