@@ -358,6 +358,9 @@ AGENTVINE_API_URL = env.str("AGENTVINE_API_URL", default="http://127.0.0.1:8000"
 AGENTVINE_LIVE_EVENT_RETENTION_HOURS = env.float("AGENTVINE_LIVE_EVENT_RETENTION_HOURS", default=24.0)
 # How long one long-poll for an answer waits before the agent asks again.
 AGENTVINE_ASK_POLL_SECONDS = env.float("AGENTVINE_ASK_POLL_SECONDS", default=25.0)
+# On SIGTERM the web answers waiting asks (503, Retry-After) and stops once its
+# HTTP requests are done, or after this many seconds (agentvine/asgi_shutdown.py).
+AGENTVINE_WEB_SHUTDOWN_GRACE_SECONDS = env.float("AGENTVINE_WEB_SHUTDOWN_GRACE_SECONDS", default=5.0)
 
 LOGGING = {
     "version": 1,
