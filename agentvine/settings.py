@@ -302,6 +302,10 @@ AGENTVINE_OUTPUT_TAIL_CHARS = 4000
 # WebSocket frame per socket (agentvine.events). An event after a quiet spell
 # goes at once.
 AGENTVINE_EVENTS_LINGER_SECONDS = env.float("AGENTVINE_EVENTS_LINGER_SECONDS", default=0.05)
+# Each web process checks its layer subscription this often (one PUBLISH and
+# its echo, whatever the number of sockets); sockets replay what a lost
+# subscription missed (agentvine/layer_watch.py).
+AGENTVINE_LIVE_CHECK_SECONDS = env.float("AGENTVINE_LIVE_CHECK_SECONDS", default=2.0)
 
 # Executor profiles: a task names one; "demo" is the default so a fresh
 # install visibly does work. A profile's "type" picks the executor:
