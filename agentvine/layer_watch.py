@@ -78,6 +78,7 @@ class LayerWatch:
         # plus one per flush of the layer (tests).
         self._hooked = []
         self._wake = asyncio.Event()
+        self._beat_sent = 0
         self._beat_back = 0
         self._beat_arrived = asyncio.Event()
         self._task = None
@@ -157,20 +158,20 @@ class LayerWatch:
     async def _run(self):
         channel = None
         receiver = None
-        sent = 0
         lost_since = None  # generation when beats stopped coming back
         try:
-            while True:
+            # Beats only while there are sockets to serve (register starts it again).
+            while self._consumers:
                 self._wake.clear()
                 try:
                     if channel is None:
                         channel = await self.layer.new_channel("layerwatch.")
                         receiver = asyncio.get_running_loop().create_task(self._receive_beats(channel))
                         self._hook_connections()
-                    sent += 1
-                    beat = {"type": BEAT_TYPE, "n": sent, "generation": self.generation}
+                    self._beat_sent += 1
+                    beat = {"type": BEAT_TYPE, "n": self._beat_sent, "generation": self.generation}
                     await asyncio.wait_for(self.layer.send(channel, beat), self.interval)
-                    back = await self._beat_returned(sent, self.interval)
+                    back = await self._beat_returned(self._beat_sent, self.interval)
                 except Exception:
                     # Redis is away: the layer's receive loop reconnects by itself.
                     logger.debug("live layer beat failed", exc_info=True)
@@ -220,4 +221,12 @@ class LayerWatch:
                 self._confirmed_changed.set()
                 # Quiet sockets too: replay now, not at their next live event.
                 for consumer in list(self._consumers):
-                    asyncio.get_running_loop().create_task(consumer.layer_restored())
+                    asyncio.get_running_loop().create_task(_replay_for(consumer))
+
+
+async def _replay_for(consumer):
+    try:
+        await consumer.layer_restored()
+    except Exception:
+        # Its socket is gone, or the database: its next live event tries again.
+        logger.warning("replay after a restored layer subscription failed", exc_info=True)

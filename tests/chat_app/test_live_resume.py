@@ -1,11 +1,13 @@
-"""A live socket misses no event across a Redis restart.
+"""Live sockets miss no event across a lost layer subscription.
 
 Real processes: daphne on the app's channels-redis layer, pointed at a Redis
 this test owns; two publisher processes committing events through
-``agentvine.events.publish``; a real WebSocket client on ``ws/activity/``
-that stays connected while Redis is shut down (``shutdown nosave``: it comes
-back empty) and started again. The ids the socket received are compared
-with the ``LiveEvent`` table: none missing, none twice.
+``agentvine.events.publish``; real WebSocket clients on ``ws/activity/`` and
+on a quiet task's ``ws/tasks/<id>/`` that stay connected while Redis is shut
+down (``shutdown nosave``: it comes back empty) and started again, or while
+the web's subscribing connection is killed. The ids each socket received are
+compared with the ``LiveEvent`` table: none missing, none twice, each
+publisher's events in the order it committed them.
 """
 
 import asyncio
@@ -13,11 +15,12 @@ import json
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from websockets.asyncio.client import connect as ws_connect
 
-from agentvine.models import LiveEvent
-from chat_app.selectors import latest_live_event_id
+from agentvine import events
+from chat_app.selectors import latest_live_event_id, live_events_after
+from tasks_app.services import task_create
 from tests.chat_app.conftest import DaphneServer, frame_events
 from tests.conftest import TestDatabaseProcess as DatabaseProcess
 from tests.redis_server import RedisServer
@@ -25,6 +28,7 @@ from tests.redis_server import RedisServer
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.django_db(transaction=True)]
 
 PUBLISHERS = 2
+QUIET_EVENTS = 5
 CHECK_SECONDS = 1.0
 
 
@@ -35,9 +39,9 @@ def own_redis(tmp_path):
     server.stop()
 
 
-def _logged_ids(after_id):
+def _logged_ids(after_id, group=events.ACTIVITY_GROUP):
     try:
-        return list(LiveEvent.objects.filter(id__gt=after_id).order_by("id").values_list("id", flat=True))
+        return [event.id for event in live_events_after(group=group, after_id=after_id, limit=100_000)]
     finally:
         connection.close()  # a thread of asyncio.to_thread: its connection would outlive the test
 
@@ -51,49 +55,74 @@ def _phase(seconds):
         connection.close()
 
 
-def _restart(redis_server):
+def _publish_quietly(task_id, count):
+    """Events for one task only, while the web's Redis is down: its socket
+    hears of them only by replaying."""
+    try:
+        for n in range(count):
+            with transaction.atomic():
+                events.publish("test.quiet", {"n": n}, groups=[events.task_group(task_id)])
+    finally:
+        connection.close()
+
+
+def _restart(redis_server, quiet_task_id):
     """Redis goes away for 3 s and comes back empty; the ids committed meanwhile."""
     redis_server.shutdown()
     first = _phase(0)
+    _publish_quietly(quiet_task_id, QUIET_EVENTS)
     last = _phase(3.0)
     redis_server.start()
     return first, last
 
 
-def _drop_subscriptions(redis_server):
+def _drop_subscriptions(redis_server, quiet_task_id):
     # Redis stays up: only the web's subscribing connection goes (as in a
     # network blip), so Redis's run_id, for one, would not show it.
     assert redis_server.client().client_kill_filter(_type="pubsub") >= 1
     return None
 
 
+async def _collect(ws, into):
+    async for text in ws:
+        frame = json.loads(text)
+        for event in frame_events(frame):
+            assert "id" in event, f"not an event: {frame}"
+            into.append(event)
+
+
+def _duplicates(ids):
+    return sorted({event_id for event_id in ids if ids.count(event_id) > 1})
+
+
 @pytest.mark.parametrize("fault", [_restart, _drop_subscriptions], ids=["redis-restart", "connection-dropped"])
-def test_open_socket_misses_no_event_across_a_lost_subscription(tmp_path, own_redis, operator, session_cookie, fault):
+def test_open_sockets_miss_no_event_across_a_lost_subscription(tmp_path, own_redis, operator, session_cookie, fault):
     env = {"REDIS_URL": own_redis.url, "AGENTVINE_LIVE_CHECK_SECONDS": str(CHECK_SECONDS)}
     server = DaphneServer(tmp_path / "daphne.log", extra_env=env)
     cookie = session_cookie(operator)
+    quiet_task = task_create(title="quiet", created_by=operator)
     stop_file = tmp_path / "stop-publishing"
     publishers = []
     start_id = latest_live_event_id()
-    received = []
+    activity, quiet = [], []
     marks = {}
 
-    async def body():
-        ws = await ws_connect(
-            f"{server.ws_url}/ws/activity/?last_event_id={start_id}",
+    async def connect(path):
+        return await ws_connect(
+            f"{server.ws_url}{path}?last_event_id={start_id}",
             additional_headers={"Cookie": cookie},
             origin=server.url,
             open_timeout=5,
         )
 
-        async def collect():
-            async for text in ws:
-                frame = json.loads(text)
-                for event in frame_events(frame):
-                    assert "id" in event, f"not an event: {frame}"
-                    received.append(event["id"])
-
-        collector = asyncio.create_task(collect())
+    async def body():
+        # Busy: every event. Quiet: one task, whose only events come while
+        # the web's Redis is down.
+        sockets = [await connect("/ws/activity/"), await connect(f"/ws/tasks/{quiet_task.id}/")]
+        collectors = [
+            asyncio.create_task(_collect(sockets[0], activity)),
+            asyncio.create_task(_collect(sockets[1], quiet)),
+        ]
         try:
             publishers.extend(
                 DatabaseProcess(
@@ -104,29 +133,34 @@ def test_open_socket_misses_no_event_across_a_lost_subscription(tmp_path, own_re
                 for n in range(PUBLISHERS)
             )
             marks["before"] = await asyncio.to_thread(_phase, 3.0)
-            assert received, "events reach the socket before the fault"
-            marks["outage"] = await asyncio.to_thread(fault, own_redis)
+            assert activity, "events reach the socket before the fault"
+            marks["outage"] = await asyncio.to_thread(fault, own_redis, quiet_task.id)
             marks["after"] = await asyncio.to_thread(_phase, 4.0)
             stop_file.touch()
             for publisher in publishers:
                 await asyncio.to_thread(publisher.process.wait, 30)
             logged = set(await asyncio.to_thread(_logged_ids, start_id))
+            logged_quiet = set(await asyncio.to_thread(_logged_ids, start_id, events.task_group(quiet_task.id)))
             # Everything published has had time to arrive: the last publishes
             # went out with Redis up, a lost subscription is noticed within
             # a check or two.
             deadline = time.monotonic() + 5 * CHECK_SECONDS + 5
-            while not logged <= set(received) and time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (
+                logged <= {e["id"] for e in activity} and logged_quiet <= {e["id"] for e in quiet}
+            ):
                 await asyncio.sleep(0.2)
             await asyncio.sleep(2 * CHECK_SECONDS)  # anything late would be a duplicate
-            assert not collector.done(), "the socket stayed open through the fault"
-            return logged
+            assert not any(collector.done() for collector in collectors), "the sockets stayed open through the fault"
+            return logged, logged_quiet
         finally:
             stop_file.touch()
-            collector.cancel()
-            await ws.close()
+            for collector in collectors:
+                collector.cancel()
+            for ws in sockets:
+                await ws.close()
 
     try:
-        logged = asyncio.run(body())
+        logged, logged_quiet = asyncio.run(body())
     finally:
         for publisher in publishers:
             publisher.stop()
@@ -135,11 +169,17 @@ def test_open_socket_misses_no_event_across_a_lost_subscription(tmp_path, own_re
     assert marks["before"] < marks["after"], "events were committed before and after the fault"
     if marks["outage"]:
         first, last = marks["outage"]
-        assert last - first > 10, "events were committed while Redis was down"
-    missing = sorted(logged - set(received))
-    duplicates = sorted({event_id for event_id in received if received.count(event_id) > 1})
-    extra = sorted(set(received) - logged)
-    assert (missing, duplicates, extra) == ([], [], []), (
-        f"{len(logged)} logged, {len(received)} received: {len(missing)} missing, {len(duplicates)} twice,"
-        f" {len(extra)} unknown"
-    )
+        assert last - first > QUIET_EVENTS + 10, "events were committed while Redis was down"
+        assert len(logged_quiet) == QUIET_EVENTS
+    for name, received, expected in [("activity", activity, logged), ("quiet task", quiet, logged_quiet)]:
+        ids = [event["id"] for event in received]
+        missing, extra = sorted(expected - set(ids)), sorted(set(ids) - expected)
+        assert (missing, _duplicates(ids), extra) == ([], [], []), (
+            f"{name}: {len(expected)} logged, {len(ids)} received: {len(missing)} missing,"
+            f" {len(_duplicates(ids))} twice, {len(extra)} unknown"
+        )
+    # One publisher commits one event after another: its events arrive in that
+    # order, the ones replayed after the fault before the ones sent live after it.
+    for pid in {event["payload"].get("pid") for event in activity} - {None}:
+        sequence = [event["payload"]["n"] for event in activity if event["payload"].get("pid") == pid]
+        assert sequence == sorted(sequence), f"publisher {pid}: out of order"
