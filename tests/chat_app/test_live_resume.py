@@ -15,13 +15,16 @@ import json
 import time
 
 import pytest
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
 from django.db import connection, transaction
 from websockets.asyncio.client import connect as ws_connect
 
-from agentvine import events
+from agentvine import events, layer_watch
 from chat_app.selectors import latest_live_event_id, live_events_after
 from tasks_app.services import task_create
-from tests.chat_app.conftest import DaphneServer, frame_events
+from tests.chat_app.conftest import DaphneServer, communicator, frame_events, run
 from tests.conftest import TestDatabaseProcess as DatabaseProcess
 from tests.redis_server import RedisServer
 
@@ -183,3 +186,38 @@ def test_open_sockets_miss_no_event_across_a_lost_subscription(tmp_path, own_red
     for pid in {event["payload"].get("pid") for event in activity} - {None}:
         sequence = [event["payload"]["n"] for event in activity if event["payload"].get("pid") == pid]
         assert sequence == sorted(sequence), f"publisher {pid}: out of order"
+
+
+@pytest.mark.parametrize("hooked", [True, False], ids=["reconnect-noticed", "beats-only"])
+def test_socket_replays_what_its_lost_subscription_missed(own_redis, operator, settings, monkeypatch, hooked):
+    """In process (WebsocketCommunicator): events committed while Redis is
+    down never arrive live; once the restore is noticed, by the reconnect or,
+    for a layer whose connections the watch cannot see, by its beats alone,
+    the socket replays them, once."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [own_redis.url], "prefix": "asgi-own:"},
+        }
+    }
+    settings.AGENTVINE_LIVE_CHECK_SECONDS = 0.3
+    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
+    if not hooked:
+        monkeypatch.setattr(layer_watch.LayerWatch, "_hook_connections", lambda self: None)
+    start_id = latest_live_event_id()
+
+    async def body():
+        client = communicator(f"/ws/activity/?last_event_id={start_id}", operator)
+        assert (await client.connect())[0]
+        await asyncio.to_thread(own_redis.shutdown)
+        lost = await database_sync_to_async(
+            lambda: [events.publish("test.lost", {"n": n}, groups=[]) for n in range(3)]
+        )()
+        await asyncio.sleep(1.0)  # longer than a check: beats go unanswered
+        await asyncio.to_thread(own_redis.start)
+        replayed = await client.receive_events(3, timeout=10)
+        assert [event["id"] for event in replayed] == lost
+        assert await client.receive_nothing(timeout=1.0), "and only once"
+        await client.disconnect()
+
+    run(body())
