@@ -97,11 +97,13 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
         self._sent_order = deque()
         self._sent_floor = 0
         self.stream_group = group
+        # Set below: until then a lost subscription is the connect's replay's business.
+        self._stream_start = None
+        self._layer_resync = asyncio.Lock()
         # Join before reading the log: see the module docstring.
         await self.channel_layer.group_add(group, self.channel_name)
         self._layer_watch = layer_watch.watch_for(self.channel_layer)
         self._layer_generation = self._layer_watch.register(self)
-        self._layer_resync = asyncio.Lock()
         await self.accept()
         query = parse_qs(self.scope.get("query_string", b"").decode())
         last_event_id = _parse_event_id(query["last_event_id"][0]) if "last_event_id" in query else None
@@ -114,6 +116,8 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
         else:
             self._stream_start = last_event_id
             await self.replay(last_event_id)
+        # A subscription lost while this socket was connecting: replay now.
+        await self._sync_with_layer()
 
     async def disconnect(self, code):
         if getattr(self, "_layer_watch", None):
@@ -168,7 +172,7 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
         """
         async with self._layer_resync:
             generation = self._layer_watch.generation
-            if generation == self._layer_generation:
+            if generation == self._layer_generation or self._stream_start is None:
                 return
             cursor = max(self._stream_start, self._layer_watch.resume_cursor(self._layer_generation))
             await self._layer_watch.restored(generation)
