@@ -30,6 +30,10 @@ them:
   that committed late, out of id order, unless its transaction outlasted a
   check interval; the consumer drops what its socket already has.
 
+A beat that comes back late because the loop was busy counts as lost: the
+sockets then replay for nothing, which costs each a query and sends nothing
+twice.
+
 Finding the subscribing connections reads channels-redis internals
 (``_shards``, ``_pubsub``; version pinned in requirements.txt). A layer
 without them (another backend, another version) is still watched by beats,
