@@ -20,8 +20,10 @@ POLL_SECONDS = 25
 RETRY_SECONDS = 2.0
 # A server's Retry-After is honoured up to this many seconds.
 MAX_RETRY_AFTER_SECONDS = 30.0
-# Statuses that mean "not now, nothing was done": ask again later.
-UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+# Statuses that mean "not now, nothing was done": ask again later. A gateway
+# timeout may come after the server did the work: only a read is repeated then.
+UNAVAILABLE_STATUSES = frozenset({502, 503})
+UNAVAILABLE_STATUSES_FOR_READS = UNAVAILABLE_STATUSES | {504}
 
 
 class AskError(Exception):
@@ -38,7 +40,7 @@ class _Unavailable(Exception):
     def __init__(self, status, payload, retry_after):
         super().__init__(status)
         self.status = status
-        self.detail = payload.get("detail") or payload
+        self.detail = (payload.get("detail") if isinstance(payload, dict) else None) or payload
         try:
             seconds = float(retry_after)
         except (TypeError, ValueError):
@@ -69,7 +71,7 @@ class AgentVineClient:
                 payload = json.loads(exc.read() or b"{}")
             except ValueError:
                 payload = {}
-            if exc.code in UNAVAILABLE_STATUSES:
+            if exc.code in (UNAVAILABLE_STATUSES_FOR_READS if method == "GET" else UNAVAILABLE_STATUSES):
                 raise _Unavailable(exc.code, payload, exc.headers.get("Retry-After")) from None
             return exc.code, payload
 
