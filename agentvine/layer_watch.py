@@ -23,7 +23,10 @@ them:
   per process per interval, whatever the number of sockets. redis-py restores
   all of a connection's channels in one SUBSCRIBE, so a beat sent after a
   restore that comes back proves the restore took effect: a replay read after
-  that cannot miss an event that was published before it did.
+  that cannot miss an event that was published before it did. Beats that
+  Redis accepts but that never come back mean the subscribing connection went
+  silent (a network cut that left it half-open): the watch drops it, and the
+  reconnect restores the subscription like any other.
 - The resume cursor: the highest event id this process delivered, as it was
   one check before the subscription was lost (the watch keeps the value of the
   previous check). Replaying from there also covers an event with a lower id
@@ -49,6 +52,10 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 BEAT_TYPE = "layer.beat"
+# Beats in a row that Redis took but the subscription did not bring back
+# before the watch drops the subscribing connections, so redis-py makes them
+# again (a connection that went silent: a half-open TCP after a network cut).
+SILENT_BEATS = 2
 # Generations whose resume cursor is kept (a socket further behind than this
 # many restores replays from the oldest kept).
 _KEPT_CURSORS = 64
@@ -163,10 +170,12 @@ class LayerWatch:
         channel = None
         receiver = None
         lost_since = None  # generation when beats stopped coming back
+        silent = 0
         try:
             # Beats only while there are sockets to serve (register starts it again).
             while self._consumers:
                 self._wake.clear()
+                published = back = False
                 try:
                     if channel is None:
                         channel = await self.layer.new_channel("layerwatch.")
@@ -175,11 +184,15 @@ class LayerWatch:
                     self._beat_sent += 1
                     beat = {"type": BEAT_TYPE, "n": self._beat_sent, "generation": self.generation}
                     await asyncio.wait_for(self.layer.send(channel, beat), self.interval)
+                    published = True
                     back = await self._beat_returned(self._beat_sent, self.interval)
                 except Exception:
                     # Redis is away: the layer's receive loop reconnects by itself.
                     logger.debug("live layer beat failed", exc_info=True)
-                    back = False
+                silent = 0 if back or not published else silent + 1
+                if silent >= SILENT_BEATS:
+                    silent = 0
+                    await self._drop_subscribing_connections()
                 if back:
                     if lost_since is not None and lost_since == self.generation:
                         # Beats were lost and no reconnect was seen: the
@@ -198,6 +211,16 @@ class LayerWatch:
         finally:
             if receiver is not None:
                 receiver.cancel()
+
+    async def _drop_subscribing_connections(self):
+        logger.warning("live layer subscription silent: connecting again")
+        for connection in self._hooked:
+            try:
+                # The layer's receive loop connects again on its next read;
+                # redis-py subscribes everything again and calls _reconnected.
+                await connection.disconnect(nowait=True)
+            except Exception:
+                logger.warning("could not drop a silent layer connection", exc_info=True)
 
     async def _beat_returned(self, n, timeout):
         loop = asyncio.get_running_loop()

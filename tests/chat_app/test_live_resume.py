@@ -27,6 +27,7 @@ from tasks_app.services import task_create
 from tests.chat_app.conftest import DaphneServer, communicator, frame_events, run
 from tests.conftest import TestDatabaseProcess as DatabaseProcess
 from tests.redis_server import RedisServer
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault, pytest.mark.django_db(transaction=True)]
 
@@ -79,6 +80,14 @@ def _restart(redis_server, quiet_task_id):
     return first, last
 
 
+def _go_silent(redis_server, quiet_task_id):
+    # The web's connections to Redis go half-open: nothing arrives, nothing
+    # is closed; only beats that never come back show it.
+    assert redis_server.web_link.go_silent() >= 1
+    _publish_quietly(quiet_task_id, QUIET_EVENTS)
+    return None
+
+
 def _drop_subscriptions(redis_server, quiet_task_id):
     # Redis stays up: only the web's subscribing connection goes (as in a
     # network blip), so Redis's run_id, for one, would not show it.
@@ -98,9 +107,16 @@ def _duplicates(ids):
     return sorted({event_id for event_id in ids if ids.count(event_id) > 1})
 
 
-@pytest.mark.parametrize("fault", [_restart, _drop_subscriptions], ids=["redis-restart", "connection-dropped"])
+@pytest.mark.parametrize(
+    "fault",
+    [_restart, _drop_subscriptions, _go_silent],
+    ids=["redis-restart", "connection-dropped", "connection-silent"],
+)
 def test_open_sockets_miss_no_event_across_a_lost_subscription(tmp_path, own_redis, operator, session_cookie, fault):
-    env = {"REDIS_URL": own_redis.url, "AGENTVINE_LIVE_CHECK_SECONDS": str(CHECK_SECONDS)}
+    # The web reaches Redis through a proxy that can cut its link silently.
+    own_redis.web_link = TcpProxy(own_redis.port)
+    web_redis_url = f"redis://127.0.0.1:{own_redis.web_link.port}/0"
+    env = {"REDIS_URL": web_redis_url, "AGENTVINE_LIVE_CHECK_SECONDS": str(CHECK_SECONDS)}
     server = DaphneServer(tmp_path / "daphne.log", extra_env=env)
     cookie = session_cookie(operator)
     quiet_task = task_create(title="quiet", created_by=operator)
@@ -168,11 +184,13 @@ def test_open_sockets_miss_no_event_across_a_lost_subscription(tmp_path, own_red
         for publisher in publishers:
             publisher.stop()
         server.stop()
+        own_redis.web_link.close()
 
     assert marks["before"] < marks["after"], "events were committed before and after the fault"
     if marks["outage"]:
         first, last = marks["outage"]
         assert last - first > QUIET_EVENTS + 10, "events were committed while Redis was down"
+    if fault is not _drop_subscriptions:
         assert len(logged_quiet) == QUIET_EVENTS
     for name, received, expected in [("activity", activity, logged), ("quiet task", quiet, logged_quiet)]:
         ids = [event["id"] for event in received]
