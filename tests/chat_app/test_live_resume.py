@@ -4,10 +4,11 @@ Real processes: daphne on the app's channels-redis layer, pointed at a Redis
 this test owns; two publisher processes committing events through
 ``agentvine.events.publish``; real WebSocket clients on ``ws/activity/`` and
 on a quiet task's ``ws/tasks/<id>/`` that stay connected while Redis is shut
-down (``shutdown nosave``: it comes back empty) and started again, or while
-the web's subscribing connection is killed. The ids each socket received are
-compared with the ``LiveEvent`` table: none missing, none twice, each
-publisher's events in the order it committed them.
+down (``shutdown nosave``: it comes back empty) and started again, while the
+web's subscribing connection is killed, or while a proxy between the web and
+Redis silently stops carrying its open connections. The ids each socket
+received are compared with the ``LiveEvent`` table: none missing, none
+twice, each publisher's events in the order it committed them.
 """
 
 import asyncio
