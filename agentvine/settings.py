@@ -259,7 +259,7 @@ SPECTACULAR_SETTINGS = {
         "WorkOrderStatusEnum": "queue_app.models.WorkOrderStatus",
         "WorkerStatusEnum": "workers_app.models.WorkerStatus",
         "SessionStatusEnum": "workers_app.models.SessionStatus",
-        "ExecutionStatusEnum": "tasks_app.models.ExecutionStatus",
+        "ExecutionStatusEnum": "queue_app.models.ExecutionStatus",
         "MessageKindEnum": "chat_app.models.MessageKind",
         "SenderKindEnum": "chat_app.models.SenderKind",
         "WorkOrderKindEnum": "queue_app.models.WorkOrderKind",
