@@ -13,6 +13,11 @@ from agentvine.asgi_handler import SyncChainASGIHandler  # noqa: E402
 
 django_asgi_app = SyncChainASGIHandler()
 
+from agentvine import asgi_shutdown  # noqa: E402
+
+# SIGTERM answers the waiting requests, then stops daphne.
+asgi_shutdown.install(django_asgi_app)
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

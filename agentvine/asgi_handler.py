@@ -53,6 +53,9 @@ def _retire(thread):
 class SyncChainASGIHandler(ASGIHandler):
     def __init__(self):
         self._idle_threads = []
+        # Requests whose response is not sent yet: a graceful stop waits for
+        # them (agentvine/asgi_shutdown.py).
+        self.requests_in_flight = 0
         super().__init__()
 
     def load_middleware(self, is_async=False):
@@ -63,10 +66,12 @@ class SyncChainASGIHandler(ASGIHandler):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         thread = self._idle_threads.pop() if self._idle_threads else _RequestThread()
+        self.requests_in_flight += 1
         try:
             async with ThreadSensitiveContext(executor=thread):
                 await self.handle(scope, receive, send)
         finally:
+            self.requests_in_flight -= 1
             # A client that went away leaves its view running on the thread:
             # the thread ends after it instead of serving the next request.
             if not thread.unfinished and len(self._idle_threads) < IDLE_THREADS:

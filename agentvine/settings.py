@@ -259,7 +259,7 @@ SPECTACULAR_SETTINGS = {
         "WorkOrderStatusEnum": "queue_app.models.WorkOrderStatus",
         "WorkerStatusEnum": "workers_app.models.WorkerStatus",
         "SessionStatusEnum": "workers_app.models.SessionStatus",
-        "ExecutionStatusEnum": "tasks_app.models.ExecutionStatus",
+        "ExecutionStatusEnum": "queue_app.models.ExecutionStatus",
         "MessageKindEnum": "chat_app.models.MessageKind",
         "SenderKindEnum": "chat_app.models.SenderKind",
         "WorkOrderKindEnum": "queue_app.models.WorkOrderKind",
@@ -362,6 +362,10 @@ AGENTVINE_OUTPUT_TAIL_CHARS = 4000
 # WebSocket frame per socket (agentvine.events). An event after a quiet spell
 # goes at once.
 AGENTVINE_EVENTS_LINGER_SECONDS = env.float("AGENTVINE_EVENTS_LINGER_SECONDS", default=0.05)
+# Each web process checks its layer subscription this often (one PUBLISH and
+# its echo, whatever the number of sockets); sockets replay what a lost
+# subscription missed (agentvine/layer_watch.py).
+AGENTVINE_LIVE_CHECK_SECONDS = env.float("AGENTVINE_LIVE_CHECK_SECONDS", default=2.0)
 
 # Executor profiles: a task names one; "demo" is the default so a fresh
 # install visibly does work. A profile's "type" picks the executor:
@@ -430,6 +434,9 @@ AGENTVINE_API_URL = env.str("AGENTVINE_API_URL", default="http://127.0.0.1:8000"
 AGENTVINE_LIVE_EVENT_RETENTION_HOURS = env.float("AGENTVINE_LIVE_EVENT_RETENTION_HOURS", default=24.0)
 # How long one long-poll for an answer waits before the agent asks again.
 AGENTVINE_ASK_POLL_SECONDS = env.float("AGENTVINE_ASK_POLL_SECONDS", default=25.0)
+# On SIGTERM the web answers waiting asks (503, Retry-After) and stops once its
+# HTTP requests are done, or after this many seconds (agentvine/asgi_shutdown.py).
+AGENTVINE_WEB_SHUTDOWN_GRACE_SECONDS = env.float("AGENTVINE_WEB_SHUTDOWN_GRACE_SECONDS", default=5.0)
 
 # --- Observability (agentvine/health.py, metrics.py, logging.py) ---------------
 # Each part /readyz asks must answer within this many seconds.

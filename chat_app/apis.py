@@ -5,7 +5,6 @@ Operator views use the default authentication classes from settings; agent
 views accept only the per-work-order agent token.
 """
 
-import asyncio
 import time
 
 from asgiref.sync import sync_to_async
@@ -19,6 +18,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agentvine import shutdown
 from agentvine.api import IdempotentWritesMixin
 from agentvine.errors import NotFound
 from agentvine.serializers import ModelOutputSerializer
@@ -31,7 +31,10 @@ ERR_ONE_DESTINATION = "give either conversation_id or to"
 ERR_ONE_TASK = "give either task_id or to"
 ERR_QUESTION_NOT_YOURS = "question belongs to another work order"
 ERR_WORK_ENDED = "the work order ended before the question was answered"
+ERR_SERVER_STOPPING = "the server is restarting: ask again"
 MAX_WAIT_SECONDS = 60.0
+# What a waiting agent is told to wait before asking again when the server stops.
+STOPPING_RETRY_AFTER_SECONDS = 2
 
 
 class SenderSerializer(ModelOutputSerializer):
@@ -303,8 +306,12 @@ async def agent_question_wait(request, question_id):
     Each look is one short query, between looks the view sleeps in the event
     loop. The middleware chain is synchronous (agentvine/asgi_handler.py), so
     the request's own thread waits for the view meanwhile: a waiting agent
-    costs daphne one idle thread.
+    costs daphne one idle thread. When the server begins to stop
+    (agentvine/shutdown.py) the wait ends at once with 503 and Retry-After:
+    the question lives in Postgres, the agent asks again after the restart.
     """
+    if shutdown.stopping():
+        return _server_stopping()
     principal = await sync_to_async(agent_from_header)(request.headers.get("Authorization", ""))
     if principal is None:
         return JsonResponse({"detail": ERR_BAD_AGENT_TOKEN}, status=401)
@@ -317,4 +324,11 @@ async def agent_question_wait(request, question_id):
         code, body = await sync_to_async(_agent_question_poll)(principal=principal, question_id=question_id)
         if code != 202 or time.monotonic() >= deadline:
             return JsonResponse(body, status=code)
-        await asyncio.sleep(0.25)
+        if await shutdown.sleep(0.25):
+            return _server_stopping()
+
+
+def _server_stopping():
+    response = JsonResponse({"status": "pending", "detail": ERR_SERVER_STOPPING}, status=503)
+    response["Retry-After"] = str(STOPPING_RETRY_AFTER_SECONDS)
+    return response

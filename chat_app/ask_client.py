@@ -4,8 +4,10 @@ Used by the ``agentvine-ask`` command and the MCP server that run inside an
 agent's environment, so it imports nothing from Django. It reads
 ``AGENTVINE_API_URL`` and ``AGENTVINE_TOKEN`` (a per-work-order secret the
 runner puts in the agent's environment), posts the question and long-polls
-until a person answers. Network blips are retried; a closed work order ends
-the wait with :class:`AskClosed`.
+until a person answers. Network blips are retried, and so is a 503 (the
+server is restarting or its database is away: it says so with Retry-After,
+and the question waits in Postgres meanwhile); a closed work order ends the
+wait with :class:`AskClosed`.
 """
 
 import json
@@ -16,6 +18,12 @@ import urllib.request
 
 POLL_SECONDS = 25
 RETRY_SECONDS = 2.0
+# A server's Retry-After is honoured up to this many seconds.
+MAX_RETRY_AFTER_SECONDS = 30.0
+# Statuses that mean "not now, nothing was done": ask again later. A gateway
+# timeout may come after the server did the work: only a read is repeated then.
+UNAVAILABLE_STATUSES = frozenset({502, 503})
+UNAVAILABLE_STATUSES_FOR_READS = UNAVAILABLE_STATUSES | {504}
 
 
 class AskError(Exception):
@@ -24,6 +32,20 @@ class AskError(Exception):
 
 class AskClosed(AskError):
     """The work order ended before anyone answered."""
+
+
+class _Unavailable(Exception):
+    """The server answered but cannot serve now (restarting, database away)."""
+
+    def __init__(self, status, payload, retry_after):
+        super().__init__(status)
+        self.status = status
+        self.detail = (payload.get("detail") if isinstance(payload, dict) else None) or payload
+        try:
+            seconds = float(retry_after)
+        except (TypeError, ValueError):
+            seconds = RETRY_SECONDS
+        self.retry_after = min(max(seconds, 0.1), MAX_RETRY_AFTER_SECONDS)
 
 
 class AgentVineClient:
@@ -49,12 +71,18 @@ class AgentVineClient:
                 payload = json.loads(exc.read() or b"{}")
             except ValueError:
                 payload = {}
+            if exc.code in (UNAVAILABLE_STATUSES_FOR_READS if method == "GET" else UNAVAILABLE_STATUSES):
+                raise _Unavailable(exc.code, payload, exc.headers.get("Retry-After")) from None
             return exc.code, payload
 
     def _with_retries(self, method, path, body=None, deadline=None):
         while True:
             try:
                 return self._request(method, path, body)
+            except _Unavailable as exc:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise AskError(f"AgentVine is unavailable ({exc.status}): {exc.detail}") from exc
+                time.sleep(exc.retry_after)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 if deadline is not None and time.monotonic() > deadline:
                     raise AskError(f"AgentVine is unreachable: {exc}") from exc

@@ -23,8 +23,19 @@ A client resuming from the highest id it saw can likewise miss a lower id
 committed late, within the moment between the two commits. Pages refresh
 their regions after every reconnect for this reason; a client that keeps its
 own copy of a stream resumes from a slightly older id and drops ids it has.
+
+A socket can also miss events while it stays connected: when this process's
+layer subscription is lost and restored (Redis restarted or unreachable),
+what was published meanwhile never arrives. ``agentvine.layer_watch`` notices
+the restore (one watch per process); the consumer then replays from the log
+itself, from the watch's resume cursor (or the socket's own start, if
+later), before it forwards the next live event, and a quiet socket is
+replayed when the watch has confirmed the new subscription. The ids it has
+sent are dropped as always, so the client sees every event once.
 """
 
+import asyncio
+import logging
 from collections import deque
 from urllib.parse import parse_qs
 
@@ -32,9 +43,11 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from agentvine import events
+from agentvine import events, layer_watch
 from agentvine.errors import DomainError
 from chat_app import selectors, services
+
+logger = logging.getLogger(__name__)
 
 # Close codes (4000-4999 are for applications).
 CLOSE_UNAUTHENTICATED = 4401
@@ -84,18 +97,31 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
         self._sent_order = deque()
         self._sent_floor = 0
         self.stream_group = group
+        # Set below: until then a lost subscription is the connect's replay's business.
+        self._stream_start = None
+        self._layer_resync = asyncio.Lock()
         # Join before reading the log: see the module docstring.
         await self.channel_layer.group_add(group, self.channel_name)
+        self._layer_watch = layer_watch.watch_for(self.channel_layer)
+        self._layer_generation = self._layer_watch.register(self)
         await self.accept()
         query = parse_qs(self.scope.get("query_string", b"").decode())
-        if "last_event_id" in query:
-            last_event_id = _parse_event_id(query["last_event_id"][0])
-            if last_event_id is None:
+        last_event_id = _parse_event_id(query["last_event_id"][0]) if "last_event_id" in query else None
+        if last_event_id is None:
+            # After a lost subscription this socket replays events after
+            # this id at the earliest: nothing from before it existed.
+            self._stream_start = await database_sync_to_async(selectors.latest_live_event_id)()
+            if "last_event_id" in query:
                 await self.send_error(ERR_BAD_LAST_EVENT_ID, request="connect")
-            else:
-                await self.replay(last_event_id)
+        else:
+            self._stream_start = last_event_id
+            await self.replay(last_event_id)
+        # A subscription lost while this socket was connecting: replay now.
+        await self._sync_with_layer()
 
     async def disconnect(self, code):
+        if getattr(self, "_layer_watch", None):
+            self._layer_watch.unregister(self)
         if getattr(self, "stream_group", None):
             await self.channel_layer.group_discard(self.stream_group, self.channel_name)
 
@@ -134,6 +160,33 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
         fresh = [frame for event_id, frame in event_frames if self._first_sending(event_id)]
         for text in events.client_frames(fresh):
             await self.send(text_data=text)
+        if fresh:
+            self._layer_watch.delivered(max(event_id for event_id, _ in event_frames))
+
+    async def layer_restored(self):
+        """Replay what this socket missed while the layer subscription was lost.
+
+        Called before a live event is forwarded (when the watch's generation
+        moved) and by the watch for every socket once it has confirmed the
+        restore; the lock makes the two one replay, ahead of that event.
+        """
+        async with self._layer_resync:
+            generation = self._layer_watch.generation
+            if generation == self._layer_generation or self._stream_start is None:
+                return
+            cursor = max(self._stream_start, self._layer_watch.resume_cursor(self._layer_generation))
+            await self._layer_watch.restored(generation)
+            try:
+                await self.replay(cursor)
+            except Exception:
+                # Tried again before the next live event.
+                logger.warning("replay after a lost layer subscription failed", exc_info=True)
+                return
+            self._layer_generation = generation
+
+    async def _sync_with_layer(self):
+        if self._layer_generation != self._layer_watch.generation or self._layer_resync.locked():
+            await self.layer_restored()
 
     async def dispatch(self, message):
         if message["type"] in _LIVE_MESSAGE_TYPES:
@@ -147,10 +200,12 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
 
     async def live_event(self, message):
         """Handler for the layer's ``live.event`` messages (see agentvine.events)."""
+        await self._sync_with_layer()
         await self.deliver([(message["id"], message["frame"])])
 
     async def live_batch(self, message):
         """Handler for ``live.batch``: several events, in order, in one layer message."""
+        await self._sync_with_layer()
         await self.deliver(message["events"])
 
     async def send_error(self, text, *, request):
@@ -168,6 +223,8 @@ class LiveStreamConsumer(AsyncJsonWebsocketConsumer):
             if last_event_id is None:
                 await self.send_error(ERR_BAD_LAST_EVENT_ID, request=request)
                 return
+            # Events before the cursor are now wanted too, after a lost subscription as well.
+            self._stream_start = min(self._stream_start, last_event_id)
             await self.replay(last_event_id)
             return
         handler = self.requests().get(request)

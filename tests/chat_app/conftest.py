@@ -72,13 +72,15 @@ def _free_port():
 class DaphneServer(TestDatabaseProcess):
     """A real ``daphne agentvine.asgi:application`` on the test database."""
 
-    def __init__(self, log_path, port=None):
+    def __init__(self, log_path, port=None, extra_env=None):
         # A given port restarts a stopped server where its clients expect it.
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         super().__init__(
-            ["daphne", "-b", "127.0.0.1", "-p", str(self.port), "agentvine.asgi:application"], log_path=log_path
+            ["daphne", "-b", "127.0.0.1", "-p", str(self.port), "agentvine.asgi:application"],
+            log_path=log_path,
+            extra_env=extra_env,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

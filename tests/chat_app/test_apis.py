@@ -147,3 +147,22 @@ def test_batch_api_and_agents_view(api, running, worker):
     agents = api.get("/api/v1/chat/agents/").json()["results"]
     mine = next(a for a in agents if a["worker_id"] == str(worker.pk))
     assert mine["active"] and mine["task_id"] == str(task.id)
+
+
+def test_waiting_agent_gets_503_with_retry_after_while_the_server_stops(running):
+    from agentvine import shutdown
+    from chat_app.apis import ERR_SERVER_STOPPING
+
+    _, work_order, execution = running
+    agent, _ = _agent(work_order, execution)
+    question_id = agent.post("/api/v1/chat/agent/questions/", {"text": "Stay?"}, format="json").json()["question_id"]
+    shutdown.begin()
+    try:
+        stopped = agent.get(f"/api/v1/chat/agent/questions/{question_id}/?wait=30")
+    finally:
+        shutdown.reset()
+    assert stopped.status_code == 503
+    assert stopped["Retry-After"] == "2"
+    assert stopped.json() == {"status": "pending", "detail": ERR_SERVER_STOPPING}
+    # The question still waits for its answer.
+    assert agent.get(f"/api/v1/chat/agent/questions/{question_id}/?wait=0").status_code == 202

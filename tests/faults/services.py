@@ -3,29 +3,19 @@ PostgreSQL cluster and a throw-away redis-server, each on a free port. The
 shared services on 5432/6379/5672 are never touched (../shared/FAULT-LAB.md)."""
 
 import os
-import shutil
 import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
+import redis
+
 
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _wait_port(port, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port} after {timeout}s")
 
 
 class PostgresCluster:
@@ -89,8 +79,8 @@ class PostgresCluster:
 
 
 class RedisServer:
-    """A ``redis-server`` on a free port, no persistence: stopping and
-    starting it again is Redis restarting empty."""
+    """A ``redis-server`` on a free port, no persistence: :meth:`shutdown` and
+    :meth:`start` again is Redis restarting empty, on the same port."""
 
     def __init__(self, directory):
         self.directory = Path(directory)
@@ -99,24 +89,57 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.start()
 
-    def start(self):
+    def client(self):
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+
+    def start(self, timeout=10):
         subprocess.run(
             [
-                shutil.which("redis-server"),
-                "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--daemonize", "yes", "--pidfile", str(self.directory / "redis.pid"),
-                "--logfile", str(self.directory / "redis.log"), "--dir", str(self.directory),
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+                "--dir",
+                str(self.directory),
+                "--pidfile",
+                str(self.directory / "redis.pid"),
+                "--logfile",
+                str(self.directory / "redis.log"),
             ],
             check=True,
-        )  # fmt: skip
-        _wait_port(self.port, 10)
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client().ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
-    def stop(self):
-        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, check=False)
-        deadline = time.monotonic() + 10
+    def shutdown(self, timeout=10):
+        """The fault: the server goes away with everything it held."""
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    time.sleep(0.1)
-            except OSError:
+                self.client().ping()
+            except redis.ConnectionError:
                 return
+            time.sleep(0.05)
+        raise TimeoutError(f"redis on {self.port} did not stop")
+
+    def stop(self):
+        try:
+            self.shutdown()
+        except TimeoutError:
+            pid = (self.directory / "redis.pid").read_text().strip()
+            subprocess.run(["kill", "-9", pid], check=False)
