@@ -163,3 +163,36 @@ def test_a_killed_nodes_work_runs_again_ahead_of_500_queued_doorbells(celery_wor
     assert (work_order.retry_count, work_order.lost_count) == (0, 1)
     assert work_order.worker.name.startswith(f"{survivor.name}@")
     assert WorkOrder.objects.filter(task__in=backlog, status=WorkOrderStatus.COMPLETED).count() < 100
+
+
+def test_a_cancel_whose_runner_was_killed_closes_the_run_and_frees_the_slot(
+    celery_worker_factory, guardian_beat, operator
+):
+    """The pool process running an agent is killed, then the task is
+    cancelled: nobody is left to close the attempt, so the guardian does
+    (interrupted), the slot is idle again, and the run's question is closed."""
+    from chat_app import selectors as chat_selectors
+    from chat_app.services import question_ask
+    from tasks_app.services import task_cancel
+    from workers_app.models import WorkerStatus
+
+    node = celery_worker_factory(concurrency=1, extra_env=FAST_GUARD_ENV)
+    guardian_beat(every_seconds=1)
+    task = task_create(title="ticker 60", executor="ticker", created_by=operator)
+    work_order = wait_for(lambda: _running_order(task), timeout=15, message="the run to start")
+    execution = work_order.executions.get()
+    question_ask(work_order=work_order, execution=execution, text="Still there?")
+
+    (pool_pid,) = node.pool_pids()
+    os.kill(pool_pid, signal.SIGKILL)
+    task_cancel(task=task)
+
+    wait_for(
+        lambda: work_order.executions.get().status == ExecutionStatus.INTERRUPTED,
+        timeout=20,
+        message="the attempt to be closed",
+    )
+    slot = Worker.objects.filter(name__startswith=f"{node.name}@").get()
+    wait_for(lambda: Worker.objects.get(pk=slot.pk).status == WorkerStatus.IDLE, timeout=10, message="an idle slot")
+    assert WorkOrder.objects.get(pk=work_order.pk).status == WorkOrderStatus.CANCELLED
+    assert chat_selectors.pending_question_count() == 0
