@@ -56,6 +56,15 @@ def _count_guardian_findings(task=None, retval=None, state=None, **extra):
         count_guardian_findings(task_name=name, result=retval)
 
 
+@signals.worker_ready.connect
+def _serve_worker_metrics(**extra):
+    # In the main process once the pool is up: the server thread is not
+    # forked into the slots.
+    from agentvine.metrics import worker_metrics_serve
+
+    worker_metrics_serve()
+
+
 # --- Traces (agentvine/tracing.py): off unless OTEL_EXPORTER_OTLP_ENDPOINT is set;
 # a doorbell carries its dispatch's context to the slot that runs it. ----------
 @signals.before_task_publish.connect

@@ -24,8 +24,10 @@ import logging
 import threading
 import time
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, Sum
 from django.http import HttpResponse
 from django.utils import timezone
@@ -396,17 +398,21 @@ PlatformCollector(registry=registry)
 GCCollector(registry=registry)
 
 
+def _token_matches(header):
+    scheme, _, credentials = header.partition(" ")
+    expected = settings.AGENTVINE_METRICS_TOKEN
+    return (
+        scheme.lower() == "bearer"
+        and bool(expected)
+        and hmac.compare_digest(credentials.strip().encode(), expected.encode())
+    )
+
+
 def _authorized(request):
     """``None`` when the scrape may proceed, else the refusal."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if header:
-        scheme, _, credentials = header.partition(" ")
-        expected = settings.AGENTVINE_METRICS_TOKEN
-        if (
-            scheme.lower() == "bearer"
-            and expected
-            and hmac.compare_digest(credentials.strip().encode(), expected.encode())
-        ):
+        if _token_matches(header):
             return None
     elif request.user.is_authenticated:
         return None if request.user.is_staff else HttpResponse(ERR_METRICS_FORBIDDEN, status=403)
@@ -422,3 +428,50 @@ def metrics(request):
     # The Prometheus text format, or OpenMetrics when the scraper asks for it.
     encoder, content_type = choose_encoder(request.META.get("HTTP_ACCEPT", ""))
     return HttpResponse(encoder(registry), content_type=content_type)
+
+
+# --- a Celery worker's own /metrics ---------------------------------------------
+
+
+class _WorkerMetricsHandler(BaseHTTPRequestHandler):
+    """``GET /metrics`` of a Celery worker: the same families as the web's,
+    for the metrics token only (there is no operator session here)."""
+
+    def do_GET(self):
+        if self.path.split("?", 1)[0] != "/metrics":
+            self._answer(404, b"not found", "text/plain")
+        elif not _token_matches(self.headers.get("Authorization", "")):
+            self._answer(401, ERR_METRICS_CREDENTIALS.encode(), "text/plain")
+        else:
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            try:
+                self._answer(200, encoder(registry), content_type)
+            finally:
+                # This thread's connection; the next scrape makes its own.
+                connection.close()
+
+    def _answer(self, status, body, content_type):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="agentvine-metrics"')
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        logger.debug("worker metrics: " + format, *args)
+
+
+def worker_metrics_serve():
+    """Serve ``/metrics`` from this Celery worker on AGENTVINE_WORKER_METRICS_PORT
+    (off when 0), from a daemon thread of the worker's main process, started
+    once its pool is up (``agentvine.celery``). Returns the server or None."""
+    port = settings.AGENTVINE_WORKER_METRICS_PORT
+    if not port:
+        return None
+    server = ThreadingHTTPServer((settings.AGENTVINE_WORKER_METRICS_ADDR, port), _WorkerMetricsHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="agentvine-worker-metrics", daemon=True).start()
+    logger.info("worker metrics on http://%s:%s/metrics", settings.AGENTVINE_WORKER_METRICS_ADDR, port)
+    return server

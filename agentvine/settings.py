@@ -446,6 +446,9 @@ AGENTVINE_METRICS_TOKEN = env.str("AGENTVINE_METRICS_TOKEN", default="")
 # Totals over the whole history (histograms, tokens, cost) scan every
 # execution: a web process recomputes them at most this often (bench/metrics_scrape.py).
 AGENTVINE_METRICS_TOTALS_SECONDS = env.float("AGENTVINE_METRICS_TOTALS_SECONDS", default=30.0)
+# A Celery worker's own /metrics (the metrics token only): off when 0.
+AGENTVINE_WORKER_METRICS_PORT = env.int("AGENTVINE_WORKER_METRICS_PORT", default=0)
+AGENTVINE_WORKER_METRICS_ADDR = env.str("AGENTVINE_WORKER_METRICS_ADDR", default="127.0.0.1")
 # "json": one JSON object per log line, with the ids of the request or run it
 # belongs to; "text" (the default): plain lines.
 AGENTVINE_LOG_FORMAT = env.str("AGENTVINE_LOG_FORMAT", default="text").lower()

@@ -34,14 +34,9 @@ from agentvine import metrics
 from queue_app import lifecycle, outputs
 from tests.conftest import TestDatabaseProcess as DatabaseProcess
 from tests.conftest import wait_for
+from tests.faults.services import free_port
 
 METRICS_TOKEN = "metrics-test-token-0123456789"
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def parse(text):
@@ -99,7 +94,7 @@ def test_readyz_names_every_part_when_all_answer(client):
 @pytest.mark.django_db
 def test_readyz_is_503_naming_the_part_that_does_not_answer(client, settings):
     # A port nothing listens on: Redis (and the broker and channel layer on it) refuse.
-    dead = f"redis://127.0.0.1:{_free_port()}/0"
+    dead = f"redis://127.0.0.1:{free_port()}/0"
     settings.REDIS_URL = dead
     settings.CELERY_BROKER_URL = dead
     response = client.get("/readyz")
@@ -144,7 +139,7 @@ class RedisServer:
     """A redis-server of this test's own on a free port, to stop and start at will."""
 
     def __init__(self, tmp_path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tmp_path
         self.process = None
@@ -173,7 +168,7 @@ class PostgresCluster:
     """A PostgreSQL cluster of this test's own (initdb in a temporary directory), as user postgres."""
 
     def __init__(self):
-        self.port = _free_port()
+        self.port = free_port()
         # Outside pytest's tmp_path: that one is private to root, and the
         # server must run as an unprivileged user.
         self.base = Path(tempfile.mkdtemp(prefix="agentvine-pg-"))
@@ -206,7 +201,7 @@ class PostgresCluster:
 
 
 def _daphne(tmp_path, env):
-    port = _free_port()
+    port = free_port()
     server = DatabaseProcess(
         ["daphne", "-b", "127.0.0.1", "-p", str(port), "agentvine.asgi:application"],
         log_path=tmp_path / "daphne.log",
@@ -548,11 +543,9 @@ async def _scrape_while_watching(server, cookie, auth):
 def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(
     celery_worker_factory, tmp_path, client, operator
 ):
-    from queue_app.models import WorkOrder
+    from queue_app.models import Execution, WorkOrder
     from tasks_app.models import TaskStatus
     from tasks_app.services import task_create
-
-    Execution = metrics._model("Execution")  # tasks_app today, queue_app after the split
 
     server = _daphne(tmp_path, {"AGENTVINE_METRICS_TOKEN": METRICS_TOKEN, "AGENTVINE_METRICS_TOTALS_SECONDS": "0"})
     try:
@@ -562,7 +555,16 @@ def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(
         assert status == 200
         before = parse(text)
 
-        worker = celery_worker_factory(concurrency=1, extra_env={"AGENTVINE_LOG_FORMAT": "json"})
+        worker_port = free_port()
+        worker = celery_worker_factory(
+            concurrency=1,
+            extra_env={
+                "AGENTVINE_LOG_FORMAT": "json",
+                "AGENTVINE_METRICS_TOKEN": METRICS_TOKEN,
+                "AGENTVINE_METRICS_TOTALS_SECONDS": "0",
+                "AGENTVINE_WORKER_METRICS_PORT": str(worker_port),
+            },
+        )
         done = task_create(title="usage please", executor="codex-replay")
         failed = task_create(title="break", executor="fail", max_retries=1)
         wait_for(
@@ -573,6 +575,12 @@ def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(
             timeout=60,
             message="both finished",
         )
+        # The worker serves the same families itself, for the token only.
+        worker_url = f"http://127.0.0.1:{worker_port}/metrics"
+        assert _get(worker_url)[0] == 401
+        status, text = _get(worker_url, auth)
+        assert status == 200
+        from_worker = parse(text)
         # An operator watching the activity feed is one WebSocket client.
         client.force_login(operator)
         name = django_settings.SESSION_COOKIE_NAME
@@ -592,6 +600,12 @@ def test_a_real_run_moves_the_metrics_daphne_serves_and_logs_json_with_its_ids(
 
     assert moved("agentvine_run_duration_seconds_count", executor="codex-replay", outcome="completed") == 1
     assert moved("agentvine_run_duration_seconds_count", executor="fail", outcome="failed") == 2
+    for name, labels in [
+        ("agentvine_run_duration_seconds_count", {"executor": "codex-replay", "outcome": "completed"}),
+        ("agentvine_run_duration_seconds_count", {"executor": "fail", "outcome": "failed"}),
+        ("agentvine_work_orders", {"status": "completed"}),
+    ]:
+        assert value(from_worker, name, **labels) == value(after, name, **labels), name
     assert moved("agentvine_dispatch_latency_seconds_count") == 2
     assert moved("agentvine_work_orders", status="completed") == 1
     assert moved("agentvine_work_orders", status="dead") == 1
@@ -634,7 +648,7 @@ def test_worker_ping_answers_for_a_live_node_and_fails_for_an_absent_one(celery_
 
     # The broker (REDIS_URL, unless CELERY_BROKER_URL names another) on a port nothing listens on.
     dead_broker = {key: value for key, value in os.environ.items() if key != "CELERY_BROKER_URL"}
-    dead_broker["REDIS_URL"] = f"redis://127.0.0.1:{_free_port()}/0"
+    dead_broker["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
     result = subprocess.run(
         [sys.executable, "manage.py", "worker_ping", "--node", node, "--timeout", "2"],
         capture_output=True,
@@ -792,7 +806,7 @@ def test_flower_sees_the_worker_and_a_completed_doorbell(celery_worker_factory, 
     from queue_app.models import WorkOrder, WorkOrderStatus
     from tasks_app.services import task_create
 
-    port = _free_port()
+    port = free_port()
     flower = DatabaseProcess(
         [
             "celery",
