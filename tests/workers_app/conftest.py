@@ -159,3 +159,26 @@ def guardian_beat(transactional_db, clean_broker, tmp_path):
     yield start
     for process in started:
         process.stop()
+
+
+def web_and_guardian_processes(tmp_path, *, port, extra_env):
+    """daphne on ``port``, the guardians worker and beat, as deployed, with
+    ``extra_env`` (a fault test's own database or Redis): started, in the
+    order a test stops them backwards."""
+    return [
+        TestDatabaseProcess(
+            ["daphne", "-b", "127.0.0.1", "-p", str(port), "agentvine.asgi:application"],
+            log_path=tmp_path / "daphne.log",
+            extra_env=extra_env,
+        ),
+        _Process(
+            ["worker", "-Q", "guardians", "-c", "1", "-n", "guardians@%h"],
+            log_path=tmp_path / "guardians.log",
+            extra_env=extra_env,
+        ),
+        _Process(
+            ["beat", "--schedule", str(tmp_path / "beat"), "--max-interval", "1"],
+            log_path=tmp_path / "beat.log",
+            extra_env=extra_env,
+        ),
+    ]

@@ -11,9 +11,9 @@ import requests
 from django.utils import timezone
 
 from queue_app.models import WorkOrder, WorkOrderStatus
-from tests.conftest import CeleryWorkerProcess, TestDatabaseProcess, wait_for
+from tests.conftest import CeleryWorkerProcess, wait_for
 from tests.faults.services import RedisServer, free_port
-from tests.workers_app.conftest import FAST_GUARD_ENV, guardian_schedule_install
+from tests.workers_app.conftest import FAST_GUARD_ENV, guardian_schedule_install, web_and_guardian_processes
 from workers_app.guardians import BROKER_SENTINEL_KEY
 from workers_app.services import api_token_create
 
@@ -31,23 +31,7 @@ def test_a_broker_restarted_empty_gets_every_queued_doorbell_again_at_once(broke
     guardian_schedule_install(every_seconds=1)
     extra = {**FAST_GUARD_ENV, "REDIS_URL": broker.url}
     port = free_port()
-    started = [
-        TestDatabaseProcess(
-            ["daphne", "-b", "127.0.0.1", "-p", str(port), "agentvine.asgi:application"],
-            log_path=tmp_path / "daphne.log",
-            extra_env=extra,
-        ),
-        TestDatabaseProcess(
-            ["celery", "-A", "agentvine", "worker", "-Q", "guardians", "-c", "1", "-n", "guardians@%h"],
-            log_path=tmp_path / "guardians.log",
-            extra_env=extra,
-        ),
-        TestDatabaseProcess(
-            ["celery", "-A", "agentvine", "beat", "--schedule", str(tmp_path / "beat"), "--max-interval", "1"],
-            log_path=tmp_path / "beat.log",
-            extra_env=extra,
-        ),
-    ]
+    started = web_and_guardian_processes(tmp_path, port=port, extra_env=extra)
     client = redis.Redis.from_url(broker.url)
     try:
         # The guardian has looked at the broker once.

@@ -12,9 +12,9 @@ import time
 import pytest
 import requests
 
-from tests.conftest import ROOT, CeleryWorkerProcess, TestDatabaseProcess
+from tests.conftest import ROOT, CeleryWorkerProcess
 from tests.faults.services import PostgresCluster, free_port
-from tests.workers_app.conftest import FAST_GUARD_ENV
+from tests.workers_app.conftest import FAST_GUARD_ENV, web_and_guardian_processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
@@ -59,24 +59,8 @@ def test_work_survives_a_postgresql_restart(cluster, clean_broker, tmp_path):
 
     extra = {**FAST_GUARD_ENV, "DATABASE_URL": database_url}
     port = free_port()
-    started = [
-        TestDatabaseProcess(
-            ["daphne", "-b", "127.0.0.1", "-p", str(port), "agentvine.asgi:application"],
-            log_path=tmp_path / "daphne.log",
-            extra_env=extra,
-        ),
-        CeleryWorkerProcess(concurrency=4, name="fault", log_path=tmp_path / "worker.log", extra_env=extra),
-        TestDatabaseProcess(
-            ["celery", "-A", "agentvine", "worker", "-Q", "guardians", "-c", "1", "-n", "guardians@%h"],
-            log_path=tmp_path / "guardians.log",
-            extra_env=extra,
-        ),
-        TestDatabaseProcess(
-            ["celery", "-A", "agentvine", "beat", "--schedule", str(tmp_path / "beat"), "--max-interval", "1"],
-            log_path=tmp_path / "beat.log",
-            extra_env=extra,
-        ),
-    ]
+    worker = CeleryWorkerProcess(concurrency=4, name="fault", log_path=tmp_path / "worker.log", extra_env=extra)
+    started = [*web_and_guardian_processes(tmp_path, port=port, extra_env=extra), worker]
     api = requests.Session()
     api.headers["Authorization"] = f"Token {token}"
     base = f"http://127.0.0.1:{port}/api/v1"
@@ -89,7 +73,7 @@ def test_work_survives_a_postgresql_restart(cluster, clean_broker, tmp_path):
 
     try:
         _wait(lambda: _listening(port), 30, "daphne")
-        _wait(lambda: "ready." in started[1].output(), 60, "the worker")
+        _wait(lambda: "ready." in worker.output(), 60, "the worker")
         created = [create(f"ticker 2 #{n}") for n in range(RUNS)]
         assert [reply.status_code for reply in created] == [201] * RUNS
         _wait(lambda: running() == 4, 30, "four runs")

@@ -15,10 +15,12 @@ GUARDIANS = [
 ]
 
 
-def create_schedule(apps, schema_editor):
+def schedule_install(apps, guardians):
+    """Write the beat rows of ``guardians`` (name, task, seconds); later
+    migrations that add a guardian call it with theirs."""
     IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
     PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    for name, task, seconds in GUARDIANS:
+    for name, task, seconds in guardians:
         interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
         PeriodicTask.objects.update_or_create(
             name=name,
@@ -31,6 +33,10 @@ def create_schedule(apps, schema_editor):
                 "description": "AgentVine guardian (workers_app/guardians.py)",
             },
         )
+
+
+def create_schedule(apps, schema_editor):
+    schedule_install(apps, GUARDIANS)
 
 
 def remove_schedule(apps, schema_editor):

@@ -2,27 +2,16 @@
 broker's Redis came back empty, so lost doorbells ring again within seconds
 (the lost-dispatch guardian's 120 s rule stays as the last resort)."""
 
+import importlib
+
 from django.db import migrations
 
 GUARDIANS = [("guardians: broker reset", "workers_app.guard_broker_reset", 2)]
 
 
 def create_schedule(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    for name, task, seconds in GUARDIANS:
-        interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
-        PeriodicTask.objects.update_or_create(
-            name=name,
-            defaults={
-                "task": task,
-                "interval": interval,
-                "queue": "guardians",
-                "expire_seconds": seconds,
-                "enabled": True,
-                "description": "AgentVine guardian (workers_app/guardians.py)",
-            },
-        )
+    # The installer of 0003 (a module name starting with a digit: imported by name).
+    importlib.import_module("workers_app.migrations.0003_guardian_schedule").schedule_install(apps, GUARDIANS)
 
 
 def remove_schedule(apps, schema_editor):
