@@ -471,6 +471,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
+        # Django logs every 4xx as a WARNING ("Unauthorized: /api/v1/queue/"):
+        # noise, and CPU under a flood of bad requests; the access line already
+        # has the status. 5xx (ERROR) still reach the log.
+        "django.request": {"level": "ERROR"},
         # Django's own console handler (DEBUG only) printed its lines a second
         # time, plain; they reach the root handler, in the chosen format.
         "django": {"handlers": [], "propagate": True},

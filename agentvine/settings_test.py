@@ -22,6 +22,27 @@ os.environ.setdefault("AGENTVINE_RETRY_BACKOFF_BASE", "0.2")
 os.environ.setdefault("AGENTVINE_RETRY_BACKOFF_MAX", "1.0")
 os.environ.setdefault("AGENTVINE_HEARTBEAT_SECONDS", "1.0")
 os.environ.setdefault("AGENTVINE_VAR_DIR", "/tmp/agentvine-test-var")
+
+
+def _own_shard(worker_id):
+    """Under pytest-xdist (scripts/test runs the suite in several processes)
+    each pytest process ``gwN`` gets its own Redis DB (the base DB + N) and
+    var dir; pytest-django gives it its own test database. Done once, in the
+    pytest process: the workers and servers it starts inherit the shifted
+    environment (and the marker), so they do not shift again."""
+    if not worker_id.startswith("gw") or os.environ.get("AGENTVINE_TEST_SHARD") == worker_id:
+        return
+    index = int(worker_id[2:])
+    base, _, db = os.environ["REDIS_URL"].rpartition("/")
+    shifted = int(db or 0) + index
+    if shifted > 15:
+        raise RuntimeError(f"REDIS_URL's DB + {index} (pytest-xdist process {worker_id}) is past Redis's 16 DBs")
+    os.environ["REDIS_URL"] = f"{base}/{shifted}"
+    os.environ["AGENTVINE_VAR_DIR"] = f"{os.environ['AGENTVINE_VAR_DIR']}-{worker_id}"
+    os.environ["AGENTVINE_TEST_SHARD"] = worker_id
+
+
+_own_shard(os.environ.get("PYTEST_XDIST_WORKER", ""))
 # Tests clone local repositories they make (tests/workers_app); the refusal
 # of local paths is tested by turning this off (tests/api/test_repositories.py).
 os.environ.setdefault("AGENTVINE_REPOSITORY_ALLOW_LOCAL", "true")

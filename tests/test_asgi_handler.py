@@ -78,12 +78,17 @@ class _Threads:
         request_started.connect(self._on_started)
         self._handler = logging.Handler()
         self._handler.emit = lambda record: self.logged.append(record.thread)
-        logging.getLogger("django.request").addHandler(self._handler)
+        # 4xx are logged at WARNING, below the level settings give this logger.
+        self._logger = logging.getLogger("django.request")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.WARNING)
+        self._logger.addHandler(self._handler)
         return self
 
     def __exit__(self, *exc):
         request_started.disconnect(self._on_started)
-        logging.getLogger("django.request").removeHandler(self._handler)
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._level)
 
     def _on_started(self, **kwargs):
         self.started.append(threading.get_ident())

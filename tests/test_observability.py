@@ -6,12 +6,10 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -34,7 +31,7 @@ from agentvine import metrics
 from queue_app import lifecycle, outputs
 from tests.conftest import TestDatabaseProcess as DatabaseProcess
 from tests.conftest import wait_for
-from tests.faults.services import free_port
+from tests.faults.services import PostgresCluster, RedisServer, free_port
 
 METRICS_TOKEN = "metrics-test-token-0123456789"
 
@@ -135,71 +132,6 @@ def _get(url, headers=None):
         return exc.code, exc.read().decode()
 
 
-class RedisServer:
-    """A redis-server of this test's own on a free port, to stop and start at will."""
-
-    def __init__(self, tmp_path):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tmp_path
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
-            cwd=self.dir,
-            stdout=subprocess.DEVNULL,
-        )
-        wait_for(lambda: self._answers(), timeout=10, message="test redis-server")
-
-    def _answers(self):
-        try:
-            return redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
-        except redis.ConnectionError:
-            return False
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-class PostgresCluster:
-    """A PostgreSQL cluster of this test's own (initdb in a temporary directory), as user postgres."""
-
-    def __init__(self):
-        self.port = free_port()
-        # Outside pytest's tmp_path: that one is private to root, and the
-        # server must run as an unprivileged user.
-        self.base = Path(tempfile.mkdtemp(prefix="agentvine-pg-"))
-        self.data = self.base / "data"
-        self.log = self.base / "postgres.log"
-        bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip())
-        self.initdb, self.pg_ctl = str(bindir / "initdb"), str(bindir / "pg_ctl")
-        self.as_postgres = []
-        if os.geteuid() == 0:
-            self.as_postgres = ["runuser", "-u", "postgres", "--"]
-            shutil.chown(self.base, user="postgres")
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-        self._run(self.initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres")
-
-    def _run(self, *argv):
-        result = subprocess.run([*self.as_postgres, *argv], capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout + result.stderr
-
-    def start(self):
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
-        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
-
-    def stop(self):
-        if (self.data / "postmaster.pid").exists():
-            self._run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def remove(self):
-        self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
-
-
 def _daphne(tmp_path, env):
     port = free_port()
     server = DatabaseProcess(
@@ -229,15 +161,14 @@ def _ready(server):
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_daphne_readyz_follows_its_redis_going_away_and_back(tmp_path):
-    own_redis = RedisServer(tmp_path)
-    own_redis.start()
+    own_redis = RedisServer(tmp_path / "redis")
     server = _daphne(tmp_path, {"REDIS_URL": own_redis.url, "CELERY_BROKER_URL": own_redis.url})
     try:
         assert _ready(server) == (
             200,
             {"status": "ready", "checks": dict.fromkeys(["postgresql", "redis", "channel_layer"], "ok")},
         )
-        own_redis.stop()
+        own_redis.shutdown()
         status, body = _ready(server)
         assert status == 503
         assert body["failing"] == ["redis", "channel_layer"]
@@ -251,11 +182,9 @@ def test_daphne_readyz_follows_its_redis_going_away_and_back(tmp_path):
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(not shutil.which("pg_config"), reason="needs PostgreSQL's server binaries")
 def test_daphne_readyz_follows_its_postgresql_going_away_and_back(tmp_path):
     cluster = PostgresCluster()
-    cluster.start()
-    server = _daphne(tmp_path, {"DATABASE_URL": cluster.url})
+    server = _daphne(tmp_path, {"DATABASE_URL": cluster.url("postgres")})
     try:
         assert _ready(server)[0] == 200
         cluster.stop()
@@ -269,7 +198,7 @@ def test_daphne_readyz_follows_its_postgresql_going_away_and_back(tmp_path):
         wait_for(lambda: _ready(server)[0] == 200, timeout=20, message="ready again")
     finally:
         server.stop()
-        cluster.remove()
+        cluster.drop()
 
 
 # --- /metrics: who may scrape -----------------------------------------------------
@@ -428,8 +357,14 @@ def _json_logger(name):
     handler.setFormatter(agentvine_logging.JsonFormatter())
     logger = logging.getLogger(name)
     logger.addHandler(handler)
+    handler.previous_level = logger.level
     logger.setLevel(logging.INFO)
     return logger, handler, stream
+
+
+def _release(logger, handler):
+    logger.removeHandler(handler)
+    logger.setLevel(handler.previous_level)
 
 
 def _lines(stream):
@@ -447,7 +382,7 @@ def test_json_lines_carry_the_bound_ids_extra_fields_and_exceptions():
                 logger.exception("run crashed")
         logger.info("outside")
     finally:
-        logging.getLogger("tests.json").removeHandler(handler)
+        _release(logger, handler)
     first, second, third = _lines(stream)
     assert first["message"] == "claimed it"
     assert first["level"] == "INFO"
@@ -466,13 +401,30 @@ def test_request_id_is_bound_to_the_request_lines_and_returned(client, metrics_t
         refused = client.get("/metrics", HTTP_X_REQUEST_ID="req-abc.123")
         generated = client.get("/metrics", HTTP_X_REQUEST_ID="bad id\nwith newline")
     finally:
-        logging.getLogger("django.request").removeHandler(handler)
+        _release(logger, handler)
     assert refused["X-Request-ID"] == "req-abc.123"
     assert generated["X-Request-ID"] != "bad id\nwith newline" and len(generated["X-Request-ID"]) == 32
     lines = _lines(stream)
     # Django logs each 401 after the middleware chain: still inside the request.
     assert [line["request_id"] for line in lines] == ["req-abc.123", generated["X-Request-ID"]]
     assert agentvine_logging.log_context() == {}
+
+
+@pytest.mark.django_db
+def test_a_flood_of_refused_requests_writes_no_log_line_but_a_server_error_does(client):
+    # The levels are the settings' LOGGING, as every process of ours configures them.
+    seen = []
+    probe = logging.Handler()
+    probe.emit = seen.append
+    logging.getLogger("django.request").addHandler(probe)
+    try:
+        for _ in range(20):
+            assert client.get("/api/v1/queue/").status_code == 401
+        assert seen == []
+        logging.getLogger("django.request").error("Internal Server Error: /api/v1/queue/")
+        assert [record.levelname for record in seen] == ["ERROR"]
+    finally:
+        logging.getLogger("django.request").removeHandler(probe)
 
 
 @pytest.mark.django_db
@@ -486,7 +438,7 @@ def test_json_logs_have_an_access_line_per_request_with_its_id(client, settings,
         settings.AGENTVINE_LOG_FORMAT = "text"
         client.get("/metrics")  # text logs: daphne's access log is the one
     finally:
-        logging.getLogger("agentvine.access").removeHandler(handler)
+        _release(logger, handler)
     assert response.status_code == 200
     first, second = _lines(stream)
     assert first["message"] == "GET /metrics 200"
