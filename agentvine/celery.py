@@ -19,6 +19,22 @@ def _protect_worker(**kwargs):
     process_protect()
 
 
+@signals.celeryd_after_setup.connect
+def _declare_rabbitmq_queues(**kwargs):
+    # On RabbitMQ every configured queue and its topic exchange exist before
+    # the consumer starts: Celery binds all of them, consumed here or not (a
+    # worker on high,default,low also binds "guardians"), to its delayed-delivery
+    # exchanges for a retry's backoff (agentvine/brokers.py).
+    from agentvine.brokers import broker_is_amqp
+
+    if not broker_is_amqp(app.conf.broker_url):
+        return
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.amqp.queues.values():
+            queue(channel).declare()
+
+
 # --- Logs (agentvine/logging.py): Celery sets up its own handlers; ours
 # only change their format and demote the guardians' routine ticks. --------
 @signals.after_setup_logger.connect

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Queue
+
+from agentvine.brokers import celery_broker_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("AGENTVINE_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -278,7 +279,6 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
-CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_SEND_TASK_EVENTS = True
@@ -294,15 +294,17 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # the small `-Q guardians` worker started next to beat).
 AGENT_QUEUES = ("high", "default", "low")
 GUARDIAN_QUEUE = "guardians"
-CELERY_TASK_QUEUES = [*(Queue(name) for name in AGENT_QUEUES), Queue(GUARDIAN_QUEUE)]
 CELERY_TASK_ROUTES = {"workers_app.guard_*": {"queue": GUARDIAN_QUEUE}}
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Always drain "high" before "default" before "low" (the -Q order).
-    "queue_order_strategy": "priority",
-    # Longer than the longest allowed run, or Redis would hand an unacked
-    # doorbell of a still-running agent to a second worker.
-    "visibility_timeout": AGENTVINE_MAX_RUN_SECONDS + 600,
-}
+# Queues, acknowledgement and transport options of the broker in use: Redis,
+# or RabbitMQ's durable quorum queues with publisher confirms (agentvine/brokers.py).
+globals().update(
+    celery_broker_settings(
+        CELERY_BROKER_URL,
+        agent_queues=AGENT_QUEUES,
+        guardian_queue=GUARDIAN_QUEUE,
+        max_run_seconds=AGENTVINE_MAX_RUN_SECONDS,
+    )
+)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "prune-live-events": {"task": "chat_app.prune_live_events", "schedule": 300.0},

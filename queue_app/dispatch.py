@@ -9,10 +9,12 @@ engine never imports the Celery task that runs a work order (an entry point,
 """
 
 import logging
+import math
 
 from django.db import transaction
 from django.utils import timezone
 
+from agentvine.brokers import broker_is_amqp
 from agentvine.celery import app
 from queue_app.models import QUEUE_FOR_PRIORITY, WorkOrder, WorkOrderStatus
 
@@ -24,6 +26,10 @@ EXECUTE_WORK_ORDER = "queue_app.execute_work_order"
 
 def ring(work_order_id, *, queue, countdown=None):
     """Send one doorbell now; False (logged) when the broker refused it."""
+    if countdown and broker_is_amqp(app.conf.broker_url):
+        # RabbitMQ's delayed delivery counts whole seconds (agentvine/brokers.py);
+        # the work order's not_before keeps the exact time.
+        countdown = math.ceil(countdown)
     try:
         app.send_task(EXECUTE_WORK_ORDER, args=[str(work_order_id)], queue=queue, countdown=countdown)
     except Exception:
