@@ -169,6 +169,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # DATABASE_PREPARE_THRESHOLD to 0 behind a pooler that cannot keep
     # prepared statements (PgBouncer before 1.21 in transaction mode).
     _threshold = env.int("DATABASE_PREPARE_THRESHOLD", default=5)
+    if env.bool("DATABASE_TRANSACTION_POOLER", default=False):
+        # Behind PgBouncer in transaction mode (README "PgBouncer"): each
+        # transaction may get another server session, so nothing may outlive
+        # one: no prepared statements, no startup options, no WITH HOLD
+        # cursors (Django's .iterator()).
+        _threshold = 0
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         server_side_binding=True, prepare_threshold=_threshold if _threshold > 0 else None
     )

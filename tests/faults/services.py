@@ -143,3 +143,72 @@ class RedisServer:
         except TimeoutError:
             pid = (self.directory / "redis.pid").read_text().strip()
             subprocess.run(["kill", "-9", pid], check=False)
+
+
+class PgBouncer:
+    """PgBouncer (Debian's ``pgbouncer``) in transaction mode on a free port,
+    in front of the PostgreSQL at ``host:port``, with fewer server sessions
+    (3) than the processes of a test have clients, so they share them as a
+    fleet would; its admin console answers :meth:`stats`. It refuses to run
+    as root, so it runs as ``postgres``."""
+
+    def __init__(self, directory, *, host="127.0.0.1", port=5432):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        (self.directory / "userlist.txt").write_text('"postgres" ""\n')
+        (self.directory / "pgbouncer.ini").write_text(
+            f"[databases]\n* = host={host} port={port}\n\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.directory / 'userlist.txt'}\nadmin_users = postgres\n"
+            "pool_mode = transaction\nmax_client_conn = 1000\ndefault_pool_size = 3\n"
+            # psycopg sends these at connect; the pooler cannot keep per-session settings.
+            "ignore_startup_parameters = extra_float_digits,options\n"
+            f"logfile = {self.directory / 'pgbouncer.log'}\npidfile = {self.directory / 'pgbouncer.pid'}\n"
+        )
+        run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if run_as:
+            subprocess.run(["chown", "-R", "postgres", str(self.directory)], check=True)
+            # Every directory above must be passable for postgres (pytest's tmp_path is 0700).
+            for parent in self.directory.parents:
+                if str(parent).startswith("/tmp/") or parent == Path("/tmp"):
+                    parent.chmod(parent.stat().st_mode | 0o011)
+        self.process = subprocess.Popen(
+            [*run_as, "pgbouncer", str(self.directory / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not start: {self.log()}") from None
+                time.sleep(0.05)
+
+    def url(self, database):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def log(self):
+        path = self.directory / "pgbouncer.log"
+        return path.read_text() if path.exists() else ""
+
+    def stats(self, database):
+        """The admin console's SHOW STATS row of ``database``, by column name."""
+        import psycopg
+
+        with psycopg.connect(self.url("pgbouncer"), autocommit=True, prepare_threshold=None) as admin:
+            cursor = admin.execute("SHOW STATS")
+            columns = [column.name for column in cursor.description]
+            for row in cursor.fetchall():
+                if row[0] == database:
+                    return dict(zip(columns, row, strict=True))
+        return {}
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
