@@ -12,6 +12,8 @@ class TaskType(models.TextChoices):
 
 
 class TaskStatus(models.TextChoices):
+    # Waits for its parents (TaskDependency); it has no work order yet.
+    BLOCKED = "blocked", "Blocked"
     QUEUED = "queued", "Queued"
     IN_PROGRESS = "in_progress", "In progress"
     COMPLETED = "completed", "Completed"
@@ -47,6 +49,10 @@ class Task(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Why a blocked task still waits when a parent failed (its edge's policy is block).
+    blocked_reason = models.CharField(max_length=500, blank=True)
+    # The task whose agent created this one as a subtask (create_subtask).
+    spawned_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="subtasks")
 
     class Meta:
         ordering = ["-created_at"]
@@ -75,3 +81,38 @@ class TaskSearchText(models.Model):
 
     def __str__(self):
         return self.title
+
+
+class OnParentFailure(models.TextChoices):
+    BLOCK = "block", "Stay blocked until an operator decides"
+    SKIP = "skip", "Ignore the edge"
+    CANCEL = "cancel", "Cancel the dependant and its subtree"
+
+
+class TaskDependency(models.Model):
+    """``child`` runs only once ``parent`` is completed (an edge parent → child).
+
+    A blocked child has no work order: it is queued in the transaction that
+    completes its last unfinished parent (``tasks_app.graph``).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    parent = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="dependant_edges")
+    child = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="parent_edges")
+    on_failure = models.CharField(max_length=8, choices=OnParentFailure.choices, default=OnParentFailure.BLOCK)
+    # The child starts from the parent's repository and branch (base = parent).
+    base_on_parent = models.BooleanField(default=False)
+    # Set when the edge no longer holds the child back although its parent
+    # did not complete (policy skip, or an operator skipped it).
+    skipped_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "child"], name="task_dependency_unique_edge"),
+            models.CheckConstraint(condition=~models.Q(parent=models.F("child")), name="task_dependency_not_self"),
+        ]
+        indexes = [models.Index(fields=["child"], name="task_dependency_child_idx")]
+
+    def __str__(self):
+        return f"{self.parent_id} → {self.child_id}"
