@@ -14,6 +14,15 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/", tasks_apis.TaskDetailApi.as_view(), name="api-task"),
     path("tasks/<uuid:task_id>/cancel/", tasks_apis.TaskCancelApi.as_view(), name="api-task-cancel"),
     path("tasks/<uuid:task_id>/retry/", tasks_apis.TaskRetryApi.as_view(), name="api-task-retry"),
+    path(
+        "tasks/<uuid:task_id>/dependencies/", tasks_apis.TaskDependenciesApi.as_view(), name="api-task-dependencies"
+    ),
+    path(
+        "tasks/<uuid:task_id>/dependencies/<uuid:parent_id>/skip/",
+        tasks_apis.TaskDependencySkipApi.as_view(),
+        name="api-task-dependency-skip",
+    ),
+    path("tasks/<uuid:task_id>/tree/", tasks_apis.TaskTreeApi.as_view(), name="api-task-tree"),
     path("workers/", workers_apis.WorkerListRegisterApi.as_view(), name="api-workers"),
     path("workers/<uuid:worker_id>/", workers_apis.WorkerDetailApi.as_view(), name="api-worker"),
     path("workers/<uuid:worker_id>/heartbeat/", workers_apis.WorkerHeartbeatApi.as_view(), name="api-worker-heartbeat"),

@@ -44,7 +44,9 @@ def _real_ids(operator, worker):
     work_order, _ = lifecycle.work_order_start(work_order=work_order, worker=worker)
     session = agent_session_create(session_id="fuzz-session", task=task, worker=worker)
     question = question_ask(work_order=work_order, text="Fuzz question?")
+    parent = task_create(title="Fuzz parent", created_by=operator)
     return {
+        "parent_id": str(parent.pk),
         "conversation_id": str(task.pk),
         "question_id": str(question.pk),
         "task_id": str(task.pk),
