@@ -51,8 +51,13 @@ class Task(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     # Why a blocked task still waits when a parent failed (its edge's policy is block).
     blocked_reason = models.CharField(max_length=500, blank=True)
-    # The task whose agent created this one as a subtask (create_subtask).
+    # The task whose agent created this one as a subtask (create_subtask),
+    # and which agent run that was (shown as its author).
     spawned_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="subtasks")
+    created_by_agent = models.CharField(max_length=200, blank=True)
+    # The agent of this task waits for its subtasks (wait_for_subtasks): it
+    # gets their summaries as its next turn once every one has ended.
+    awaiting_subtasks = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]

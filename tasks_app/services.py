@@ -50,6 +50,7 @@ def task_create(
     max_retries=None,
     depends_on=None,
     spawned_by=None,
+    created_by_agent="",
 ):
     """Create a task and its first work order; the doorbell rings after commit.
 
@@ -68,6 +69,7 @@ def task_create(
         "max_retries": max_retries,
         "depends_on": depends_on,
         "spawned_by": spawned_by,
+        "created_by_agent": created_by_agent,
     }
     return tasks_create(specs=[spec], created_by=created_by)[0]
 
@@ -111,6 +113,7 @@ def tasks_create(*, specs, created_by=None):
                 executor=spec.get("executor") or "",
                 created_by=created_by,
                 spawned_by=spec.get("spawned_by"),
+                created_by_agent=spec.get("created_by_agent") or "",
             )
             # A task with unfinished parents waits blocked, without a work order.
             task_edges, waiting = graph.edges_new(child=task, specs=spec["depends_on"], parents=parents, now=now)
