@@ -10,5 +10,7 @@ class Config(AppConfig):
         # registry imports this module.
         from queue_app.lifecycle import run_task_finished
         from tasks_app.graph import dependants_on_run_finished
+        from tasks_app.schedules import schedules_on_run_finished
 
         run_task_finished.connect(dependants_on_run_finished, dispatch_uid="tasks_app.dependants")
+        run_task_finished.connect(schedules_on_run_finished, dispatch_uid="tasks_app.schedules")

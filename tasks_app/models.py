@@ -121,3 +121,54 @@ class TaskDependency(models.Model):
 
     def __str__(self):
         return f"{self.parent_id} → {self.child_id}"
+
+
+class ScheduleOverlap(models.TextChoices):
+    SKIP = "skip", "Skip the tick while the previous run is going"
+    QUEUE_ONE = "queue_one", "Queue one run (at most) to start when the previous one ends"
+
+
+class TaskSchedule(models.Model):
+    """A recurring task: a template queued on a cron or interval schedule.
+
+    Beat fires its django-celery-beat ``PeriodicTask`` (kept in step by
+    ``tasks_app.schedules``); each tick creates one task from the template,
+    unless the previous one is still going (``overlap``).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=150, unique=True)
+    enabled = models.BooleanField(default=True)
+    # Exactly one of the two: a five-field crontab ("0 2 * * *", in
+    # CELERY_TIMEZONE) or a number of seconds.
+    cron = models.CharField(max_length=100, blank=True)
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    overlap = models.CharField(max_length=10, choices=ScheduleOverlap.choices, default=ScheduleOverlap.SKIP)
+    # The template of each run.
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    task_type = models.CharField(max_length=16, choices=TaskType.choices, default=TaskType.FEATURE)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    repository_url = models.CharField(max_length=500, blank=True)
+    branch_name = models.CharField(max_length=200, blank=True)
+    executor = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="task_schedules"
+    )
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    # queue_one: a tick came while the last run was going; its run starts when that one ends.
+    run_pending = models.BooleanField(default=False)
+    runs_created = models.PositiveIntegerField(default=0)
+    ticks_skipped = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name

@@ -37,6 +37,17 @@ def _validate(*, title, task_type, priority, executor):
         raise ValidationFailed(ERR_UNKNOWN_EXECUTOR, field="executor")
 
 
+def task_spec_check(spec):
+    """Raise ValidationFailed unless ``spec`` (task_create's arguments) could create a task."""
+    _validate(
+        title=spec.get("title"),
+        task_type=spec.get("task_type"),
+        priority=spec.get("priority"),
+        executor=spec.get("executor") or "",
+    )
+    repository_url_check(spec.get("repository_url") or "")
+
+
 def task_create(
     *,
     title,
