@@ -1,4 +1,4 @@
-"""Dependencies in the REST API: create with depends_on, add, skip, tree, cycles."""
+"""Dependencies and schedules in the REST API: depends_on, add, skip, tree, cycles; schedules."""
 
 import pytest
 
@@ -83,5 +83,32 @@ def test_skip_releases_a_blocked_task_and_anonymous_is_refused(operator_client, 
 
 def test_schema_documents_dependencies(operator_client):
     schema = operator_client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").content.decode()
-    for name in ("tasks_dependencies_add", "tasks_tree", "depends_on", "on_failure"):
+    for name in ("tasks_dependencies_add", "tasks_tree", "depends_on", "on_failure", "schedules_create", "overlap"):
         assert name in schema
+
+
+def test_schedules_api_create_list_change_delete(operator_client, anon_client):
+    body = {"name": "nightly hunt", "cron": "0 2 * * *", "title": "Hunt flaky tests", "overlap": "skip"}
+    created = operator_client.post("/api/v1/schedules/", body, format="json")
+    assert created.status_code == 201, created.json()
+    schedule = created.json()
+    assert (schedule["cron"], schedule["enabled"], schedule["runs_created"]) == ("0 2 * * *", True, 0)
+
+    listed = operator_client.get("/api/v1/schedules/").json()["results"]
+    assert [s["name"] for s in listed] == ["nightly hunt"]
+    changed = operator_client.put(
+        f"/api/v1/schedules/{schedule['id']}/",
+        {**body, "cron": "", "interval_seconds": 3600, "enabled": False, "overlap": "queue_one"},
+        format="json",
+    )
+    assert changed.status_code == 200
+    assert (changed.json()["interval_seconds"], changed.json()["enabled"]) == (3600, False)
+
+    bad = operator_client.post("/api/v1/schedules/", {**body, "name": "other", "cron": "0 2 *"}, format="json")
+    assert bad.status_code == 400 and "five fields" in str(bad.json())
+    taken = operator_client.post("/api/v1/schedules/", body, format="json")
+    assert taken.status_code == 400 and "exists" in str(taken.json())
+    assert anon_client.get("/api/v1/schedules/").status_code in (401, 403)
+
+    assert operator_client.delete(f"/api/v1/schedules/{schedule['id']}/").status_code == 204
+    assert operator_client.get("/api/v1/schedules/").json()["results"] == []
