@@ -20,6 +20,7 @@ from django.db import transaction
 from agentvine import events
 from agentvine.errors import IllegalTransition, ValidationFailed
 from chat_app import services
+from tasks_app import graph_selectors
 from tasks_app import services as task_services
 from tasks_app.models import Task, TaskStatus
 
@@ -106,11 +107,16 @@ def subtasks_on_run_finished(sender, work_order, **kwargs):
     ends, its summaries go to the parent agent's inbox (its next turn), in
     the transaction that ended it. The parent's row lock makes two subtasks
     ending together send them once (the second sees the first's end)."""
-    row = Task.objects.filter(pk=work_order.task_id, spawned_by__isnull=False).values_list("spawned_by_id").first()
-    if row is None:
+    _, spawned_by_id, _ = graph_selectors.finished_task_links(work_order=work_order)
+    if spawned_by_id is None:
         return
-    parent = Task.objects.select_for_update().filter(pk=row[0], awaiting_subtasks=True).first()
-    if parent is None or Task.objects.filter(spawned_by=parent).exclude(status__in=ENDED).exists():
+    # Locked whatever its flag says: a wait that counted this subtask as
+    # running holds the lock first (its flag is seen here once it commits); a
+    # wait that comes after this commit counts it ended.
+    parent = Task.objects.select_for_update().filter(pk=spawned_by_id).first()
+    if parent is None or not parent.awaiting_subtasks:
+        return
+    if Task.objects.filter(spawned_by=parent).exclude(status__in=ENDED).exists():
         return
     Task.objects.filter(pk=parent.pk).update(awaiting_subtasks=False)
     services.message_send(

@@ -24,6 +24,7 @@ from agentvine import events
 from agentvine.errors import IllegalTransition, NotFound, ValidationFailed
 from queue_app import lifecycle
 from queue_app.models import WorkOrderKind, WorkOrderStatus
+from tasks_app import graph_selectors
 from tasks_app.models import OnParentFailure, Task, TaskDependency, TaskStatus
 
 ERR_CYCLE = "dependency cycle: {path}"
@@ -223,6 +224,9 @@ def _children_locked(parent_id):
 def dependants_on_run_finished(sender, work_order, **kwargs):
     """``run_task_finished`` hook: the task of ``work_order`` ended; release,
     keep blocked or cancel its dependants, in the same transaction."""
+    has_dependants, _, _ = graph_selectors.finished_task_links(work_order=work_order)
+    if not has_dependants:
+        return
     edges, children = _children_locked(work_order.task_id)
     if not children:
         return

@@ -1,6 +1,8 @@
 """Reads of task graphs shared by pages, the API and the CLI."""
 
-from tasks_app.models import Task, TaskDependency
+from django.db.models import Exists, OuterRef
+
+from tasks_app.models import Task, TaskDependency, TaskSchedule
 
 # A tree page or answer shows at most this many tasks below its root.
 TREE_MAX_NODES = 500
@@ -62,3 +64,23 @@ def task_tree(*, root, max_nodes=TREE_MAX_NODES):
         frontier = new
     unique_edges = list(dict.fromkeys(edges))
     return {"nodes": list(nodes.values()), "edges": unique_edges, "truncated": truncated}
+
+
+def finished_task_links(*, work_order):
+    """What the end of ``work_order``'s task may release, read once per run
+    end for every ``run_task_finished`` hook (kept on ``work_order``):
+    ``(it has dependants, the task whose agent made it or None, it is the
+    last run of a schedule)``. Most runs have none of these: one indexed read."""
+    links = getattr(work_order, "_finished_task_links", None)
+    if links is None:
+        links = (
+            Task.objects.filter(pk=work_order.task_id)
+            .annotate(
+                has_dependants=Exists(TaskDependency.objects.filter(parent_id=OuterRef("pk"))),
+                scheduled=Exists(TaskSchedule.objects.filter(last_task_id=OuterRef("pk"))),
+            )
+            .values_list("has_dependants", "spawned_by_id", "scheduled")
+            .first()
+        ) or (False, None, False)
+        work_order._finished_task_links = links
+    return links

@@ -23,7 +23,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 
 from agentvine import events
 from agentvine.errors import ValidationFailed
-from tasks_app import services
+from tasks_app import graph_selectors, services
 from tasks_app.models import ScheduleOverlap, Task, TaskSchedule, TaskStatus
 
 TICK_TASK = "tasks_app.schedule_tick"
@@ -203,10 +203,11 @@ def schedule_tick(*, schedule_id, now=None):
 def schedules_on_run_finished(sender, work_order, **kwargs):
     """``run_task_finished`` hook: a ``queue_one`` schedule whose last run
     just ended starts its pending run, in the same transaction."""
-    schedule = (
-        TaskSchedule.objects.select_for_update()
-        .filter(last_task_id=work_order.task_id, run_pending=True, enabled=True)
-        .first()
-    )
-    if schedule is not None:
+    if not graph_selectors.finished_task_links(work_order=work_order)[2]:
+        return
+    # Locked whatever its flag says: a tick holding the lock first saw this
+    # run going and set run_pending (seen here once it commits); a tick
+    # waiting for it sees this run ended and creates the next run itself.
+    schedule = TaskSchedule.objects.select_for_update().filter(last_task_id=work_order.task_id).first()
+    if schedule is not None and schedule.run_pending and schedule.enabled:
         _run_create(schedule, now=timezone.now())

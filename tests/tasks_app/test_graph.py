@@ -13,7 +13,7 @@ from tasks_app.models import Task, TaskDependency, TaskStatus
 from tasks_app.services import task_cancel, task_create, task_retry
 from workers_app.services import worker_register
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 
 def status(task):
