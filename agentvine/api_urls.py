@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from agentvine.headers import API_DOCS_CONTENT_SECURITY_POLICY, with_content_security_policy
 from queue_app import apis as queue_apis
 from tasks_app import apis as tasks_apis
+from tasks_app import schedule_apis
 from workers_app import apis as workers_apis
 
 urlpatterns = [
@@ -14,6 +15,15 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/", tasks_apis.TaskDetailApi.as_view(), name="api-task"),
     path("tasks/<uuid:task_id>/cancel/", tasks_apis.TaskCancelApi.as_view(), name="api-task-cancel"),
     path("tasks/<uuid:task_id>/retry/", tasks_apis.TaskRetryApi.as_view(), name="api-task-retry"),
+    path("tasks/<uuid:task_id>/dependencies/", tasks_apis.TaskDependenciesApi.as_view(), name="api-task-dependencies"),
+    path(
+        "tasks/<uuid:task_id>/dependencies/<uuid:parent_id>/skip/",
+        tasks_apis.TaskDependencySkipApi.as_view(),
+        name="api-task-dependency-skip",
+    ),
+    path("tasks/<uuid:task_id>/tree/", tasks_apis.TaskTreeApi.as_view(), name="api-task-tree"),
+    path("schedules/", schedule_apis.ScheduleListCreateApi.as_view(), name="api-schedules"),
+    path("schedules/<int:schedule_id>/", schedule_apis.ScheduleDetailApi.as_view(), name="api-schedule"),
     path("workers/", workers_apis.WorkerListRegisterApi.as_view(), name="api-workers"),
     path("workers/<uuid:worker_id>/", workers_apis.WorkerDetailApi.as_view(), name="api-worker"),
     path("workers/<uuid:worker_id>/heartbeat/", workers_apis.WorkerHeartbeatApi.as_view(), name="api-worker-heartbeat"),

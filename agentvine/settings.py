@@ -349,6 +349,8 @@ AGENTVINE_INTERRUPT_GRACE_SECONDS = env.float("AGENTVINE_INTERRUPT_GRACE_SECONDS
 # interrupted and its work requeued for another worker.
 AGENTVINE_SHUTDOWN_GRACE_SECONDS = env.float("AGENTVINE_SHUTDOWN_GRACE_SECONDS", default=30.0)
 AGENTVINE_MAX_RETRIES = env.int("AGENTVINE_MAX_RETRIES", default=3)
+# Subtasks the agent of one task may create (create_subtask, agentvine-subtask).
+AGENTVINE_MAX_SUBTASKS = env.int("AGENTVINE_MAX_SUBTASKS", default=20)
 # How long a runner rides out PostgreSQL being away (a restart, a failover):
 # the agent goes on and its writes wait; past this the run gives up.
 AGENTVINE_DATABASE_RETRY_SECONDS = env.float("AGENTVINE_DATABASE_RETRY_SECONDS", default=60.0)

@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from agentvine import health
 from agentvine import metrics as metrics_views
 from chat_app import views as chat_views
+from tasks_app import graph_views
 from tasks_app import views as task_views
 from workers_app import views as worker_views
 
@@ -28,6 +29,10 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/answer/<uuid:question_id>/", chat_views.question_answer, name="question-answer"),
     path("tasks/<uuid:task_id>/message/", chat_views.task_message, name="task-message"),
     path("messages/", chat_views.message_list, name="message-list"),
+    path("tasks/<uuid:task_id>/graph/", graph_views.task_graph, name="task-graph"),
+    path("tasks/<uuid:task_id>/skip/<uuid:parent_id>/", graph_views.dependency_skip, name="dependency-skip"),
+    path("schedules/", graph_views.schedule_list, name="schedule-list"),
+    path("schedules/<int:schedule_id>/<str:action>/", graph_views.schedule_action, name="schedule-action"),
     path("tasks/<uuid:task_id>/<str:action>/", task_views.task_action, name="task-action"),
     path("workers/", worker_views.worker_list, name="worker-list"),
     path("sessions/", worker_views.session_list, name="session-list"),

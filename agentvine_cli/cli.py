@@ -170,7 +170,7 @@ def tasks():
 
 
 @tasks.command("list")
-@click.option("--status", help="queued, in_progress, completed, failed, cancelled…")
+@click.option("--status", help="blocked, queued, in_progress, completed, failed, cancelled")
 @click.option("--search", help="text in the title or description")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def tasks_list(status, search, limit):
@@ -216,11 +216,50 @@ def tasks_show(task):
 @click.option("-t", "--type", "task_type", type=click.Choice(operations.TASK_TYPES), default="feature")
 @click.option("--executor", default="", help="executor profile (default: the server's)")
 @click.option("--repo", "repository_url", default="", help="git repository the agent works in")
+@click.option(
+    "--after", multiple=True, metavar="ID", help="start only once this task is completed (repeat for several)"
+)
 def tasks_create(**values):
     """Queue a new task for an agent."""
     operation = build(operations.task_create, **values)
     entry, data = submit(operation)
     report(entry, data, lambda task: f"created {_task_line(task)}")
+
+
+@tasks.command("tree")
+@click.argument("task")
+def tasks_tree(task):
+    """The tasks that depend on TASK (and the subtasks its agent made), as a tree."""
+    task = build(operations.task_id, value=task)
+    client = client_for_settings()
+    try:
+        tree = read(lambda: client.get(f"tasks/{task}/tree/"))
+    except Failure as exc:
+        if "Not found" in exc.message or "No Task matches" in exc.message:
+            raise Failure(operations.ERR_UNKNOWN_TASK.format(value=task)) from None
+        raise
+    nodes = {node["id"]: node for node in tree["nodes"]}
+    below = {}
+    for parent, child, kind in tree["edges"]:
+        below.setdefault(parent, []).append((child, kind))
+    shown = set()
+
+    def line(node_id, depth, kind):
+        node = nodes[node_id]
+        mark = "+ " if kind == "subtask" else ""
+        again = " (see above)" if node_id in shown else ""
+        click.echo(f"{'  ' * depth}{mark}{node['status']:<11} {node['id'][:8]}  {node['title']}{again}")
+        if node_id in shown:
+            return
+        shown.add(node_id)
+        if node["status"] == "blocked" and node.get("blocked_reason"):
+            click.echo(f"{'  ' * (depth + 1)}  waits: {node['blocked_reason']}")
+        for child, child_kind in below.get(node_id, []):
+            line(child, depth + 1, child_kind)
+
+    line(tree["nodes"][0]["id"], 0, "root")
+    if tree["truncated"]:
+        click.echo(f"… more than {len(nodes)} tasks; the rest is not shown")
 
 
 @tasks.command("cancel")

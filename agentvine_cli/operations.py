@@ -69,11 +69,15 @@ def _target(target):
     return target
 
 
-def task_create(*, title, description="", priority="normal", task_type="feature", executor="", repository_url=""):
+def task_create(
+    *, title, description="", priority="normal", task_type="feature", executor="", repository_url="", after=()
+):
     title = (title or "").strip()
     if not title or len(title) > MAX_TITLE_CHARS:
         raise InvalidInput(ERR_TITLE)
     body = {"title": title, "description": description, "priority": priority, "task_type": task_type}
+    if after:
+        body["depends_on"] = [task_id(parent) for parent in after]
     if executor:
         body["executor"] = executor
     if repository_url:

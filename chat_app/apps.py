@@ -9,7 +9,9 @@ class Config(AppConfig):
         # Imported here, not at the top: models are not loaded when the app
         # registry imports this module.
         from chat_app.services import questions_close_on_run_end, turn_messages_on_attempt_failed
-        from queue_app.lifecycle import attempt_failed, run_ended
+        from chat_app.subtasks import subtasks_on_run_finished
+        from queue_app.lifecycle import attempt_failed, run_ended, run_task_finished
 
         attempt_failed.connect(turn_messages_on_attempt_failed, dispatch_uid="chat_app.turn_messages")
         run_ended.connect(questions_close_on_run_end, dispatch_uid="chat_app.questions_close")
+        run_task_finished.connect(subtasks_on_run_finished, dispatch_uid="chat_app.subtasks_resume")

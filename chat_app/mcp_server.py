@@ -1,4 +1,5 @@
-"""An MCP server (stdio) giving an agent ``ask_human`` and ``report_progress``.
+"""An MCP server (stdio) giving an agent ``ask_human``, ``report_progress``,
+``create_subtask`` and ``wait_for_subtasks`` (``chat_app.subtasks``).
 
 Started by the agent CLI from its MCP config, inside the agent's environment
 (``AGENTVINE_API_URL`` and ``AGENTVINE_TOKEN`` set by the runner)::
@@ -12,13 +13,15 @@ Tools talk to AgentVine over the same authenticated HTTP endpoints as the
 import anyio
 from mcp.server.mcpserver import MCPServer
 
+from chat_app import subtask_client
 from chat_app.ask_client import AgentVineClient, AskError
 
 server = MCPServer(
     "agentvine",
     instructions=(
         "Use ask_human when you need a decision or information only a person has; it blocks until "
-        "someone answers. Use report_progress to tell the operators what you are doing."
+        "someone answers. Use report_progress to tell the operators what you are doing. Use "
+        "create_subtask to split your work and wait_for_subtasks to get their results as your next turn."
     ),
 )
 
@@ -40,6 +43,29 @@ async def report_progress(message: str) -> str:
     except AskError as exc:
         return f"could not report progress: {exc}"
     return "reported"
+
+
+@server.tool()
+async def create_subtask(title: str, description: str = "", depends_on: list[str] | None = None) -> str:
+    """Split your work: create a subtask (another agent runs it). ``depends_on``: ids of your other
+    subtasks that must complete first. Returns the new subtask's id."""
+    try:
+        created = await anyio.to_thread.run_sync(
+            subtask_client.subtask_create, title, description, tuple(depends_on or ())
+        )
+    except AskError as exc:
+        return f"could not create the subtask: {exc}"
+    return created["id"]
+
+
+@server.tool()
+async def wait_for_subtasks() -> str:
+    """Wait for your subtasks. Unless they have all ended already, end your turn after this call:
+    you are resumed in this conversation with their summaries as your next message."""
+    try:
+        return await anyio.to_thread.run_sync(subtask_client.subtasks_wait)
+    except AskError as exc:
+        return f"could not wait for subtasks: {exc}"
 
 
 def main():

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat_app import apis
+from chat_app import apis, subtask_apis
 
 app_name = "chat"
 
@@ -15,4 +15,6 @@ urlpatterns = [
     path("agent/questions/", apis.AgentQuestionCreateApi.as_view(), name="agent-question-create"),
     path("agent/questions/<uuid:question_id>/", apis.agent_question_wait, name="agent-question-wait"),
     path("agent/progress/", apis.AgentProgressApi.as_view(), name="agent-progress"),
+    path("agent/subtasks/", subtask_apis.AgentSubtaskCreateApi.as_view(), name="agent-subtask-create"),
+    path("agent/subtasks/wait/", subtask_apis.AgentSubtasksWaitApi.as_view(), name="agent-subtasks-wait"),
 ]

@@ -92,6 +92,19 @@ attempt_failed = Signal()
 # questions the run left unanswered.
 run_ended = Signal()
 
+# A task's run work order ended for good (completed, failed, dead or
+# cancelled); sent inside the transaction that ended it with ``work_order``
+# (as it now is). ``tasks_app.graph`` queues the dependants it released, in
+# that same transaction.
+run_task_finished = Signal()
+
+_FINISHED = (WorkOrderStatus.COMPLETED, WorkOrderStatus.FAILED, WorkOrderStatus.DEAD, WorkOrderStatus.CANCELLED)
+
+
+def _run_task_finished(work_order):
+    if work_order.kind == WorkOrderKind.RUN_TASK and work_order.status in _FINISHED:
+        run_task_finished.send(sender=WorkOrder, work_order=work_order)
+
 
 # --- publishing ---------------------------------------------------------------
 
@@ -609,7 +622,12 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
     published, changes = _transition(
         done, worker=worker, worker_status=WorkerStatus.IDLE, changes=run_end, now=now, apply=False
     )
-    rows = events.publish_guarded(published, guard=(WorkOrder, *guard), changes=changes)
+    # One transaction with what the completion releases (run_task_finished):
+    # a dependant is queued with its last parent's completion or not at all.
+    with transaction.atomic():
+        rows = events.publish_guarded(published, guard=(WorkOrder, *guard), changes=changes)
+        if rows is not None:
+            _run_task_finished(rows[0])
     if rows is not None:
         _worker_apply(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
         return rows[0]
@@ -623,6 +641,7 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
         if fresh is None:
             raise IllegalTransition(ERR_CANNOT_COMPLETE)
         _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=run_end, now=now)
+        _run_task_finished(fresh)
     return fresh
 
 
@@ -667,6 +686,7 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
             )
         if fresh.status == WorkOrderStatus.QUEUED:
             dispatch_on_commit(fresh.id, countdown=countdown)
+        _run_task_finished(fresh)
     return fresh
 
 
@@ -718,6 +738,7 @@ def work_order_cancel(*, work_order, reason="cancelled by operator"):
         _sync_task_status(fresh, now=now)
         _publish_work_order(fresh)
         transaction.on_commit(lambda: work_order_wake(work_order_id=fresh.id))
+        _run_task_finished(fresh)
     return fresh
 
 
@@ -769,6 +790,7 @@ def work_order_requeue(*, work_order, reason, lost=False, preempted=False):
         _publish_work_order(fresh)
         if fresh.status == WorkOrderStatus.QUEUED:
             dispatch_on_commit(fresh.id)
+        _run_task_finished(fresh)
     return fresh
 
 

@@ -5,7 +5,7 @@ from django.db.models import Exists, OuterRef
 from agentvine.admin_tools import FastAdmin, ProtectActiveMixin, service_action
 from agentvine.errors import ValidationFailed
 from queue_app.models import ACTIVE_STATUSES, Execution, WorkOrder, WorkOrderStatus
-from tasks_app import services
+from tasks_app import schedule_admin, services  # noqa: F401  (schedule_admin registers the schedules)
 from tasks_app.models import Task
 from tasks_app.repositories import repository_url_check
 

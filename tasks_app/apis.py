@@ -6,14 +6,17 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from agentvine.api import Pagination, PlatformAPIView, query_params
-from tasks_app import selectors, services
+from tasks_app import graph, graph_selectors, selectors, services
 from tasks_app.models import Task
 from tasks_app.serializers import (
+    DependenciesAddInput,
+    DependenciesOutput,
     TaskBatchCreateInput,
     TaskCreateInput,
     TaskListParams,
     TaskOutput,
     TaskUpdateInput,
+    TreeOutput,
 )
 
 
@@ -83,3 +86,48 @@ class TaskRetryApi(PlatformAPIView):
     def post(self, request, task_id):
         task = services.task_retry(task=get_object_or_404(Task, pk=task_id))
         return Response(TaskOutput(task).data)
+
+
+def _dependencies(task):
+    return {"parents": graph_selectors.task_parents(task=task), "children": graph_selectors.task_children(task=task)}
+
+
+class TaskDependenciesApi(PlatformAPIView):
+    """A task's parents and children; more parents for a blocked task (a
+    cycle is refused with a 400 naming it)."""
+
+    @extend_schema(responses=DependenciesOutput, operation_id="tasks_dependencies", tags=["tasks"])
+    def get(self, request, task_id):
+        task = get_object_or_404(Task, pk=task_id)
+        return Response(DependenciesOutput(_dependencies(task)).data)
+
+    @extend_schema(
+        request=DependenciesAddInput,
+        responses={201: DependenciesOutput},
+        operation_id="tasks_dependencies_add",
+        tags=["tasks"],
+    )
+    def post(self, request, task_id):
+        task = get_object_or_404(Task, pk=task_id)
+        data = DependenciesAddInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        task = graph.task_dependencies_add(task=task, depends_on=data.validated_data["depends_on"])
+        return Response(DependenciesOutput(_dependencies(task)).data, status=status.HTTP_201_CREATED)
+
+
+class TaskDependencySkipApi(PlatformAPIView):
+    """Let a blocked task go on without one parent (its edge is skipped)."""
+
+    @extend_schema(request=None, responses=TaskOutput, operation_id="tasks_dependency_skip", tags=["tasks"])
+    def post(self, request, task_id, parent_id):
+        task = graph.task_dependency_skip(task=get_object_or_404(Task, pk=task_id), parent_id=parent_id)
+        return Response(TaskOutput(task).data)
+
+
+class TaskTreeApi(PlatformAPIView):
+    """The graph below one task: its dependants and subtasks, level by level."""
+
+    @extend_schema(responses=TreeOutput, operation_id="tasks_tree", tags=["tasks"])
+    def get(self, request, task_id):
+        tree = graph_selectors.task_tree(root=get_object_or_404(Task, pk=task_id))
+        return Response(TreeOutput(tree).data)

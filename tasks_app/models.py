@@ -12,6 +12,8 @@ class TaskType(models.TextChoices):
 
 
 class TaskStatus(models.TextChoices):
+    # Waits for its parents (TaskDependency); it has no work order yet.
+    BLOCKED = "blocked", "Blocked"
     QUEUED = "queued", "Queued"
     IN_PROGRESS = "in_progress", "In progress"
     COMPLETED = "completed", "Completed"
@@ -47,6 +49,15 @@ class Task(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Why a blocked task still waits when a parent failed (its edge's policy is block).
+    blocked_reason = models.CharField(max_length=500, blank=True)
+    # The task whose agent created this one as a subtask (create_subtask),
+    # and which agent run that was (shown as its author).
+    spawned_by = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="subtasks")
+    created_by_agent = models.CharField(max_length=200, blank=True)
+    # The agent of this task waits for its subtasks (wait_for_subtasks): it
+    # gets their summaries as its next turn once every one has ended.
+    awaiting_subtasks = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -75,3 +86,89 @@ class TaskSearchText(models.Model):
 
     def __str__(self):
         return self.title
+
+
+class OnParentFailure(models.TextChoices):
+    BLOCK = "block", "Stay blocked until an operator decides"
+    SKIP = "skip", "Ignore the edge"
+    CANCEL = "cancel", "Cancel the dependant and its subtree"
+
+
+class TaskDependency(models.Model):
+    """``child`` runs only once ``parent`` is completed (an edge parent → child).
+
+    A blocked child has no work order: it is queued in the transaction that
+    completes its last unfinished parent (``tasks_app.graph``).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    parent = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="dependant_edges")
+    child = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="parent_edges")
+    on_failure = models.CharField(max_length=8, choices=OnParentFailure.choices, default=OnParentFailure.BLOCK)
+    # The child starts from the parent's repository and branch (base = parent).
+    base_on_parent = models.BooleanField(default=False)
+    # Set when the edge no longer holds the child back although its parent
+    # did not complete (policy skip, or an operator skipped it).
+    skipped_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "child"], name="task_dependency_unique_edge"),
+            models.CheckConstraint(condition=~models.Q(parent=models.F("child")), name="task_dependency_not_self"),
+        ]
+        indexes = [models.Index(fields=["child"], name="task_dependency_child_idx")]
+
+    def __str__(self):
+        return f"{self.parent_id} → {self.child_id}"
+
+
+class ScheduleOverlap(models.TextChoices):
+    SKIP = "skip", "Skip the tick while the previous run is going"
+    QUEUE_ONE = "queue_one", "Queue one run (at most) to start when the previous one ends"
+
+
+class TaskSchedule(models.Model):
+    """A recurring task: a template queued on a cron or interval schedule.
+
+    Beat fires its django-celery-beat ``PeriodicTask`` (kept in step by
+    ``tasks_app.schedules``); each tick creates one task from the template,
+    unless the previous one is still going (``overlap``).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=150, unique=True)
+    enabled = models.BooleanField(default=True)
+    # Exactly one of the two: a five-field crontab ("0 2 * * *", in
+    # CELERY_TIMEZONE) or a number of seconds.
+    cron = models.CharField(max_length=100, blank=True)
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    overlap = models.CharField(max_length=10, choices=ScheduleOverlap.choices, default=ScheduleOverlap.SKIP)
+    # The template of each run.
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    task_type = models.CharField(max_length=16, choices=TaskType.choices, default=TaskType.FEATURE)
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    repository_url = models.CharField(max_length=500, blank=True)
+    branch_name = models.CharField(max_length=200, blank=True)
+    executor = models.CharField(max_length=64, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="task_schedules"
+    )
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    # queue_one: a tick came while the last run was going; its run starts when that one ends.
+    run_pending = models.BooleanField(default=False)
+    runs_created = models.PositiveIntegerField(default=0)
+    ticks_skipped = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name

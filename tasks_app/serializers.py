@@ -3,10 +3,42 @@
 from rest_framework import serializers
 
 from agentvine.serializers import ModelOutputSerializer
-from tasks_app.models import Priority, Task, TaskStatus, TaskType
+from tasks_app.models import OnParentFailure, Priority, Task, TaskStatus, TaskType
 from tasks_app.repositories import repository_url_redacted
 
 MAX_DESCRIPTION_CHARS = 100_000
+
+
+# Parents one task may name.
+MAX_PARENTS = 100
+
+
+class DependencyInput(serializers.Serializer):
+    task = serializers.UUIDField(help_text="The parent task.")
+    on_failure = serializers.ChoiceField(
+        choices=OnParentFailure.choices,
+        default=OnParentFailure.BLOCK,
+        help_text="What the dependant does when this parent fails, dies or is cancelled.",
+    )
+    base = serializers.ChoiceField(
+        choices=[("parent", "Start from the parent's repository and branch")],
+        required=False,
+        help_text='"parent": start from the parent\'s branch (one parent at most).',
+    )
+
+
+class DependencyField(serializers.Field):
+    """A parent: its id, or ``{"task": id, "on_failure": …, "base": "parent"}``."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            data = {"task": data}
+        edge = DependencyInput(data=data)
+        edge.is_valid(raise_exception=True)
+        return {**edge.validated_data, "task": str(edge.validated_data["task"])}
+
+    def to_representation(self, value):
+        return value
 
 
 class TaskCreateInput(serializers.Serializer):
@@ -18,6 +50,12 @@ class TaskCreateInput(serializers.Serializer):
     branch_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     executor = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     max_retries = serializers.IntegerField(min_value=0, max_value=100, required=False)
+    depends_on = serializers.ListField(
+        child=DependencyField(),
+        required=False,
+        max_length=MAX_PARENTS,
+        help_text="Parents (ids or objects): the task waits blocked until every one is completed.",
+    )
 
 
 # Tasks one batch create may hold (POST /api/v1/tasks/batch/).
@@ -70,5 +108,43 @@ class TaskOutput(ModelOutputSerializer):
             "created_at",
             "updated_at",
             "completed_at",
+            "blocked_reason",
+            "spawned_by",
         ]
         read_only_fields = fields
+
+
+class DependenciesAddInput(serializers.Serializer):
+    depends_on = serializers.ListField(child=DependencyField(), allow_empty=False, max_length=MAX_PARENTS)
+
+
+class GraphTaskOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    title = serializers.CharField()
+    status = serializers.ChoiceField(choices=TaskStatus.choices)
+    blocked_reason = serializers.CharField()
+    on_failure = serializers.ChoiceField(choices=OnParentFailure.choices, allow_null=True)
+    base_on_parent = serializers.BooleanField()
+    skipped = serializers.BooleanField(help_text="The edge no longer holds the dependant back.")
+
+
+class DependenciesOutput(serializers.Serializer):
+    parents = GraphTaskOutput(many=True)
+    children = GraphTaskOutput(many=True, help_text="Dependants, and subtasks its agent made.")
+
+
+class TreeNodeOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    title = serializers.CharField()
+    status = serializers.ChoiceField(choices=TaskStatus.choices)
+    blocked_reason = serializers.CharField()
+    level = serializers.IntegerField()
+
+
+class TreeOutput(serializers.Serializer):
+    nodes = TreeNodeOutput(many=True)
+    edges = serializers.ListField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="[parent id, child id, kind]: kind is dependency or subtask.",
+    )
+    truncated = serializers.BooleanField()

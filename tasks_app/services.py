@@ -14,7 +14,8 @@ from queue_app.models import (
     WorkOrderKind,
     WorkOrderStatus,
 )
-from tasks_app.models import PRIORITY_RANK, Priority, Task, TaskSearchText, TaskType
+from tasks_app import graph
+from tasks_app.models import PRIORITY_RANK, Priority, Task, TaskDependency, TaskSearchText, TaskStatus, TaskType
 from tasks_app.repositories import repository_url_check
 
 ERR_TITLE_REQUIRED = "title is required"
@@ -36,6 +37,17 @@ def _validate(*, title, task_type, priority, executor):
         raise ValidationFailed(ERR_UNKNOWN_EXECUTOR, field="executor")
 
 
+def task_spec_check(spec):
+    """Raise ValidationFailed unless ``spec`` (task_create's arguments) could create a task."""
+    _validate(
+        title=spec.get("title"),
+        task_type=spec.get("task_type"),
+        priority=spec.get("priority"),
+        executor=spec.get("executor") or "",
+    )
+    repository_url_check(spec.get("repository_url") or "")
+
+
 def task_create(
     *,
     title,
@@ -47,8 +59,16 @@ def task_create(
     executor="",
     created_by=None,
     max_retries=None,
+    depends_on=None,
+    spawned_by=None,
+    created_by_agent="",
 ):
-    """Create a task and its first work order; the doorbell rings after commit."""
+    """Create a task and its first work order; the doorbell rings after commit.
+
+    With ``depends_on`` (parent ids, or dicts ``{"task", "on_failure",
+    "base"}``) the task waits ``blocked``, without a work order, until every
+    parent is completed (``tasks_app.graph``).
+    """
     spec = {
         "title": title,
         "description": description,
@@ -58,6 +78,9 @@ def task_create(
         "branch_name": branch_name,
         "executor": executor,
         "max_retries": max_retries,
+        "depends_on": depends_on,
+        "spawned_by": spawned_by,
+        "created_by_agent": created_by_agent,
     }
     return tasks_create(specs=[spec], created_by=created_by)[0]
 
@@ -73,6 +96,7 @@ def tasks_create(*, specs, created_by=None):
     specs = [{**defaults, **spec} for spec in specs]
     for index, spec in enumerate(specs):
         try:
+            spec["depends_on"] = graph.dependency_specs(spec.get("depends_on"))
             _validate(
                 title=spec.get("title"),
                 task_type=spec["task_type"],
@@ -84,27 +108,42 @@ def tasks_create(*, specs, created_by=None):
             if len(specs) == 1:
                 raise
             raise ValidationFailed(f"task {index}: {exc.message}", field=exc.field) from exc
-    tasks, work_orders, changes, published = [], [], [], []
-    for spec in specs:
-        task = Task(
-            title=spec["title"].strip(),
-            description=spec["description"],
-            task_type=spec["task_type"],
-            priority=spec["priority"],
-            repository_url=spec.get("repository_url") or "",
-            branch_name=spec.get("branch_name") or "",
-            executor=spec.get("executor") or "",
-            created_by=created_by,
-        )
-        changes.append(insert_sql(task))
-        changes.append(insert_sql(_search_text(task)))
-        published.append(("task.created", {"id": str(task.id), "title": task.title}, [events.task_group(task.id)]))
-        tasks.append(task)
-        work_orders.append(
-            lifecycle.work_order_new(task=task, kind=WorkOrderKind.RUN_TASK, max_retries=spec.get("max_retries"))
-        )
     with transaction.atomic():
+        tasks, work_orders, changes, published, edges = [], [], [], [], []
+        now = timezone.now()
+        named = [dep for spec in specs for dep in spec["depends_on"]]
+        parents = graph.parents_lock(named) if named else {}
+        for spec in specs:
+            task = Task(
+                title=spec["title"].strip(),
+                description=spec["description"],
+                task_type=spec["task_type"],
+                priority=spec["priority"],
+                repository_url=spec.get("repository_url") or "",
+                branch_name=spec.get("branch_name") or "",
+                executor=spec.get("executor") or "",
+                created_by=created_by,
+                spawned_by=spec.get("spawned_by"),
+                created_by_agent=spec.get("created_by_agent") or "",
+            )
+            # A task with unfinished parents waits blocked, without a work order.
+            task_edges, waiting = graph.edges_new(child=task, specs=spec["depends_on"], parents=parents, now=now)
+            edges.extend(task_edges)
+            if waiting:
+                task.status = TaskStatus.BLOCKED
+            changes.append(insert_sql(task))
+            changes.append(insert_sql(_search_text(task)))
+            published.append(("task.created", {"id": str(task.id), "title": task.title}, [events.task_group(task.id)]))
+            tasks.append(task)
+            if task.status == TaskStatus.QUEUED:
+                work_orders.append(
+                    lifecycle.work_order_new(
+                        task=task, kind=WorkOrderKind.RUN_TASK, max_retries=spec.get("max_retries")
+                    )
+                )
         lifecycle.work_orders_insert(work_orders, changes=changes, published=published)
+        if edges:
+            TaskDependency.objects.bulk_create(edges)
     # The rows in hand are what was written: no re-read.
     return tasks
 
@@ -130,6 +169,11 @@ def _latest_run_order(task, *, lock=False):
 
 
 def task_cancel(*, task):
+    """Cancel ``task``'s work; a blocked task is cancelled with every blocked
+    task below it (its subtree)."""
+    if task.status == TaskStatus.BLOCKED:
+        graph.task_subtree_cancel(task=task)
+        return task
     with transaction.atomic():
         work_orders = list(
             WorkOrder.objects.select_for_update()

@@ -11,7 +11,7 @@ from agentvine.pagination import BigTablePaginator
 from chat_app.selectors import message_history, pending_questions
 from queue_app.models import WorkOrder
 from queue_app.selectors import queue_stats
-from tasks_app import selectors, services
+from tasks_app import graph_selectors, selectors, services
 from tasks_app.forms import TaskCreateForm, TaskFilterForm
 from tasks_app.models import Priority, Task
 from workers_app.selectors import worker_list, worker_status_counts
@@ -75,7 +75,7 @@ def task_list(request):
 
 @operator_required
 def task_detail(request, task_id):
-    task = get_object_or_404(Task.objects.select_related("created_by"), pk=task_id)
+    task = get_object_or_404(Task.objects.select_related("created_by", "spawned_by"), pk=task_id)
     work_orders = list(task.work_orders.select_related("worker").order_by("-enqueued_at"))
     executions = list(task.executions.select_related("worker", "session").order_by("-started_at"))
     latest = executions[0] if executions else None
@@ -93,6 +93,8 @@ def task_detail(request, task_id):
         "open_questions": [m for m in pending_questions().filter(task=task)],
         "can_raise": task.priority in RAISE,
         "can_lower": task.priority in LOWER,
+        "parents": graph_selectors.task_parents(task=task),
+        "children": graph_selectors.task_children(task=task),
     }
     return render(request, "console/task_detail.html", context)
 

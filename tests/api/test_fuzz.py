@@ -18,6 +18,7 @@ from schemathesis import GenerationMode
 
 from chat_app.services import question_ask
 from queue_app import lifecycle
+from tasks_app.schedules import schedule_save
 from tasks_app.services import task_create
 from workers_app.services import agent_session_create, api_token_create, worker_token_issue
 
@@ -44,7 +45,11 @@ def _real_ids(operator, worker):
     work_order, _ = lifecycle.work_order_start(work_order=work_order, worker=worker)
     session = agent_session_create(session_id="fuzz-session", task=task, worker=worker)
     question = question_ask(work_order=work_order, text="Fuzz question?")
+    parent = task_create(title="Fuzz parent", created_by=operator)
+    schedule = schedule_save(name="fuzz schedule", interval_seconds=3600, title="Fuzz scheduled")
     return {
+        "schedule_id": str(schedule.pk),
+        "parent_id": str(parent.pk),
         "conversation_id": str(task.pk),
         "question_id": str(question.pk),
         "task_id": str(task.pk),
