@@ -1,5 +1,6 @@
 """Explicit input and output shapes of the tasks API."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agentvine.serializers import ModelOutputSerializer
@@ -27,6 +28,22 @@ class DependencyInput(serializers.Serializer):
     )
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "format": "uuid", "description": "The parent task's id."},
+            {
+                "type": "object",
+                "required": ["task"],
+                "properties": {
+                    "task": {"type": "string", "format": "uuid", "description": "The parent task."},
+                    "on_failure": {"type": "string", "enum": list(OnParentFailure.values), "default": "block"},
+                    "base": {"type": "string", "enum": ["parent"], "description": "Start from the parent's branch."},
+                },
+            },
+        ]
+    }
+)
 class DependencyField(serializers.Field):
     """A parent: its id, or ``{"task": id, "on_failure": …, "base": "parent"}``."""
 

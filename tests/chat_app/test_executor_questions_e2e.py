@@ -26,7 +26,9 @@ def test_model_question_is_answered_by_an_operator(celery_worker_factory, operat
         celery_worker_factory(concurrency=1, extra_env={"AGENTVINE_EXECUTORS_JSON": json.dumps({"model": profile})})
         task = task_create(title="Please ask before choosing", executor="model", created_by=operator)
 
-        question = wait_for(lambda: selectors.pending_questions().filter(task=task).first(), message="the question")
+        question = wait_for(
+            lambda: selectors.pending_questions().filter(task=task).first(), timeout=60, message="the question"
+        )
         assert question.text == "Which database should I use?"
         work_order = task.work_orders.get()
         assert work_order.status == WorkOrderStatus.WAITING

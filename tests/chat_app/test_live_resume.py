@@ -152,8 +152,13 @@ def test_open_sockets_miss_no_event_across_a_lost_subscription(tmp_path, own_red
                 )
                 for n in range(PUBLISHERS)
             )
-            marks["before"] = await asyncio.to_thread(_phase, 3.0)
+            # The publishers' Django starts in seconds on a busy machine:
+            # the phase before the fault begins with their first event.
+            deadline = time.monotonic() + 30
+            while not activity and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             assert activity, "events reach the socket before the fault"
+            marks["before"] = await asyncio.to_thread(_phase, 3.0)
             marks["outage"] = await asyncio.to_thread(fault, own_redis, quiet_task.id)
             marks["after"] = await asyncio.to_thread(_phase, 4.0)
             stop_file.touch()

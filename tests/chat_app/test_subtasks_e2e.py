@@ -39,7 +39,7 @@ def _make_three_and_resume(celery_worker_factory, daphne_server, operator):
     )
     parent = task_create(title="Build the formatter", executor="subtasker", created_by=operator)
 
-    wait_for(lambda: Task.objects.filter(spawned_by=parent).count() == 3, message="three subtasks")
+    wait_for(lambda: Task.objects.filter(spawned_by=parent).count() == 3, timeout=60, message="three subtasks")
     turns = WorkOrder.objects.filter(task=parent, kind=WorkOrderKind.DELIVER_MESSAGE)
     wait_for(lambda: turns.filter(status="completed").exists(), timeout=60, message="the resumed turn")
 
