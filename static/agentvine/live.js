@@ -2,8 +2,10 @@
 // <main data-ws>), resuming from the last event id after a reconnect. A frame
 // is one event, or {"type": "batch", "events": [...]} with several in order.
 // Output events are appended to the output pane; any other event re-fetches
-// the page and swaps its [data-live] regions in place (debounced), so the
-// server stays the only place that renders HTML.
+// the page and morphs its [data-live] regions into the fresh ones (debounced,
+// idiomorph from static/agentvine/vendor/), so the server stays the only
+// place that renders HTML. Morphing keeps the nodes that stay: focus, caret,
+// typed text, scroll positions and open <details> survive an update.
 (function () {
   "use strict";
   const main = document.querySelector("main[data-ws]");
@@ -62,8 +64,9 @@
     if (mine !== refreshes) return;
     doc.querySelectorAll("[data-live]").forEach(function (fresh) {
       const current = document.querySelector('[data-live="' + fresh.dataset.live + '"]');
-      if (current && current.innerHTML !== fresh.innerHTML) current.innerHTML = fresh.innerHTML;
+      if (current && current.innerHTML !== fresh.innerHTML) morphRegion(current, fresh);
     });
+    document.dispatchEvent(new CustomEvent("agentvine:refreshed"));
     const freshPane = doc.getElementById("output");
     const pane = output();
     if (freshPane && pane) {
@@ -82,6 +85,33 @@
       }
     }
     notifyQuestions(doc);
+  }
+
+  // A form control the operator has changed since it was rendered: the
+  // server's copy of it is older than what the person typed or picked.
+  function isEdited(node) {
+    if (node.nodeType !== Node.ELEMENT_NODE) return false;
+    if (node.tagName === "TEXTAREA") return node.value !== node.defaultValue;
+    if (node.tagName === "INPUT") {
+      if (node.type === "checkbox" || node.type === "radio") return node.checked !== node.defaultChecked;
+      return node.value !== node.defaultValue;
+    }
+    if (node.tagName === "SELECT") {
+      return Array.prototype.some.call(node.options, function (o) { return o.selected !== o.defaultSelected; });
+    }
+    return false;
+  }
+
+  function morphRegion(current, fresh) {
+    Idiomorph.morph(current, fresh, {
+      ignoreActiveValue: true,
+      restoreFocus: true,
+      callbacks: {
+        beforeNodeMorphed: function (oldNode) { return !isEdited(oldNode); },
+        // An open <details> stays as the operator left it (open or closed).
+        beforeAttributeUpdated: function (name, element) { return !(name === "open" && element.tagName === "DETAILS"); },
+      },
+    });
   }
 
   function notifyQuestions(doc) {
