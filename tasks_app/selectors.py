@@ -7,7 +7,14 @@ from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
-from queue_app.models import Execution, ExecutionOutputChunk, ExecutionStatus, WorkOrder, WorkOrderStatus
+from queue_app.models import (
+    Execution,
+    ExecutionOutputChunk,
+    ExecutionStatus,
+    WorkOrder,
+    WorkOrderKind,
+    WorkOrderStatus,
+)
 from tasks_app.models import Task
 
 
@@ -84,3 +91,65 @@ def throughput_per_minute(*, minutes=60):
     )
     counts = {row["minute"]: row["n"] for row in rows}
     return [(since + timedelta(minutes=i), counts.get(since + timedelta(minutes=i), 0)) for i in range(minutes)]
+
+
+ATTEMPT_RUN = "run"
+ATTEMPT_TURN = "message turn"
+ATTEMPT_RETRY = "retry"
+ATTEMPT_RESUMED_PREEMPTED = "resumed after preemption"
+ATTEMPT_RESUMED = "resumed after interruption"
+
+
+def _attempt_kind(execution, previous):
+    """What an attempt was, from its work order and the attempt before it in that order."""
+    base = ATTEMPT_TURN if execution.work_order.kind == WorkOrderKind.DELIVER_MESSAGE else ATTEMPT_RUN
+    if previous is None:
+        return base
+    if previous.status == ExecutionStatus.INTERRUPTED:
+        resumed = ATTEMPT_RESUMED_PREEMPTED if "preempt" in previous.error else ATTEMPT_RESUMED
+    else:
+        resumed = ATTEMPT_RETRY
+    return resumed if base == ATTEMPT_RUN else f"{base}, {resumed}"
+
+
+def task_attempts(*, task, now=None):
+    """Every attempt of every work order of ``task``, oldest first, each with
+    ``number`` (1, 2, 3 … across the task's work orders), ``kind`` (run,
+    message turn, retry, resumed after preemption) and ``duration_seconds``
+    (up to ``now`` while it runs)."""
+    now = now or timezone.now()
+    executions = list(
+        Execution.objects.filter(task=task)
+        .select_related("worker", "work_order")
+        .defer("output_tail", "work_order__last_error")
+        .order_by("started_at", "id")
+    )
+    last_of_order = {}
+    for number, execution in enumerate(executions, start=1):
+        execution.number = number
+        execution.kind = _attempt_kind(execution, last_of_order.get(execution.work_order_id))
+        execution.duration_seconds = ((execution.completed_at or now) - execution.started_at).total_seconds()
+        last_of_order[execution.work_order_id] = execution
+    return executions
+
+
+TASK_ACTIVITY = {
+    (WorkOrderKind.RUN_TASK, WorkOrderStatus.QUEUED): "queued for an agent",
+    (WorkOrderKind.RUN_TASK, WorkOrderStatus.CLAIMED): "agent starting",
+    (WorkOrderKind.RUN_TASK, WorkOrderStatus.RUNNING): "agent working",
+    (WorkOrderKind.RUN_TASK, WorkOrderStatus.WAITING): "agent waiting for an answer",
+    (WorkOrderKind.DELIVER_MESSAGE, WorkOrderStatus.QUEUED): "message turn queued",
+    (WorkOrderKind.DELIVER_MESSAGE, WorkOrderStatus.CLAIMED): "agent starting a message turn",
+    (WorkOrderKind.DELIVER_MESSAGE, WorkOrderStatus.RUNNING): "agent working on a message turn",
+    (WorkOrderKind.DELIVER_MESSAGE, WorkOrderStatus.WAITING): "agent waiting for an answer in a message turn",
+}
+
+
+def task_activity(*, work_orders):
+    """What the task's agent is doing now, from its work orders (newest first):
+    a completed task can have an agent busy with a message turn."""
+    for work_order in work_orders:
+        activity = TASK_ACTIVITY.get((work_order.kind, work_order.status))
+        if activity:
+            return activity
+    return ""

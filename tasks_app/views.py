@@ -1,7 +1,9 @@
 """Operator pages: overview, tasks, task detail."""
 
 from django.contrib import messages
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -33,12 +35,16 @@ def conversation_recent(*, task, limit):
 def overview(request):
     throughput = selectors.throughput_per_minute(minutes=60)
     peak = max((n for _, n in throughput), default=0) or 1
+    now = timezone.now()
+    running = list(selectors.running_executions(limit=20))
+    for execution in running:
+        execution.elapsed_seconds = (now - execution.started_at).total_seconds()
     context = {
         "stats": queue_stats(active_only=True),
         "pending_questions": list(pending_questions()[:20]),
         "worker_counts": worker_status_counts(),
         "workers": list(worker_list()[:50]),
-        "running": list(selectors.running_executions(limit=20)),
+        "running": running,
         "recent": list(WorkOrder.objects.select_related("task", "worker").order_by("-updated_at")[:15]),
         "throughput": [(minute, n, round(100 * n / peak)) for minute, n in throughput],
         "throughput_total": sum(n for _, n in throughput),
@@ -73,18 +79,28 @@ def task_list(request):
     )
 
 
+ERR_NO_SUCH_ATTEMPT = "This task has no attempt {attempt}."
+
+
 @operator_required
 def task_detail(request, task_id):
     task = get_object_or_404(Task.objects.select_related("created_by"), pk=task_id)
     work_orders = list(task.work_orders.select_related("worker").order_by("-enqueued_at"))
-    executions = list(task.executions.select_related("worker", "session").order_by("-started_at"))
-    latest = executions[0] if executions else None
-    output, output_next_seq = selectors.execution_output_recent(execution=latest) if latest else ("", 0)
+    attempts = selectors.task_attempts(task=task)
+    shown = attempts[-1] if attempts else None
+    if "attempt" in request.GET:
+        # ?attempt=N shows attempt N's output (numbered per task, as listed).
+        wanted = request.GET["attempt"]
+        if not wanted.isdigit() or not 1 <= int(wanted) <= len(attempts):
+            raise Http404(ERR_NO_SUCH_ATTEMPT.format(attempt=wanted[:20]))
+        shown = attempts[int(wanted) - 1]
+    output, output_next_seq = selectors.execution_output_recent(execution=shown) if shown else ("", 0)
     context = {
         "task": task,
+        "activity": selectors.task_activity(work_orders=work_orders),
         "work_orders": work_orders,
-        "executions": executions,
-        "latest": latest,
+        "attempts": attempts,
+        "shown": shown,
         "output": output,
         "output_next_seq": output_next_seq,
         "usage": selectors.task_usage(task=task),

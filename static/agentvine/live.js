@@ -25,7 +25,19 @@
 
   function paneSeq(pane) { return parseInt(pane.dataset.nextSeq || "0", 10); }
 
+  // Pages that list running agents (the Overview) show each one's latest
+  // output line, straight from the output events.
+  function showLatestLine(payload) {
+    const lines = (payload.text || "").split("\n").filter(function (line) { return line.trim(); });
+    if (!lines.length) return;
+    document.querySelectorAll('[data-latest-output="' + payload.execution_id + '"]').forEach(function (cell) {
+      cell.textContent = lines[lines.length - 1].slice(-200);
+      cell.removeAttribute("data-quiet");
+    });
+  }
+
   function appendOutput(payload) {
+    showLatestLine(payload);
     const pane = output();
     if (!pane) return;
     if (heard.execution !== payload.execution_id) heard = { execution: payload.execution_id, nextSeq: 0 };
@@ -43,6 +55,8 @@
     pane.dataset.nextSeq = String(payload.seq + 1);
     const nearBottom = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
     pane.appendChild(document.createTextNode(payload.text));
+    const chars = document.querySelector("[data-output-chars]");
+    if (chars) chars.textContent = String((parseInt(chars.textContent, 10) || 0) + payload.text.length);
     if (nearBottom) pane.scrollTop = pane.scrollHeight;
   }
 

@@ -1,4 +1,9 @@
+import datetime
+
 from django import template
+from django.contrib.humanize.templatetags.humanize import naturaltime
+from django.utils import timezone
+from django.utils.html import format_html
 
 from tasks_app.repositories import repository_url_redacted
 
@@ -33,3 +38,14 @@ def last_line(text):
 def redacted(url):
     """A repository URL without credentials (tasks_app/repositories.py)."""
     return repository_url_redacted(url or "")
+
+
+@register.filter
+def when(value):
+    """A moment as <time>: relative text ("3 minutes ago") that static/agentvine/clock.js
+    keeps ticking, with the absolute time in the operator's time zone on hover
+    (UTC until the script has run)."""
+    if not value:
+        return ""
+    absolute = timezone.localtime(value, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), absolute, naturaltime(value))

@@ -55,3 +55,78 @@ def test_a_half_typed_answer_survives_twenty_live_updates(page, daphne_server, o
     page.keyboard.type("X")
     assert answer.input_value() == "PostgreSQL, beXcau"
     assert re.search("Which database", page.locator("#conversation").inner_text())
+
+
+def test_attempts_browser_numbers_every_attempt_of_the_task_and_keeps_every_output(
+    page, daphne_server, operator, worker
+):
+    """A run preempted and resumed, then a message turn: three attempts over two
+    work orders, numbered 1-2-3 for the task, each with its own output."""
+    from chat_app.services import agent_next_turn, operator_message_send
+    from queue_app.models import WorkOrderKind
+    from queue_app.outputs import execution_output_append
+    from workers_app.runner import ERR_PREEMPTED
+
+    task = task_create(title="Preempted then asked again")
+    order, first = _running(task, worker)
+    execution_output_append(execution=first, seq=0, text="the answer is 42\n", tail="the answer is 42\n")
+    lifecycle.work_order_requeue(work_order=order, reason=ERR_PREEMPTED, preempted=True)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=order.id)
+    order, second = lifecycle.work_order_start(work_order=order, worker=worker)
+    execution_output_append(execution=second, seq=0, text="resumed and done\n", tail="resumed and done\n")
+    lifecycle.work_order_complete(work_order=order, worker=worker, execution=second)
+    operator_message_send(user=operator, conversation_id=str(task.id), text="One more thing")
+    turn = agent_next_turn(task=task) or task.work_orders.get(kind=WorkOrderKind.DELIVER_MESSAGE)
+    turn = lifecycle.work_order_claim(worker=worker, work_order_id=turn.id)
+    turn, third = lifecycle.work_order_start(work_order=turn, worker=worker)
+    execution_output_append(execution=third, seq=0, text="turn reply\n", tail="turn reply\n")
+
+    sign_in(page, daphne_server.url, operator)
+    page.goto(f"{daphne_server.url}/tasks/{task.id}/")
+    # The task is completed, but its agent is busy again: the header says so.
+    expect(page.locator("[data-testid=task-activity]")).to_have_text("agent working on a message turn")
+    rows = page.locator("[data-testid=attempt]")
+    expect(rows).to_have_count(3)
+    numbers = [rows.nth(i).locator("[data-testid=attempt-number]").inner_text() for i in range(3)]
+    labels = [rows.nth(i).locator("[data-testid=attempt-kind]").inner_text() for i in range(3)]
+    assert numbers == ["#1", "#2", "#3"]
+    assert labels == ["run", "resumed after preemption", "message turn"]
+    for row in range(3):
+        assert rows.nth(row).locator("[data-testid=attempt-worker]").inner_text() == worker.name
+    # Every attempt's output is one click away; the latest is shown first.
+    output = page.locator("[data-testid=output]")
+    expect(output).to_have_text("turn reply\n")
+    for number, text in ((1, "the answer is 42\n"), (2, "resumed and done\n"), (3, "turn reply\n")):
+        page.click(f"[data-testid=attempt] >> nth={number - 1} >> [data-testid=attempt-output]")
+        expect(output).to_have_text(text)
+        expect(page.locator("[data-testid=output-heading]")).to_contain_text(f"attempt {number}")
+    # An attempt the task does not have is a clear 404, not someone else's output.
+    response = page.goto(f"{daphne_server.url}/tasks/{task.id}/?attempt=4")
+    assert response.status == 404
+
+
+def test_overview_shows_each_running_agents_latest_line_and_elapsed_time_live(browser, daphne_server, operator, worker):
+    from queue_app.outputs import execution_output_append
+
+    task = task_create(title="Busy agent")
+    _, execution = _running(task, worker)
+    # The operator's browser is in New York: absolute times are shown there.
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, timezone_id="America/New_York")
+    page = context.new_page()
+    try:
+        sign_in(page, daphne_server.url, operator)
+        expect(page.locator("#live-state.on")).to_have_count(1)
+        elapsed = page.locator("[data-testid=elapsed]")
+        first = elapsed.inner_text()
+        assert re.fullmatch(r"\d+s", first), first
+        expect(elapsed).not_to_have_text(first, timeout=3000)  # it ticks
+        latest = page.locator("[data-testid=latest-output]")
+        execution_output_append(execution=execution, seq=0, text="cloning\nrunning the tests\n\n", tail="")
+        expect(latest).to_have_text("running the tests")
+        execution_output_append(execution=execution, seq=1, text="42 passed\n", tail="")
+        expect(latest).to_have_text("42 passed")
+        moment = page.locator("[data-live=recent] time").first
+        assert re.search(r"E[SD]T", moment.get_attribute("title")), moment.get_attribute("title")
+        assert re.search(r"ago|now", moment.inner_text())
+    finally:
+        context.close()
