@@ -3,7 +3,7 @@
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import Count, DecimalField, Q, Sum, Value
+from django.db.models import Case, Count, DecimalField, IntegerField, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
@@ -15,7 +15,7 @@ from queue_app.models import (
     WorkOrderKind,
     WorkOrderStatus,
 )
-from tasks_app.models import Task
+from tasks_app.models import Priority, Task, TaskStatus
 
 
 def execution_output(*, execution):
@@ -51,8 +51,19 @@ def execution_output_recent(*, execution, max_chars=65536):
     return "".join(reversed(texts))[-max_chars:], next_seq
 
 
-def task_list(*, status=None, task_type=None, priority=None, q=None):
-    qs = Task.objects.select_related("created_by").order_by("-created_at")
+PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
+
+
+def task_list(*, status=None, task_type=None, priority=None, q=None, sort=None):
+    """Tasks matching the filters, newest first, or with ``sort="queue"`` in
+    the order the queue serves them: queued tasks first, by priority, then age."""
+    qs = Task.objects.select_related("created_by")
+    if sort == "queue":
+        rank = Case(*(When(priority=p, then=Value(r)) for p, r in PRIORITY_RANK.items()), default=Value(3))
+        waiting = Case(When(status=TaskStatus.QUEUED, then=Value(0)), default=Value(1))
+        qs = qs.order_by(waiting, rank, "created_at")
+    else:
+        qs = qs.order_by("-created_at")
     if status:
         qs = qs.filter(status=status)
     if task_type:
@@ -153,3 +164,23 @@ def task_activity(*, work_orders):
         if activity:
             return activity
     return ""
+
+
+def queue_positions(*, task_ids):
+    """``{task_id: position}`` of the given tasks' queued runs in the line the
+    claim serves (``priority_rank``, then ``enqueued_at``; 1 is next). One
+    correlated count per listed task over the queued rows only (the ready-state
+    index), not a numbering of the whole backlog."""
+    queued = WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED, kind=WorkOrderKind.RUN_TASK)
+    ahead = (
+        queued.filter(
+            Q(priority_rank__lt=OuterRef("priority_rank"))
+            | Q(priority_rank=OuterRef("priority_rank"), enqueued_at__lte=OuterRef("enqueued_at"))
+        )
+        .order_by()
+        .values("status")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    rows = queued.filter(task_id__in=list(task_ids)).annotate(position=Subquery(ahead, output_field=IntegerField()))
+    return dict(rows.values_list("task_id", "position"))

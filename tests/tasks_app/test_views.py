@@ -184,3 +184,43 @@ def test_action_get_is_not_allowed(operator_client):
     task = make_task()
     url = reverse("task-action", kwargs={"task_id": task.id, "action": "cancel"})
     assert operator_client.get(url).status_code == 405
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"action": "delete", "task": []},
+        {"action": "priority", "priority": "urgent"},
+        {"action": "cancel", "task": ["not-a-uuid"]},
+    ],
+    ids=["unknown-action", "unknown-priority", "bad-id"],
+)
+def test_bulk_action_refuses_bad_input_and_changes_nothing(operator_client, data):
+    task = make_task(title="Untouched")
+    data = {**data, "task": [*data.get("task", []), str(task.id)]}
+    response = operator_client.post(reverse("task-bulk"), data)
+    assert response.status_code == 400
+    assert b"Unknown bulk action" in response.content
+    task.refresh_from_db()
+    assert (task.status, task.priority) == (TaskStatus.QUEUED, Priority.NORMAL)
+
+
+def test_bulk_priority_goes_through_the_service_and_reports_each_refusal(operator_client):
+    queued = make_task(title="Waiting")
+    cancelled = make_task(title="Gone")
+    task_cancel(task=cancelled)
+    response = operator_client.post(
+        reverse("task-bulk"), {"action": "retry", "task": [str(queued.id), str(cancelled.id)]}, follow=True
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert "Queued 1 tasks again." in shown
+    assert any(m.startswith("Not retried: “Waiting”:") for m in shown), shown
+    assert Task.objects.get(pk=cancelled.pk).status == TaskStatus.QUEUED
+
+
+def test_bulk_requires_an_operator(client, django_user_model):
+    task = make_task(title="Safe")
+    assert client.post(reverse("task-bulk"), {"action": "cancel", "task": [str(task.id)]}).status_code == 302
+    client.force_login(django_user_model.objects.create_user(username="visitor2", password="x" * 12))
+    assert client.post(reverse("task-bulk"), {"action": "cancel", "task": [str(task.id)]}).status_code == 403
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.QUEUED
