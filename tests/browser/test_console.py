@@ -88,7 +88,7 @@ def test_agent_asks_operator_answers_in_the_page(page, platform, console_operato
 
     # The question arrives live on the overview: badge in the navigation and the list.
     try:
-        expect(inbox).to_have_text("📬 1", timeout=45_000)
+        expect(inbox).to_have_text("📬 Questions (1)", timeout=45_000)
     except AssertionError:
         from tasks_app.selectors import execution_output
 
