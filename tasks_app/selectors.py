@@ -3,6 +3,7 @@
 from datetime import timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Case, Count, DecimalField, IntegerField, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
@@ -80,12 +81,30 @@ def task_list(*, status=None, task_type=None, priority=None, q=None, sort=None):
     return qs
 
 
+def _last_output_at():
+    # The newest chunk by the (execution, seq) unique index: one row per execution.
+    newest = ExecutionOutputChunk.objects.filter(execution=OuterRef("pk")).order_by("-seq").values("created_at")[:1]
+    return Subquery(newest)
+
+
 def running_executions(*, limit=20):
+    """Running attempts, newest first, each with ``last_output_at`` (None before its first output)."""
     return (
         Execution.objects.filter(status=ExecutionStatus.RUNNING)
         .select_related("task", "worker")
+        .annotate(last_output_at=_last_output_at())
         .order_by("-started_at")[:limit]
     )
+
+
+def quiet_seconds(execution, *, now):
+    """How long a running attempt has printed nothing, when that is past
+    AGENTVINE_QUIET_WARNING_SECONDS; else None."""
+    if execution.status != ExecutionStatus.RUNNING:
+        return None
+    since = getattr(execution, "last_output_at", None) or execution.started_at
+    quiet = (now - since).total_seconds()
+    return quiet if quiet >= settings.AGENTVINE_QUIET_WARNING_SECONDS else None
 
 
 def throughput_per_minute(*, minutes=60):
@@ -132,6 +151,7 @@ def task_attempts(*, task, now=None):
     executions = list(
         Execution.objects.filter(task=task)
         .select_related("worker", "work_order")
+        .annotate(last_output_at=_last_output_at())
         .defer("output_tail", "work_order__last_error")
         .order_by("started_at", "id")
     )
@@ -140,6 +160,7 @@ def task_attempts(*, task, now=None):
         execution.number = number
         execution.kind = _attempt_kind(execution, last_of_order.get(execution.work_order_id))
         execution.duration_seconds = ((execution.completed_at or now) - execution.started_at).total_seconds()
+        execution.quiet_seconds = quiet_seconds(execution, now=now)
         last_of_order[execution.work_order_id] = execution
     return executions
 

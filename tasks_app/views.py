@@ -42,6 +42,7 @@ def overview(request):
     running = list(selectors.running_executions(limit=20))
     for execution in running:
         execution.elapsed_seconds = (now - execution.started_at).total_seconds()
+        execution.quiet_seconds = selectors.quiet_seconds(execution, now=now)
     context = {
         "stats": queue_stats(active_only=True),
         "pending_questions": list(pending_questions()[:20]),
@@ -114,6 +115,7 @@ def task_detail(request, task_id):
     context = {
         "task": task,
         "activity": selectors.task_activity(work_orders=work_orders),
+        "quiet": [a for a in attempts if a.quiet_seconds is not None],
         "work_orders": work_orders,
         "attempts": attempts,
         "shown": shown,

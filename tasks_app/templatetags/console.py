@@ -29,6 +29,15 @@ def duration(seconds):
 
 
 @register.filter
+def quiet_for(seconds):
+    """ "quiet for 12 min": how long an agent has printed nothing."""
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"quiet for {minutes} min"
+    return f"quiet for {minutes // 60} h {minutes % 60:02d} min"
+
+
+@register.filter
 def last_line(text):
     lines = [line for line in (text or "").splitlines() if line.strip()]
     return lines[-1][-200:] if lines else ""

@@ -105,22 +105,38 @@ def test_attempts_browser_numbers_every_attempt_of_the_task_and_keeps_every_outp
     assert response.status == 404
 
 
-def test_overview_shows_each_running_agents_latest_line_and_elapsed_time_live(browser, daphne_server, operator, worker):
+def test_overview_shows_each_running_agents_latest_line_and_elapsed_time_live(
+    browser, daphne_server, operator, worker, other_worker
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from queue_app.models import Execution
     from queue_app.outputs import execution_output_append
 
     task = task_create(title="Busy agent")
     _, execution = _running(task, worker)
+    silent = task_create(title="Silent agent")
+    _, silent_run = _running(silent, other_worker)
+    # Started 13 minutes ago and has printed nothing since (the default warning is 10 min).
+    Execution.objects.filter(pk=silent_run.pk).update(started_at=timezone.now() - timedelta(minutes=13, seconds=5))
     # The operator's browser is in New York: absolute times are shown there.
     context = browser.new_context(viewport={"width": 1366, "height": 900}, timezone_id="America/New_York")
     page = context.new_page()
     try:
         sign_in(page, daphne_server.url, operator)
         expect(page.locator("#live-state.on")).to_have_count(1)
-        elapsed = page.locator("[data-testid=elapsed]")
+        busy_row = page.locator("[data-live=running] tr", has_text="Busy agent")
+        silent_row = page.locator("[data-live=running] tr", has_text="Silent agent")
+        expect(silent_row.locator("[data-testid=quiet]")).to_have_text("quiet for 13 min")
+        expect(silent_row.locator("[data-testid=elapsed]")).to_contain_text("13m")
+        elapsed = busy_row.locator("[data-testid=elapsed]")
         first = elapsed.inner_text()
         assert re.fullmatch(r"\d+s", first), first
         expect(elapsed).not_to_have_text(first, timeout=3000)  # it ticks
-        latest = page.locator("[data-testid=latest-output]")
+        expect(busy_row.locator("[data-testid=quiet]")).to_have_count(0)
+        latest = busy_row.locator("[data-testid=latest-output]")
         execution_output_append(execution=execution, seq=0, text="cloning\nrunning the tests\n\n", tail="")
         expect(latest).to_have_text("running the tests")
         execution_output_append(execution=execution, seq=1, text="42 passed\n", tail="")
@@ -128,5 +144,12 @@ def test_overview_shows_each_running_agents_latest_line_and_elapsed_time_live(br
         moment = page.locator("[data-live=recent] time").first
         assert re.search(r"E[SD]T", moment.get_attribute("title")), moment.get_attribute("title")
         assert re.search(r"ago|now", moment.inner_text())
+        # The silent agent's task page says so too; its first words clear the flag live.
+        page.goto(f"{daphne_server.url}/tasks/{silent.id}/")
+        quiet = page.locator("[data-testid=quiet]")
+        expect(quiet).to_have_text("attempt 1: quiet for 13 min")
+        expect(page.locator("#live-state.on")).to_have_count(1)
+        execution_output_append(execution=silent_run, seq=0, text="still here\n", tail="still here\n")
+        expect(quiet).to_have_count(0)
     finally:
         context.close()
