@@ -55,5 +55,7 @@ class TaskFilterForm(forms.Form):
     task_type = forms.ChoiceField(choices=[("", "Any type"), *TaskType.choices], required=False)
     priority = forms.ChoiceField(choices=[("", "Any priority"), *Priority.choices], required=False)
     sort = forms.ChoiceField(
-        choices=[("", "Newest first"), ("queue", "Queue order (priority, then age)")], required=False, label="Sort"
+        choices=[("", "Newest first"), ("queue", "Queue order: queued, priority then age")],
+        required=False,
+        label="Sort",
     )

@@ -4,7 +4,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Case, Count, DecimalField, IntegerField, OuterRef, Q, Subquery, Sum, Value, When
+from django.db.models import Count, DecimalField, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
@@ -16,7 +16,7 @@ from queue_app.models import (
     WorkOrderKind,
     WorkOrderStatus,
 )
-from tasks_app.models import Priority, Task, TaskStatus
+from tasks_app.models import Task
 
 
 def execution_output(*, execution):
@@ -52,17 +52,16 @@ def execution_output_recent(*, execution, max_chars=65536):
     return "".join(reversed(texts))[-max_chars:], next_seq
 
 
-PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
-
-
 def task_list(*, status=None, task_type=None, priority=None, q=None, sort=None):
-    """Tasks matching the filters, newest first, or with ``sort="queue"`` in
-    the order the queue serves them: queued tasks first, by priority, then age."""
+    """Tasks matching the filters, newest first, or with ``sort="queue"`` the
+    queued ones in the order the queue serves them: priority, then age."""
     qs = Task.objects.select_related("created_by")
     if sort == "queue":
-        rank = Case(*(When(priority=p, then=Value(r)) for p, r in PRIORITY_RANK.items()), default=Value(3))
-        waiting = Case(When(status=TaskStatus.QUEUED, then=Value(0)), default=Value(1))
-        qs = qs.order_by(waiting, rank, "created_at")
+        # The queue itself: tasks whose run waits, in claim order, read along
+        # the work orders' ready-set index (bench/pages.py: "Tasks in queue order").
+        qs = qs.filter(work_orders__status=WorkOrderStatus.QUEUED, work_orders__kind=WorkOrderKind.RUN_TASK).order_by(
+            "work_orders__priority_rank", "work_orders__enqueued_at"
+        )
     else:
         qs = qs.order_by("-created_at")
     if status:

@@ -30,7 +30,12 @@ def test_bulk_cancel_of_twenty_queued_tasks_in_queue_order_after_a_confirmation(
     expect(rows.nth(1)).to_contain_text("Backlog 00")
     expect(rows.nth(1).locator("[data-testid=position]")).to_have_text("2")
     expect(rows.nth(11)).to_contain_text("Backlog 01")  # the first low one, behind ten normal
+    # The queue holds only what waits.
+    expect(page.locator(f"tr[data-task='{done.id}']")).to_have_count(0)
+
+    page.goto(f"{daphne_server.url}/tasks/")
     expect(page.locator(f"tr[data-task='{done.id}'] [data-testid=position]")).to_have_count(0)
+    expect(page.locator(f"tr[data-task='{queued[0].id}'] [data-testid=position]")).to_have_text("2")
     # Only what is legal is offered: a completed task has no Cancel.
     expect(page.locator(f"tr[data-task='{done.id}'] >> text=Cancel")).to_have_count(0)
 
