@@ -1,5 +1,6 @@
 """Reads of tasks and executions shared by pages and APIs."""
 
+import statistics
 from datetime import timedelta
 from decimal import Decimal
 
@@ -204,3 +205,55 @@ def queue_positions(*, task_ids):
     )
     rows = queued.filter(task_id__in=list(task_ids)).annotate(position=Subquery(ahead, output_field=IntegerField()))
     return dict(rows.values_list("task_id", "position"))
+
+
+def fleet_stats(*, now=None):
+    """Per worker and per executor: attempts completed and failed over the
+    last hour and day, median duration and cost over the day.
+
+    ``{"workers": [row, …], "executors": [row, …]}``, each row a dict with
+    ``name``, ``completed_hour``, ``failed_hour``, ``completed_day``,
+    ``failed_day``, ``median_seconds`` and ``cost_usd``; busiest first.
+    One query over the day's finished attempts (the status/started index).
+    """
+    now = now or timezone.now()
+    day, hour = now - timedelta(days=1), now - timedelta(hours=1)
+    finished = (
+        Execution.objects.filter(
+            status__in=[ExecutionStatus.COMPLETED, ExecutionStatus.FAILED],
+            started_at__gte=day - timedelta(days=1),
+            completed_at__gte=day,
+        )
+        .order_by()
+        .values_list("worker__name", "task__executor", "status", "started_at", "completed_at", "cost_usd")
+    )
+    groups = {"workers": {}, "executors": {}}
+    for worker_name, executor, status, started_at, completed_at, cost in finished.iterator(chunk_size=2000):
+        for kind, name in (
+            ("workers", worker_name or "—"),
+            ("executors", executor or settings.AGENTVINE_DEFAULT_EXECUTOR),
+        ):
+            row = groups[kind].setdefault(
+                name,
+                {
+                    "name": name,
+                    "completed_hour": 0,
+                    "failed_hour": 0,
+                    "completed_day": 0,
+                    "failed_day": 0,
+                    "durations": [],
+                    "cost_usd": Decimal(0),
+                },
+            )
+            outcome = "completed" if status == ExecutionStatus.COMPLETED else "failed"
+            row[f"{outcome}_day"] += 1
+            if completed_at >= hour:
+                row[f"{outcome}_hour"] += 1
+            row["durations"].append((completed_at - started_at).total_seconds())
+            row["cost_usd"] += cost or 0
+    result = {}
+    for kind, rows in groups.items():
+        for row in rows.values():
+            row["median_seconds"] = statistics.median(row.pop("durations"))
+        result[kind] = sorted(rows.values(), key=lambda r: (-(r["completed_day"] + r["failed_day"]), r["name"]))
+    return result

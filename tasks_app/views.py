@@ -34,6 +34,23 @@ def conversation_recent(*, task, limit):
     )
 
 
+# The throughput chart's drawing area inside its SVG viewBox (0 0 640 170):
+# room on the left for the count axis and below for the time axis.
+CHART_LEFT, CHART_TOP, CHART_WIDTH, CHART_HEIGHT = 36, 10, 594, 130
+
+
+def throughput_bars(throughput, *, peak):
+    """``(minute, n, x, y, height)`` per minute, in the chart's coordinates."""
+    step = CHART_WIDTH / max(len(throughput), 1)
+    bars = []
+    for i, (minute, n) in enumerate(throughput):
+        height = round(CHART_HEIGHT * n / peak, 1)
+        bars.append(
+            (minute, n, round(CHART_LEFT + i * step + 1, 1), round(CHART_TOP + CHART_HEIGHT - height, 1), height)
+        )
+    return bars
+
+
 @operator_required
 def overview(request):
     throughput = selectors.throughput_per_minute(minutes=60)
@@ -50,7 +67,9 @@ def overview(request):
         "workers": list(worker_list()[:50]),
         "running": running,
         "recent": list(WorkOrder.objects.select_related("task", "worker").order_by("-updated_at")[:15]),
-        "throughput": [(minute, n, round(100 * n / peak)) for minute, n in throughput],
+        "throughput": throughput_bars(throughput, peak=peak),
+        "throughput_peak": peak,
+        "fleet": selectors.fleet_stats(now=now),
         "throughput_total": sum(n for _, n in throughput),
     }
     return render(request, "console/overview.html", context)

@@ -224,3 +224,35 @@ def test_bulk_requires_an_operator(client, django_user_model):
     client.force_login(django_user_model.objects.create_user(username="visitor2", password="x" * 12))
     assert client.post(reverse("task-bulk"), {"action": "cancel", "task": [str(task.id)]}).status_code == 403
     assert Task.objects.get(pk=task.pk).status == TaskStatus.QUEUED
+
+
+def test_overview_shows_throughput_axes_and_per_worker_and_executor_stats(operator_client, worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from queue_app.models import Execution
+
+    done, broken = make_task(title="Done"), make_task(title="Broken")
+    order, execution = _run(done, worker)
+    lifecycle.work_order_complete(work_order=order, worker=worker, execution=execution)
+    Execution.objects.filter(pk=execution.pk).update(started_at=timezone.now() - timedelta(minutes=3), cost_usd="0.25")
+    order, execution = _run(broken, worker)
+    lifecycle.work_order_fail(work_order=order, worker=worker, execution=execution, error="boom", retryable=False)
+    # Two days old: outside the day.
+    old_order, old_execution = _run(make_task(title="Old"), worker)
+    lifecycle.work_order_complete(work_order=old_order, worker=worker, execution=old_execution)
+    Execution.objects.filter(pk=old_execution.pk).update(completed_at=timezone.now() - timedelta(days=2))
+
+    response = operator_client.get(reverse("overview"))
+    html = response.content.decode()
+    for label in ("60 min ago", "30 min ago", "now", "completed per minute"):
+        assert f">{label}</text>" in html
+    workers = response.context["fleet"]["workers"]
+    assert [(r["name"], r["completed_day"], r["failed_day"], r["completed_hour"]) for r in workers] == [
+        (worker.name, 1, 1, 1)
+    ]
+    executors = response.context["fleet"]["executors"]
+    assert [(r["name"], r["completed_day"], r["failed_day"]) for r in executors] == [("demo", 1, 1)]
+    assert str(workers[0]["cost_usd"]) == "0.250000"
+    assert 0 < workers[0]["median_seconds"] < 200
