@@ -34,9 +34,10 @@ def conversation_recent(*, task, limit):
     )
 
 
-# The throughput chart's drawing area inside its SVG viewBox (0 0 640 170):
-# room on the left for the count axis and below for the time axis.
-CHART_LEFT, CHART_TOP, CHART_WIDTH, CHART_HEIGHT = 36, 10, 594, 130
+# The throughput chart's drawing area inside its SVG viewBox (0 0 360 140),
+# about the panel's width so its labels keep their size: room on the left
+# for the count axis and below for the time axis.
+CHART_LEFT, CHART_TOP, CHART_WIDTH, CHART_HEIGHT = 28, 8, 326, 100
 
 
 def throughput_bars(throughput, *, peak):
@@ -46,7 +47,7 @@ def throughput_bars(throughput, *, peak):
     for i, (minute, n) in enumerate(throughput):
         height = round(CHART_HEIGHT * n / peak, 1)
         bars.append(
-            (minute, n, round(CHART_LEFT + i * step + 1, 1), round(CHART_TOP + CHART_HEIGHT - height, 1), height)
+            (minute, n, round(CHART_LEFT + i * step + 0.7, 1), round(CHART_TOP + CHART_HEIGHT - height, 1), height)
         )
     return bars
 
