@@ -100,6 +100,14 @@ def test_attempts_browser_numbers_every_attempt_of_the_task_and_keeps_every_outp
         page.click(f"[data-testid=attempt] >> nth={number - 1} >> [data-testid=attempt-output]")
         expect(output).to_have_text(text)
         expect(page.locator("[data-testid=output-heading]")).to_contain_text(f"attempt {number}")
+    # An error opened for reading stays open while the attempts re-render live.
+    error = page.locator("[data-testid=attempt] >> nth=0 >> [data-testid=attempt-error]")
+    error.locator("summary").click()
+    expect(error).to_have_attribute("open", "")
+    lifecycle.work_order_complete(work_order=turn, worker=worker, execution=third)
+    expect(rows.nth(2)).to_contain_text("completed")
+    expect(page.locator("[data-testid=task-activity]")).to_have_count(0)
+    expect(error).to_have_attribute("open", "")
     # An attempt the task does not have is a clear 404, not someone else's output.
     response = page.goto(f"{daphne_server.url}/tasks/{task.id}/?attempt=4")
     assert response.status == 404
