@@ -141,6 +141,8 @@ def test_output_committed_together_arrives_in_one_batch_frame_and_is_appended_in
             execution_output_append(execution=execution, seq=seq, text=lines[seq], tail="")
 
     expect(output).to_have_text("".join(lines))
+    # The heading's count follows the appended output too.
+    expect(page.locator("[data-testid=output-heading]")).to_contain_text(f"{len(''.join(lines))} chars")
     received = [json.loads(frame) for frame in frames]
     assert any(frame["type"] == "batch" for frame in received), received
     seqs = [e["payload"]["seq"] for frame in received for e in frame_events(frame) if e["type"] == "execution.output"]
