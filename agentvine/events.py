@@ -42,6 +42,9 @@ from agentvine.models import LiveEvent
 logger = logging.getLogger(__name__)
 
 ACTIVITY_GROUP = "activity"
+# Questions asked and answered anywhere: what every console page needs to
+# know besides its own subject (the 📬 count and notifications).
+ATTENTION_GROUP = "attention"
 LAYER_MESSAGE_TYPE = "live.event"
 LAYER_BATCH_TYPE = "live.batch"
 CLIENT_BATCH_TYPE = "batch"

@@ -368,6 +368,8 @@ AGENTVINE_RETRY_BACKOFF_MAX = env.float("AGENTVINE_RETRY_BACKOFF_MAX", default=6
 AGENTVINE_OUTPUT_FLUSH_SECONDS = env.float("AGENTVINE_OUTPUT_FLUSH_SECONDS", default=0.5)
 AGENTVINE_OUTPUT_FLUSH_CHARS = env.int("AGENTVINE_OUTPUT_FLUSH_CHARS", default=64 * 1024)
 AGENTVINE_OUTPUT_TAIL_CHARS = 4000
+# The console flags a running agent that printed nothing for this long ("quiet for 12 min").
+AGENTVINE_QUIET_WARNING_SECONDS = env.float("AGENTVINE_QUIET_WARNING_SECONDS", default=600.0)
 # A busy process sends each live-event group at most one layer message per
 # this many seconds; what is committed meanwhile goes out together, as one
 # WebSocket frame per socket (agentvine.events). An event after a quiet spell

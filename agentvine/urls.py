@@ -25,6 +25,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", task_views.overview, name="overview"),
     path("tasks/", task_views.task_list, name="task-list"),
+    path("tasks/bulk/", task_views.task_bulk, name="task-bulk"),
     path("tasks/<uuid:task_id>/", task_views.task_detail, name="task-detail"),
     path("tasks/<uuid:task_id>/answer/<uuid:question_id>/", chat_views.question_answer, name="question-answer"),
     path("tasks/<uuid:task_id>/message/", chat_views.task_message, name="task-message"),

@@ -2,7 +2,8 @@
 
 Seeds (once; reused on later runs) 100,000 tasks, 300,000 work orders (a
 month of history: almost all finished, ~2,000 queued, a few hundred active),
-1,000,000 messages and 1,000 workers with set-based SQL, then times each page
+1,000,000 messages, 1,000 workers and a task of 50 attempts (the attempts
+browser) with set-based SQL, then times each page
 through Django's test client (view + template + every query), in-process.
 
     .venv/bin/python bench/pages.py [--requests 20] [--reseed]
@@ -56,7 +57,7 @@ def seed():
         )
         cur.execute(
             f"""INSERT INTO {t[WorkOrder]} (id, task_id, kind, status, priority, priority_rank, enqueued_at,
-                   retry_count, max_retries, preempt_count, last_error, updated_at, completed_at)
+                   retry_count, max_retries, preempt_count, lost_count, last_error, updated_at, completed_at)
             SELECT gen_random_uuid(), task.id, 'run_task',
                    -- A long-lived fleet: almost everything finished, a backlog of
                    -- about 2,000 queued and a few hundred running or waiting.
@@ -65,7 +66,7 @@ def seed():
                         ELSE (ARRAY['completed','completed','completed','cancelled','dead','failed'])[1 + (n + k) % 6]
                    END,
                    task.priority, CASE task.priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END,
-                   task.created_at + k * interval '1 second', 0, 3, 0, '', now() - (n * 26) * interval '1 second',
+                   task.created_at + k * interval '1 second', 0, 3, 0, 0, '', now() - (n * 26) * interval '1 second',
                    now() - (n * 26) * interval '1 second'
             FROM (SELECT id, priority, created_at, row_number() OVER () AS n FROM {t[Task]}) task,
                  generate_series(1, {WORK_ORDERS_PER_TASK}) k"""
@@ -93,6 +94,60 @@ def seed():
         )
         # As autovacuum leaves a long-lived database: visibility map set, statistics fresh.
         cur.execute("VACUUM ANALYZE")
+
+
+ATTEMPTS_TASK = "Bench task with 50 attempts"
+
+
+def seed_attempts():
+    """A task whose run was preempted and retried, then given message turns:
+    50 attempts over several work orders, each with some output (once)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from queue_app.models import Execution, ExecutionOutputChunk, WorkOrder
+    from tasks_app.models import Task
+    from workers_app.models import Worker
+
+    task = Task.objects.filter(title=ATTEMPTS_TASK).first()
+    if task is not None:
+        return task
+    now = timezone.now()
+    task = Task.objects.create(title=ATTEMPTS_TASK, description="Attempts browser benchmark", status="completed")
+    worker = Worker.objects.order_by("name").first()
+    orders = [WorkOrder.objects.create(task=task, status="completed", kind="run_task", completed_at=now)]
+    orders += [
+        WorkOrder.objects.create(task=task, status="completed", kind="deliver_message", completed_at=now)
+        for _ in range(9)
+    ]
+    executions = []
+    for n in range(50):
+        order = orders[n // 5]
+        executions.append(
+            Execution(
+                task=task,
+                work_order=order,
+                worker=worker,
+                attempt=n % 5 + 1,
+                status="completed" if n % 5 == 4 else ("interrupted" if n % 2 else "failed"),
+                error="" if n % 5 == 4 else ("preempted by higher-priority work" if n % 2 else "exit code 1"),
+                completed_at=now - timedelta(minutes=50 - n) + timedelta(seconds=40),
+                output_tail=f"attempt {n} done\n",
+                output_chars=2000,
+                output_chunks=20,
+                input_tokens=1000 + n,
+                output_tokens=500 + n,
+            )
+        )
+    Execution.objects.bulk_create(executions)
+    Execution.objects.filter(task=task).update(started_at=now - timedelta(minutes=60))
+    ExecutionOutputChunk.objects.bulk_create(
+        ExecutionOutputChunk(execution=e, seq=seq, text=f"line {seq} of attempt {e.attempt}\n" * 10)
+        for e in executions
+        for seq in range(20)
+    )
+    return task
 
 
 def timed(client, url, requests):
@@ -149,13 +204,18 @@ def main():
     )
     client = Client()
     client.force_login(user)
-    task = Task.objects.order_by("-created_at").first()
+    task = Task.objects.exclude(title=ATTEMPTS_TASK).order_by("-created_at").first()
+    attempts_task = seed_attempts()
     pages = {
         "Overview": "/",
         "Tasks": "/tasks/",
         "Tasks filtered+searched": "/tasks/?status=failed&task_type=bugfix&q=Bench+task+99",
         "Tasks searched, no match": "/tasks/?q=no+such+words",
+        "Tasks in queue order": "/tasks/?sort=queue",
+        "Tasks queued, queue order": "/tasks/?status=queued&sort=queue",
         "Task detail": f"/tasks/{task.id}/",
+        "Task with 50 attempts": f"/tasks/{attempts_task.id}/",
+        "Task with 50 attempts, #1": f"/tasks/{attempts_task.id}/?attempt=1",
         "Workers": "/workers/",
         "Sessions": "/sessions/",
         "Messages": "/messages/",

@@ -250,6 +250,14 @@ class ActivityConsumer(LiveStreamConsumer):
         return events.ACTIVITY_GROUP, None
 
 
+class AttentionConsumer(LiveStreamConsumer):
+    """Questions asked and answered on any task, for the pages whose own
+    stream does not carry them (a task page, the workers list): ``ws/attention/``."""
+
+    async def authorize(self, user):
+        return events.ATTENTION_GROUP, None
+
+
 class TaskConsumer(LiveStreamConsumer):
     """One task's status changes and output: ``ws/tasks/<task_id>/``."""
 

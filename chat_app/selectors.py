@@ -125,6 +125,17 @@ def pending_question_count():
     ).count()
 
 
+def pending_questions_newest(*, limit=20):
+    """``(count, [(id, task title), …])``: how many questions wait, and the
+    newest ``limit`` of them (pages notify of a question by its id). One query
+    while fewer than ``limit`` wait, the usual case."""
+    newest = list(
+        ChatMessage.objects.filter(**OPEN_QUESTION).order_by("-created_at").values_list("id", "task__title")[:limit]
+    )
+    count = len(newest) if len(newest) < limit else pending_question_count()
+    return count, newest
+
+
 def conversations_overview():
     """Conversations with their unread and needs-answer counts, for the 📬 badge."""
     return Conversation.objects.annotate(

@@ -186,6 +186,8 @@ def _message_groups(message):
     groups = [events.conversation_group(message.conversation_id)]
     if message.task_id:
         groups.append(events.task_group(message.task_id))
+    if message.kind == MessageKind.QUESTION:
+        groups.append(events.ATTENTION_GROUP)
     return groups
 
 

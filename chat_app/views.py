@@ -13,6 +13,7 @@ from tasks_app.models import Task
 
 PAGE_SIZE = 50
 FILTERS = ("sender", "recipient", "task", "status", "kind", "text")
+ERR_NO_SUCH_TASK = "No task has the id “{task}”: give a task's full id (from its page's address) or clear the filter."
 
 
 @operator_required
@@ -33,8 +34,10 @@ def message_list(request):
         kind=criteria["kind"] or None,
         text=criteria["text"] or None,
     ).select_related("task")
+    filter_error = ""
     if criteria["task"] and task is None:
         history = history.none()
+        filter_error = ERR_NO_SUCH_TASK.format(task=criteria["task"][:80])
     # Newest first for a person reading; the selector's order is oldest first.
     history = history.order_by("-created_at", "-id")
     page = BigTablePaginator(history, PAGE_SIZE).get_page(request.GET.get("page"))
@@ -49,7 +52,9 @@ def message_list(request):
             "query": query.urlencode(),
             "statuses": DeliveryStatus.choices,
             "kinds": MessageKind.choices,
+            "filter_error": filter_error,
         },
+        status=400 if filter_error else 200,
     )
 
 

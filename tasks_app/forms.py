@@ -54,3 +54,8 @@ class TaskFilterForm(forms.Form):
     status = forms.ChoiceField(choices=[("", "Any status"), *TaskStatus.choices], required=False)
     task_type = forms.ChoiceField(choices=[("", "Any type"), *TaskType.choices], required=False)
     priority = forms.ChoiceField(choices=[("", "Any priority"), *Priority.choices], required=False)
+    sort = forms.ChoiceField(
+        choices=[("", "Newest first"), ("queue", "Queue order: queued, priority then age")],
+        required=False,
+        label="Sort",
+    )

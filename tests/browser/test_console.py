@@ -88,7 +88,7 @@ def test_agent_asks_operator_answers_in_the_page(page, platform, console_operato
 
     # The question arrives live on the overview: badge in the navigation and the list.
     try:
-        expect(inbox).to_have_text("📬 1", timeout=45_000)
+        expect(inbox).to_have_text("📬 Questions (1)", timeout=45_000)
     except AssertionError:
         from tasks_app.selectors import execution_output
 
@@ -141,6 +141,8 @@ def test_output_committed_together_arrives_in_one_batch_frame_and_is_appended_in
             execution_output_append(execution=execution, seq=seq, text=lines[seq], tail="")
 
     expect(output).to_have_text("".join(lines))
+    # The heading's count follows the appended output too.
+    expect(page.locator("[data-testid=output-heading]")).to_contain_text(f"{len(''.join(lines))} chars")
     received = [json.loads(frame) for frame in frames]
     assert any(frame["type"] == "batch" for frame in received), received
     seqs = [e["payload"]["seq"] for frame in received for e in frame_events(frame) if e["type"] == "execution.output"]

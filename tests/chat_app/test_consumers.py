@@ -21,7 +21,7 @@ def _publish(event_type, payload, groups=()):
 
 def test_anonymous_socket_is_refused(channel_layer):
     async def body():
-        for path in ("/ws/activity/", f"/ws/tasks/{uuid.uuid4()}/", "/ws/conversations/abc/"):
+        for path in ("/ws/activity/", "/ws/attention/", f"/ws/tasks/{uuid.uuid4()}/", "/ws/conversations/abc/"):
             client = communicator(path, AnonymousUser())
             connected, code = await client.connect()
             assert not connected
@@ -371,6 +371,29 @@ def test_ids_beyond_the_dedup_window_are_still_not_resent(channel_layer, operato
         assert await client.receive_nothing(timeout=0.3)
         later = await database_sync_to_async(_publish)("worker.updated", {"n": 10})
         assert (await client.receive_event())["id"] == later
+        await client.disconnect()
+
+    run(body())
+
+
+def test_attention_stream_gets_questions_of_every_task_and_nothing_else(channel_layer, operator, worker):
+    from queue_app import lifecycle
+
+    task = task_create(title="asks", created_by=operator)
+
+    def ask():
+        order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+        order, execution = lifecycle.work_order_start(work_order=order, worker=worker)
+        services.system_notice(task=task, text="not a question")
+        return services.question_ask(work_order=order, execution=execution, text="Which one?")
+
+    async def body():
+        client = communicator("/ws/attention/", operator)
+        assert (await client.connect())[0]
+        question = await database_sync_to_async(ask)()
+        frames = await client.receive_events(1)
+        assert [(f["type"], f["payload"]["id"]) for f in frames] == [("question.asked", str(question.id))]
+        assert await client.receive_nothing(timeout=0.3)
         await client.disconnect()
 
     run(body())

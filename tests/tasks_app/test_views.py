@@ -184,3 +184,75 @@ def test_action_get_is_not_allowed(operator_client):
     task = make_task()
     url = reverse("task-action", kwargs={"task_id": task.id, "action": "cancel"})
     assert operator_client.get(url).status_code == 405
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"action": "delete", "task": []},
+        {"action": "priority", "priority": "urgent"},
+        {"action": "cancel", "task": ["not-a-uuid"]},
+    ],
+    ids=["unknown-action", "unknown-priority", "bad-id"],
+)
+def test_bulk_action_refuses_bad_input_and_changes_nothing(operator_client, data):
+    task = make_task(title="Untouched")
+    data = {**data, "task": [*data.get("task", []), str(task.id)]}
+    response = operator_client.post(reverse("task-bulk"), data)
+    assert response.status_code == 400
+    assert b"Unknown bulk action" in response.content
+    task.refresh_from_db()
+    assert (task.status, task.priority) == (TaskStatus.QUEUED, Priority.NORMAL)
+
+
+def test_bulk_priority_goes_through_the_service_and_reports_each_refusal(operator_client):
+    queued = make_task(title="Waiting")
+    cancelled = make_task(title="Gone")
+    task_cancel(task=cancelled)
+    response = operator_client.post(
+        reverse("task-bulk"), {"action": "retry", "task": [str(queued.id), str(cancelled.id)]}, follow=True
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert "Queued 1 tasks again." in shown
+    assert any(m.startswith("Not retried: “Waiting”:") for m in shown), shown
+    assert Task.objects.get(pk=cancelled.pk).status == TaskStatus.QUEUED
+
+
+def test_bulk_requires_an_operator(client, django_user_model):
+    task = make_task(title="Safe")
+    assert client.post(reverse("task-bulk"), {"action": "cancel", "task": [str(task.id)]}).status_code == 302
+    client.force_login(django_user_model.objects.create_user(username="visitor2", password="x" * 12))
+    assert client.post(reverse("task-bulk"), {"action": "cancel", "task": [str(task.id)]}).status_code == 403
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.QUEUED
+
+
+def test_overview_shows_throughput_axes_and_per_worker_and_executor_stats(operator_client, worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from queue_app.models import Execution
+
+    done, broken = make_task(title="Done"), make_task(title="Broken")
+    order, execution = _run(done, worker)
+    lifecycle.work_order_complete(work_order=order, worker=worker, execution=execution)
+    Execution.objects.filter(pk=execution.pk).update(started_at=timezone.now() - timedelta(minutes=3), cost_usd="0.25")
+    order, execution = _run(broken, worker)
+    lifecycle.work_order_fail(work_order=order, worker=worker, execution=execution, error="boom", retryable=False)
+    # Two days old: outside the day.
+    old_order, old_execution = _run(make_task(title="Old"), worker)
+    lifecycle.work_order_complete(work_order=old_order, worker=worker, execution=old_execution)
+    Execution.objects.filter(pk=old_execution.pk).update(completed_at=timezone.now() - timedelta(days=2))
+
+    response = operator_client.get(reverse("overview"))
+    html = response.content.decode()
+    for label in ("60 min ago", "30 min ago", "now", "completed per minute"):
+        assert f">{label}</text>" in html
+    workers = response.context["fleet"]["workers"]
+    assert [(r["name"], r["completed_day"], r["failed_day"], r["completed_hour"]) for r in workers] == [
+        (worker.name, 1, 1, 1)
+    ]
+    executors = response.context["fleet"]["executors"]
+    assert [(r["name"], r["completed_day"], r["failed_day"]) for r in executors] == [("demo", 1, 1)]
+    assert str(workers[0]["cost_usd"]) == "0.250000"
+    assert 0 < workers[0]["median_seconds"] < 200
