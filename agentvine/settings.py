@@ -6,6 +6,7 @@ PostgreSQL, a real SECRET_KEY, DEBUG=false and ALLOWED_HOSTS.
 """
 
 import json
+import shlex
 from pathlib import Path
 
 import environ
@@ -388,7 +389,8 @@ AGENTVINE_EXECUTORS = {
         "type": "claude",
         "binary": env.str("AGENTVINE_CLAUDE_BINARY", default="claude"),
         "model": env.str("AGENTVINE_CLAUDE_MODEL", default=""),
-        "args": env.list("AGENTVINE_CLAUDE_ARGS", default=["--permission-mode", "acceptEdits"]),
+        # Split like a shell would (quotes keep inline JSON whole), not on commas.
+        "args": shlex.split(env.str("AGENTVINE_CLAUDE_ARGS", default="--permission-mode acceptEdits")),
         # Provider keys reach only the profiles that name them.
         "secrets": [name for name in env.list("AGENTVINE_CLAUDE_SECRETS", default=["ANTHROPIC_API_KEY"]) if name],
     },
@@ -396,7 +398,7 @@ AGENTVINE_EXECUTORS = {
         "type": "codex",
         "binary": env.str("AGENTVINE_CODEX_BINARY", default="codex"),
         "model": env.str("AGENTVINE_CODEX_MODEL", default=""),
-        "args": env.list("AGENTVINE_CODEX_ARGS", default=["--full-auto"]),
+        "args": shlex.split(env.str("AGENTVINE_CODEX_ARGS", default="--full-auto")),
         "secrets": [name for name in env.list("AGENTVINE_CODEX_SECRETS", default=["OPENAI_API_KEY"]) if name],
     },
     "openai": {
