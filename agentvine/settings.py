@@ -431,7 +431,12 @@ AGENTVINE_DEFAULT_EXECUTOR = env.str("AGENTVINE_DEFAULT_EXECUTOR", default="demo
 # Live layer and human in the loop.
 # Where agents reach this server (the `agentvine-ask` command and the MCP
 # server call it with their per-work-order token).
-AGENTVINE_API_URL = env.str("AGENTVINE_API_URL", default="http://127.0.0.1:8000")
+# Unset, it is this installation's own web address: the port daphne serves
+# (PORT, which scripts/up exports to every process it starts) on loopback.
+AGENTVINE_API_URL = env.str("AGENTVINE_API_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}")
+# An agent's ask client that never reached the API gives up after this long,
+# and the run fails with the reason (a wrong AGENTVINE_API_URL, a firewall).
+AGENTVINE_ASK_CONNECT_SECONDS = env.float("AGENTVINE_ASK_CONNECT_SECONDS", default=30.0)
 # Reconnecting clients catch up from the event log; older events are pruned.
 AGENTVINE_LIVE_EVENT_RETENTION_HOURS = env.float("AGENTVINE_LIVE_EVENT_RETENTION_HOURS", default=24.0)
 # How long one long-poll for an answer waits before the agent asks again.

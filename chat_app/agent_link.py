@@ -30,6 +30,7 @@ def agent_environment(*, work_order, token):
     """The run's environment: where to reach AgentVine and its agent ``token``."""
     return {
         "AGENTVINE_API_URL": settings.AGENTVINE_API_URL,
+        "AGENTVINE_ASK_CONNECT_SECONDS": f"{settings.AGENTVINE_ASK_CONNECT_SECONDS:g}",
         "AGENTVINE_TOKEN": token,
         "AGENTVINE_WORK_ORDER_ID": str(work_order.pk),
         "AGENTVINE_TASK_ID": str(work_order.task_id),
@@ -80,6 +81,11 @@ def next_turn_prompt(*, task, execution=None):
     if not taken:
         return None
     return "\n".join(f"{message.sender.display_name}: {message.text}" for message in taken)
+
+
+def ask_failed(*, work_order, reason):
+    """The agent's ask client gave up reaching the API: tell the operators."""
+    return services.question_failed(work_order=work_order, reason=reason)
 
 
 def agent_next_turn(*, task):

@@ -575,6 +575,15 @@ def _resume_if_no_open_questions(work_order_id):
         lifecycle.work_order_set_waiting(work_order=work_order, worker=work_order.worker, waiting=False)
 
 
+def question_failed(*, work_order, reason):
+    """An agent could not even ask (its ask client never reached the API): a
+    system notice in the task's conversation, announced as ``question.failed``."""
+    with transaction.atomic():
+        notice = system_notice(task=work_order.task, text=reason, work_order=work_order)
+        _publish_message(notice, "question.failed")
+    return notice
+
+
 def answer_mark_delivered(*, question):
     """The agent has the answer in hand: record the answer's delivery."""
     answer = question.replies.filter(kind=MessageKind.ANSWER, status=DeliveryStatus.QUEUED).first()

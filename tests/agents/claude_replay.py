@@ -26,6 +26,9 @@ the real CLI. What it does is picked by a word in the first message:
                         and reports the answer
     (default)           one tool call, then success with usage and cost
 
+With ``with:linger`` in the first message it also leaves a ``sleep`` running
+in a session of its own (what a careless agent's background job does).
+
 MCP servers are started when a tool of theirs is first called (the CLI starts
 them at init; lazily here keeps the other scenarios fast), and a tool that no
 permission rule allows is refused as ``-p`` mode refuses it: a ``tool_result``
@@ -37,6 +40,7 @@ import json
 import os
 import queue
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -207,6 +211,8 @@ class Replay:
 
     def first_turn(self, prompt):
         scenario = (re.search(r"scenario:(\w+)", prompt) or [None, "default"])[1]
+        if "with:linger" in prompt:
+            subprocess.Popen(["sleep", "300"], start_new_session=True, stdin=subprocess.DEVNULL)
         emit(
             {
                 "type": "rate_limit_event",
