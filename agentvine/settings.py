@@ -414,8 +414,8 @@ AGENTVINE_EXECUTORS = {
             str(BASE_DIR / "workers_app" / "demo_agent.py"),
             "--workspace",
             "{workspace}",
-            "--prompt",
-            "{prompt}",
+            "--prompt-file",
+            "{prompt_file}",
         ],
         # An agent sees only what its profile declares (executors/environment.py).
         "env": {
@@ -434,6 +434,11 @@ AGENTVINE_DEFAULT_EXECUTOR = env.str("AGENTVINE_DEFAULT_EXECUTOR", default="demo
 # Unset, it is this installation's own web address: the port daphne serves
 # (PORT, which scripts/up exports to every process it starts) on loopback.
 AGENTVINE_API_URL = env.str("AGENTVINE_API_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}")
+# The longest task text (title and description) an agent may be given: a
+# task over it is refused at creation (400). Prompts reach agents through
+# stdin or a file, never the command line, so any size the body limit
+# (DATA_UPLOAD_MAX_MEMORY_SIZE) lets through can run.
+AGENTVINE_MAX_PROMPT_CHARS = env.int("AGENTVINE_MAX_PROMPT_CHARS", default=2_000_000)
 # An agent's ask client that never reached the API gives up after this long,
 # and the run fails with the reason (a wrong AGENTVINE_API_URL, a firewall).
 AGENTVINE_ASK_CONNECT_SECONDS = env.float("AGENTVINE_ASK_CONNECT_SECONDS", default=30.0)

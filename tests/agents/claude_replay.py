@@ -19,6 +19,7 @@ the real CLI. What it does is picked by a word in the first message:
     scenario:crash      dies mid-line with exit code 3
     scenario:error      ends with an error_max_turns result and exit code 1
     scenario:ratelimit  is refused by a rate limit
+    scenario:measure    reports the length and sha256 of the first message
     scenario:ask        calls ``ask_human`` of the ``agentvine`` MCP server its
                         ``--mcp-config`` names (started over stdio as the CLI
                         does, with the config's command, args and env), if
@@ -36,6 +37,7 @@ with ``is_error``.
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import queue
@@ -211,6 +213,11 @@ class Replay:
 
     def first_turn(self, prompt):
         scenario = (re.search(r"scenario:(\w+)", prompt) or [None, "default"])[1]
+        if scenario == "measure":
+            digest = hashlib.sha256(prompt.encode()).hexdigest()
+            self.assistant([{"type": "text", "text": f"prompt {len(prompt)} chars sha256 {digest}"}])
+            self.result(text="measured")
+            return None
         if "with:linger" in prompt:
             subprocess.Popen(["sleep", "300"], start_new_session=True, stdin=subprocess.DEVNULL)
         emit(
