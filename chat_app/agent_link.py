@@ -38,8 +38,11 @@ def agent_environment(*, work_order, token):
     }
 
 
-def executor_question(*, work_order, execution, text, deadline, on_wait=None):
-    """Ask, then wait for the answer; ``None`` if the work stopped or time ran out."""
+def executor_question(*, work_order, execution, text, deadline, on_wait=None, sleep=time.sleep):
+    """Ask, then wait for the answer; ``None`` if the work stopped or time ran out.
+
+    ``sleep(seconds)`` waits between looks; the runner's returns early when
+    the answer's wake-up signal comes, so the look is then at once."""
     question = services.question_ask(work_order=work_order, execution=execution, text=text, source="executor")
     while True:
         answered_at, answer_text, status = selectors.question_state(question_id=question.pk)
@@ -50,7 +53,7 @@ def executor_question(*, work_order, execution, text, deadline, on_wait=None):
             return None
         if on_wait is not None:
             on_wait()
-        time.sleep(ANSWER_POLL_SECONDS)
+        sleep(ANSWER_POLL_SECONDS)
 
 
 def inbox_deliver_to_executor(*, task, executor):

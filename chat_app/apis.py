@@ -18,7 +18,7 @@ from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentvine import shutdown
+from agentvine import shutdown, wakeups
 from agentvine.api import IdempotentWritesMixin
 from agentvine.errors import NotFound
 from agentvine.serializers import ModelOutputSerializer
@@ -33,6 +33,10 @@ ERR_QUESTION_NOT_YOURS = "question belongs to another work order"
 ERR_WORK_ENDED = "the work order ended before the question was answered"
 ERR_SERVER_STOPPING = "the server is restarting: ask again"
 MAX_WAIT_SECONDS = 60.0
+# A waiting agent's question is looked at again when its answer is announced
+# (agentvine/wakeups.py), or this often when no signal comes.
+ANSWER_LOOK_SECONDS = 1.0
+STOPPING_CHECK_SECONDS = 0.1
 # What a waiting agent is told to wait before asking again when the server stops.
 STOPPING_RETRY_AFTER_SECONDS = 2
 
@@ -320,12 +324,22 @@ async def agent_question_wait(request, question_id):
     except ValueError:
         wait = settings.AGENTVINE_ASK_POLL_SECONDS
     deadline = time.monotonic() + wait
-    while True:
-        code, body = await sync_to_async(_agent_question_poll)(principal=principal, question_id=question_id)
-        if code != 202 or time.monotonic() >= deadline:
-            return JsonResponse(body, status=code)
-        if await shutdown.sleep(0.25):
-            return _server_stopping()
+    async with wakeups.QuestionSignal(question_id) as answered:
+        while True:
+            code, body = await sync_to_async(_agent_question_poll)(principal=principal, question_id=question_id)
+            if code != 202 or time.monotonic() >= deadline:
+                return JsonResponse(body, status=code)
+            # Look again as soon as the answer is announced, or after the
+            # fallback interval (a lost signal, a closed work order); the
+            # short slices keep noticing a server that begins to stop.
+            look_at = min(time.monotonic() + ANSWER_LOOK_SECONDS, deadline)
+            while (remaining := look_at - time.monotonic()) > 0:
+                if shutdown.stopping():
+                    return _server_stopping()
+                if await answered.wait(min(remaining, STOPPING_CHECK_SECONDS)):
+                    break
+            if shutdown.stopping():
+                return _server_stopping()
 
 
 def _server_stopping():

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agentvine import events
+from agentvine import events, wakeups
 from agentvine.db import update_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
 from chat_app.models import ChatMessage, Conversation, DeliveryStatus, MessageKind, SenderKind, SenderProfile
@@ -242,6 +242,7 @@ def _create_messages(*, sender, texts, conversation, recipient, task, work_order
     ChatMessage.objects.bulk_create(rows)
     if to_inbox and task is not None:
         agent_next_turn_on_commit(task)
+        _wake_running_agent_on_commit(task)
     # Messages from the agent side are what operators have to read.
     _touch_conversation(conversation, now=now, unread=sender.kind != SenderKind.OPERATOR)
     for message in rows:
@@ -453,6 +454,19 @@ def agent_next_turn(*, task):
         return lifecycle.work_order_enqueue(task=locked, kind=WorkOrderKind.DELIVER_MESSAGE)
 
 
+def _wake_running_agent_on_commit(task):
+    """A running agent's runner delivers its new messages now, not at its next poll."""
+
+    def wake():
+        running = WorkOrder.objects.filter(task_id=task.pk, status__in=list(ACTIVE_STATUSES)).values_list(
+            "pk", flat=True
+        )
+        for work_order_id in running:
+            wakeups.work_order_wake(work_order_id=work_order_id)
+
+    transaction.on_commit(wake)
+
+
 def agent_next_turn_on_commit(task):
     def next_turn():
         try:
@@ -556,6 +570,12 @@ def question_answer(*, question, answer_text, answered_by):
         _touch_conversation(conversation, now=now, unread=False)
         _resume_if_no_open_questions(question.work_order_id)
         _publish_message(question, "question.answered", answer_message_id=str(answer.id), answer_text=answer_text)
+        # The agent waits for this answer in an API long poll (ask client, MCP
+        # server) or in its runner (an executor's own question): both now.
+        question_id, work_order_id = question.pk, question.work_order_id
+        transaction.on_commit(lambda: wakeups.question_answered_announce(question_id=question_id))
+        if work_order_id is not None:
+            transaction.on_commit(lambda: wakeups.work_order_wake(work_order_id=work_order_id))
     return answer
 
 

@@ -181,7 +181,7 @@ def _check_work_order(work_order, worker):
 
 
 def _drive(*, worker, work_order, execution, executor):
-    wakeups = RunnerWakeups(work_order_id=work_order.pk, nodename=node_name())
+    wakeups = RunnerWakeups(work_order_id=work_order.pk, nodename=node_name(), on_wake=executor.poke)
     try:
         return _drive_agent(
             worker=worker, work_order=work_order, execution=execution, executor=executor, wakeups=wakeups
@@ -234,6 +234,7 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
                         text=event.text,
                         deadline=started + executor.context.time_limit,
                         on_wait=keep_alive,
+                        sleep=wakeups.wait,
                     )
                     if answer is not None:
                         executor.provide_answer(answer)
@@ -247,8 +248,8 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
                     drain_deadline = now + settings.AGENTVINE_SHUTDOWN_GRACE_SECONDS
                 elif now >= drain_deadline:
                     stop, stop_reason = Stop.SHUTDOWN, ERR_SHUTDOWN
-            # A wake-up (cancel, preemption request) is checked at once; the
-            # poll is the fallback for a lost signal.
+            # A wake-up (cancel, preemption request, a message for the agent)
+            # is checked at once; the poll is the fallback for a lost signal.
             if stop is None and (wakeups.consume_wake() or now >= next_check):
                 next_check = now + STATUS_CHECK_SECONDS
                 stop_reason = ask_failure(executor.context)

@@ -106,6 +106,10 @@ class CommandExecutor(Executor):
         else:
             yield ExecutorEvent("error", f"agent exited with code {code}", data={"exit_code": code})
 
+    def poke(self):
+        if self.process:
+            self.process.lines.poke()
+
     def interrupt(self):
         if self.process:
             self.process.interrupt()

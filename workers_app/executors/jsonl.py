@@ -108,6 +108,10 @@ class JsonLinesExecutor(Executor):
             return
         yield from self.translate(message)
 
+    def poke(self):
+        if self.process:
+            self.process.lines.poke()
+
     def stderr_suffix(self):
         tail = self.process.stderr_text() if self.process else ""
         return f"\n{tail}" if tail else ""

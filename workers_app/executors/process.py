@@ -112,6 +112,7 @@ class LineBuffer:
         self._max_chars = max_chars
         self._changed = threading.Condition()
         self._discarding = False
+        self._poked = False
 
     def put(self, item):
         size = len(item) if isinstance(item, str) else 0
@@ -127,8 +128,9 @@ class LineBuffer:
     def take(self, *, timeout, limit):
         """Up to ``limit`` items in order, ending at EOF; [] if none came in ``timeout``."""
         with self._changed:
-            if not self._items:
+            if not self._items and not self._poked:
                 self._changed.wait(timeout)
+            self._poked = False
             batch = []
             while self._items and len(batch) < limit:
                 item = self._items.popleft()
@@ -139,6 +141,12 @@ class LineBuffer:
                     self._chars -= len(item)
             self._changed.notify_all()
             return batch
+
+    def poke(self):
+        """Make a waiting :meth:`take` return now (empty if nothing came)."""
+        with self._changed:
+            self._poked = True
+            self._changed.notify_all()
 
     def discard_new(self):
         """Drop lines from now on (EOF still passes): after a kill nobody may
