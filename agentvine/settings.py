@@ -442,6 +442,24 @@ AGENTVINE_MAX_PROMPT_CHARS = env.int("AGENTVINE_MAX_PROMPT_CHARS", default=2_000
 # An agent's ask client that never reached the API gives up after this long,
 # and the run fails with the reason (a wrong AGENTVINE_API_URL, a firewall).
 AGENTVINE_ASK_CONNECT_SECONDS = env.float("AGENTVINE_ASK_CONNECT_SECONDS", default=30.0)
+
+# Notifications (chat_app/notifications.py): links in them point here.
+AGENTVINE_PUBLIC_URL = env.str("AGENTVINE_PUBLIC_URL", default=AGENTVINE_API_URL)
+AGENTVINE_NOTIFY_MAX_ATTEMPTS = env.int("AGENTVINE_NOTIFY_MAX_ATTEMPTS", default=6)
+AGENTVINE_NOTIFY_BACKOFF_SECONDS = env.float("AGENTVINE_NOTIFY_BACKOFF_SECONDS", default=5.0)
+AGENTVINE_NOTIFY_TIMEOUT_SECONDS = env.float("AGENTVINE_NOTIFY_TIMEOUT_SECONDS", default=10.0)
+# A running agent that printed nothing for this long is "quiet" (agent_quiet).
+AGENTVINE_AGENT_QUIET_SECONDS = env.float("AGENTVINE_AGENT_QUIET_SECONDS", default=600.0)
+# Slack signs the requests of a slash command with this (chat/slack/).
+AGENTVINE_SLACK_SIGNING_SECRET = env.str("AGENTVINE_SLACK_SIGNING_SECRET", default="")
+# Email through Django's backend: SMTP at EMAIL_HOST:EMAIL_PORT.
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="agentvine@localhost")
 # Reconnecting clients catch up from the event log; older events are pruned.
 AGENTVINE_LIVE_EVENT_RETENTION_HOURS = env.float("AGENTVINE_LIVE_EVENT_RETENTION_HOURS", default=24.0)
 # How long one long-poll for an answer waits before the agent asks again.

@@ -8,8 +8,11 @@ class Config(AppConfig):
     def ready(self):
         # Imported here, not at the top: models are not loaded when the app
         # registry imports this module.
+        from chat_app import notifications
         from chat_app.services import questions_close_on_run_end, turn_messages_on_attempt_failed
-        from queue_app.lifecycle import attempt_failed, run_ended
+        from queue_app.lifecycle import attempt_failed, run_ended, work_order_completed
 
         attempt_failed.connect(turn_messages_on_attempt_failed, dispatch_uid="chat_app.turn_messages")
         run_ended.connect(questions_close_on_run_end, dispatch_uid="chat_app.questions_close")
+        attempt_failed.connect(notifications.on_attempt_failed, dispatch_uid="chat_app.notify_failed")
+        work_order_completed.connect(notifications.on_work_order_completed, dispatch_uid="chat_app.notify_completed")

@@ -17,8 +17,17 @@ from django.utils import timezone
 
 from agentvine import events, wakeups
 from agentvine.db import update_sql
-from agentvine.errors import IllegalTransition, ValidationFailed
-from chat_app.models import ChatMessage, Conversation, DeliveryStatus, MessageKind, SenderKind, SenderProfile
+from agentvine.errors import IllegalTransition, NotFound, ValidationFailed
+from chat_app import notifications
+from chat_app.models import (
+    ChatMessage,
+    Conversation,
+    DeliveryStatus,
+    MessageKind,
+    NotificationEvent,
+    SenderKind,
+    SenderProfile,
+)
 from chat_app.selectors import inbox_of_task, inbox_of_task_waiting, inbox_queued
 from queue_app import lifecycle
 from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
@@ -36,6 +45,9 @@ ERR_NOT_A_QUESTION = "message is not a question"
 ERR_WORK_ORDER_NOT_ACTIVE = "work order is not running"
 ERR_NO_AGENT = "conversation has no agent to send to"
 ERR_DISCORD_ID_REQUIRED = "discord_user_id is required"
+ERR_SLACK_ID_REQUIRED = "user_id is required"
+ERR_QUESTION_NOT_FOUND = "no such question"
+ERR_SLACK_ANSWER_FORMAT = "write the question's id, then the answer: /agentvine <question id> <answer>"
 ERR_NOT_QUEUED = "message is not queued"
 ERR_NOT_DELIVERED = "message is not delivered"
 ERR_NOT_FAILED = "only a failed message can be retried"
@@ -104,6 +116,19 @@ def discord_profile(*, discord_user_id, discord_username=""):
             discord_username=discord_username, display_name=display_name, updated_at=timezone.now()
         )
         profile.refresh_from_db()
+    return profile
+
+
+def slack_profile(*, slack_user_id, slack_username=""):
+    """The profile of one Slack person (by their Slack user id); their current name wins."""
+    slack_user_id = str(slack_user_id or "").strip()
+    if not slack_user_id:
+        raise ValidationFailed(ERR_SLACK_ID_REQUIRED, field="user_id")
+    display_name = (slack_username or "").strip()[:200] or f"slack:{slack_user_id}"
+    profile = _profile(f"slack:{slack_user_id}", kind=SenderKind.SLACK, display_name=display_name)
+    if profile.display_name != display_name:
+        SenderProfile.objects.filter(pk=profile.pk).update(display_name=display_name, updated_at=timezone.now())
+        profile.display_name = display_name
     return profile
 
 
@@ -329,10 +354,14 @@ def operator_batch_send(*, user, task, texts):
     return message_batch_send(sender=operator_profile(user=user), recipient=agent_profile(task=task), texts=texts)
 
 
-def discord_message_receive(*, discord_user_id, discord_username, text, conversation_id):
-    """A message relayed from Discord, attributed to the Discord person who wrote it."""
+def discord_message_receive(*, discord_user_id, discord_username, text, conversation_id, question_id=None):
+    """A message relayed from Discord, attributed to the Discord person who
+    wrote it; with ``question_id`` (a reply to a question's notification) it
+    answers that question as that person."""
     text = _clean_text(text)
     sender = discord_profile(discord_user_id=discord_user_id, discord_username=discord_username)
+    if question_id is not None:
+        return question_answer(question=_question(question_id), answer_text=text, answered_by=sender)
     conversation = conversation_get_or_create(conversation_id=conversation_id)
     recipient, work_order = _agent_target(conversation)
     return message_send(
@@ -343,6 +372,22 @@ def discord_message_receive(*, discord_user_id, discord_username, text, conversa
         recipient=recipient,
         work_order=work_order,
     )
+
+
+def slack_command_receive(*, slack_user_id, slack_username, text):
+    """``/agentvine <question id> <answer>`` from Slack: the answer, as that Slack person."""
+    question_id, _, answer_text = (text or "").strip().partition(" ")
+    if not _is_uuid(question_id) or not answer_text.strip():
+        raise ValidationFailed(ERR_SLACK_ANSWER_FORMAT, field="text")
+    sender = slack_profile(slack_user_id=slack_user_id, slack_username=slack_username)
+    return question_answer(question=_question(question_id), answer_text=answer_text, answered_by=sender)
+
+
+def _question(question_id):
+    question = ChatMessage.objects.filter(pk=question_id, kind=MessageKind.QUESTION).first()
+    if question is None:
+        raise NotFound(ERR_QUESTION_NOT_FOUND)
+    return question
 
 
 def system_notice(*, task, text, work_order=None):
@@ -531,6 +576,7 @@ def question_ask(*, work_order, text, execution=None, source="agent"):
         if current.status == WorkOrderStatus.RUNNING:
             lifecycle.work_order_set_waiting(work_order=current, worker=current.worker, waiting=True)
         _publish_message(question, "question.asked", source=source)
+        notifications.notify(event=NotificationEvent.QUESTION_ASKED, task=task, text=text, question_id=str(question.pk))
     return question
 
 

@@ -92,6 +92,11 @@ attempt_failed = Signal()
 # questions the run left unanswered.
 run_ended = Signal()
 
+# A work order completed; sent after its transition (committed unless the
+# caller holds a transaction) with ``work_order`` as it now is. ``chat_app``
+# notifies the operators who subscribed to completions.
+work_order_completed = Signal()
+
 
 # --- publishing ---------------------------------------------------------------
 
@@ -612,6 +617,7 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
     rows = events.publish_guarded(published, guard=(WorkOrder, *guard), changes=changes)
     if rows is not None:
         _worker_apply(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
+        work_order_completed.send(sender=WorkOrder, work_order=done)
         return rows[0]
     with transaction.atomic():
         fresh = _cas(
@@ -623,6 +629,7 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
         if fresh is None:
             raise IllegalTransition(ERR_CANNOT_COMPLETE)
         _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=run_end, now=now)
+    work_order_completed.send(sender=WorkOrder, work_order=fresh)
     return fresh
 
 

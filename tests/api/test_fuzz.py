@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from chat_app.notifications import notification_channel_create
 from chat_app.services import question_ask
 from queue_app import lifecycle
 from tasks_app.services import task_create
@@ -44,7 +45,11 @@ def _real_ids(operator, worker):
     work_order, _ = lifecycle.work_order_start(work_order=work_order, worker=worker)
     session = agent_session_create(session_id="fuzz-session", task=task, worker=worker)
     question = question_ask(work_order=work_order, text="Fuzz question?")
+    channel = notification_channel_create(
+        owner=operator, name="fuzz", kind="webhook", target="https://hooks.example/in", events=["task_failed"]
+    )
     return {
+        "channel_id": str(channel.pk),
         "conversation_id": str(task.pk),
         "question_id": str(question.pk),
         "task_id": str(task.pk),
