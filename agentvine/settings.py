@@ -255,8 +255,59 @@ SPECTACULAR_SETTINGS = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "COMPONENT_SPLIT_REQUEST": True,
+    # The agent's answer long poll is an async Django view, which drf-spectacular
+    # cannot see: documented here (chat_app/apis.py agent_question_wait).
+    "APPEND_PATHS": {
+        "/api/v1/chat/agent/questions/{question_id}/": {
+            "get": {
+                "operationId": "chat_agent_question_wait",
+                "summary": "The asking agent waits for the answer (long poll, agent token only)",
+                "tags": ["chat"],
+                "parameters": [
+                    {
+                        "name": "question_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                    },
+                    {"name": "wait", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0}},
+                ],
+                "security": [{"agentToken": []}],
+                "responses": {
+                    code: {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentAnswer"}}},
+                    }
+                    for code, description in (
+                        ("200", "Answered"),
+                        ("202", "Not answered yet"),
+                        ("401", "Not this run's agent token"),
+                        ("404", "No such question of this run"),
+                        ("410", "The work order ended unanswered"),
+                        ("503", "The server is stopping: ask again after Retry-After"),
+                    )
+                },
+            }
+        }
+    },
+    "APPEND_COMPONENTS": {
+        "schemas": {
+            "AgentAnswer": {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "description": "answered, pending or closed"},
+                    "answer": {"type": "string"},
+                    "detail": {"type": "string"},
+                },
+                "additionalProperties": False,
+            }
+        },
+        "securitySchemes": {"agentToken": {"type": "apiKey", "in": "header", "name": "Authorization"}},
+    },
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "tasks_app.models.TaskStatus",
+        "NotificationChannelKindEnum": "chat_app.models.ChannelKind",
+        "NotificationEventEnum": "chat_app.models.NotificationEvent",
         "WorkOrderStatusEnum": "queue_app.models.WorkOrderStatus",
         "WorkerStatusEnum": "workers_app.models.WorkerStatus",
         "SessionStatusEnum": "workers_app.models.SessionStatus",
