@@ -444,6 +444,8 @@ AGENTVINE_EXECUTORS = {
         "args": shlex.split(env.str("AGENTVINE_CLAUDE_ARGS", default="--permission-mode acceptEdits")),
         # Provider keys reach only the profiles that name them.
         "secrets": [name for name in env.list("AGENTVINE_CLAUDE_SECRETS", default=["ANTHROPIC_API_KEY"]) if name],
+        # Tool calls the permission mode does not allow are asked of a human.
+        "permission_prompts": env.bool("AGENTVINE_CLAUDE_PERMISSION_PROMPTS", default=False),
     },
     "codex": {
         "type": "codex",

@@ -252,17 +252,13 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
             # is checked at once; the poll is the fallback for a lost signal.
             if stop is None and (wakeups.consume_wake() or now >= next_check):
                 next_check = now + STATUS_CHECK_SECONDS
-                stop_reason = ask_failure(executor.context)
-                if stop_reason:
-                    stop = Stop.ASK_FAILED
                 with outage.tolerated(probe=True):
-                    if stop is not None:
-                        break
-
                     stop, stop_reason = _check_work_order(work_order, worker)
                     if stop is None:
                         # Operator messages queued for this agent, in order.
                         agent_link.inbox_deliver_to_executor(task=work_order.task, executor=executor)
+                if stop is None and (reason := ask_failure(executor.context)):
+                    stop, stop_reason = Stop.ASK_FAILED, reason
             if stop and interrupted_at is None:
                 interrupted_at = now
                 executor.interrupt()

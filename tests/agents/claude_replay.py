@@ -19,6 +19,10 @@ the real CLI. What it does is picked by a word in the first message:
     scenario:crash      dies mid-line with exit code 3
     scenario:error      ends with an error_max_turns result and exit code 1
     scenario:ratelimit  is refused by a rate limit
+    scenario:permission wants to run ``Bash`` (``rm -rf build``), which no rule
+                        allows: with ``--permission-prompt-tool`` it calls that
+                        MCP tool (``{tool_name, input, tool_use_id}``) and
+                        obeys its ``{"behavior": "allow"|"deny"}`` answer
     scenario:measure    reports the length and sha256 of the first message
     scenario:ask        calls ``ask_human`` of the ``agentvine`` MCP server its
                         ``--mcp-config`` names (started over stdio as the CLI
@@ -277,6 +281,8 @@ class Replay:
         )
         if scenario == "ask":
             return self.ask_turn()
+        if scenario == "permission":
+            return self.permission_turn()
         if scenario == "error":
             self.turns = 2
             self.result(subtype="error_max_turns", text="Reached maximum number of turns (3)", is_error=True)
@@ -311,6 +317,39 @@ class Replay:
             }
         )
         reply = f"Could not ask: {text}" if is_error else f"The human said: {text}"
+        self.assistant([{"type": "text", "text": reply}])
+        self.result(text=reply)
+        return None
+
+    def permission_turn(self):
+        tool_id = f"toolu_{uuid.uuid4().hex[:12]}"
+        command = {"command": "rm -rf build"}
+        self.assistant([{"type": "tool_use", "id": tool_id, "name": "Bash", "input": command}])
+        prompt_tool = self.flags.get("--permission-prompt-tool", "")
+        decision = {
+            "behavior": "deny",
+            "message": "Claude requested permissions to use Bash, but you haven't granted it yet.",
+        }
+        if not tool_allowed("Bash", self.flags) and prompt_tool.startswith("mcp__"):
+            _, server, tool = prompt_tool.split("__", 2)
+            arguments = {"tool_name": "Bash", "input": command, "tool_use_id": tool_id}
+            decision = json.loads(asyncio.run(call_mcp_tool(self.flags, server, tool, arguments)))
+        allowed = decision.get("behavior") == "allow"
+        text = f"ran {decision['updatedInput']['command']}" if allowed else decision.get("message", "denied")
+        emit(
+            {
+                "type": "user",
+                "message": {
+                    "role": "user",
+                    "content": [
+                        {"tool_use_id": tool_id, "type": "tool_result", "content": text, "is_error": not allowed}
+                    ],
+                },
+                "parent_tool_use_id": None,
+                "session_id": self.session_id,
+            }
+        )
+        reply = f"Permission {'granted' if allowed else 'refused'}: {text}"
         self.assistant([{"type": "text", "text": reply}])
         self.result(text=reply)
         return None

@@ -50,6 +50,31 @@ def test_claude_with_default_arguments_asks_through_mcp_and_gets_the_answer(
     assert "The human said: PostgreSQL" in output
 
 
+@pytest.mark.parametrize(
+    ("verdict", "expected"),
+    [
+        ("allow", "Permission granted: ran rm -rf build"),
+        ("deny not in this repo", "Permission refused: not in this repo"),
+    ],
+)
+def test_claude_permission_prompts_are_answered_allow_or_deny_by_an_operator(
+    daphne_server, celery_worker_factory, operator, verdict, expected
+):
+    celery_worker_factory(concurrency=1, extra_env={"AGENTVINE_API_URL": daphne_server.url})
+    task = task_create(title="Clean up scenario:permission", executor="claude-replay-prompts", created_by=operator)
+
+    question = wait_for(
+        lambda: selectors.pending_questions().filter(task=task).first(), message="the permission prompt"
+    )
+    assert question.text.startswith('Allow Bash with {"command": "rm -rf build"}?')
+    services.question_answer(
+        question=question, answer_text=verdict, answered_by=services.operator_profile(user=operator)
+    )
+
+    task = wait_for(lambda: _finished(task), message="the run's end")
+    assert expected in execution_output(execution=task.executions.get())
+
+
 def _processes_of(work_order_id):
     """(pid, command line) of every process whose environment names the work
     order: what ``ps e`` shows, read from /proc."""
@@ -77,7 +102,9 @@ def test_wrong_api_url_fails_the_run_within_the_connect_limit_and_nothing_surviv
 
     task = wait_for(lambda: _finished(task), timeout=20, message="the run's end")
 
-    assert time.monotonic() - started < 2 + 5
+    # The connect limit, plus starting the MCP server (a Python process
+    # importing mcp: seconds on a loaded machine) and the runner's next check.
+    assert time.monotonic() - started < 2 + 10
     execution = task.executions.get()
     expected = ERR_UNREACHABLE.format(url=nobody, seconds=2)
     assert task.status == TaskStatus.FAILED

@@ -49,3 +49,21 @@ def test_a_pending_delivery_whose_doorbell_was_lost_rings_again(operator, worker
     stale.refresh_from_db()
     assert stale.next_attempt_at > timezone.now() - timedelta(seconds=5)
     assert notifications.notifications_guard() == (0, 0)
+
+
+def test_completion_and_a_final_failure_are_queued_for_their_subscribers_only(operator, worker):
+    _channel(operator, [NotificationEvent.TASK_COMPLETED])
+    done = task_create(title="Will finish", created_by=operator)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=done.work_orders.get().id)
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
+
+    lifecycle.work_order_complete(work_order=work_order, worker=worker, execution=execution)
+
+    [delivery] = NotificationDelivery.objects.all()
+    assert delivery.event == NotificationEvent.TASK_COMPLETED
+    assert delivery.payload["task"] == {"id": str(done.id), "title": "Will finish"}
+    failing = task_create(title="Will fail", created_by=operator)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=failing.work_orders.get().id)
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
+    lifecycle.work_order_fail(work_order=work_order, worker=worker, execution=execution, error="boom", retryable=False)
+    assert NotificationDelivery.objects.count() == 1  # nobody subscribed to failures

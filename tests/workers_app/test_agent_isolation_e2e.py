@@ -52,6 +52,7 @@ AGENT_ENVIRONMENT = {
         "AGENTVINE_ASK_CONNECT_SECONDS",
         "AGENTVINE_ASK_REPORT",
         "AGENTVINE_RUN_MARKER",
+        "AGENTVINE_PROMPT_FILE",
     ),
     # what its profile names
     NAMED_SECRET,

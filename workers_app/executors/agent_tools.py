@@ -43,6 +43,9 @@ SERVER_VARIABLES = (
     "AGENTVINE_RUN_MARKER",
 )
 CLAUDE_ALLOWED_TOOLS = f"mcp__{SERVER_NAME}"
+# With a profile's "permission_prompts": a tool call no rule allows is asked
+# of a human (chat_app/mcp_server.py approve_tool) instead of refused.
+CLAUDE_PERMISSION_TOOL = f"mcp__{SERVER_NAME}__approve_tool"
 
 
 def mcp_server_command():

@@ -21,7 +21,12 @@ import threading
 import uuid
 from datetime import UTC, datetime
 
-from workers_app.executors.agent_tools import CLAUDE_ALLOWED_TOOLS, claude_mcp_config_path, claude_mcp_config_write
+from workers_app.executors.agent_tools import (
+    CLAUDE_ALLOWED_TOOLS,
+    CLAUDE_PERMISSION_TOOL,
+    claude_mcp_config_path,
+    claude_mcp_config_write,
+)
 from workers_app.executors.base import ExecutorEvent
 from workers_app.executors.jsonl import JsonLinesExecutor, binary_argv, clip
 
@@ -67,6 +72,8 @@ class ClaudeExecutor(JsonLinesExecutor):
         if profile.get("model"):
             argv += ["--model", profile["model"]]
         argv += ["--mcp-config", str(claude_mcp_config_path(self.context)), "--allowedTools", CLAUDE_ALLOWED_TOOLS]
+        if profile.get("permission_prompts"):
+            argv += ["--permission-prompt-tool", CLAUDE_PERMISSION_TOOL]
         return argv + list(profile.get("args", [])) + list(self.context.extra_args)
 
     def write_agent_files(self, env):
