@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agentvine.api_errors import body_too_large_message
-from agentvine.api_policies import Pagination  # noqa: F401  (re-exported for views)
+from agentvine.api_policies import Pagination, paginated  # noqa: F401  (re-exported for views)
 from workers_app.authentication import request_owner
 from workers_app.models import IdempotencyKey
 

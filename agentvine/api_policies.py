@@ -9,6 +9,8 @@ import uuid
 
 import redis
 from django.conf import settings
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -99,3 +101,19 @@ class Pagination(LimitOffsetPagination):
 
     def get_offset(self, request):
         return min(super().get_offset(request), self.max_offset)
+
+
+def paginated(serializer_class):
+    """What a :class:`Pagination` page of ``serializer_class`` looks like, for
+    the schema of a list written as an APIView (drf-spectacular documents
+    pagination only for generic list views)."""
+    name = serializer_class.__name__.removesuffix("Serializer")
+    return inline_serializer(
+        f"Paginated{name}List",
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer_class(many=True),
+        },
+    )

@@ -6,6 +6,7 @@ PostgreSQL, a real SECRET_KEY, DEBUG=false and ALLOWED_HOSTS.
 """
 
 import json
+import shlex
 from pathlib import Path
 
 import environ
@@ -262,8 +263,59 @@ SPECTACULAR_SETTINGS = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "COMPONENT_SPLIT_REQUEST": True,
+    # The agent's answer long poll is an async Django view, which drf-spectacular
+    # cannot see: documented here (chat_app/apis.py agent_question_wait).
+    "APPEND_PATHS": {
+        "/api/v1/chat/agent/questions/{question_id}/": {
+            "get": {
+                "operationId": "chat_agent_question_wait",
+                "summary": "The asking agent waits for the answer (long poll, agent token only)",
+                "tags": ["chat"],
+                "parameters": [
+                    {
+                        "name": "question_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                    },
+                    {"name": "wait", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0}},
+                ],
+                "security": [{"agentToken": []}],
+                "responses": {
+                    code: {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentAnswer"}}},
+                    }
+                    for code, description in (
+                        ("200", "Answered"),
+                        ("202", "Not answered yet"),
+                        ("401", "Not this run's agent token"),
+                        ("404", "No such question of this run"),
+                        ("410", "The work order ended unanswered"),
+                        ("503", "The server is stopping: ask again after Retry-After"),
+                    )
+                },
+            }
+        }
+    },
+    "APPEND_COMPONENTS": {
+        "schemas": {
+            "AgentAnswer": {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "description": "answered, pending or closed"},
+                    "answer": {"type": "string"},
+                    "detail": {"type": "string"},
+                },
+                "additionalProperties": False,
+            }
+        },
+        "securitySchemes": {"agentToken": {"type": "apiKey", "in": "header", "name": "Authorization"}},
+    },
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "tasks_app.models.TaskStatus",
+        "NotificationChannelKindEnum": "chat_app.models.ChannelKind",
+        "NotificationEventEnum": "chat_app.models.NotificationEvent",
         "WorkOrderStatusEnum": "queue_app.models.WorkOrderStatus",
         "WorkerStatusEnum": "workers_app.models.WorkerStatus",
         "SessionStatusEnum": "workers_app.models.SessionStatus",
@@ -401,15 +453,18 @@ AGENTVINE_EXECUTORS = {
         "type": "claude",
         "binary": env.str("AGENTVINE_CLAUDE_BINARY", default="claude"),
         "model": env.str("AGENTVINE_CLAUDE_MODEL", default=""),
-        "args": env.list("AGENTVINE_CLAUDE_ARGS", default=["--permission-mode", "acceptEdits"]),
+        # Split like a shell would (quotes keep inline JSON whole), not on commas.
+        "args": shlex.split(env.str("AGENTVINE_CLAUDE_ARGS", default="--permission-mode acceptEdits")),
         # Provider keys reach only the profiles that name them.
         "secrets": [name for name in env.list("AGENTVINE_CLAUDE_SECRETS", default=["ANTHROPIC_API_KEY"]) if name],
+        # Tool calls the permission mode does not allow are asked of a human.
+        "permission_prompts": env.bool("AGENTVINE_CLAUDE_PERMISSION_PROMPTS", default=False),
     },
     "codex": {
         "type": "codex",
         "binary": env.str("AGENTVINE_CODEX_BINARY", default="codex"),
         "model": env.str("AGENTVINE_CODEX_MODEL", default=""),
-        "args": env.list("AGENTVINE_CODEX_ARGS", default=["--full-auto"]),
+        "args": shlex.split(env.str("AGENTVINE_CODEX_ARGS", default="--full-auto")),
         "secrets": [name for name in env.list("AGENTVINE_CODEX_SECRETS", default=["OPENAI_API_KEY"]) if name],
     },
     "openai": {
@@ -425,8 +480,8 @@ AGENTVINE_EXECUTORS = {
             str(BASE_DIR / "workers_app" / "demo_agent.py"),
             "--workspace",
             "{workspace}",
-            "--prompt",
-            "{prompt}",
+            "--prompt-file",
+            "{prompt_file}",
         ],
         # An agent sees only what its profile declares (executors/environment.py).
         "env": {
@@ -442,7 +497,35 @@ AGENTVINE_DEFAULT_EXECUTOR = env.str("AGENTVINE_DEFAULT_EXECUTOR", default="demo
 # Live layer and human in the loop.
 # Where agents reach this server (the `agentvine-ask` command and the MCP
 # server call it with their per-work-order token).
-AGENTVINE_API_URL = env.str("AGENTVINE_API_URL", default="http://127.0.0.1:8000")
+# Unset, it is this installation's own web address: the port daphne serves
+# (PORT, which scripts/up exports to every process it starts) on loopback.
+AGENTVINE_API_URL = env.str("AGENTVINE_API_URL", default=f"http://127.0.0.1:{env.int('PORT', default=8000)}")
+# The longest task text (title and description) an agent may be given: a
+# task over it is refused at creation (400). Prompts reach agents through
+# stdin or a file, never the command line, so any size the body limit
+# (DATA_UPLOAD_MAX_MEMORY_SIZE) lets through can run.
+AGENTVINE_MAX_PROMPT_CHARS = env.int("AGENTVINE_MAX_PROMPT_CHARS", default=2_000_000)
+# An agent's ask client that never reached the API gives up after this long,
+# and the run fails with the reason (a wrong AGENTVINE_API_URL, a firewall).
+AGENTVINE_ASK_CONNECT_SECONDS = env.float("AGENTVINE_ASK_CONNECT_SECONDS", default=30.0)
+
+# Notifications (chat_app/notifications.py): links in them point here.
+AGENTVINE_PUBLIC_URL = env.str("AGENTVINE_PUBLIC_URL", default=AGENTVINE_API_URL)
+AGENTVINE_NOTIFY_MAX_ATTEMPTS = env.int("AGENTVINE_NOTIFY_MAX_ATTEMPTS", default=6)
+AGENTVINE_NOTIFY_BACKOFF_SECONDS = env.float("AGENTVINE_NOTIFY_BACKOFF_SECONDS", default=5.0)
+AGENTVINE_NOTIFY_TIMEOUT_SECONDS = env.float("AGENTVINE_NOTIFY_TIMEOUT_SECONDS", default=10.0)
+# A running agent that printed nothing for this long is "quiet" (agent_quiet).
+AGENTVINE_AGENT_QUIET_SECONDS = env.float("AGENTVINE_AGENT_QUIET_SECONDS", default=600.0)
+# Slack signs the requests of a slash command with this (chat/slack/).
+AGENTVINE_SLACK_SIGNING_SECRET = env.str("AGENTVINE_SLACK_SIGNING_SECRET", default="")
+# Email through Django's backend: SMTP at EMAIL_HOST:EMAIL_PORT.
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="agentvine@localhost")
 # Reconnecting clients catch up from the event log; older events are pruned.
 AGENTVINE_LIVE_EVENT_RETENTION_HOURS = env.float("AGENTVINE_LIVE_EVENT_RETENTION_HOURS", default=24.0)
 # How long one long-poll for an answer waits before the agent asks again.

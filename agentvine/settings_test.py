@@ -76,6 +76,18 @@ os.environ.setdefault(
                 "usd_per_million_input": 1.25,
                 "usd_per_million_output": 10.0,
             },
+            # Reports the length and digest of its prompt, read from a file.
+            "measure": {
+                "type": "command",
+                "command": [sys.executable, str(_TESTS / "agents" / "measure_prompt.py"), "{prompt_file}"],
+            },
+            # The same replay with its permission prompts asked of a human.
+            "claude-replay-prompts": {
+                "type": "claude",
+                "binary": [sys.executable, str(_TESTS / "agents" / "claude_replay.py")],
+                "env": {"CLAUDE_CONFIG_DIR": str(_VAR / "claude-replay")},
+                "permission_prompts": True,
+            },
             "claude-missing": {"type": "claude", "binary": "/nonexistent/claude"},
             # Finishes at once, for throughput and redelivery tests.
             "quick": {"type": "command", "command": ["sh", "-c", "echo done"]},

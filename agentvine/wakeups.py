@@ -1,9 +1,11 @@
 """Short-lived wake-up signals for running agents, over Redis pub/sub.
 
 A runner re-reads its work order from Postgres every second anyway; these
-signals only make it look *now* (a cancel, a preemption request) or tell it
-that its worker is shutting down. Pub/sub is fire-and-forget: a lost signal
-costs at most one polling interval, never correctness, because the state
+signals only make it look *now* (a cancel, a preemption request, a message
+for its agent, an answer to its agent's question) or tell it that its worker
+is shutting down. An agent waiting for an answer through the API is woken
+the same way, on the question's own channel (:func:`question_answered_announce`).
+Pub/sub is fire-and-forget: a lost signal costs at most one polling interval, never correctness, because the state
 itself always lives in Postgres.
 
 Each worker process listens on one connection, from one thread, for its whole
@@ -11,12 +13,15 @@ life (:class:`WakeupListener`): a run only registers the work order it is
 running, so starting an agent costs no connection, subscription or thread.
 """
 
+import asyncio
 import logging
 import os
 import threading
 import time
 
 import redis
+import redis.asyncio
+from django.conf import settings
 
 from agentvine.redis_client import shared_redis
 
@@ -25,12 +30,72 @@ logger = logging.getLogger(__name__)
 WAKE = "wake"
 SHUTDOWN = "shutdown"
 WORK_ORDER_CHANNEL_PREFIX = "agentvine:work_order:"
+QUESTION_CHANNEL_PREFIX = "agentvine:question:"
 # How long the listener waits before connecting again after losing Redis.
 RECONNECT_SECONDS = 1.0
 
 
 def work_order_channel(work_order_id):
     return f"{WORK_ORDER_CHANNEL_PREFIX}{work_order_id}"
+
+
+def question_channel(question_id):
+    return f"{QUESTION_CHANNEL_PREFIX}{question_id}"
+
+
+def question_answered_announce(*, question_id):
+    """Wake whoever waits for the answer to ``question_id`` (the API's long poll)."""
+    _publish(question_channel(question_id), WAKE)
+
+
+class QuestionSignal:
+    """``async with QuestionSignal(question_id) as signal: await signal.wait(s)``:
+    True as soon as the question's answer is announced, False after ``s``
+    seconds. Subscribed (Redis confirmed it) before the block runs, so an
+    answer committed after the caller's first look cannot go by unseen.
+    Without Redis it only sleeps: the caller's looks are the fallback."""
+
+    def __init__(self, question_id):
+        self.channel = question_channel(question_id)
+        self._client = None
+        self._pubsub = None
+
+    async def __aenter__(self):
+        try:
+            self._client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+            self._pubsub = self._client.pubsub()
+            await self._pubsub.subscribe(self.channel)
+            confirmed = await self._pubsub.get_message(timeout=2.0)
+            if confirmed is None or confirmed["type"] != "subscribe":
+                raise redis.TimeoutError("no subscription confirmation")
+        except (redis.RedisError, OSError):
+            logger.warning("answer signals unavailable; waiting agents poll", exc_info=True)
+            await self._close()
+        return self
+
+    async def wait(self, seconds):
+        if self._pubsub is None:
+            await asyncio.sleep(seconds)
+            return False
+        try:
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
+        except (redis.RedisError, OSError):
+            await self._close()
+            return False
+        return message is not None
+
+    async def _close(self):
+        pubsub, client, self._pubsub, self._client = self._pubsub, self._client, None, None
+        try:
+            if pubsub is not None:
+                await pubsub.aclose()
+            if client is not None:
+                await client.aclose()
+        except (redis.RedisError, OSError):
+            pass
+
+    async def __aexit__(self, *exc):
+        await self._close()
 
 
 def node_channel(nodename):
@@ -170,14 +235,29 @@ def process_listener(*, nodename=None):
         return _listener["listener"]
 
 
+class _Wake(threading.Event):
+    """An event that also calls ``on_set`` (from the listener's thread): the
+    runner's loop may be waiting for its agent's output, not for the event."""
+
+    def __init__(self, on_set=None):
+        super().__init__()
+        self._on_set = on_set
+
+    def set(self):
+        super().set()
+        if self._on_set is not None:
+            self._on_set()
+
+
 class RunnerWakeups:
     """The signals meant for one running agent: ``shutdown`` (its node's warm
-    shutdown) and :meth:`consume_wake` (its work order was changed)."""
+    shutdown) and :meth:`consume_wake` (its work order was changed, a message
+    or an answer came for its agent). ``on_wake`` is called on each signal."""
 
-    def __init__(self, *, work_order_id, nodename=None):
+    def __init__(self, *, work_order_id, nodename=None, on_wake=None):
         self._listener = process_listener(nodename=nodename)
         self._work_order_id = work_order_id
-        self.wake = threading.Event()
+        self.wake = _Wake(on_wake)
         self.shutdown = self._listener.shutdown
         self._listener.watch(work_order_id, self.wake)
 
@@ -187,6 +267,12 @@ class RunnerWakeups:
             self.wake.clear()
             return True
         return False
+
+    def wait(self, seconds):
+        """Sleep up to ``seconds``, less if a signal comes (consumed)."""
+        woken = self.wake.wait(seconds)
+        self.wake.clear()
+        return woken
 
     def close(self):
         self._listener.unwatch(self._work_order_id)

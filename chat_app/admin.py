@@ -1,9 +1,18 @@
+from django import forms
 from django.contrib import admin
 from django.db.models import Q
 from django.utils.text import smart_split, unescape_string_literal
 
 from agentvine.admin_tools import FastAdmin
-from chat_app.models import ChatMessage, Conversation, SenderProfile
+from chat_app import notifications
+from chat_app.models import (
+    ChatMessage,
+    Conversation,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationEvent,
+    SenderProfile,
+)
 
 
 @admin.register(ChatMessage)
@@ -57,3 +66,43 @@ class ConversationAdmin(FastAdmin):
     list_display = ("id", "title", "unread_count", "last_message_at")
     search_fields = ("id", "title")
     raw_id_fields = ("task",)
+
+
+class NotificationChannelForm(forms.ModelForm):
+    events = forms.MultipleChoiceField(
+        choices=NotificationEvent.choices, widget=forms.CheckboxSelectMultiple, required=False
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ("owner", "name", "kind", "target", "events", "enabled")
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(FastAdmin):
+    form = NotificationChannelForm
+    list_display = ("name", "owner", "kind", "target", "events", "enabled", "created_at")
+    list_filter = ("kind", "enabled")
+    search_fields = ("name", "target", "owner__username")
+    raw_id_fields = ("owner",)
+    readonly_fields = ("secret",)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        notifications.subscriptions_changed()
+
+
+@admin.register(NotificationDelivery)
+class NotificationDeliveryAdmin(FastAdmin):
+    """The delivery log: every attempt with its response code or error."""
+
+    list_display = ("created_at", "channel", "event", "status", "attempts", "last_status_code", "last_error")
+    list_filter = ("status", "event", "channel__kind")
+    list_select_related = ("channel",)
+    readonly_fields = [field.name for field in NotificationDelivery._meta.fields] + ["log"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -30,6 +30,7 @@ def agent_environment(*, work_order, token):
     """The run's environment: where to reach AgentVine and its agent ``token``."""
     return {
         "AGENTVINE_API_URL": settings.AGENTVINE_API_URL,
+        "AGENTVINE_ASK_CONNECT_SECONDS": f"{settings.AGENTVINE_ASK_CONNECT_SECONDS:g}",
         "AGENTVINE_TOKEN": token,
         "AGENTVINE_WORK_ORDER_ID": str(work_order.pk),
         "AGENTVINE_TASK_ID": str(work_order.task_id),
@@ -37,8 +38,11 @@ def agent_environment(*, work_order, token):
     }
 
 
-def executor_question(*, work_order, execution, text, deadline, on_wait=None):
-    """Ask, then wait for the answer; ``None`` if the work stopped or time ran out."""
+def executor_question(*, work_order, execution, text, deadline, on_wait=None, sleep=time.sleep):
+    """Ask, then wait for the answer; ``None`` if the work stopped or time ran out.
+
+    ``sleep(seconds)`` waits between looks; the runner's returns early when
+    the answer's wake-up signal comes, so the look is then at once."""
     question = services.question_ask(work_order=work_order, execution=execution, text=text, source="executor")
     while True:
         answered_at, answer_text, status = selectors.question_state(question_id=question.pk)
@@ -49,7 +53,7 @@ def executor_question(*, work_order, execution, text, deadline, on_wait=None):
             return None
         if on_wait is not None:
             on_wait()
-        time.sleep(ANSWER_POLL_SECONDS)
+        sleep(ANSWER_POLL_SECONDS)
 
 
 def inbox_deliver_to_executor(*, task, executor):
@@ -80,6 +84,11 @@ def next_turn_prompt(*, task, execution=None):
     if not taken:
         return None
     return "\n".join(f"{message.sender.display_name}: {message.text}" for message in taken)
+
+
+def ask_failed(*, work_order, reason):
+    """The agent's ask client gave up reaching the API: tell the operators."""
+    return services.question_failed(work_order=work_order, reason=reason)
 
 
 def agent_next_turn(*, task):

@@ -1,10 +1,12 @@
 """Chat HTTP API under /api/v1/chat/: history, sending, batches, questions,
-Discord relay, and the endpoints a running agent calls with its token.
+Discord and Slack relays, and the endpoints a running agent calls with its token.
 
 Operator views use the default authentication classes from settings; agent
 views accept only the per-work-order agent token.
 """
 
+import hashlib
+import hmac
 import time
 
 from asgiref.sync import sync_to_async
@@ -15,16 +17,25 @@ from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agentvine import shutdown
+from agentvine import shutdown, wakeups
 from agentvine.api import IdempotentWritesMixin
 from agentvine.errors import NotFound
 from agentvine.serializers import ModelOutputSerializer
-from chat_app import selectors, services
+from chat_app import notifications, selectors, services
 from chat_app.authentication import ERR_BAD_AGENT_TOKEN, AgentTokenAuthentication, IsAgent, agent_from_header
-from chat_app.models import ChatMessage, DeliveryStatus, MessageKind, SenderProfile
+from chat_app.models import (
+    ChannelKind,
+    ChatMessage,
+    DeliveryStatus,
+    MessageKind,
+    NotificationChannel,
+    NotificationEvent,
+    SenderProfile,
+)
 from queue_app.models import ACTIVE_STATUSES
 
 ERR_ONE_DESTINATION = "give either conversation_id or to"
@@ -33,6 +44,10 @@ ERR_QUESTION_NOT_YOURS = "question belongs to another work order"
 ERR_WORK_ENDED = "the work order ended before the question was answered"
 ERR_SERVER_STOPPING = "the server is restarting: ask again"
 MAX_WAIT_SECONDS = 60.0
+# A waiting agent's question is looked at again when its answer is announced
+# (agentvine/wakeups.py), or this often when no signal comes.
+ANSWER_LOOK_SECONDS = 1.0
+STOPPING_CHECK_SECONDS = 0.1
 # What a waiting agent is told to wait before asking again when the server stops.
 STOPPING_RETRY_AFTER_SECONDS = 2
 
@@ -217,6 +232,8 @@ class DiscordInboundApi(IdempotentWritesMixin, APIView):
         discord_username = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         conversation_id = serializers.CharField(max_length=200)
         text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+        # A reply to a question's notification: the text answers it.
+        question_id = serializers.UUIDField(required=False, allow_null=True, default=None)
 
     @extend_schema(request=InputSerializer, responses={201: MessageOutputSerializer})
     def post(self, request):
@@ -224,6 +241,97 @@ class DiscordInboundApi(IdempotentWritesMixin, APIView):
         data.is_valid(raise_exception=True)
         message = services.discord_message_receive(**data.validated_data)
         return Response(MessageOutputSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+class SlackCommandApi(APIView):
+    """POST a Slack slash command (``/agentvine <question id> <answer>``),
+    signed by Slack with the app's signing secret: the answer, as that Slack
+    person. Slack cannot send an AgentVine token: the signature is the
+    authentication (``X-Slack-Signature``, ``X-Slack-Request-Timestamp``)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="SlackCommandInput")
+    class InputSerializer(serializers.Serializer):
+        user_id = serializers.CharField(max_length=32)
+        user_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        text = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+    @extend_schema(
+        request={"application/x-www-form-urlencoded": InputSerializer},
+        responses={
+            200: inline_serializer(
+                "SlackCommandReply", {"response_type": serializers.CharField(), "text": serializers.CharField()}
+            )
+        },
+    )
+    def post(self, request):
+        if not slack_request_verified(request):
+            return Response({"detail": ERR_SLACK_SIGNATURE}, status=status.HTTP_403_FORBIDDEN)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        answer = services.slack_command_receive(
+            slack_user_id=data.validated_data["user_id"],
+            slack_username=data.validated_data["user_name"],
+            text=data.validated_data["text"],
+        )
+        return Response({"response_type": "in_channel", "text": f"Answered as {answer.sender.display_name}."})
+
+
+class NotificationChannelOutputSerializer(ModelOutputSerializer):
+    class Meta:
+        model = NotificationChannel
+        fields = ["id", "name", "kind", "target", "events", "enabled", "secret", "created_at"]
+
+
+class NotificationChannelListCreateApi(APIView):
+    """GET: the signed-in operator's notification channels. POST {name, kind,
+    target, events}: subscribe (``secret`` signs webhook deliveries)."""
+
+    @extend_schema_serializer(component_name="NotificationChannelInput")
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        kind = serializers.ChoiceField(choices=ChannelKind.choices)
+        target = serializers.CharField(max_length=500)
+        events = serializers.ListField(child=serializers.ChoiceField(choices=NotificationEvent.choices))
+
+    @extend_schema(responses={200: NotificationChannelOutputSerializer(many=True)})
+    def get(self, request):
+        channels = NotificationChannel.objects.filter(owner=request.user)
+        return Response(NotificationChannelOutputSerializer(channels, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: NotificationChannelOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        channel = notifications.notification_channel_create(owner=request.user, **data.validated_data)
+        return Response(NotificationChannelOutputSerializer(channel).data, status=status.HTTP_201_CREATED)
+
+
+class NotificationChannelDeleteApi(APIView):
+    """DELETE: unsubscribe one of the signed-in operator's channels."""
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, channel_id):
+        notifications.notification_channel_delete(owner=request.user, channel_id=channel_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+ERR_SLACK_SIGNATURE = "not signed by Slack with this installation's signing secret"
+# Slack's replay window for a signed request.
+SLACK_MAX_AGE_SECONDS = 300
+
+
+def slack_request_verified(request):
+    """Slack's signing scheme: ``v0=`` + HMAC-SHA256(secret, ``v0:<timestamp>:<raw body>``)."""
+    secret = settings.AGENTVINE_SLACK_SIGNING_SECRET
+    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+    signature = request.headers.get("X-Slack-Signature", "")
+    if not secret or not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SLACK_MAX_AGE_SECONDS:
+        return False
+    expected = "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:".encode() + request.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
 
 
 class AgentsActivityApi(APIView):
@@ -320,12 +428,22 @@ async def agent_question_wait(request, question_id):
     except ValueError:
         wait = settings.AGENTVINE_ASK_POLL_SECONDS
     deadline = time.monotonic() + wait
-    while True:
-        code, body = await sync_to_async(_agent_question_poll)(principal=principal, question_id=question_id)
-        if code != 202 or time.monotonic() >= deadline:
-            return JsonResponse(body, status=code)
-        if await shutdown.sleep(0.25):
-            return _server_stopping()
+    async with wakeups.QuestionSignal(question_id) as answered:
+        while True:
+            code, body = await sync_to_async(_agent_question_poll)(principal=principal, question_id=question_id)
+            if code != 202 or time.monotonic() >= deadline:
+                return JsonResponse(body, status=code)
+            # Look again as soon as the answer is announced, or after the
+            # fallback interval (a lost signal, a closed work order); the
+            # short slices keep noticing a server that begins to stop.
+            look_at = min(time.monotonic() + ANSWER_LOOK_SECONDS, deadline)
+            while (remaining := look_at - time.monotonic()) > 0:
+                if shutdown.stopping():
+                    return _server_stopping()
+                if await answered.wait(min(remaining, STOPPING_CHECK_SECONDS)):
+                    break
+            if shutdown.stopping():
+                return _server_stopping()
 
 
 def _server_stopping():

@@ -8,10 +8,19 @@ until a person answers. Network blips are retried, and so is a 503 (the
 server is restarting or its database is away: it says so with Retry-After,
 and the question waits in Postgres meanwhile); a closed work order ends the
 wait with :class:`AskClosed`.
+
+A server never reached at all is another matter: a wrong
+``AGENTVINE_API_URL`` would be retried for ever while the task shows "In
+progress". Until the client has had one answer from the server, connection
+errors end it after ``AGENTVINE_ASK_CONNECT_SECONDS`` with
+:class:`AskUnreachable`, whose one-line reason also goes to the file
+``AGENTVINE_ASK_REPORT`` names: the runner fails the run with it. Once the
+server has answered, a refused connection is a restart, waited out as before.
 """
 
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +33,8 @@ MAX_RETRY_AFTER_SECONDS = 30.0
 # timeout may come after the server did the work: only a read is repeated then.
 UNAVAILABLE_STATUSES = frozenset({502, 503})
 UNAVAILABLE_STATUSES_FOR_READS = UNAVAILABLE_STATUSES | {504}
+CONNECT_SECONDS = 30.0
+ERR_UNREACHABLE = "cannot reach AgentVine at {url} for {seconds:g} s; is AGENTVINE_API_URL right?"
 
 
 class AskError(Exception):
@@ -32,6 +43,31 @@ class AskError(Exception):
 
 class AskClosed(AskError):
     """The work order ended before anyone answered."""
+
+
+class AskUnreachable(AskError):
+    """The server was never reached within AGENTVINE_ASK_CONNECT_SECONDS."""
+
+
+def _connect_seconds():
+    try:
+        return max(float(os.environ.get("AGENTVINE_ASK_CONNECT_SECONDS", CONNECT_SECONDS)), 0.0)
+    except ValueError:
+        return CONNECT_SECONDS
+
+
+def _report_unreachable(reason):
+    """One line for the agent's output (stderr) and for the runner (the report file)."""
+    print(f"agentvine: {reason}", file=sys.stderr, flush=True)
+    path = os.environ.get("AGENTVINE_ASK_REPORT")
+    if not path:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "a") as report:
+            report.write(reason + "\n")
+    except OSError:
+        pass
 
 
 class _Unavailable(Exception):
@@ -54,6 +90,8 @@ class AgentVineClient:
         self.token = token or os.environ.get("AGENTVINE_TOKEN", "")
         if not self.api_url or not self.token:
             raise AskError("AGENTVINE_API_URL and AGENTVINE_TOKEN must be set (run inside an AgentVine agent)")
+        self.connect_seconds = _connect_seconds()
+        self.reached = False
 
     def _request(self, method, path, body=None, timeout=POLL_SECONDS + 10):
         data = json.dumps(body).encode() if body is not None else None
@@ -63,10 +101,15 @@ class AgentVineClient:
             method=method,
             headers={"Authorization": f"Agent {self.token}", "Content-Type": "application/json"},
         )
+        if not self.reached:
+            # An address that swallows packets must not outlast the connect limit.
+            timeout = min(timeout, max(self.connect_seconds, 1.0))
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
+                self.reached = True
                 return response.status, json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as exc:
+            self.reached = True
             try:
                 payload = json.loads(exc.read() or b"{}")
             except ValueError:
@@ -76,6 +119,7 @@ class AgentVineClient:
             return exc.code, payload
 
     def _with_retries(self, method, path, body=None, deadline=None):
+        connect_deadline = time.monotonic() + self.connect_seconds
         while True:
             try:
                 return self._request(method, path, body)
@@ -84,9 +128,14 @@ class AgentVineClient:
                     raise AskError(f"AgentVine is unavailable ({exc.status}): {exc.detail}") from exc
                 time.sleep(exc.retry_after)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if deadline is not None and time.monotonic() > deadline:
+                now = time.monotonic()
+                if not self.reached and now >= connect_deadline:
+                    reason = ERR_UNREACHABLE.format(url=self.api_url, seconds=self.connect_seconds)
+                    _report_unreachable(reason)
+                    raise AskUnreachable(reason) from exc
+                if deadline is not None and now > deadline:
                     raise AskError(f"AgentVine is unreachable: {exc}") from exc
-                time.sleep(RETRY_SECONDS)
+                time.sleep(RETRY_SECONDS if self.reached else min(RETRY_SECONDS, max(connect_deadline - now, 0.05)))
 
     def ask(self, question, *, timeout=None):
         """Ask ``question`` and block until a human answers; returns the answer text."""

@@ -10,6 +10,8 @@ Tools talk to AgentVine over the same authenticated HTTP endpoints as the
 ``agentvine-ask`` command.
 """
 
+import json
+
 import anyio
 from mcp.server.mcpserver import MCPServer
 
@@ -66,6 +68,27 @@ async def wait_for_subtasks() -> str:
         return await anyio.to_thread.run_sync(subtask_client.subtasks_wait)
     except AskError as exc:
         return f"could not wait for subtasks: {exc}"
+
+
+PERMISSION_QUESTION = "Allow {tool} with {input}? Answer allow or deny (words after deny are passed on as the reason)."
+ALLOW_WORDS = frozenset({"allow", "allowed", "yes", "y", "ok", "approve"})
+
+
+@server.tool()
+async def approve_tool(tool_name: str, input: dict, tool_use_id: str = "") -> str:
+    """Claude Code's ``--permission-prompt-tool``: a human allows or denies a tool call.
+
+    Answers in the JSON Claude Code expects: ``{"behavior": "allow",
+    "updatedInput": …}`` or ``{"behavior": "deny", "message": …}``."""
+    question = PERMISSION_QUESTION.format(tool=tool_name, input=json.dumps(input, ensure_ascii=False)[:2000])
+    try:
+        answer = await anyio.to_thread.run_sync(AgentVineClient().ask, question)
+    except AskError as exc:
+        return json.dumps({"behavior": "deny", "message": f"no human could be asked: {exc}"})
+    verdict, _, reason = answer.strip().partition(" ")
+    if verdict.lower().strip(".!,") in ALLOW_WORDS:
+        return json.dumps({"behavior": "allow", "updatedInput": input})
+    return json.dumps({"behavior": "deny", "message": reason.strip() or "denied by the operator"})
 
 
 def main():

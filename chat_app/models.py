@@ -3,12 +3,14 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class SenderKind(models.TextChoices):
     OPERATOR = "operator", "Operator"
     AGENT = "agent", "Agent"
     DISCORD = "discord", "Discord user"
+    SLACK = "slack", "Slack user"
     SYSTEM = "system", "System"
     EXTERNAL = "external", "Other agent or program"
 
@@ -141,3 +143,86 @@ class ChatMessage(models.Model):
 
     def __str__(self):
         return f"{self.sender_id}: {self.text[:40]}"
+
+
+class NotificationEvent(models.TextChoices):
+    QUESTION_ASKED = "question_asked", "An agent asked a question"
+    TASK_FAILED = "task_failed", "A task failed (retries spent, or not retryable)"
+    TASK_COMPLETED = "task_completed", "A task completed"
+    AGENT_QUIET = "agent_quiet", "A running agent printed nothing for a while"
+
+
+class ChannelKind(models.TextChoices):
+    WEBHOOK = "webhook", "Signed webhook"
+    SLACK = "slack", "Slack incoming webhook"
+    DISCORD = "discord", "Discord webhook"
+    EMAIL = "email", "Email"
+
+
+def _webhook_secret():
+    import secrets
+
+    return secrets.token_urlsafe(32)
+
+
+class NotificationChannel(models.Model):
+    """Where an operator wants to hear of the events they subscribe to.
+
+    ``target`` is a URL (webhook, Slack, Discord) or an email address;
+    ``secret`` signs webhook deliveries (HMAC-SHA256, chat_app/notifications.py).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_channels")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=ChannelKind.choices)
+    target = models.CharField(max_length=500)
+    events = models.JSONField(default=list, help_text="Event kinds this channel receives.")
+    secret = models.CharField(max_length=100, default=_webhook_secret, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["owner", "name"]
+
+    def __str__(self):
+        return f"{self.name} ({self.get_kind_display()})"
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class NotificationDelivery(models.Model):
+    """One event for one channel, and every attempt to deliver it (``log``:
+    ``{"at", "status_code", "error"}`` each)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=20, choices=NotificationEvent.choices)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=NotificationStatus.choices, default=NotificationStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    log = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # When the next attempt is due: a pending row overdue by more than a
+    # minute lost its doorbell (a broker restarted empty) and is rung again.
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    # agent_quiet only: the run it was about, so it is told once.
+    execution = models.ForeignKey(
+        "queue_app.Execution", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="notification_pending_idx", condition=Q(status="pending")),
+        ]
+
+    def __str__(self):
+        return f"{self.event} → {self.channel_id}: {self.status}"

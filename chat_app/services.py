@@ -15,10 +15,19 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agentvine import events
+from agentvine import events, wakeups
 from agentvine.db import update_sql
-from agentvine.errors import IllegalTransition, ValidationFailed
-from chat_app.models import ChatMessage, Conversation, DeliveryStatus, MessageKind, SenderKind, SenderProfile
+from agentvine.errors import IllegalTransition, NotFound, ValidationFailed
+from chat_app import notifications
+from chat_app.models import (
+    ChatMessage,
+    Conversation,
+    DeliveryStatus,
+    MessageKind,
+    NotificationEvent,
+    SenderKind,
+    SenderProfile,
+)
 from chat_app.selectors import inbox_of_task, inbox_of_task_waiting, inbox_queued
 from queue_app import lifecycle
 from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderKind, WorkOrderStatus
@@ -36,6 +45,9 @@ ERR_NOT_A_QUESTION = "message is not a question"
 ERR_WORK_ORDER_NOT_ACTIVE = "work order is not running"
 ERR_NO_AGENT = "conversation has no agent to send to"
 ERR_DISCORD_ID_REQUIRED = "discord_user_id is required"
+ERR_SLACK_ID_REQUIRED = "user_id is required"
+ERR_QUESTION_NOT_FOUND = "no such question"
+ERR_SLACK_ANSWER_FORMAT = "write the question's id, then the answer: /agentvine <question id> <answer>"
 ERR_NOT_QUEUED = "message is not queued"
 ERR_NOT_DELIVERED = "message is not delivered"
 ERR_NOT_FAILED = "only a failed message can be retried"
@@ -104,6 +116,19 @@ def discord_profile(*, discord_user_id, discord_username=""):
             discord_username=discord_username, display_name=display_name, updated_at=timezone.now()
         )
         profile.refresh_from_db()
+    return profile
+
+
+def slack_profile(*, slack_user_id, slack_username=""):
+    """The profile of one Slack person (by their Slack user id); their current name wins."""
+    slack_user_id = str(slack_user_id or "").strip()
+    if not slack_user_id:
+        raise ValidationFailed(ERR_SLACK_ID_REQUIRED, field="user_id")
+    display_name = (slack_username or "").strip()[:200] or f"slack:{slack_user_id}"
+    profile = _profile(f"slack:{slack_user_id}", kind=SenderKind.SLACK, display_name=display_name)
+    if profile.display_name != display_name:
+        SenderProfile.objects.filter(pk=profile.pk).update(display_name=display_name, updated_at=timezone.now())
+        profile.display_name = display_name
     return profile
 
 
@@ -244,6 +269,7 @@ def _create_messages(*, sender, texts, conversation, recipient, task, work_order
     ChatMessage.objects.bulk_create(rows)
     if to_inbox and task is not None:
         agent_next_turn_on_commit(task)
+        _wake_running_agent_on_commit(task)
     # Messages from the agent side are what operators have to read.
     _touch_conversation(conversation, now=now, unread=sender.kind != SenderKind.OPERATOR)
     for message in rows:
@@ -330,10 +356,14 @@ def operator_batch_send(*, user, task, texts):
     return message_batch_send(sender=operator_profile(user=user), recipient=agent_profile(task=task), texts=texts)
 
 
-def discord_message_receive(*, discord_user_id, discord_username, text, conversation_id):
-    """A message relayed from Discord, attributed to the Discord person who wrote it."""
+def discord_message_receive(*, discord_user_id, discord_username, text, conversation_id, question_id=None):
+    """A message relayed from Discord, attributed to the Discord person who
+    wrote it; with ``question_id`` (a reply to a question's notification) it
+    answers that question as that person."""
     text = _clean_text(text)
     sender = discord_profile(discord_user_id=discord_user_id, discord_username=discord_username)
+    if question_id is not None:
+        return question_answer(question=_question(question_id), answer_text=text, answered_by=sender)
     conversation = conversation_get_or_create(conversation_id=conversation_id)
     recipient, work_order = _agent_target(conversation)
     return message_send(
@@ -344,6 +374,22 @@ def discord_message_receive(*, discord_user_id, discord_username, text, conversa
         recipient=recipient,
         work_order=work_order,
     )
+
+
+def slack_command_receive(*, slack_user_id, slack_username, text):
+    """``/agentvine <question id> <answer>`` from Slack: the answer, as that Slack person."""
+    question_id, _, answer_text = (text or "").strip().partition(" ")
+    if not _is_uuid(question_id) or not answer_text.strip():
+        raise ValidationFailed(ERR_SLACK_ANSWER_FORMAT, field="text")
+    sender = slack_profile(slack_user_id=slack_user_id, slack_username=slack_username)
+    return question_answer(question=_question(question_id), answer_text=answer_text, answered_by=sender)
+
+
+def _question(question_id):
+    question = ChatMessage.objects.filter(pk=question_id, kind=MessageKind.QUESTION).first()
+    if question is None:
+        raise NotFound(ERR_QUESTION_NOT_FOUND)
+    return question
 
 
 def system_notice(*, task, text, work_order=None):
@@ -455,6 +501,19 @@ def agent_next_turn(*, task):
         return lifecycle.work_order_enqueue(task=locked, kind=WorkOrderKind.DELIVER_MESSAGE)
 
 
+def _wake_running_agent_on_commit(task):
+    """A running agent's runner delivers its new messages now, not at its next poll."""
+
+    def wake():
+        running = WorkOrder.objects.filter(task_id=task.pk, status__in=list(ACTIVE_STATUSES)).values_list(
+            "pk", flat=True
+        )
+        for work_order_id in running:
+            wakeups.work_order_wake(work_order_id=work_order_id)
+
+    transaction.on_commit(wake)
+
+
 def agent_next_turn_on_commit(task):
     def next_turn():
         try:
@@ -519,6 +578,7 @@ def question_ask(*, work_order, text, execution=None, source="agent"):
         if current.status == WorkOrderStatus.RUNNING:
             lifecycle.work_order_set_waiting(work_order=current, worker=current.worker, waiting=True)
         _publish_message(question, "question.asked", source=source)
+        notifications.notify(event=NotificationEvent.QUESTION_ASKED, task=task, text=text, question_id=str(question.pk))
     return question
 
 
@@ -558,6 +618,12 @@ def question_answer(*, question, answer_text, answered_by):
         _touch_conversation(conversation, now=now, unread=False)
         _resume_if_no_open_questions(question.work_order_id)
         _publish_message(question, "question.answered", answer_message_id=str(answer.id), answer_text=answer_text)
+        # The agent waits for this answer in an API long poll (ask client, MCP
+        # server) or in its runner (an executor's own question): both now.
+        question_id, work_order_id = question.pk, question.work_order_id
+        transaction.on_commit(lambda: wakeups.question_answered_announce(question_id=question_id))
+        if work_order_id is not None:
+            transaction.on_commit(lambda: wakeups.work_order_wake(work_order_id=work_order_id))
     return answer
 
 
@@ -575,6 +641,15 @@ def _resume_if_no_open_questions(work_order_id):
     ).exists()
     if not still_open:
         lifecycle.work_order_set_waiting(work_order=work_order, worker=work_order.worker, waiting=False)
+
+
+def question_failed(*, work_order, reason):
+    """An agent could not even ask (its ask client never reached the API): a
+    system notice in the task's conversation, announced as ``question.failed``."""
+    with transaction.atomic():
+        notice = system_notice(task=work_order.task, text=reason, work_order=work_order)
+        _publish_message(notice, "question.failed")
+    return notice
 
 
 def answer_mark_delivered(*, question):

@@ -6,12 +6,13 @@ from rest_framework.response import Response
 
 from chat_app import subtasks
 from chat_app.apis import AgentApi
-from tasks_app.serializers import MAX_DESCRIPTION_CHARS
 
 
 class SubtaskCreateInput(serializers.Serializer):
     title = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=MAX_DESCRIPTION_CHARS, required=False, allow_blank=True, default="")
+    description = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="At most AGENTVINE_MAX_PROMPT_CHARS with the title."
+    )
     depends_on = serializers.ListField(
         child=serializers.UUIDField(),
         required=False,

@@ -11,6 +11,13 @@ urlpatterns = [
     path("questions/<uuid:question_id>/answer/", apis.QuestionAnswerApi.as_view(), name="question-answer"),
     path("conversations/<str:conversation_id>/read/", apis.ConversationReadApi.as_view(), name="conversation-read"),
     path("discord/", apis.DiscordInboundApi.as_view(), name="discord-inbound"),
+    path("slack/", apis.SlackCommandApi.as_view(), name="slack-command"),
+    path("notification-channels/", apis.NotificationChannelListCreateApi.as_view(), name="notification-channels"),
+    path(
+        "notification-channels/<uuid:channel_id>/",
+        apis.NotificationChannelDeleteApi.as_view(),
+        name="notification-channel",
+    ),
     path("agents/", apis.AgentsActivityApi.as_view(), name="agents-activity"),
     path("agent/questions/", apis.AgentQuestionCreateApi.as_view(), name="agent-question-create"),
     path("agent/questions/<uuid:question_id>/", apis.agent_question_wait, name="agent-question-wait"),

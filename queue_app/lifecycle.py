@@ -106,6 +106,12 @@ def _run_task_finished(work_order):
         run_task_finished.send(sender=WorkOrder, work_order=work_order)
 
 
+# A work order completed; sent after its transition (committed unless the
+# caller holds a transaction) with ``work_order`` as it now is. ``chat_app``
+# notifies the operators who subscribed to completions.
+work_order_completed = Signal()
+
+
 # --- publishing ---------------------------------------------------------------
 
 
@@ -630,6 +636,7 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
             _run_task_finished(rows[0])
     if rows is not None:
         _worker_apply(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
+        work_order_completed.send(sender=WorkOrder, work_order=done)
         return rows[0]
     with transaction.atomic():
         fresh = _cas(
@@ -642,6 +649,7 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
             raise IllegalTransition(ERR_CANNOT_COMPLETE)
         _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=run_end, now=now)
         _run_task_finished(fresh)
+    work_order_completed.send(sender=WorkOrder, work_order=fresh)
     return fresh
 
 

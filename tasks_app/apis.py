@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
-from agentvine.api import Pagination, PlatformAPIView, query_params
+from agentvine.api import Pagination, PlatformAPIView, paginated, query_params
 from tasks_app import graph, graph_selectors, selectors, services
 from tasks_app.models import Task
 from tasks_app.serializers import (
@@ -22,7 +22,7 @@ from tasks_app.serializers import (
 
 class TaskListCreateApi(PlatformAPIView):
     @extend_schema(
-        parameters=[TaskListParams], responses=TaskOutput(many=True), operation_id="tasks_list", tags=["tasks"]
+        parameters=[TaskListParams], responses=paginated(TaskOutput), operation_id="tasks_list", tags=["tasks"]
     )
     def get(self, request):
         params = query_params(TaskListParams, request)

@@ -9,7 +9,7 @@ from agentvine.api import Pagination, PlatformAPIView
 from agentvine.serializers import ModelOutputSerializer
 from tasks_app import schedules
 from tasks_app.models import Priority, ScheduleOverlap, TaskSchedule, TaskType
-from tasks_app.serializers import MAX_DESCRIPTION_CHARS, RepositoryUrlField
+from tasks_app.serializers import RepositoryUrlField
 
 
 class ScheduleInput(serializers.Serializer):
@@ -21,7 +21,9 @@ class ScheduleInput(serializers.Serializer):
     interval_seconds = serializers.IntegerField(min_value=1, max_value=366 * 86400, required=False, allow_null=True)
     overlap = serializers.ChoiceField(choices=ScheduleOverlap.choices, default=ScheduleOverlap.SKIP)
     title = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=MAX_DESCRIPTION_CHARS, required=False, allow_blank=True, default="")
+    description = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="At most AGENTVINE_MAX_PROMPT_CHARS with the title."
+    )
     task_type = serializers.ChoiceField(choices=TaskType.choices, default=TaskType.FEATURE)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     repository_url = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

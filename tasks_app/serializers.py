@@ -7,9 +7,6 @@ from agentvine.serializers import ModelOutputSerializer
 from tasks_app.models import OnParentFailure, Priority, Task, TaskStatus, TaskType
 from tasks_app.repositories import repository_url_redacted
 
-MAX_DESCRIPTION_CHARS = 100_000
-
-
 # Parents one task may name.
 MAX_PARENTS = 100
 
@@ -60,7 +57,7 @@ class DependencyField(serializers.Field):
 
 class TaskCreateInput(serializers.Serializer):
     title = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=MAX_DESCRIPTION_CHARS, required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
     task_type = serializers.ChoiceField(choices=TaskType.choices, default=TaskType.FEATURE)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     repository_url = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
@@ -85,7 +82,7 @@ class TaskBatchCreateInput(serializers.Serializer):
 
 class TaskUpdateInput(serializers.Serializer):
     title = serializers.CharField(max_length=200, required=False)
-    description = serializers.CharField(max_length=MAX_DESCRIPTION_CHARS, required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
 
 

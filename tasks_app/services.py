@@ -24,11 +24,25 @@ ERR_BAD_TYPE = "unknown task type"
 ERR_BAD_PRIORITY = "unknown priority"
 ERR_TASK_FINISHED = "task is already finished"
 ERR_NOTHING_TO_RETRY = "task has no failed, dead or cancelled work to retry"
+ERR_PROMPT_TOO_LONG = "the task is longer than {limit} characters (AGENTVINE_MAX_PROMPT_CHARS)"
 
 
-def _validate(*, title, task_type, priority, executor):
+# Search covers the beginning of a long description: a trigram index over
+# a megabyte of text would cost every creation and edit far more than a
+# search gains from its end.
+SEARCHABLE_DESCRIPTION_CHARS = 100_000
+
+
+def _validate_prompt_size(*, title, description):
+    limit = settings.AGENTVINE_MAX_PROMPT_CHARS
+    if len(title or "") + len(description or "") > limit:
+        raise ValidationFailed(ERR_PROMPT_TOO_LONG.format(limit=limit), field="description")
+
+
+def _validate(*, title, task_type, priority, executor, description=""):
     if not title or not title.strip():
         raise ValidationFailed(ERR_TITLE_REQUIRED, field="title")
+    _validate_prompt_size(title=title, description=description)
     if task_type not in TaskType.values:
         raise ValidationFailed(ERR_BAD_TYPE, field="task_type")
     if priority not in Priority.values:
@@ -44,6 +58,7 @@ def task_spec_check(spec):
         task_type=spec.get("task_type"),
         priority=spec.get("priority"),
         executor=spec.get("executor") or "",
+        description=spec.get("description") or "",
     )
     repository_url_check(spec.get("repository_url") or "")
 
@@ -102,6 +117,7 @@ def tasks_create(*, specs, created_by=None):
                 task_type=spec["task_type"],
                 priority=spec["priority"],
                 executor=spec.get("executor") or "",
+                description=spec["description"],
             )
             repository_url_check(spec.get("repository_url") or "")
         except ValidationFailed as exc:
@@ -149,7 +165,11 @@ def tasks_create(*, specs, created_by=None):
 
 
 def _searchable(task):
-    return {"title": task.title, "description": task.description, "repository_url": task.repository_url}
+    return {
+        "title": task.title,
+        "description": task.description[:SEARCHABLE_DESCRIPTION_CHARS],
+        "repository_url": task.repository_url,
+    }
 
 
 def _search_text(task):
@@ -225,6 +245,10 @@ def task_set_priority(*, task, priority):
 def task_update(*, task, title=None, description=None, priority=None):
     if title is not None and not title.strip():
         raise ValidationFailed(ERR_TITLE_REQUIRED, field="title")
+    _validate_prompt_size(
+        title=task.title if title is None else title,
+        description=task.description if description is None else description,
+    )
     with transaction.atomic():
         fields = {"updated_at": timezone.now()}
         if title is not None:
@@ -233,6 +257,8 @@ def task_update(*, task, title=None, description=None, priority=None):
             fields["description"] = description
         Task.objects.filter(pk=task.pk).update(**fields)
         searchable = {name: fields[name] for name in ("title", "description") if name in fields}
+        if "description" in searchable:
+            searchable["description"] = searchable["description"][:SEARCHABLE_DESCRIPTION_CHARS]
         if searchable:
             TaskSearchText.objects.filter(task_id=task.pk).update(**searchable)
         if priority is not None and priority != task.priority:

@@ -131,7 +131,7 @@ def task_detail(request, task_id):
             raise Http404(ERR_NO_SUCH_ATTEMPT.format(attempt=wanted[:20]))
         shown = attempts[int(wanted) - 1]
     output, output_next_seq = selectors.execution_output_recent(execution=shown) if shown else ("", 0)
-    finished = task.status not in (TaskStatus.QUEUED, TaskStatus.IN_PROGRESS)
+    finished = task.status not in (TaskStatus.QUEUED, TaskStatus.IN_PROGRESS, TaskStatus.BLOCKED)
     context = {
         "task": task,
         "activity": selectors.task_activity(work_orders=work_orders),

@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
-from agentvine.api import Pagination, PlatformAPIView, query_params
+from agentvine.api import Pagination, PlatformAPIView, paginated, query_params
 from agentvine.errors import PermissionDenied, ValidationFailed
 from queue_app import lifecycle
 from queue_app.models import ACTIVE_STATUSES, WorkOrder
@@ -61,7 +61,7 @@ class WorkerListRegisterApi(PlatformAPIView):
     idempotency_redacted_fields = ("token",)
 
     @extend_schema(
-        parameters=[WorkerListParams], responses=WorkerOutput(many=True), operation_id="workers_list", tags=["workers"]
+        parameters=[WorkerListParams], responses=paginated(WorkerOutput), operation_id="workers_list", tags=["workers"]
     )
     def get(self, request):
         params = query_params(WorkerListParams, request)
@@ -94,7 +94,7 @@ class WorkerDetailApi(PlatformAPIView):
     def get(self, request, worker_id):
         return Response(WorkerOutput(_worker_for(request, worker_id)).data)
 
-    @extend_schema(request=None, responses=WorkerOutput, operation_id="workers_deregister", tags=["workers"])
+    @extend_schema(request=None, responses={200: WorkerOutput}, operation_id="workers_deregister", tags=["workers"])
     def delete(self, request, worker_id):
         worker = services.worker_deregister(worker=_worker_for(request, worker_id))
         return Response(WorkerOutput(worker).data)
@@ -120,7 +120,7 @@ class SessionListCreateApi(PlatformAPIView):
 
     @extend_schema(
         parameters=[SessionListParams],
-        responses=SessionOutput(many=True),
+        responses=paginated(SessionOutput),
         operation_id="sessions_list",
         tags=["sessions"],
     )

@@ -4,7 +4,7 @@ It stands in for a coding agent so a fresh install visibly does work: it reads
 its task, inspects the workspace, writes AGENTVINE_RESULT.md and prints its
 progress over a few seconds. It is a demo, not an AI.
 
-    python -m workers_app.demo_agent --workspace DIR --prompt TEXT [--steps N]
+    python -m workers_app.demo_agent --workspace DIR (--prompt TEXT | --prompt-file PATH) [--steps N]
 
 Step length comes from AGENTVINE_DEMO_STEP_SECONDS (default 1.0). A task
 line starting with ``ASK:`` makes it ask a human through ``agentvine-ask``
@@ -29,9 +29,13 @@ from pathlib import Path  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description="AgentVine demo agent")
     parser.add_argument("--workspace", required=True)
-    parser.add_argument("--prompt", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt")
+    source.add_argument("--prompt-file", help="read the prompt from this file (any size)")
     parser.add_argument("--steps", type=int, default=int(os.environ.get("AGENTVINE_DEMO_STEPS", "4")))
     args = parser.parse_args(argv)
+    if args.prompt_file:
+        args.prompt = Path(args.prompt_file).read_text(encoding="utf-8")
     step_seconds = float(os.environ.get("AGENTVINE_DEMO_STEP_SECONDS", "1.0"))
     workspace = Path(args.workspace)
     notes = []

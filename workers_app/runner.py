@@ -25,6 +25,7 @@ from queue_app.outputs import execution_record_usage
 from queue_app.run_sessions import agent_session_open
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
 from workers_app.executors.base import RunContext
+from workers_app.executors.environment import ask_failure
 from workers_app.output import OutputBuffer
 from workers_app.services import agent_session_set_agent_id, worker_release
 from workers_app.slots import current_worker, node_name
@@ -164,6 +165,7 @@ class Stop:
     PREEMPTED = "preempted"
     SHUTDOWN = "shutdown"
     TIME_LIMIT = "time_limit"
+    ASK_FAILED = "ask_failed"  # the agent's ask client never reached the API
 
 
 def _check_work_order(work_order, worker):
@@ -179,7 +181,7 @@ def _check_work_order(work_order, worker):
 
 
 def _drive(*, worker, work_order, execution, executor):
-    wakeups = RunnerWakeups(work_order_id=work_order.pk, nodename=node_name())
+    wakeups = RunnerWakeups(work_order_id=work_order.pk, nodename=node_name(), on_wake=executor.poke)
     try:
         return _drive_agent(
             worker=worker, work_order=work_order, execution=execution, executor=executor, wakeups=wakeups
@@ -232,6 +234,7 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
                         text=event.text,
                         deadline=started + executor.context.time_limit,
                         on_wait=keep_alive,
+                        sleep=wakeups.wait,
                     )
                     if answer is not None:
                         executor.provide_answer(answer)
@@ -245,8 +248,8 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
                     drain_deadline = now + settings.AGENTVINE_SHUTDOWN_GRACE_SECONDS
                 elif now >= drain_deadline:
                     stop, stop_reason = Stop.SHUTDOWN, ERR_SHUTDOWN
-            # A wake-up (cancel, preemption request) is checked at once; the
-            # poll is the fallback for a lost signal.
+            # A wake-up (cancel, preemption request, a message for the agent)
+            # is checked at once; the poll is the fallback for a lost signal.
             if stop is None and (wakeups.consume_wake() or now >= next_check):
                 next_check = now + STATUS_CHECK_SECONDS
                 with outage.tolerated(probe=True):
@@ -254,6 +257,8 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
                     if stop is None:
                         # Operator messages queued for this agent, in order.
                         agent_link.inbox_deliver_to_executor(task=work_order.task, executor=executor)
+                if stop is None and (reason := ask_failure(executor.context)):
+                    stop, stop_reason = Stop.ASK_FAILED, reason
             if stop and interrupted_at is None:
                 interrupted_at = now
                 executor.interrupt()
@@ -268,6 +273,11 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
         _with_database(buffer.flush)
         _finish_failed(worker, work_order, execution, f"executor error: {exc}", retryable=True)
         return "failed"
+    if stop is None and (reason := ask_failure(executor.context)):
+        # The agent ended before the next check noticed.
+        stop, stop_reason = Stop.ASK_FAILED, reason
+    if stop == Stop.ASK_FAILED:
+        buffer.add(f"[agentvine] {stop_reason}\n")
     _with_database(buffer.flush)
     _with_database(keep_alive)
 
@@ -294,6 +304,11 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
             logger.info("work order %s was no longer ours to requeue", work_order.pk)
             _close_taken(worker, work_order, stop_reason)
         return stop
+    if stop == Stop.ASK_FAILED:
+        # Configuration, not the work: another try would fail the same way.
+        _with_database(lambda: agent_link.ask_failed(work_order=work_order, reason=stop_reason))
+        _finish_failed(worker, work_order, execution, stop_reason, retryable=False, exit_code=exit_code)
+        return "failed"
     if stop == Stop.TIME_LIMIT:
         # A hung agent would most likely hang again: retried only when its
         # profile says so, instead of holding a slot (retries + 1) times the limit.

@@ -4,6 +4,7 @@ workers_app/guardians.py. Each returns counts so a run is visible in logs."""
 
 from celery import shared_task
 
+from chat_app import notifications
 from workers_app import guardians
 
 
@@ -20,7 +21,10 @@ def guard_idle_sessions():
 
 @shared_task(name="workers_app.guard_lost_dispatches", ignore_result=True)
 def guard_lost_dispatches():
-    return {"dispatched": len(guardians.guard_lost_dispatches())}
+    # Lost notification doorbells are rung again here too, and agents gone
+    # quiet are told of (chat_app/notifications.py).
+    redispatched, quiet = notifications.notifications_guard()
+    return {"dispatched": len(guardians.guard_lost_dispatches()), "notifications": redispatched, "quiet": quiet}
 
 
 @shared_task(name="workers_app.guard_broker_reset", ignore_result=True)

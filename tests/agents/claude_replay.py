@@ -19,13 +19,34 @@ the real CLI. What it does is picked by a word in the first message:
     scenario:crash      dies mid-line with exit code 3
     scenario:error      ends with an error_max_turns result and exit code 1
     scenario:ratelimit  is refused by a rate limit
+    scenario:permission wants to run ``Bash`` (``rm -rf build``), which no rule
+                        allows: with ``--permission-prompt-tool`` it calls that
+                        MCP tool (``{tool_name, input, tool_use_id}``) and
+                        obeys its ``{"behavior": "allow"|"deny"}`` answer
+    scenario:measure    reports the length and sha256 of the first message
+    scenario:ask        calls ``ask_human`` of the ``agentvine`` MCP server its
+                        ``--mcp-config`` names (started over stdio as the CLI
+                        does, with the config's command, args and env), if
+                        ``--allowedTools`` or the permission mode allows it,
+                        and reports the answer
     (default)           one tool call, then success with usage and cost
+
+With ``with:linger`` in the first message it also leaves a ``sleep`` running
+in a session of its own (what a careless agent's background job does).
+
+MCP servers are started when a tool of theirs is first called (the CLI starts
+them at init; lazily here keeps the other scenarios fast), and a tool that no
+permission rule allows is refused as ``-p`` mode refuses it: a ``tool_result``
+with ``is_error``.
 """
 
+import asyncio
+import hashlib
 import json
 import os
 import queue
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -59,6 +80,10 @@ def parse_args(argv):
         elif arg.startswith("--") and "=" in arg:
             name, value = arg.split("=", 1)
             flags[name] = value
+        elif arg == "--mcp-config":
+            # Variadic, and may be given more than once.
+            while rest and not rest[0].startswith("-"):
+                flags.setdefault(arg, []).append(rest.pop(0))
         elif arg.startswith("--") and rest and not rest[0].startswith("-"):
             flags[arg] = rest.pop(0)
         else:
@@ -80,6 +105,7 @@ class Replay:
         self.interrupt = threading.Event()
         self.cost = 0.0
         self.turns = 0
+        self.flags = {}
         threading.Thread(target=self.read_stdin, daemon=True).start()
 
     def read_stdin(self):
@@ -167,7 +193,7 @@ class Replay:
                 "cwd": os.getcwd(),
                 "session_id": self.session_id,
                 "tools": ["Bash", "Read", "Edit"],
-                "mcp_servers": [],
+                "mcp_servers": [{"name": name, "status": "pending"} for name in mcp_servers(self.flags)],
                 "model": "claude-replay",
                 "permissionMode": "default",
                 "apiKeySource": "none",
@@ -191,6 +217,13 @@ class Replay:
 
     def first_turn(self, prompt):
         scenario = (re.search(r"scenario:(\w+)", prompt) or [None, "default"])[1]
+        if scenario == "measure":
+            digest = hashlib.sha256(prompt.encode()).hexdigest()
+            self.assistant([{"type": "text", "text": f"prompt {len(prompt)} chars sha256 {digest}"}])
+            self.result(text="measured")
+            return None
+        if "with:linger" in prompt:
+            subprocess.Popen(["sleep", "300"], start_new_session=True, stdin=subprocess.DEVNULL)
         emit(
             {
                 "type": "rate_limit_event",
@@ -246,6 +279,10 @@ class Replay:
                 "session_id": self.session_id,
             }
         )
+        if scenario == "ask":
+            return self.ask_turn()
+        if scenario == "permission":
+            return self.permission_turn()
         if scenario == "error":
             self.turns = 2
             self.result(subtype="error_max_turns", text="Reached maximum number of turns (3)", is_error=True)
@@ -255,6 +292,103 @@ class Replay:
         self.save("assistant", f"Done: {title}")
         self.result(text=f"Done: {title}")
         return None
+
+    def ask_turn(self):
+        name = "mcp__agentvine__ask_human"
+        tool_id = f"toolu_{uuid.uuid4().hex[:12]}"
+        question = {"question": "Which database should I use?"}
+        self.assistant([{"type": "tool_use", "id": tool_id, "name": name, "input": question}])
+        if not tool_allowed(name, self.flags):
+            text, is_error = f"Claude requested permissions to use {name}, but you haven't granted it yet.", True
+        else:
+            try:
+                text, is_error = asyncio.run(call_mcp_tool(self.flags, "agentvine", "ask_human", question)), False
+            except LookupError as exc:
+                text, is_error = f"Error: {exc}", True
+        emit(
+            {
+                "type": "user",
+                "message": {
+                    "role": "user",
+                    "content": [{"tool_use_id": tool_id, "type": "tool_result", "content": text, "is_error": is_error}],
+                },
+                "parent_tool_use_id": None,
+                "session_id": self.session_id,
+            }
+        )
+        reply = f"Could not ask: {text}" if is_error else f"The human said: {text}"
+        self.assistant([{"type": "text", "text": reply}])
+        self.result(text=reply)
+        return None
+
+    def permission_turn(self):
+        tool_id = f"toolu_{uuid.uuid4().hex[:12]}"
+        command = {"command": "rm -rf build"}
+        self.assistant([{"type": "tool_use", "id": tool_id, "name": "Bash", "input": command}])
+        prompt_tool = self.flags.get("--permission-prompt-tool", "")
+        decision = {
+            "behavior": "deny",
+            "message": "Claude requested permissions to use Bash, but you haven't granted it yet.",
+        }
+        if not tool_allowed("Bash", self.flags) and prompt_tool.startswith("mcp__"):
+            _, server, tool = prompt_tool.split("__", 2)
+            arguments = {"tool_name": "Bash", "input": command, "tool_use_id": tool_id}
+            decision = json.loads(asyncio.run(call_mcp_tool(self.flags, server, tool, arguments)))
+        allowed = decision.get("behavior") == "allow"
+        text = f"ran {decision['updatedInput']['command']}" if allowed else decision.get("message", "denied")
+        emit(
+            {
+                "type": "user",
+                "message": {
+                    "role": "user",
+                    "content": [
+                        {"tool_use_id": tool_id, "type": "tool_result", "content": text, "is_error": not allowed}
+                    ],
+                },
+                "parent_tool_use_id": None,
+                "session_id": self.session_id,
+            }
+        )
+        reply = f"Permission {'granted' if allowed else 'refused'}: {text}"
+        self.assistant([{"type": "text", "text": reply}])
+        self.result(text=reply)
+        return None
+
+
+def tool_allowed(name, flags):
+    if flags.get("--permission-mode") == "bypassPermissions" or flags.get("--dangerously-skip-permissions"):
+        return True
+    rules = re.split(r"[,\s]+", str(flags.get("--allowedTools") or flags.get("--allowed-tools") or ""))
+    server = "__".join(name.split("__")[:2])
+    return any(rule in (name, server, f"{server}__*") for rule in rules if rule)
+
+
+def mcp_servers(flags):
+    """The servers of every --mcp-config (a file path or a JSON string)."""
+    servers = {}
+    for value in flags.get("--mcp-config", []):
+        text = Path(value).read_text() if not value.lstrip().startswith("{") else value
+        servers.update(json.loads(text).get("mcpServers") or {})
+    return servers
+
+
+async def call_mcp_tool(flags, server_name, tool, arguments):
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    spec = mcp_servers(flags).get(server_name)
+    if spec is None:
+        raise LookupError(f"No such tool available: mcp__{server_name}__{tool}")
+    params = StdioServerParameters(
+        command=spec["command"], args=spec.get("args", []), env={**os.environ, **spec.get("env", {})}
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        names = [t.name for t in (await session.list_tools()).tools]
+        if tool not in names:
+            raise LookupError(f"No such tool available: mcp__{server_name}__{tool}")
+        result = await session.call_tool(tool, arguments)
+        return "\n".join(block.text for block in result.content if getattr(block, "type", "") == "text")
 
 
 def main():
@@ -277,7 +411,9 @@ def main():
         except ValueError:
             fail("Error: Invalid session ID. Must be a valid UUID.")
         resumed = False
-    sys.exit(Replay(session_id, resumed).run())
+    replay = Replay(session_id, resumed)
+    replay.flags = flags
+    sys.exit(replay.run())
 
 
 if __name__ == "__main__":

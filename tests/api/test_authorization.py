@@ -109,6 +109,15 @@ CASES = [
         {"discord_user_id": "42", "discord_username": "ada", "conversation_id": "{task}", "text": "hi"},
     ),
     Case("get", "/api/v1/chat/agents/", OPERATOR_ONLY),
+    Case("get", "/api/v1/chat/notification-channels/", OPERATOR_ONLY),
+    Case(
+        "post",
+        "/api/v1/chat/notification-channels/",
+        {**OPERATOR_ONLY, "operator": 201},
+        {"name": "hook", "kind": "webhook", "target": "https://hooks.example/in", "events": ["task_failed"]},
+    ),
+    # Only Slack's signature lets a slash command in: no token does.
+    Case("post", "/api/v1/chat/slack/", dict.fromkeys(ROLES, 403), {"user_id": "U1", "text": "{question} yes"}),
     # Agents' own endpoints take only the per-run agent token.
     Case("post", "/api/v1/chat/agent/questions/", AGENT_TOKEN_ONLY, {"text": "Which port?"}),
     Case("post", "/api/v1/chat/agent/progress/", AGENT_TOKEN_ONLY, {"text": "half way"}),
@@ -180,7 +189,7 @@ def test_authorization_matrix(
     assert response.status_code == case.expected[role], response.content[:500]
     if response.status_code in (401, 403) and case.method != "get":
         assert _snapshot() == before
-    if role == "anonymous" and "/chat/agent/" not in case.url:
+    if role == "anonymous" and "/chat/agent/" not in case.url and "/chat/slack/" not in case.url:
         assert response["WWW-Authenticate"].startswith("Token")
 
 

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+from chat_app.notifications import notification_channel_create
 from chat_app.services import question_ask
 from queue_app import lifecycle
 from tasks_app.schedules import schedule_save
@@ -47,9 +48,13 @@ def _real_ids(operator, worker):
     question = question_ask(work_order=work_order, text="Fuzz question?")
     parent = task_create(title="Fuzz parent", created_by=operator)
     schedule = schedule_save(name="fuzz schedule", interval_seconds=3600, title="Fuzz scheduled")
+    channel = notification_channel_create(
+        owner=operator, name="fuzz", kind="webhook", target="https://hooks.example/in", events=["task_failed"]
+    )
     return {
         "schedule_id": str(schedule.pk),
         "parent_id": str(parent.pk),
+        "channel_id": str(channel.pk),
         "conversation_id": str(task.pk),
         "question_id": str(question.pk),
         "task_id": str(task.pk),

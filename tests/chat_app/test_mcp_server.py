@@ -82,7 +82,7 @@ def _ask_and_report(params, task, operator):
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             names = sorted(tool.name for tool in (await session.list_tools()).tools)
-            assert names == ["ask_human", "create_subtask", "report_progress", "wait_for_subtasks"]
+            assert names == ["approve_tool", "ask_human", "create_subtask", "report_progress", "wait_for_subtasks"]
             progress = await session.call_tool("report_progress", {"message": "reading the code"})
             assert progress.content[0].text == "reported"
             answer = await asyncio.wait_for(session.call_tool("ask_human", {"question": "Which DB?"}), 30)

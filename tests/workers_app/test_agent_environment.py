@@ -51,7 +51,9 @@ def test_agent_gets_only_the_allowlist_its_home_and_what_its_profile_declares(ru
         "UNRELATED_WORKER_SETTING",
     ):
         assert name not in env
-    assert set(env) - PASSED_THROUGH - {"LC_ALL", "HOME", "PYTHONUNBUFFERED", "FEATURE_FLAG"} == set()
+    # The run's marker and where its ask client reports giving up: no secrets.
+    platform = {"AGENTVINE_RUN_MARKER", "AGENTVINE_ASK_REPORT", "AGENTVINE_PROMPT_FILE"}
+    assert set(env) - PASSED_THROUGH - platform - {"LC_ALL", "HOME", "PYTHONUNBUFFERED", "FEATURE_FLAG"} == set()
     # Its own HOME, beside the workspaces, not the worker user's.
     assert env["HOME"].startswith(str(settings.AGENTVINE_WORKSPACE_ROOT / "_homes"))
 

@@ -49,6 +49,10 @@ AGENT_ENVIRONMENT = {
         "AGENTVINE_TOKEN",
         "AGENTVINE_WORK_ORDER_ID",
         "AGENTVINE_TASK_ID",
+        "AGENTVINE_ASK_CONNECT_SECONDS",
+        "AGENTVINE_ASK_REPORT",
+        "AGENTVINE_RUN_MARKER",
+        "AGENTVINE_PROMPT_FILE",
     ),
     # what its profile names
     NAMED_SECRET,

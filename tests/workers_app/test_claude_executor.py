@@ -1,12 +1,19 @@
 """The claude executor against a replay of the CLI's stream-json protocol (a real subprocess)."""
 
+import ast
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.workers_app.conftest import interrupt_when
 from workers_app.executors import ExecutorConfigError
+from workers_app.executors.agent_tools import claude_mcp_config_path
 from workers_app.executors.claude import ERR_NO_RESULT, ERR_RESULT
 from workers_app.executors.jsonl import MAX_JSON_LINE_CHARS, MSG_OVERSIZED
 
@@ -122,3 +129,40 @@ def test_resume_continues_the_session_in_the_same_workspace(run_agent, tmp_path)
 def test_missing_binary_is_one_clear_configuration_error(run_agent):
     with pytest.raises(ExecutorConfigError, match=r"^agent command not found: /nonexistent/claude$"):
         run_agent("claude-missing", "Anything")
+
+
+def test_claude_args_are_split_like_a_shell_so_inline_json_stays_whole():
+    inline = '{"mcpServers": {"docs": {"command": "docs-mcp", "args": ["a", "b"]}}}'
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.AGENTVINE_EXECUTORS['claude']['args'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "AGENTVINE_CLAUDE_ARGS": f"--permission-mode acceptEdits --mcp-config '{inline}'"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert ast.literal_eval(out) == ["--permission-mode", "acceptEdits", "--mcp-config", inline]
+
+
+def test_the_mcp_config_names_the_server_with_an_absolute_interpreter_and_is_removed_after_the_run(run_agent):
+    seen = {}
+
+    def capture(run, event):
+        if event.kind == "session" and not seen:
+            path = claude_mcp_config_path(run.executor.context)
+            seen["mode"] = path.stat().st_mode & 0o777
+            seen["path"] = path
+            seen["config"] = json.loads(path.read_text())
+
+    run = run_agent(PROFILE, "Anything", on_event=capture)
+
+    assert run.outcome.kind == "completed"
+    server = seen["config"]["mcpServers"]["agentvine"]
+    assert server["command"] == sys.executable and server["args"] == ["-m", "chat_app.mcp_server"]
+    assert server["env"]["PYTHONPATH"] == str(ROOT)
+    assert seen["mode"] == 0o600
+    assert not seen["path"].exists()

@@ -84,6 +84,11 @@ class Executor:
         """Stop the agent now."""
         raise NotImplementedError
 
+    def poke(self):
+        """Make :meth:`events` yield (a TICK if nothing happened) as soon as it
+        can: the runner has something to do now (a wake-up signal). May be
+        called from any thread."""
+
     def send_message(self, text):
         """Deliver a follow-up message to the running agent.
 

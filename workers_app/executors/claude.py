@@ -10,6 +10,10 @@ has its result, stdin is closed and the CLI exits. An interrupt is the
 ``control_request`` the Agent SDK sends (``{"subtype": "interrupt"}``): the
 turn ends with an ``error_during_execution`` result and the session is saved,
 so it can be resumed; SIGINT is the fallback when stdin is gone.
+
+Every run gets the platform's MCP server (``ask_human``, ``report_progress``)
+through a per-run ``--mcp-config`` and ``--allowedTools mcp__agentvine``
+(executors/agent_tools.py), so the agent can ask a human without any setup.
 """
 
 import json
@@ -17,6 +21,12 @@ import threading
 import uuid
 from datetime import UTC, datetime
 
+from workers_app.executors.agent_tools import (
+    CLAUDE_ALLOWED_TOOLS,
+    CLAUDE_PERMISSION_TOOL,
+    claude_mcp_config_path,
+    claude_mcp_config_write,
+)
 from workers_app.executors.base import ExecutorEvent
 from workers_app.executors.jsonl import JsonLinesExecutor, binary_argv, clip
 
@@ -61,7 +71,15 @@ class ClaudeExecutor(JsonLinesExecutor):
             argv.append(f"{flag}={self.context.session_id}")
         if profile.get("model"):
             argv += ["--model", profile["model"]]
+        argv += ["--mcp-config", str(claude_mcp_config_path(self.context)), "--allowedTools", CLAUDE_ALLOWED_TOOLS]
+        if profile.get("permission_prompts"):
+            argv += ["--permission-prompt-tool", CLAUDE_PERMISSION_TOOL]
         return argv + list(profile.get("args", [])) + list(self.context.extra_args)
+
+    def write_agent_files(self, env):
+        path = claude_mcp_config_path(self.context)
+        claude_mcp_config_write(path, env)
+        return [path]
 
     def on_start(self):
         self.send_message(self.context.prompt)

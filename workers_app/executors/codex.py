@@ -11,6 +11,7 @@ and ``usd_per_million_output`` to turn them into a cost.
 
 import re
 
+from workers_app.executors.agent_tools import codex_mcp_args
 from workers_app.executors.base import ExecutorConfigError, ExecutorEvent, usage_event
 from workers_app.executors.jsonl import JsonLinesExecutor, binary_argv, clip
 
@@ -46,6 +47,8 @@ class CodexExecutor(JsonLinesExecutor):
         ]
         if profile.get("model"):
             argv += ["--model", profile["model"]]
+        # The platform's MCP server (ask_human), registered codex's way.
+        argv += codex_mcp_args()
         argv += list(profile.get("args", [])) + list(self.context.extra_args)
         if self.context.resume and self.context.session_id:
             if not THREAD_ID.fullmatch(self.context.session_id):

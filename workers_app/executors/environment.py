@@ -24,6 +24,7 @@ anything stores or publishes it.
 
 import os
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,6 +133,20 @@ class SecretMask:
         return text
 
 
+def ask_report_path(context):
+    return Path(context.home) / ".agentvine" / f"ask-failed-{context.work_order_id}"
+
+
+def ask_failure(context):
+    """The reason the agent's ask client gave up reaching the API, or ''."""
+    if context.home is None:
+        return ""
+    try:
+        return ask_report_path(context).read_text().strip().splitlines()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 @dataclass
 class AgentEnvironment:
     variables: dict
@@ -159,4 +174,13 @@ def agent_environment(context, environ=None):
     variables.update(secrets)
     variables.update(context.env)
     variables["PYTHONUNBUFFERED"] = "1"
+    # Marks every process of this run (executors/process.py kills them all
+    # at its end, whatever session or process group they moved to).
+    variables["AGENTVINE_RUN_MARKER"] = uuid.uuid4().hex
+    if context.home is not None:
+        # Where the ask client reports that it gave up reaching the API: the
+        # runner fails the run with its reason (ask_failure).
+        report = ask_report_path(context)
+        report.unlink(missing_ok=True)
+        variables["AGENTVINE_ASK_REPORT"] = str(report)
     return AgentEnvironment(variables=variables, mask=SecretMask(secrets))

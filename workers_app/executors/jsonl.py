@@ -49,6 +49,12 @@ class JsonLinesExecutor(Executor):
     def on_start(self):
         """Write the first input (the prompt) once the process runs."""
 
+    def write_agent_files(self, env):
+        """Write files the command line names for the agent whose environment
+        is ``env`` (after the sandbox decided it); returns their paths, which
+        are removed when the run ends."""
+        return []
+
     def translate(self, message):
         """Yield ExecutorEvents for one decoded protocol message."""
         raise NotImplementedError
@@ -61,7 +67,9 @@ class JsonLinesExecutor(Executor):
     def events(self):
         environment = agent_environment(self.context)
         sandbox = sandboxed(self.argv(), context=self.context, env=environment.variables)
+        written = []
         try:
+            written = self.write_agent_files(sandbox.env)
             self.process = AgentProcess(
                 sandbox.argv,
                 cwd=self.context.workspace,
@@ -80,6 +88,8 @@ class JsonLinesExecutor(Executor):
             exit_code = self.process.wait()
         finally:
             sandbox.close()
+            for path in written:
+                path.unlink(missing_ok=True)
         yield self.outcome(exit_code)
 
     def _decode(self, line):
@@ -97,6 +107,10 @@ class JsonLinesExecutor(Executor):
             yield ExecutorEvent("output", MSG_UNPARSED.format(agent=self.agent_name, line=clip(stripped, 500)))
             return
         yield from self.translate(message)
+
+    def poke(self):
+        if self.process:
+            self.process.lines.poke()
 
     def stderr_suffix(self):
         tail = self.process.stderr_text() if self.process else ""

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import uuid
 
 from workers_app.executors.base import ExecutorConfigError
 from workers_app.executors.environment import SecretMask
@@ -31,6 +32,11 @@ EOF = object()
 OVERSIZED = object()
 
 ERR_BINARY_NOT_FOUND = "agent command not found: {binary}"
+
+# Every process an agent starts inherits this variable, with a value of its
+# run's own: what a new session (an MCP client starts its servers so) or a
+# double fork hides from the process group, its environment still tells.
+RUN_MARKER = "AGENTVINE_RUN_MARKER"
 
 
 # Sandbox programs that run the agent as their child (executors/sandbox.py).
@@ -55,6 +61,38 @@ def _group_members(pgid, *, spare=()):
     return members
 
 
+def marked_processes(marker):
+    """PIDs of the processes whose environment carries ``RUN_MARKER=marker``
+    (those of this user, or every one for root: /proc says no otherwise)."""
+    needle = f"{RUN_MARKER}={marker}".encode()
+    own = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == own:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                if needle in environ.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def marked_processes_kill(marker):
+    """SIGKILL every process of the run, until none is left (one may fork
+    while it is being found)."""
+    for _ in range(10):
+        pids = marked_processes(marker)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def require_binary(binary, path=None):
     """Fail with one sentence, not a traceback, when the agent is not installed."""
     if shutil.which(binary, path=path) is None and not os.path.isfile(binary):
@@ -74,6 +112,7 @@ class LineBuffer:
         self._max_chars = max_chars
         self._changed = threading.Condition()
         self._discarding = False
+        self._poked = False
 
     def put(self, item):
         size = len(item) if isinstance(item, str) else 0
@@ -89,8 +128,9 @@ class LineBuffer:
     def take(self, *, timeout, limit):
         """Up to ``limit`` items in order, ending at EOF; [] if none came in ``timeout``."""
         with self._changed:
-            if not self._items:
+            if not self._items and not self._poked:
                 self._changed.wait(timeout)
+            self._poked = False
             batch = []
             while self._items and len(batch) < limit:
                 item = self._items.popleft()
@@ -101,6 +141,12 @@ class LineBuffer:
                     self._chars -= len(item)
             self._changed.notify_all()
             return batch
+
+    def poke(self):
+        """Make a waiting :meth:`take` return now (empty if nothing came)."""
+        with self._changed:
+            self._poked = True
+            self._changed.notify_all()
 
     def discard_new(self):
         """Drop lines from now on (EOF still passes): after a kill nobody may
@@ -145,6 +191,10 @@ class AgentProcess:
         self._split_lines = split_lines
         self._max_line_chars = max_line_chars
         self._stdin_lock = threading.Lock()
+        # Usually chosen with the environment (executors/environment.py), so
+        # files written for the agent (an MCP config) can carry it too.
+        self.marker = env.get(RUN_MARKER) or uuid.uuid4().hex
+        env = {**env, RUN_MARKER: self.marker}
         try:
             self.popen = subprocess.Popen(
                 argv,
@@ -166,6 +216,14 @@ class AgentProcess:
             self._readers.append(threading.Thread(target=self._read_stderr, name="agent-stderr", daemon=True))
         for reader in self._readers:
             reader.start()
+        threading.Thread(target=self._end_with_the_agent, name="agent-reaper", daemon=True).start()
+
+    def _end_with_the_agent(self):
+        """Once the agent has exited, whatever it started dies too: a job
+        left behind would keep running, and one holding the agent's stdout
+        would keep the run from ever seeing its end."""
+        self.popen.wait()
+        marked_processes_kill(self.marker)
 
     @property
     def pid(self):
@@ -263,6 +321,7 @@ class AgentProcess:
 
     def kill(self):
         self.signal(signal.SIGKILL)
+        marked_processes_kill(self.marker)
         self.lines.discard_new()
 
     def batches(self, limit=500):
