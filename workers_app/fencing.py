@@ -1,0 +1,67 @@
+"""Self-fencing: a run that cannot renew its lease stops its agent by itself.
+
+A host cut off from PostgreSQL (or a remote worker from the API) cannot hear
+that a guardian requeued its work: without a fence its agent would go on
+beside the copy that runs elsewhere, both on the task's branch. The fence is
+a watchdog thread beside the loop that drives the agent, because that loop
+may itself hang for minutes in a query on a half-open connection: once no
+renewal has succeeded for AGENTVINE_FENCE_SECONDS (less than the time a
+guardian waits before it requeues, see settings) it interrupts the agent's
+process group, kills it shortly after, and marks the run fenced. The runner
+then abandons the run and writes nothing more of it; the guardian takes the
+work back. No Django import: the remote pull worker uses it too.
+"""
+
+import logging
+import threading
+import time
+
+logger = logging.getLogger(__name__)
+
+# After the interrupt, this long for the agent to stop before it is killed:
+# the fence has to hold well within AGENTVINE_FENCE_SECONDS of a cut.
+KILL_AFTER_SECONDS = 1.0
+
+
+class Fence:
+    """The fence of one run driven by ``executor``: :meth:`renewed` after
+    every successful lease renewal; :attr:`fenced` is set once it fired."""
+
+    def __init__(self, *, executor, seconds, name):
+        self.executor = executor
+        self.seconds = seconds
+        self.name = name
+        self.renewed_at = time.monotonic()
+        self.fenced = threading.Event()
+        self.reason = ""
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"agentvine-fence-{name}", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def renewed(self):
+        self.renewed_at = time.monotonic()
+
+    def fence(self, reason):
+        """Stop the agent now and mark the run fenced (once)."""
+        if self.fenced.is_set():
+            return
+        self.reason = reason
+        self.fenced.set()
+        logger.warning("run %s fenced: %s; stopping its agent", self.name, reason)
+        self.executor.interrupt()
+        self._closed.wait(KILL_AFTER_SECONDS)
+        self.executor.kill()
+
+    def close(self):
+        self._closed.set()
+
+    def _watch(self):
+        tick = min(0.25, self.seconds / 8)
+        while not self._closed.wait(tick):
+            silent = time.monotonic() - self.renewed_at
+            if silent > self.seconds:
+                self.fence(f"lease not renewed for {silent:.1f}s")
+                return
