@@ -354,7 +354,8 @@ AGENTVINE_LEASE_SECONDS = env.float("AGENTVINE_LEASE_SECONDS", default=15.0)
 # AGENTVINE_STALLED_WORKER_SECONDS old, at the earliest stalled − heartbeat
 # after its last renewal, or when the lease expires: keep fence ≤ stalled −
 # heartbeat and fence < lease (the defaults: 6 ≤ 9 − 3, 6 < 15). The lease is
-# renewed every third of the fence (or of the lease, if shorter).
+# renewed every quarter of the fence (or third of the lease, if shorter); the
+# agent is gone within the fence of the last renewal that landed.
 AGENTVINE_FENCE_SECONDS = env.float(
     "AGENTVINE_FENCE_SECONDS",
     default=min(AGENTVINE_STALLED_WORKER_SECONDS - AGENTVINE_HEARTBEAT_SECONDS, AGENTVINE_LEASE_SECONDS / 2),

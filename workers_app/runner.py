@@ -425,13 +425,13 @@ class _Lease:
     that drives the agent: a runner that stops driving (crashed, stuck) lets
     it expire, and the guardian takes the work back although the slot's
     heartbeat thread still beats. Each renewal that lands resets the run's
-    fence (``workers_app.fencing``); renewals come every third of the fence
-    (or of the lease), so a single slow one does not fence a healthy run."""
+    fence (``workers_app.fencing``); renewals come every quarter of the fence
+    (or third of the lease), so one slow renewal does not fence a healthy run."""
 
     def __init__(self, execution, fence):
         self.execution = execution
         self.fence = fence
-        self.every = min(settings.AGENTVINE_LEASE_SECONDS, settings.AGENTVINE_FENCE_SECONDS) / 3
+        self.every = min(settings.AGENTVINE_LEASE_SECONDS / 3, settings.AGENTVINE_FENCE_SECONDS / 4)
         self.next_renewal = time.monotonic() + self.every
 
     def renew_when_due(self):

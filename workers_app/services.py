@@ -12,6 +12,7 @@ from agentvine.errors import ExecutionFenced, IllegalTransition, ValidationFaile
 from queue_app.lifecycle import ERR_FENCED, work_order_requeue, worker_event
 from queue_app.models import ACTIVE_STATUSES, Execution, ExecutionStatus, WorkOrder
 from workers_app.models import AgentSession, ApiToken, SessionStatus, Worker, WorkerStatus, WorkerToken
+from workers_app.host_work import host_cleanup_request, host_of
 from workers_app.workspaces import workspace_remove
 
 ERR_SLOT_RESTARTED = "worker process of slot {name} died while running this work order"
@@ -243,7 +244,14 @@ def agent_session_terminate(*, session, reason="terminated"):
         _publish_session(session)
         if session.task_id:
             # The workspace goes with the session (its branch stays in the
-            # repository cache). Removed where the workspace root is visible:
-            # the worker host, or every host when the root is shared.
-            transaction.on_commit(lambda: workspace_remove(task=session.task))
+            # repository cache), removed on the host that holds it: a job on
+            # that host's own queue, kept until the host has done it (a host
+            # that is away does it when it is back). A session without a
+            # Celery slot (a remote worker's, or none) is removed here, where
+            # the workspace root is visible when it is shared.
+            host = host_of(session.worker)
+            if host is not None:
+                host_cleanup_request(host=host, task=session.task)
+            else:
+                transaction.on_commit(lambda: workspace_remove(task=session.task))
     return session
