@@ -138,3 +138,6 @@ class HostCleanup(models.Model):
         indexes = [
             models.Index(fields=["host"], name="host_cleanup_pending", condition=models.Q(done_at__isnull=True)),
         ]
+
+    def __str__(self):
+        return f"workspace of task {self.task_id} on {self.host}"

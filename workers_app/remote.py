@@ -349,7 +349,13 @@ class RemoteWorker:
                     stop_reason = ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
                 if stop_reason is None and now >= next_check:
                     next_check = now + STATUS_CHECK_SECONDS
-                    status = self.api.get(f"queue/work-orders/{work_order_id}/")["status"]
+                    try:
+                        status = self.api.get(f"queue/work-orders/{work_order_id}/")["status"]
+                    except ApiError as exc:
+                        if exc.status not in (403, 404):
+                            raise
+                        # Requeued under it and now another worker's (or gone).
+                        status = "taken away"
                     if status not in ("running", "waiting"):
                         stop_reason = f"work order became {status}"
                     else:

@@ -11,8 +11,8 @@ from agentvine import events
 from agentvine.errors import ExecutionFenced, IllegalTransition, ValidationFailed
 from queue_app.lifecycle import ERR_FENCED, work_order_requeue, worker_event
 from queue_app.models import ACTIVE_STATUSES, Execution, ExecutionStatus, WorkOrder
-from workers_app.models import AgentSession, ApiToken, SessionStatus, Worker, WorkerStatus, WorkerToken
 from workers_app.host_work import host_cleanup_request, host_of
+from workers_app.models import AgentSession, ApiToken, SessionStatus, Worker, WorkerStatus, WorkerToken
 from workers_app.workspaces import workspace_remove
 
 ERR_SLOT_RESTARTED = "worker process of slot {name} died while running this work order"
