@@ -33,3 +33,11 @@ class IllegalTransition(DomainError):
 class PermissionDenied(DomainError):
     http_status = 403
     code = "forbidden"
+
+
+class ExecutionFenced(IllegalTransition):
+    """A write named a run (execution) that is no longer the live one: its
+    work order was requeued, and maybe runs elsewhere. The writer must stop
+    its agent and touch nothing more of that run."""
+
+    code = "fenced"

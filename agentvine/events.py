@@ -283,20 +283,34 @@ def _create_events(connection, *, rows, at):
     ]
 
 
+def _guardable(sql):
+    if sql.startswith("UPDATE "):
+        return " WHERE " in sql
+    return sql.startswith("INSERT INTO ") and " VALUES (" in sql and sql.endswith(")") and sql.count(" VALUES (") == 1
+
+
+def _guarded(sql):
+    """``sql`` (an UPDATE … WHERE or a one-row INSERT … VALUES) written only
+    if the ``guard`` CTE returned a row."""
+    if sql.startswith("UPDATE "):
+        return f"{sql} AND EXISTS (SELECT 1 FROM guard)"
+    head, values = sql.split(" VALUES (")
+    return f"{head} SELECT {values[:-1]} WHERE EXISTS (SELECT 1 FROM guard)"
+
+
 def _record_guarded(connection, *, guard, rows, at, changes):
     """:func:`_record` only if ``guard`` updates a row: ``(guarded rows,
     event ids)``, or None with nothing written."""
     model, guard_sql, guard_params = guard
     meta, _ = db.table(model)
     for sql, _ in changes:
-        if not sql.startswith("UPDATE ") or " WHERE " not in sql:
-            raise ValueError("a guarded change must be an UPDATE … WHERE …")
+        if not _guardable(sql):
+            raise ValueError("a guarded change must be an UPDATE … WHERE … or an INSERT … VALUES (…)")
     if connection.vendor == "postgresql":
         # Every change and the events' INSERT are conditioned on the guard's
         # RETURNING: one statement, all of it or nothing.
-        guarded = " AND EXISTS (SELECT 1 FROM guard)"
         ctes = [f"guard AS ({guard_sql} RETURNING {meta.select_list()})"]
-        ctes += [f"change_{n} AS ({sql}{guarded})" for n, (sql, _) in enumerate(changes)]
+        ctes += [f"change_{n} AS ({_guarded(sql)})" for n, (sql, _) in enumerate(changes)]
         table = connection.ops.quote_name(LiveEvent._meta.db_table)
         values = ", ".join(["(%s::varchar, %s::text, %s::jsonb, %s::timestamptz)"] * len(rows))
         ctes.append(
@@ -371,7 +385,7 @@ def publish_guarded(events, *, guard, changes=()):
 
     ``guard`` is ``(model, sql, params)`` of an ``UPDATE … WHERE …`` of
     ``model`` (``agentvine.db.update_sql``), typically a compare-and-set;
-    ``changes`` must be UPDATEs too. On PostgreSQL it is all one statement:
+    ``changes`` must be UPDATEs too, or one-row INSERTs. On PostgreSQL it is all one statement:
     a transition, its writes and its events in one round trip, atomic
     without a transaction. Returns the rows the guard updated (as ``model``
     instances), or None when it matched none and nothing was written.

@@ -410,6 +410,19 @@ AGENTVINE_DATABASE_RETRY_SECONDS = env.float("AGENTVINE_DATABASE_RETRY_SECONDS",
 # has lost its runner (crashed, its database connection gone for good) and the
 # stalled-worker guardian takes its work back, even while the slot heartbeats.
 AGENTVINE_LEASE_SECONDS = env.float("AGENTVINE_LEASE_SECONDS", default=15.0)
+# Self-fencing: a run that could not renew its lease for this long stops its
+# agent by itself and abandons the run, touching nothing, before any guardian
+# can requeue the work (so the work never runs on two hosts at once). A
+# guardian requeues a silent host's work once its last heartbeat is
+# AGENTVINE_STALLED_WORKER_SECONDS old, at the earliest stalled − heartbeat
+# after its last renewal, or when the lease expires: keep fence ≤ stalled −
+# heartbeat and fence < lease (the defaults: 6 ≤ 9 − 3, 6 < 15). The lease is
+# renewed every quarter of the fence (or third of the lease, if shorter); the
+# agent is gone within the fence of the last renewal that landed.
+AGENTVINE_FENCE_SECONDS = env.float(
+    "AGENTVINE_FENCE_SECONDS",
+    default=min(AGENTVINE_STALLED_WORKER_SECONDS - AGENTVINE_HEARTBEAT_SECONDS, AGENTVINE_LEASE_SECONDS / 2),
+)
 # Attempts lost with their worker (process killed, host cut off) before the
 # work is declared poison and ends dead; they spend no retry.
 AGENTVINE_MAX_LOST_ATTEMPTS = env.int("AGENTVINE_MAX_LOST_ATTEMPTS", default=3)

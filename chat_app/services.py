@@ -560,6 +560,9 @@ def question_ask(*, work_order, text, execution=None, source="agent"):
         )
         if current.status not in (WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING) or current.worker is None:
             raise IllegalTransition(ERR_WORK_ORDER_NOT_ACTIVE)
+        if execution is not None:
+            # A stale run (its work requeued under it) asks nobody.
+            lifecycle.execution_assert_live(work_order=current, execution=execution)
         task = current.task
         conversation = conversation_for_task(task=task)
         question = ChatMessage.objects.create(

@@ -5,13 +5,14 @@ A worker acts only on work orders it holds: one held by another worker is a
 the state machine's compare-and-set.
 """
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
 from agentvine.api import PlatformAPIView
-from agentvine.errors import IllegalTransition, PermissionDenied, ValidationFailed
+from agentvine.errors import ExecutionFenced, IllegalTransition, NotFound, PermissionDenied, ValidationFailed
 from chat_app.services import agent_next_turn_on_commit
 from queue_app import lifecycle, selectors
 from queue_app.models import Execution, ExecutionStatus, WorkOrder
@@ -37,6 +38,7 @@ from workers_app.runner import pull_run_start, task_prompt
 
 ERR_TASK_NOT_FOUND = "task not found"
 ERR_NO_RUNNING_EXECUTION = "work order has no running execution on this worker"
+ERR_EXECUTION_NOT_FOUND = "no execution of this work order on this worker has that id"
 
 
 def _work_order_for(request, work_order_id):
@@ -46,6 +48,27 @@ def _work_order_for(request, work_order_id):
     if me is not None and work_order.worker_id is not None and work_order.worker_id != me.pk:
         raise PermissionDenied(lifecycle.ERR_NOT_YOURS)
     return work_order
+
+
+def _run_write_target(request, work_order_id, data):
+    """The work order and the run (execution) a worker's write is for: the
+    one it names (``execution``, popped from ``data``), else its running one.
+
+    A named run of this worker's that is no longer live (its work was
+    requeued under it: cut off, back again) is a 409 ``fenced`` whoever holds
+    the work order now, so the worker stops that agent. The services check
+    it again under their locks."""
+    worker = request_worker(request)
+    execution_id = data.pop("execution", None)
+    if execution_id is None or worker is None:
+        work_order = _work_order_for(request, work_order_id)
+        return work_order, _running_execution(work_order, worker)
+    execution = Execution.objects.filter(pk=execution_id, work_order_id=work_order_id, worker=worker).first()
+    if execution is None:
+        raise NotFound(ERR_EXECUTION_NOT_FOUND)
+    if execution.status != ExecutionStatus.RUNNING:
+        raise ExecutionFenced(lifecycle.ERR_FENCED.format(execution=execution.pk))
+    return _work_order_for(request, work_order_id), execution
 
 
 def _running_execution(work_order, worker):
@@ -146,6 +169,8 @@ class WorkOrderStartApi(PlatformAPIView):
                     "session_id": session.session_id if session else None,
                     "resume": resume,
                     "prompt": prompt,
+                    "lease_expires_at": execution.lease_expires_at,
+                    "fence_seconds": settings.AGENTVINE_FENCE_SECONDS,
                 }
             ).data
         )
@@ -156,16 +181,13 @@ class WorkOrderCompleteApi(PlatformAPIView):
 
     @extend_schema(request=CompleteInput, responses=WorkOrderOutput, operation_id="queue_complete", tags=["queue"])
     def post(self, request, work_order_id):
-        work_order = _work_order_for(request, work_order_id)
-        task = work_order.task
         data = CompleteInput(data=request.data)
         data.is_valid(raise_exception=True)
-        worker = request_worker(request)
+        values = dict(data.validated_data)
+        work_order, execution = _run_write_target(request, work_order_id, values)
+        task = work_order.task
         work_order = lifecycle.work_order_complete(
-            work_order=work_order,
-            worker=worker,
-            execution=_running_execution(work_order, worker),
-            exit_code=data.validated_data["exit_code"],
+            work_order=work_order, worker=request_worker(request), execution=execution, exit_code=values["exit_code"]
         )
         # As after a slot's run: messages that came in too late for it get the agent's next turn.
         agent_next_turn_on_commit(task)
@@ -177,16 +199,13 @@ class WorkOrderFailApi(PlatformAPIView):
 
     @extend_schema(request=FailInput, responses=WorkOrderOutput, operation_id="queue_fail", tags=["queue"])
     def post(self, request, work_order_id):
-        work_order = _work_order_for(request, work_order_id)
-        task = work_order.task
         data = FailInput(data=request.data)
         data.is_valid(raise_exception=True)
-        worker = request_worker(request)
+        values = dict(data.validated_data)
+        work_order, execution = _run_write_target(request, work_order_id, values)
+        task = work_order.task
         work_order = lifecycle.work_order_fail(
-            work_order=work_order,
-            worker=worker,
-            execution=_running_execution(work_order, worker),
-            **data.validated_data,
+            work_order=work_order, worker=request_worker(request), execution=execution, **values
         )
         agent_next_turn_on_commit(task)
         return Response(WorkOrderOutput(work_order).data)
@@ -204,11 +223,15 @@ class WorkOrderInterruptedApi(PlatformAPIView):
         "its running attempt ends interrupted and the worker is free.",
     )
     def post(self, request, work_order_id):
-        work_order = _work_order_for(request, work_order_id)
         data = InterruptedInput(data=request.data)
         data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        work_order, execution = _run_write_target(request, work_order_id, values)
         execution = lifecycle.work_order_interrupted(
-            work_order=work_order, worker=request_worker(request), reason=data.validated_data["reason"]
+            work_order=work_order,
+            worker=request_worker(request),
+            reason=values["reason"],
+            execution=execution if "execution" in data.validated_data else None,
         )
         return Response(ExecutionOutput(execution).data)
 
@@ -224,13 +247,13 @@ class WorkOrderUsageApi(PlatformAPIView):
         description="Add tokens and cost the agent reported to the running attempt; answers the totals.",
     )
     def post(self, request, work_order_id):
-        work_order = _work_order_for(request, work_order_id)
         data = UsageInput(data=request.data)
         data.is_valid(raise_exception=True)
-        execution = _running_execution(work_order, request_worker(request))
+        values = dict(data.validated_data)
+        _, execution = _run_write_target(request, work_order_id, values)
         if execution is None:
             raise IllegalTransition(ERR_NO_RUNNING_EXECUTION)
-        execution_record_usage(execution=execution, **data.validated_data)
+        execution_record_usage(execution=execution, **values)
         execution.refresh_from_db()
         return Response(ExecutionOutput(execution).data)
 
@@ -242,12 +265,12 @@ class WorkOrderOutputApi(PlatformAPIView):
         request=OutputInput, responses=OutputAcceptedOutput, operation_id="queue_output_append", tags=["queue"]
     )
     def post(self, request, work_order_id):
-        work_order = _work_order_for(request, work_order_id)
         data = OutputInput(data=request.data)
         data.is_valid(raise_exception=True)
-        execution = _running_execution(work_order, request_worker(request))
+        values = dict(data.validated_data)
+        work_order, execution = _run_write_target(request, work_order_id, values)
         if execution is None:
             raise IllegalTransition(ERR_NO_RUNNING_EXECUTION)
-        next_seq = execution_output_append_next(execution=execution, **data.validated_data)
+        next_seq = execution_output_append_next(execution=execution, **values)
         current = WorkOrder.objects.filter(pk=work_order.pk).values_list("status", flat=True).first()
         return Response({"next_seq": next_seq, "work_order_status": current})

@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from agentvine import db, events
 from agentvine.db import insert_sql, update_returning, update_sql
-from agentvine.errors import IllegalTransition, PermissionDenied
+from agentvine.errors import ExecutionFenced, IllegalTransition, PermissionDenied
 from agentvine.wakeups import work_order_wake
 from queue_app import credentials, run_sessions
 from queue_app.dispatch import dispatch_new_on_commit, dispatch_on_commit
@@ -63,6 +63,7 @@ ERR_CANNOT_RETRY = "only failed, dead or cancelled work can be retried"
 ERR_LOST_TOO_OFTEN = "gave up after {lost} attempts lost with their workers"
 ERR_STILL_YOURS = "work order is still active on this worker: complete or fail it"
 ERR_NO_RUNNING_ATTEMPT = "this worker has no running attempt of this work order"
+ERR_FENCED = "execution {execution} is no longer the live run of its work order"
 
 # Task status follows the status of its run work order.
 TASK_STATUS_FOR = {
@@ -240,6 +241,35 @@ def _run_end_sql(execution, *, now):
     return changes
 
 
+def _live_execution_guard(guard, execution):
+    """``guard`` (``(sql, params)`` of an UPDATE of the work order) made to
+    match only while ``execution`` is still running: the live run."""
+    executions, connection = db.table(Execution)
+    where, params = executions.where({"pk": execution.pk, "status": ExecutionStatus.RUNNING}, connection)
+    sql, guard_params = guard
+    return f"{sql} AND EXISTS (SELECT 1 FROM {executions.name} WHERE {where})", (*guard_params, *params)
+
+
+def _lock_live_execution(work_order, execution):
+    """Lock ``execution`` in the caller's transaction; :class:`ExecutionFenced`
+    unless it is still the live (running) run of ``work_order``. A requeue
+    takes the work order's lock first and closes its running attempts, so
+    under these locks the answer holds until commit."""
+    if execution is None:
+        return
+    live = Execution.objects.select_for_update().filter(
+        pk=execution.pk, work_order_id=work_order.pk, status=ExecutionStatus.RUNNING
+    )
+    if not live.exists():
+        raise ExecutionFenced(ERR_FENCED.format(execution=execution.pk))
+
+
+def execution_assert_live(*, work_order, execution):
+    """In the caller's transaction, with ``work_order`` locked: raise
+    :class:`ExecutionFenced` unless ``execution`` is its live run."""
+    _lock_live_execution(work_order, execution)
+
+
 def _lease_until(now):
     return now + timedelta(seconds=settings.AGENTVINE_LEASE_SECONDS)
 
@@ -255,11 +285,15 @@ def execution_lease_renew(*, execution):
 
 def execution_leases_renew(*, worker, work_order=None):
     """A remote worker's word that it still drives its runs (of ``work_order``
-    only, when given): its heartbeat, and its runner's poll of its work order."""
+    only, when given): its heartbeat, and its runner's poll of its work order.
+    Returns ``{execution id: lease expiry}`` of the runs renewed: its live runs."""
     runs = Execution.objects.filter(worker=worker, status=ExecutionStatus.RUNNING)
     if work_order is not None:
         runs = runs.filter(work_order=work_order)
-    return runs.update(lease_expires_at=_lease_until(timezone.now()))
+    until = _lease_until(timezone.now())
+    if not runs.update(lease_expires_at=until):
+        return {}
+    return {str(pk): until for pk in runs.filter(lease_expires_at=until).values_list("pk", flat=True)}
 
 
 def execution_abandon(*, execution, reason):
@@ -625,6 +659,10 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
         },
         **completion,
     )
+    if execution is not None:
+        # Fencing: a stale run of this work order (requeued under it, then
+        # started again on this same worker) cannot complete the live one.
+        guard = _live_execution_guard(guard, execution)
     published, changes = _transition(
         done, worker=worker, worker_status=WorkerStatus.IDLE, changes=run_end, now=now, apply=False
     )
@@ -647,6 +685,8 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
         )
         if fresh is None:
             raise IllegalTransition(ERR_CANNOT_COMPLETE)
+        # Under the work order's lock (the order a requeue takes them in).
+        _lock_live_execution(work_order, execution)
         _publish_transition(fresh, worker=worker, worker_status=WorkerStatus.IDLE, changes=run_end, now=now)
         _run_task_finished(fresh)
     work_order_completed.send(sender=WorkOrder, work_order=fresh)
@@ -662,6 +702,7 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
     now = timezone.now()
     with transaction.atomic():
         current = WorkOrder.objects.select_for_update().filter(pk=work_order.id).first()
+        _lock_live_execution(work_order, execution)
         if current is None or current.status not in ACTIVE_STATUSES or current.worker_id != worker.id:
             raise IllegalTransition(ERR_CANNOT_FAIL)
         closing = _close_execution_sql(
@@ -698,7 +739,7 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
     return fresh
 
 
-def work_order_interrupted(*, work_order, worker, reason=""):
+def work_order_interrupted(*, work_order, worker, reason="", execution=None):
     """A worker stopped its agent because the work order moved on without it
     (cancelled, requeued, taken by a guardian): its running attempt ends
     ``interrupted`` with the partial output kept, the run's agent token is
@@ -712,12 +753,13 @@ def work_order_interrupted(*, work_order, worker, reason=""):
         current = WorkOrder.objects.select_for_update().get(pk=work_order.pk)
         if current.status in ACTIVE_STATUSES and current.worker_id == worker.id:
             raise IllegalTransition(ERR_STILL_YOURS)
-        execution = (
-            Execution.objects.select_for_update()
-            .filter(work_order=current, worker=worker, status=ExecutionStatus.RUNNING)
-            .order_by("-attempt")
-            .first()
+        running = Execution.objects.select_for_update().filter(
+            work_order=current, worker=worker, status=ExecutionStatus.RUNNING
         )
+        if execution is not None:
+            # The run that stopped, not whichever attempt of the work order runs now.
+            running = running.filter(pk=execution.pk)
+        execution = running.order_by("-attempt").first()
         if execution is None:
             raise IllegalTransition(ERR_NO_RUNNING_ATTEMPT)
         error = reason or f"work order became {current.status}"

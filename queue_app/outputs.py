@@ -11,7 +11,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agentvine import events
-from agentvine.errors import IllegalTransition
+from agentvine.errors import ExecutionFenced, IllegalTransition
 from queue_app.models import Execution, ExecutionOutputChunk, ExecutionStatus
 
 # At most this much of one output chunk rides on a live event.
@@ -19,6 +19,8 @@ LIVE_OUTPUT_CHARS = 8000
 
 ERR_OUTPUT_OUT_OF_ORDER = "output batch out of order: expected seq {expected}"
 ERR_EXECUTION_FINISHED = "execution is not running"
+# A write of a run whose execution is no longer the live one (requeued under it).
+ERR_FENCED = "execution {execution} is no longer the live run of its work order"
 
 
 def execution_output_append(*, execution, seq, text, tail):
@@ -26,39 +28,46 @@ def execution_output_append(*, execution, seq, text, tail):
 
     Every running agent calls this for every batch it prints, so the chunk
     INSERT and the counter UPDATE ride along with the event's INSERT (see
-    ``events.publish``): one statement on PostgreSQL, atomic by itself and
-    part of the caller's transaction when there is one. A repeated ``seq``
-    violates the chunk's unique constraint and then nothing is written.
+    ``events.publish_guarded``): one statement on PostgreSQL, atomic by itself
+    and part of the caller's transaction when there is one. The counter
+    UPDATE is the guard: only while ``execution`` is still running (the live
+    run of its work order) is anything written; a stale run's batch (its
+    work requeued under it) raises :class:`ExecutionFenced`. A repeated
+    ``seq`` violates the chunk's unique constraint and then nothing is written.
     """
     connection = connections[router.db_for_write(ExecutionOutputChunk)]
     quote = connection.ops.quote_name
     execution_id = Execution._meta.pk.get_db_prep_value(execution.pk, connection)
     created_at = ExecutionOutputChunk._meta.get_field("created_at").get_db_prep_value(timezone.now(), connection)
+    guard = (
+        Execution,
+        f"UPDATE {quote(Execution._meta.db_table)} SET output_tail = %s,"
+        " output_chars = output_chars + %s, output_chunks = output_chunks + 1 WHERE id = %s AND status = %s",
+        [tail, len(text), execution_id, ExecutionStatus.RUNNING.value],
+    )
     changes = [
         (
             f"INSERT INTO {quote(ExecutionOutputChunk._meta.db_table)} (execution_id, seq, text, created_at)"
             " VALUES (%s, %s, %s, %s)",
             [execution_id, seq, text, created_at],
         ),
-        (
-            f"UPDATE {quote(Execution._meta.db_table)} SET output_tail = %s,"
-            " output_chars = output_chars + %s, output_chunks = output_chunks + 1 WHERE id = %s",
-            [tail, len(text), execution_id],
-        ),
     ]
-    events.publish(
-        "execution.output",
-        {
-            "execution_id": str(execution.pk),
-            "task_id": str(execution.task_id),
-            "seq": seq,
-            "text": text[-LIVE_OUTPUT_CHARS:],
-            # Pages re-read the output instead of showing a cut chunk.
-            "truncated": len(text) > LIVE_OUTPUT_CHARS,
-        },
-        groups=[events.task_group(execution.task_id)],
-        changes=changes,
-    )
+    published = [
+        (
+            "execution.output",
+            {
+                "execution_id": str(execution.pk),
+                "task_id": str(execution.task_id),
+                "seq": seq,
+                "text": text[-LIVE_OUTPUT_CHARS:],
+                # Pages re-read the output instead of showing a cut chunk.
+                "truncated": len(text) > LIVE_OUTPUT_CHARS,
+            },
+            [events.task_group(execution.task_id)],
+        )
+    ]
+    if events.publish_guarded(published, guard=guard, changes=changes) is None:
+        raise ExecutionFenced(ERR_FENCED.format(execution=execution.pk))
 
 
 def execution_output_append_next(*, execution, seq, text):
@@ -70,7 +79,7 @@ def execution_output_append_next(*, execution, seq, text):
     with transaction.atomic():
         current = Execution.objects.select_for_update().get(pk=execution.pk)
         if current.status != ExecutionStatus.RUNNING:
-            raise IllegalTransition(ERR_EXECUTION_FINISHED)
+            raise ExecutionFenced(ERR_FENCED.format(execution=execution.pk))
         if seq != current.output_chunks:
             raise IllegalTransition(ERR_OUTPUT_OUT_OF_ORDER.format(expected=current.output_chunks))
         tail = (current.output_tail + text)[-settings.AGENTVINE_OUTPUT_TAIL_CHARS :]
@@ -79,8 +88,11 @@ def execution_output_append_next(*, execution, seq, text):
 
 
 def execution_record_usage(*, execution, input_tokens=0, output_tokens=0, cost_usd=0):
-    Execution.objects.filter(pk=execution.pk).update(
+    """Add what the agent of ``execution`` reported, while it is the live run."""
+    rows = Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
         input_tokens=F("input_tokens") + input_tokens,
         output_tokens=F("output_tokens") + output_tokens,
         cost_usd=F("cost_usd") + cost_usd,
     )
+    if rows != 1:
+        raise ExecutionFenced(ERR_FENCED.format(execution=execution.pk))

@@ -119,9 +119,24 @@ def agent_session_release_sql(*, execution, now):
     """
     if execution.session_id is None:
         return None
-    return update_sql(
+    sql, params = update_sql(
         AgentSession,
         {"pk": execution.session_id, "status": SessionStatus.ACTIVE, "worker_id": execution.worker_id},
         status=SessionStatus.IDLE,
         last_activity_at=now,
+    )
+    # Nor when another run of the task took it again on the same worker (a
+    # remote worker cut off, back, and given the requeued work): the session
+    # is the live run's as long as a newer attempt runs in it.
+    executions, connection = db.table(Execution)
+    ec = executions.columns
+    newer = (
+        f" AND NOT EXISTS (SELECT 1 FROM {executions.name} e WHERE e.{ec['session_id']} = %s"
+        f" AND e.{ec['status']} = %s AND e.{ec['pk']} <> %s)"
+    )
+    return sql + newer, (
+        *params,
+        executions.prepare("session_id", execution.session_id, connection),
+        ExecutionStatus.RUNNING.value,
+        executions.prepare("pk", execution.pk, connection),
     )

@@ -75,6 +75,11 @@ class StartOutput(serializers.Serializer):
         allow_null=True, help_text="The agent's conversation id: pass it to the agent (e.g. claude --session-id)."
     )
     resume = serializers.BooleanField(help_text="Continue that conversation instead of starting it.")
+    lease_expires_at = serializers.DateTimeField(
+        help_text="The run's lease: heartbeats (and polls of the work order) renew it; after fence_seconds "
+        "without a renewal the worker must stop the agent itself, since the work may be requeued."
+    )
+    fence_seconds = serializers.FloatField()
     prompt = serializers.CharField(
         allow_null=True,
         help_text="What the agent gets: the task, or the queued messages of a message turn. Null: nothing left to"
@@ -82,17 +87,27 @@ class StartOutput(serializers.Serializer):
     )
 
 
-class CompleteInput(serializers.Serializer):
+EXECUTION_HELP = (
+    "The run (execution id from the start) this write belongs to. A run that is no longer the live one "
+    "(its work was requeued) gets 409 with code fenced: stop its agent."
+)
+
+
+class RunWriteInput(serializers.Serializer):
+    execution = serializers.UUIDField(required=False, allow_null=True, help_text=EXECUTION_HELP)
+
+
+class CompleteInput(RunWriteInput):
     exit_code = serializers.IntegerField(min_value=INT32_MIN, max_value=INT32_MAX, default=0)
 
 
-class FailInput(serializers.Serializer):
+class FailInput(RunWriteInput):
     error = serializers.CharField(max_length=MAX_ERROR_CHARS)
     exit_code = serializers.IntegerField(min_value=INT32_MIN, max_value=INT32_MAX, required=False, allow_null=True)
     retryable = serializers.BooleanField(default=True)
 
 
-class OutputInput(serializers.Serializer):
+class OutputInput(RunWriteInput):
     seq = serializers.IntegerField(min_value=0, max_value=INT32_MAX, help_text="0 for the first batch, then +1.")
     text = serializers.CharField(trim_whitespace=False, allow_blank=False)
 
@@ -108,11 +123,11 @@ class QueueStatusOutput(serializers.Serializer):
     oldest_waiting_seconds = serializers.DictField(child=serializers.FloatField(allow_null=True))
 
 
-class InterruptedInput(serializers.Serializer):
+class InterruptedInput(RunWriteInput):
     reason = serializers.CharField(max_length=MAX_ERROR_CHARS, required=False, allow_blank=True, default="")
 
 
-class UsageInput(serializers.Serializer):
+class UsageInput(RunWriteInput):
     input_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
     output_tokens = serializers.IntegerField(min_value=0, max_value=10**12, default=0)
     cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=0, default=0)

@@ -4,6 +4,7 @@ Operators see and manage everything; a worker (worker token) sees only
 itself, heartbeats only itself, and touches only sessions of its own work.
 """
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -12,7 +13,7 @@ from rest_framework.response import Response
 from agentvine.api import Pagination, PlatformAPIView, paginated, query_params
 from agentvine.errors import PermissionDenied, ValidationFailed
 from queue_app import lifecycle
-from queue_app.models import ACTIVE_STATUSES, WorkOrder
+from queue_app.models import ACTIVE_STATUSES, Execution, WorkOrder
 from tasks_app.models import Task
 from workers_app import services
 from workers_app.authentication import IsOperator, IsOperatorOrWorker, IsWorker, request_worker
@@ -107,12 +108,21 @@ class WorkerHeartbeatApi(PlatformAPIView):
     def post(self, request, worker_id):
         worker = _worker_for(request, worker_id)
         alive = services.worker_heartbeat(worker=worker)
+        leases = {}
         if alive:
             # A remote worker drives its agent in its own process: its
-            # heartbeat also renews its run's lease (so does its runner's poll).
-            lifecycle.execution_leases_renew(worker=worker)
+            # heartbeat also renews its run's lease (so does its runner's
+            # poll), and tells it which of its runs are still live: one not
+            # listed was requeued under it, and its agent must stop.
+            leases = lifecycle.execution_leases_renew(worker=worker)
         worker.refresh_from_db()
-        return Response({"ok": alive, "status": worker.status})
+        body = {
+            "ok": alive,
+            "status": worker.status,
+            "leases": leases,
+            "fence_seconds": settings.AGENTVINE_FENCE_SECONDS,
+        }
+        return Response(HeartbeatOutput(body).data)
 
 
 class SessionListCreateApi(PlatformAPIView):
@@ -184,7 +194,12 @@ class SessionActivityApi(PlatformAPIView):
         session = _session_for(request, session_pk)
         data = SessionActivityInput(data=request.data)
         data.is_valid(raise_exception=True)
-        session = services.agent_session_touch(session=session, agent_session_id=data.validated_data.get("session_id"))
+        execution = None
+        if data.validated_data.get("execution"):
+            execution = get_object_or_404(Execution, pk=data.validated_data["execution"], session_id=session.pk)
+        session = services.agent_session_touch(
+            session=session, agent_session_id=data.validated_data.get("session_id"), execution=execution
+        )
         return Response(SessionOutput(session).data)
 
 

@@ -118,3 +118,26 @@ class IdempotencyKey(models.Model):
 
     def __str__(self):
         return f"{self.owner} {self.key}"
+
+
+class HostCleanup(models.Model):
+    """Work that must happen on one worker host, where the files are (a
+    terminated session's workspace), kept until that host has done it: a
+    host that is down or cut off when it is asked does it when it is back
+    (workers_app.host_work drains its rows when its worker starts)."""
+
+    id = models.BigAutoField(primary_key=True)
+    # The Celery node name of the host's worker (``celery@host``): its queue is ``host.<host>``.
+    host = models.CharField(max_length=200)
+    task_id = models.UUIDField()
+    repository_url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["host"], name="host_cleanup_pending", condition=models.Q(done_at__isnull=True)),
+        ]
+
+    def __str__(self):
+        return f"workspace of task {self.task_id} on {self.host}"

@@ -11,6 +11,7 @@ import time
 from django.conf import settings
 from django.db import IntegrityError, reset_queries
 
+from agentvine.errors import ExecutionFenced
 from queue_app.outputs import execution_output_append
 
 
@@ -71,6 +72,10 @@ class OutputBuffer:
         except IntegrityError:
             if not retry:
                 raise
+        except ExecutionFenced:
+            # The run is no longer the live one: its output has nowhere to go.
+            self._unsent = None
+            raise
         self._unsent = None
         self.writes += 1
 

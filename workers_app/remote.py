@@ -48,6 +48,8 @@ ERR_UNSUPPORTED_KIND = "work order kind {kind} cannot run on a remote worker"
 # As on a Celery slot: the task itself, or a turn for the agent's queued messages.
 RUNNABLE_KINDS = ("run_task", "deliver_message")
 ERR_NO_RESULT = "agent ended without a result"
+# A run this worker abandoned: its lease lapsed or the server fenced it.
+FENCED = "fenced"
 ERR_NEED_CREDENTIALS = (
     "set AGENTVINE_OPERATOR_TOKEN (or _FILE) to register, or --worker-id with AGENTVINE_WORKER_TOKEN (or _FILE)"
 )
@@ -153,24 +155,55 @@ def _remote_output_buffer_class():
     class RemoteOutputBuffer(OutputBuffer):
         """OutputBuffer batching, with each batch sent over HTTP."""
 
-        def __init__(self, api, work_order_id):
+        def __init__(self, api, work_order_id, run):
             super().__init__(SimpleNamespace(output_chunks=0, output_tail="", output_chars=0))
             self.api = api
             self.work_order_id = work_order_id
+            self.run = run
             self.work_order_status = "running"
 
         def _write(self, *, seq, text, tail):
             try:
-                reply = self.api.post(f"queue/work-orders/{self.work_order_id}/output/", {"seq": seq, "text": text})
+                reply = self.api.post(
+                    f"queue/work-orders/{self.work_order_id}/output/",
+                    {"seq": seq, "text": text, "execution": self.run.execution},
+                )
             except ApiError as exc:
                 if exc.status != 409:
                     raise
                 # The attempt was closed under us (cancelled, requeued).
                 self.work_order_status = "gone"
+                self.run.refused(exc)
                 return
             self.work_order_status = reply["work_order_status"]
 
     return RemoteOutputBuffer
+
+
+def is_fenced(exc):
+    """A 409 ``fenced``: the run is no longer the live one; stop its agent."""
+    return exc.status == 409 and isinstance(exc.body, dict) and exc.body.get("code") == "fenced"
+
+
+class RemoteRun:
+    """The run (execution) this worker drives now and its fence
+    (``workers_app.fencing``): renewed by each heartbeat that lists it among
+    the worker's live runs and by each poll of its work order; fenced when
+    the server says so (409 ``fenced``, or a heartbeat without it) or when
+    nothing renewed it for ``fence_seconds`` (the server is out of reach:
+    the work may be requeued)."""
+
+    def __init__(self, execution, fence):
+        self.execution = execution
+        self.fence = fence
+
+    def refused(self, exc):
+        if is_fenced(exc):
+            self.fence_now(f"the server fenced it: {exc.body.get('detail')}")
+
+    def fence_now(self, reason):
+        # Off the calling thread: stopping the agent waits for it a moment.
+        threading.Thread(target=self.fence.fence, args=(reason,), daemon=True).start()
 
 
 class RemoteWorker:
@@ -183,6 +216,7 @@ class RemoteWorker:
         self.max_orders = max_orders
         self.stop = threading.Event()
         self.outcomes = []
+        self.current_run = None
 
     # --- loop -----------------------------------------------------------------
 
@@ -209,7 +243,13 @@ class RemoteWorker:
         api.retry_seconds = self.heartbeat_seconds
         while not self.stop.wait(self.heartbeat_seconds):
             try:
-                api.post(f"workers/{self.worker_id}/heartbeat/")
+                run = self.current_run
+                reply = api.post(f"workers/{self.worker_id}/heartbeat/") or {}
+                if run is not None and run is self.current_run:
+                    if run.execution in reply.get("leases", {}):
+                        run.fence.renewed()
+                    else:
+                        run.fence_now("the server no longer lists it as live (requeued)")
             except ApiError as exc:
                 if exc.status == 401:
                     logger.error("worker token refused (deregistered?); stopping")
@@ -256,9 +296,18 @@ class RemoteWorker:
                 resume=started["resume"],
                 env=self._agent_environment(started["agent_token"], work_order_id, task["id"]),
             )
-            return self._drive(work_order_id, executor_for(context), session=started["session"])
+            executor = executor_for(context)
         except ExecutorConfigError as exc:
             return self._fail(work_order_id, str(exc), retryable=False)
+        from workers_app.fencing import Fence
+
+        fence = Fence(executor=executor, seconds=float(started["fence_seconds"]), name=started["execution"])
+        self.current_run = RemoteRun(started["execution"], fence.start())
+        try:
+            return self._drive(work_order_id, executor, session=started["session"])
+        finally:
+            fence.close()
+            self.current_run = None
 
     def _agent_environment(self, agent_token, work_order_id, task_id):
         """What the agent needs to ask a human: the same as under Celery, pointed at this server."""
@@ -273,7 +322,9 @@ class RemoteWorker:
         }
 
     def _drive(self, work_order_id, executor, session=None):
-        buffer = _remote_output_buffer_class()(self.api, work_order_id)
+        run = self.current_run
+        fence = run.fence
+        buffer = _remote_output_buffer_class()(self.api, work_order_id, run)
         started = time.monotonic()
         next_check = started + STATUS_CHECK_SECONDS
         stop_reason = None
@@ -282,6 +333,9 @@ class RemoteWorker:
         try:
             for event in executor.events():
                 now = time.monotonic()
+                if fence.fenced.is_set():
+                    # The fence stopped the agent: drain its last events, send nothing.
+                    continue
                 if event.kind in ("output", "tool_use"):
                     buffer.add(event.text)
                 elif event.kind == "usage":
@@ -295,9 +349,18 @@ class RemoteWorker:
                     stop_reason = ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
                 if stop_reason is None and now >= next_check:
                     next_check = now + STATUS_CHECK_SECONDS
-                    status = self.api.get(f"queue/work-orders/{work_order_id}/")["status"]
+                    try:
+                        status = self.api.get(f"queue/work-orders/{work_order_id}/")["status"]
+                    except ApiError as exc:
+                        if exc.status not in (403, 404):
+                            raise
+                        # Requeued under it and now another worker's (or gone).
+                        status = "taken away"
                     if status not in ("running", "waiting"):
                         stop_reason = f"work order became {status}"
+                    else:
+                        # The poll renewed the lease (the server says so in its description).
+                        fence.renewed()
                 if stop_reason is None and buffer.work_order_status not in ("running", "waiting"):
                     stop_reason = f"work order became {buffer.work_order_status}"
                 if stop_reason and interrupted_at is None:
@@ -306,16 +369,26 @@ class RemoteWorker:
                 elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE_SECONDS:
                     executor.kill()
         except Exception as exc:
-            logger.exception("executor crashed on work order %s", work_order_id)
             executor.kill()
+            if fence.fenced.is_set():
+                logger.info("fenced run of work order %s ended: %s", work_order_id, exc)
+                return FENCED
+            logger.exception("executor crashed on work order %s", work_order_id)
             buffer.flush()
             return self._fail(work_order_id, f"executor error: {exc}", retryable=True)
+        if fence.fenced.is_set():
+            # Abandoned: the server requeues the work; nothing more is sent for this run.
+            logger.warning("work order %s abandoned by its fenced run: %s", work_order_id, fence.reason)
+            return FENCED
         buffer.flush()
         if stop_reason and not stop_reason.startswith("time limit"):
             # Cancelled or taken away: the attempt ends interrupted, this
             # worker is free (a 409 means the server already moved it on).
             try:
-                self.api.post(f"queue/work-orders/{work_order_id}/interrupted/", {"reason": stop_reason})
+                self.api.post(
+                    f"queue/work-orders/{work_order_id}/interrupted/",
+                    {"reason": stop_reason, **self._run_field()},
+                )
             except ApiError as exc:
                 if exc.status != 409:
                     raise
@@ -331,13 +404,17 @@ class RemoteWorker:
             error = error + "\n" + "\n".join(tail)
         return self._fail(work_order_id, error, retryable=True, exit_code=exit_code)
 
+    def _run_field(self):
+        """What names the run in a write (none before the start answered)."""
+        return {"execution": self.current_run.execution} if self.current_run else {}
+
     def _complete(self, work_order_id, exit_code):
         try:
-            self.api.post(f"queue/work-orders/{work_order_id}/complete/", {"exit_code": exit_code})
+            self.api.post(f"queue/work-orders/{work_order_id}/complete/", {"exit_code": exit_code, **self._run_field()})
         except ApiError as exc:
             if exc.status != 409:
                 raise
-            return "lost"
+            return FENCED if is_fenced(exc) else "lost"
         return "completed"
 
     def _report_session(self, session, agent_session_id):
@@ -345,8 +422,10 @@ class RemoteWorker:
         if not agent_session_id:
             return
         try:
-            self.api.post(f"sessions/{session}/activity/", {"session_id": agent_session_id})
+            self.api.post(f"sessions/{session}/activity/", {"session_id": agent_session_id, **self._run_field()})
         except ApiError as exc:
+            if self.current_run:
+                self.current_run.refused(exc)
             logger.warning("session id of session %s not recorded: %s", session, exc)
 
     def _report_usage(self, work_order_id, usage):
@@ -355,10 +434,13 @@ class RemoteWorker:
             "input_tokens": int(usage.get("input_tokens") or 0),
             "output_tokens": int(usage.get("output_tokens") or 0),
             "cost_usd": f"{float(usage.get('cost_usd') or 0):.6f}",
+            **self._run_field(),
         }
         try:
             self.api.post(f"queue/work-orders/{work_order_id}/usage/", body)
         except ApiError as exc:
+            if self.current_run:
+                self.current_run.refused(exc)
             # Not the run's fault: the attempt has moved on or the numbers were refused.
             logger.warning("usage of work order %s not recorded: %s", work_order_id, exc)
 
@@ -366,12 +448,14 @@ class RemoteWorker:
         try:
             self.api.post(
                 f"queue/work-orders/{work_order_id}/fail/",
-                {"error": error, "exit_code": exit_code, "retryable": retryable},
+                {"error": error, "exit_code": exit_code, "retryable": retryable, **self._run_field()},
             )
         except ApiError as exc:
             if exc.status != 409:
                 raise
             logger.info("work order %s was no longer ours to fail", work_order_id)
+            if is_fenced(exc):
+                return FENCED
         return "failed"
 
 

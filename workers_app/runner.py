@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from agentvine.errors import IllegalTransition
+from agentvine.errors import ExecutionFenced, IllegalTransition
 from agentvine.wakeups import RunnerWakeups
 from chat_app import agent_link
 from queue_app import dispatch, lifecycle
@@ -26,6 +26,7 @@ from queue_app.run_sessions import agent_session_open
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
 from workers_app.executors.base import RunContext
 from workers_app.executors.environment import ask_failure
+from workers_app.fencing import Fence
 from workers_app.output import OutputBuffer
 from workers_app.services import agent_session_set_agent_id, worker_release
 from workers_app.slots import current_worker, node_name
@@ -46,6 +47,8 @@ ERR_PREEMPTED = "preempted by higher-priority work"
 RUNNABLE_KINDS = (WorkOrderKind.RUN_TASK, WorkOrderKind.DELIVER_MESSAGE)
 MESSAGES_NOTE = "Messages about this task since you last worked on it:"
 ERR_SHUTDOWN = "worker shutting down"
+# What a fenced run returns: it stopped its agent and wrote nothing more.
+FENCED = "fenced"
 
 
 def task_prompt(task):
@@ -107,8 +110,13 @@ def work_order_run(*, work_order_id):
     finally:
         if outcome is None:
             # Crashed out before any transition ended the run: its token and
-            # session end here, by execution (a newer run's stay untouched).
+            # session end here, by execution, and only while it is the live
+            # run (a newer run's stay untouched).
             lifecycle.execution_release(execution=execution)
+    if outcome == FENCED:
+        # Abandoned: the work order, its token and session are the guardian's
+        # and the next run's now; this run touches none of them.
+        return outcome
     # Messages that came in too late for this run get the agent's next turn.
     agent_link.agent_next_turn(task=work_order.task)
     return outcome
@@ -191,8 +199,18 @@ def _drive(*, worker, work_order, execution, executor):
 
 
 def _drive_agent(*, worker, work_order, execution, executor, wakeups):
+    fence = Fence(executor=executor, seconds=settings.AGENTVINE_FENCE_SECONDS, name=str(execution.pk)).start()
+    try:
+        return _drive_fenced(
+            worker=worker, work_order=work_order, execution=execution, executor=executor, wakeups=wakeups, fence=fence
+        )
+    finally:
+        fence.close()
+
+
+def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
     buffer = OutputBuffer(execution)
-    lease = _Lease(execution)
+    lease = _Lease(execution, fence)
     outage = _DatabaseOutage(work_order)
     usage_pending = []
 
@@ -216,30 +234,43 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
                 outcome_event = event
             elif event.kind == "usage":
                 usage_pending.append(event.data)
+            if fence.fenced.is_set():
+                # The fence stopped the agent: drain its last events, write nothing.
+                continue
             # While PostgreSQL is away (a restart, a failover) the agent goes
             # on: its output and usage wait in memory and are written, in
-            # order and once, when the database is back.
-            with outage.tolerated():
-                if event.kind in ("output", "tool_use"):
-                    buffer.add(event.text)
-                elif event.kind == "session":
-                    agent_session_set_agent_id(session=execution.session, session_id=event.data.get("session_id"))
-                elif event.kind == "question" and stop is None:
-                    # The agent blocks until a person answers; output keeps flowing
-                    # to Postgres meanwhile. None means the work stopped or timed
-                    # out, which the checks below notice.
-                    answer = agent_link.executor_question(
-                        work_order=work_order,
-                        execution=execution,
-                        text=event.text,
-                        deadline=started + executor.context.time_limit,
-                        on_wait=keep_alive,
-                        sleep=wakeups.wait,
-                    )
-                    if answer is not None:
-                        executor.provide_answer(answer)
-                    next_check = 0
-                keep_alive()
+            # order and once, when the database is back (or, past the fence,
+            # never: the run is abandoned).
+            try:
+                with outage.tolerated():
+                    if event.kind in ("output", "tool_use"):
+                        buffer.add(event.text)
+                    elif event.kind == "session":
+                        agent_session_set_agent_id(
+                            session=execution.session, session_id=event.data.get("session_id"), execution=execution
+                        )
+                    elif event.kind == "question" and stop is None:
+                        # The agent blocks until a person answers; output keeps flowing
+                        # to Postgres meanwhile. None means the work stopped or timed
+                        # out, which the checks below notice.
+                        answer = agent_link.executor_question(
+                            work_order=work_order,
+                            execution=execution,
+                            text=event.text,
+                            deadline=started + executor.context.time_limit,
+                            on_wait=keep_alive,
+                            sleep=wakeups.wait,
+                        )
+                        if answer is not None:
+                            executor.provide_answer(answer)
+                        next_check = 0
+                    keep_alive()
+            except ExecutionFenced as exc:
+                # A write was refused: this run is no longer the live one.
+                # The database answers, so the run ends as any run whose work
+                # moved on (its own attempt only, see _close_taken).
+                if stop is None:
+                    stop, stop_reason = Stop.TAKEN, exc.message
             if stop is None and now - started > executor.context.time_limit:
                 stop, stop_reason = Stop.TIME_LIMIT, ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
             if stop is None and wakeups.shutdown.is_set():
@@ -268,25 +299,35 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
         _with_database(buffer.flush)
         raise
     except Exception as exc:
-        logger.exception("executor crashed on work order %s", work_order.pk)
         executor.kill()
+        if fence.fenced.is_set():
+            # Its database call failed after the fence fired: still abandoned.
+            logger.info("fenced run of work order %s ended: %s", work_order.pk, exc)
+            return FENCED
+        logger.exception("executor crashed on work order %s", work_order.pk)
         _with_database(buffer.flush)
         _finish_failed(worker, work_order, execution, f"executor error: {exc}", retryable=True)
         return "failed"
+    if fence.fenced.is_set():
+        logger.warning("work order %s abandoned by its fenced run: %s", work_order.pk, fence.reason)
+        return FENCED
     if stop is None and (reason := ask_failure(executor.context)):
         # The agent ended before the next check noticed.
         stop, stop_reason = Stop.ASK_FAILED, reason
     if stop == Stop.ASK_FAILED:
         buffer.add(f"[agentvine] {stop_reason}\n")
-    _with_database(buffer.flush)
-    _with_database(keep_alive)
+    try:
+        _with_database(buffer.flush)
+        _with_database(keep_alive)
+    except ExecutionFenced as exc:
+        stop, stop_reason = Stop.TAKEN, exc.message
 
     completed = outcome_event is not None and outcome_event.kind == "completed"
     exit_code = outcome_event.data.get("exit_code") if outcome_event else None
     if stop == Stop.TAKEN:
         # Cancelled (or taken away) while running: keep the partial output,
         # close the attempt as interrupted, free the slot.
-        _close_taken(worker, work_order, stop_reason)
+        _close_taken(worker, work_order, stop_reason, execution)
         return "interrupted"
     if stop in (Stop.PREEMPTED, Stop.SHUTDOWN) and not completed:
         # Giving way is not the work's fault: no retry is spent. The partial
@@ -302,7 +343,7 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
             _with_database(lambda: worker_release(worker=worker))
         except IllegalTransition:
             logger.info("work order %s was no longer ours to requeue", work_order.pk)
-            _close_taken(worker, work_order, stop_reason)
+            _close_taken(worker, work_order, stop_reason, execution)
         return stop
     if stop == Stop.ASK_FAILED:
         # Configuration, not the work: another try would fail the same way.
@@ -324,7 +365,7 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
             )
         except IllegalTransition:
             # Cancelled or taken away as it finished: the attempt still ends.
-            _close_taken(worker, work_order, "work order moved on before it completed")
+            _close_taken(worker, work_order, "work order moved on before it completed", execution)
             return "lost"
         return "completed"
     error = outcome_event.text if outcome_event else "agent ended without a result"
@@ -398,18 +439,22 @@ class _Lease:
     """The run's lease (``Execution.lease_expires_at``), renewed from the loop
     that drives the agent: a runner that stops driving (crashed, stuck) lets
     it expire, and the guardian takes the work back although the slot's
-    heartbeat thread still beats."""
+    heartbeat thread still beats. Each renewal that lands resets the run's
+    fence (``workers_app.fencing``); renewals come every quarter of the fence
+    (or third of the lease), so one slow renewal does not fence a healthy run."""
 
-    def __init__(self, execution):
+    def __init__(self, execution, fence):
         self.execution = execution
-        self.every = settings.AGENTVINE_LEASE_SECONDS / 3
+        self.fence = fence
+        self.every = min(settings.AGENTVINE_LEASE_SECONDS / 3, settings.AGENTVINE_FENCE_SECONDS / 4)
         self.next_renewal = time.monotonic() + self.every
 
     def renew_when_due(self):
         now = time.monotonic()
         if now >= self.next_renewal:
             self.next_renewal = now + self.every
-            lifecycle.execution_lease_renew(execution=self.execution)
+            if lifecycle.execution_lease_renew(execution=self.execution):
+                self.fence.renewed()
 
 
 def _record_usage(execution, usage):
@@ -436,15 +481,19 @@ def _finish_failed(worker, work_order, execution, error, *, retryable, exit_code
     except IllegalTransition:
         # Someone else (cancel, guardian) already moved it on.
         logger.info("work order %s was no longer ours to fail", work_order.pk)
-        _close_taken(worker, work_order, error)
+        _close_taken(worker, work_order, error, execution)
 
 
-def _close_taken(worker, work_order, reason):
+def _close_taken(worker, work_order, reason, execution):
     """The work order moved on without this run (cancelled, requeued): its
     attempt ends interrupted with its token and session, and the slot is
     free; if whoever moved it on closed the attempt already, only the slot."""
     try:
-        _with_database(lambda: lifecycle.work_order_interrupted(work_order=work_order, worker=worker, reason=reason))
+        _with_database(
+            lambda: lifecycle.work_order_interrupted(
+                work_order=work_order, worker=worker, reason=reason, execution=execution
+            )
+        )
     except IllegalTransition:
         logger.info("attempt of work order %s was already closed", work_order.pk)
         _with_database(lambda: worker_release(worker=worker))

@@ -38,6 +38,11 @@ class WorkerListParams(serializers.Serializer):
 class HeartbeatOutput(serializers.Serializer):
     ok = serializers.BooleanField()
     status = serializers.CharField()
+    leases = serializers.DictField(
+        child=serializers.DateTimeField(),
+        help_text="Execution id → lease expiry of each live run of this worker; a run missing here is fenced.",
+    )
+    fence_seconds = serializers.FloatField()
 
 
 class SessionCreateInput(serializers.Serializer):
@@ -58,6 +63,9 @@ class SessionActivityInput(serializers.Serializer):
         max_length=200,
         required=False,
         help_text="The id the agent gave its own conversation (codex picks one): the next run resumes that one.",
+    )
+    execution = serializers.UUIDField(
+        required=False, allow_null=True, help_text="The run reporting it: refused (409 fenced) once not live."
     )
 
 

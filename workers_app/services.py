@@ -4,12 +4,14 @@ import hashlib
 import secrets
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists
 from django.utils import timezone
 
 from agentvine import events
-from agentvine.errors import IllegalTransition, ValidationFailed
-from queue_app.lifecycle import work_order_requeue, worker_event
-from queue_app.models import ACTIVE_STATUSES, WorkOrder
+from agentvine.errors import ExecutionFenced, IllegalTransition, ValidationFailed
+from queue_app.lifecycle import ERR_FENCED, work_order_requeue, worker_event
+from queue_app.models import ACTIVE_STATUSES, Execution, ExecutionStatus, WorkOrder
+from workers_app.host_work import host_cleanup_request, host_of
 from workers_app.models import AgentSession, ApiToken, SessionStatus, Worker, WorkerStatus, WorkerToken
 from workers_app.workspaces import workspace_remove
 
@@ -106,16 +108,25 @@ def worker_mark_offline(*, worker, reason=""):
 # --- agent sessions (the agent's own conversation) ------------------------------
 
 
-def agent_session_set_agent_id(*, session, session_id):
-    """Record the id the agent reported for its conversation (codex picks its own)."""
+def agent_session_set_agent_id(*, session, session_id, execution=None):
+    """Record the id the agent reported for its conversation (codex picks its
+    own); by the run ``execution`` only while it is still the live one (a
+    stale run would point the task's next turn at its own conversation)."""
     if not session_id or session_id == session.session_id:
         return session
+    sessions = AgentSession.objects.filter(pk=session.pk)
+    if execution is not None:
+        sessions = sessions.filter(
+            Exists(Execution.objects.filter(pk=execution.pk, session_id=session.pk, status=ExecutionStatus.RUNNING))
+        )
     try:
         with transaction.atomic():
-            AgentSession.objects.filter(pk=session.pk).update(session_id=session_id, last_activity_at=timezone.now())
+            updated = sessions.update(session_id=session_id, last_activity_at=timezone.now())
     except IntegrityError:
         # session_id is unique: another session already has that id.
         raise ValidationFailed(ERR_SESSION_EXISTS, field="session_id") from None
+    if updated != 1 and execution is not None:
+        raise ExecutionFenced(ERR_FENCED.format(execution=execution.pk))
     session.refresh_from_db()
     return session
 
@@ -196,12 +207,20 @@ def agent_session_create(*, session_id, task=None, worker=None):
     return session
 
 
-def agent_session_touch(*, session, agent_session_id=None):
+def agent_session_touch(*, session, agent_session_id=None, execution=None):
     """Activity on a session keeps it alive (and wakes an idle one);
-    ``agent_session_id`` records the id the agent gave its conversation."""
+    ``agent_session_id`` records the id the agent gave its conversation.
+    Reported by the run ``execution``: refused once it is not the live one."""
     now = timezone.now()
     with transaction.atomic():
-        agent_session_set_agent_id(session=session, session_id=agent_session_id)
+        if (
+            execution is not None
+            and not Execution.objects.filter(
+                pk=execution.pk, session_id=session.pk, status=ExecutionStatus.RUNNING
+            ).exists()
+        ):
+            raise ExecutionFenced(ERR_FENCED.format(execution=execution.pk))
+        agent_session_set_agent_id(session=session, session_id=agent_session_id, execution=execution)
         updated = AgentSession.objects.filter(
             pk=session.pk, status__in=[SessionStatus.ACTIVE, SessionStatus.IDLE]
         ).update(last_activity_at=now, status=SessionStatus.ACTIVE)
@@ -225,7 +244,14 @@ def agent_session_terminate(*, session, reason="terminated"):
         _publish_session(session)
         if session.task_id:
             # The workspace goes with the session (its branch stays in the
-            # repository cache). Removed where the workspace root is visible:
-            # the worker host, or every host when the root is shared.
-            transaction.on_commit(lambda: workspace_remove(task=session.task))
+            # repository cache), removed on the host that holds it: a job on
+            # that host's own queue, kept until the host has done it (a host
+            # that is away does it when it is back). A session without a
+            # Celery slot (a remote worker's, or none) is removed here, where
+            # the workspace root is visible when it is shared.
+            host = host_of(session.worker)
+            if host is not None:
+                host_cleanup_request(host=host, task=session.task)
+            else:
+                transaction.on_commit(lambda: workspace_remove(task=session.task))
     return session

@@ -16,12 +16,14 @@ from celery.signals import (
     task_prerun,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
     worker_shutting_down,
 )
 from django.conf import settings
 from django.db import close_old_connections, connection, connections
 
 from agentvine.wakeups import node_shutdown_announce, node_shutdown_clear, wakeups_start
+from workers_app.host_work import host_cleanups_ring, host_queue
 from workers_app.services import worker_heartbeat, worker_mark_offline, worker_register
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,17 @@ def _remember_nodename(sender, instance=None, **kwargs):
     if _state["agent_slots"]:
         # A node restarting under the same name is not shutting down.
         node_shutdown_clear(nodename=sender)
+        if instance is not None:
+            # Work that must happen where this host's files are comes on a
+            # queue of its own (workers_app.host_work), with no -Q to add.
+            instance.app.amqp.queues.select_add(host_queue(sender))
+
+
+@worker_ready.connect
+def _drain_host_work(sender, **kwargs):
+    # What this host was asked to do while it was away: its slots drain it.
+    if _state["agent_slots"]:
+        host_cleanups_ring(host=sender.hostname)
 
 
 def node_name():

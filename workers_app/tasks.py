@@ -5,7 +5,8 @@ workers_app/guardians.py. Each returns counts so a run is visible in logs."""
 from celery import shared_task
 
 from chat_app import notifications
-from workers_app import guardians
+from workers_app import guardians, host_work
+from workers_app.slots import node_name
 
 
 @shared_task(name="workers_app.guard_stalled_workers", ignore_result=True)
@@ -35,3 +36,11 @@ def guard_broker_reset():
 @shared_task(name="workers_app.guard_priority_preemption", ignore_result=True)
 def guard_priority_preemption():
     return {"preempting": len(guardians.guard_priority_preemption())}
+
+
+@shared_task(name=host_work.DRAIN_TASK, ignore_result=True)
+def host_cleanups_drain(host):
+    """Routed to ``host.<host>``: only that host's slots run it."""
+    if host != node_name():
+        return {"done": 0, "not_here": host}
+    return {"done": host_work.host_cleanups_drain(host=host)}

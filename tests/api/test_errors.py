@@ -1,6 +1,7 @@
 """Errors that help: field messages, 404, 409, 413, 429 — and never a 500."""
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from agentvine.api_errors import ERR_BODY_TOO_LARGE
@@ -178,6 +179,8 @@ def test_register_returns_a_token_that_works_once_shown(operator_client):
     assert token_client(body["token"]).post(f"/api/v1/workers/{body['id']}/heartbeat/").json() == {
         "ok": True,
         "status": "idle",
+        "leases": {},
+        "fence_seconds": settings.AGENTVINE_FENCE_SECONDS,
     }
     assert "token" not in operator_client.get(f"/api/v1/workers/{body['id']}/").json()
 

@@ -68,6 +68,12 @@ class TcpProxy:
         with self._lock:
             for link in self.links:
                 for sock in (link.client, link.upstream):
+                    # shutdown first: a close() alone does not end a recv()
+                    # another thread is blocked in, and the peer hears nothing.
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
                     try:
                         sock.close()
                     except OSError:

@@ -5,6 +5,7 @@ from channels.db import database_sync_to_async
 from django.db import IntegrityError, connection, transaction
 
 from agentvine import events
+from agentvine.errors import ExecutionFenced
 from agentvine.models import LiveEvent
 from queue_app import lifecycle
 from queue_app.models import Execution, ExecutionOutputChunk
@@ -72,9 +73,9 @@ def test_output_append_of_an_unknown_execution_writes_nothing(worker):
     execution = _start(worker)
     ghost = Execution(pk="00000000-0000-0000-0000-000000000000", task=execution.task, work_order=execution.work_order)
     before = LiveEvent.objects.count()
-    # No transaction open: the statement is its own, and the (deferred)
-    # foreign key check at its commit undoes the event row too.
-    with pytest.raises(IntegrityError):
+    # No running execution matches: the guarded statement writes neither the
+    # chunk nor the event row.
+    with pytest.raises(ExecutionFenced):
         execution_output_append(execution=ghost, seq=0, text="lost\n", tail="lost\n")
     assert LiveEvent.objects.count() == before
     assert not ExecutionOutputChunk.objects.exists()

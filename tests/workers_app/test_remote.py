@@ -277,3 +277,35 @@ def test_tokens_come_from_the_environment_or_a_file_and_a_command_line_token_war
 
     assert (from_file, from_env, from_flag) == ("avw_from_file", "avo_from_env", "avo_on_cmdline")
     assert caplog.messages == [WARN_TOKEN_ARGUMENT.format(flag="--token", variable="AGENTVINE_OPERATOR_TOKEN")]
+
+
+def test_a_remote_run_requeued_under_it_is_fenced_and_stops_its_agent(remote_factory, operator):
+    """The remote worker's run is requeued (its host was cut off, say) and the
+    work started again on the same worker: its heartbeat no longer lists the
+    run and its writes are 409 fenced, so it stops its agent and sends nothing
+    more; the live run is untouched."""
+    from queue_app import credentials, lifecycle
+    from workers_app.runner import pull_run_start
+
+    task = task_create(title="ticker 30", executor="ticker", created_by=operator)
+    work_order = task.work_orders.get()
+    remote = remote_factory("remote-fence", "--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3")
+    stale = wait_for(
+        lambda: Execution.objects.filter(work_order=work_order, output_chunks__gt=0).first(),
+        message="the remote agent printing",
+    )
+    worker = Worker.objects.get(name="remote-fence")
+    lifecycle.work_order_requeue(work_order=work_order, reason="worker cut off", lost=True)
+    claimed = lifecycle.work_order_claim(worker=worker, work_order_id=work_order.pk)
+    _, live, _, _, _ = pull_run_start(work_order=claimed, worker=worker)
+
+    assert remote.wait(timeout=15) == 0, remote.output()
+    assert "fenced" in remote.output()
+    stale.refresh_from_db()
+    chunks = stale.output_chunks
+    live.refresh_from_db()
+    assert live.status == ExecutionStatus.RUNNING and live.output_chunks == 0
+    assert credentials.agent_token_resolve(token=live.agent_token) is not None
+    assert WorkOrder.objects.get(pk=work_order.pk).status == WorkOrderStatus.RUNNING
+    stale.refresh_from_db()
+    assert stale.output_chunks == chunks
