@@ -303,6 +303,7 @@ def test_a_partitioned_host_fences_itself_and_its_work_runs_once_elsewhere(netwo
             redis.stop()
         cluster.drop()
 
+    print(f"partition: agent stopped {stopped_after:.2f}s after the cut, work running again after {rerun_after:.2f}s")
     assert stopped_after <= FENCE + 0.5, f"the cut-off agent ran {stopped_after:.1f}s after the cut"
     assert rerun_after <= 15, f"the work ran again {rerun_after:.1f}s after the cut"
     assert not live_slot.startswith(f"{network.prefix}-{cut_host}@")

@@ -300,7 +300,8 @@ def test_a_remote_run_requeued_under_it_is_fenced_and_stops_its_agent(remote_fac
     _, live, _, _, _ = pull_run_start(work_order=claimed, worker=worker)
 
     assert remote.wait(timeout=15) == 0, remote.output()
-    assert "fenced" in remote.output()
+    log = Path(remote.log_path).read_text()
+    assert "fenced" in log and "ran 1 work orders: {'fenced': 1}" in log, log[-3000:]
     stale.refresh_from_db()
     chunks = stale.output_chunks
     live.refresh_from_db()
