@@ -433,7 +433,8 @@ AGENTVINE_RETRY_BACKOFF_MAX = env.float("AGENTVINE_RETRY_BACKOFF_MAX", default=6
 AGENTVINE_OUTPUT_FLUSH_SECONDS = env.float("AGENTVINE_OUTPUT_FLUSH_SECONDS", default=0.5)
 AGENTVINE_OUTPUT_FLUSH_CHARS = env.int("AGENTVINE_OUTPUT_FLUSH_CHARS", default=64 * 1024)
 AGENTVINE_OUTPUT_TAIL_CHARS = 4000
-# The console flags a running agent that printed nothing for this long ("quiet for 12 min").
+# A running agent silent this long: flagged "quiet for 12 min" in the console,
+# and the agent_quiet notification (chat_app/notifications.py).
 AGENTVINE_QUIET_WARNING_SECONDS = env.float("AGENTVINE_QUIET_WARNING_SECONDS", default=600.0)
 # A busy process sends each live-event group at most one layer message per
 # this many seconds; what is committed meanwhile goes out together, as one
@@ -527,8 +528,6 @@ AGENTVINE_PUBLIC_URL = env.str("AGENTVINE_PUBLIC_URL", default=AGENTVINE_API_URL
 AGENTVINE_NOTIFY_MAX_ATTEMPTS = env.int("AGENTVINE_NOTIFY_MAX_ATTEMPTS", default=6)
 AGENTVINE_NOTIFY_BACKOFF_SECONDS = env.float("AGENTVINE_NOTIFY_BACKOFF_SECONDS", default=5.0)
 AGENTVINE_NOTIFY_TIMEOUT_SECONDS = env.float("AGENTVINE_NOTIFY_TIMEOUT_SECONDS", default=10.0)
-# A running agent that printed nothing for this long is "quiet" (agent_quiet).
-AGENTVINE_AGENT_QUIET_SECONDS = env.float("AGENTVINE_AGENT_QUIET_SECONDS", default=600.0)
 # Slack signs the requests of a slash command with this (chat/slack/).
 AGENTVINE_SLACK_SIGNING_SECRET = env.str("AGENTVINE_SLACK_SIGNING_SECRET", default="")
 # Email through Django's backend: SMTP at EMAIL_HOST:EMAIL_PORT.

@@ -288,7 +288,7 @@ def notifications_guard(*, batch=100):
 
 
 def _agents_quiet(*, now, batch):
-    seconds = settings.AGENTVINE_AGENT_QUIET_SECONDS
+    seconds = settings.AGENTVINE_QUIET_WARNING_SECONDS
     cutoff = now - timedelta(seconds=seconds)
     recent_output = ExecutionOutputChunk.objects.filter(execution=OuterRef("pk"), created_at__gte=cutoff)
     told = NotificationDelivery.objects.filter(execution=OuterRef("pk"), event=NotificationEvent.AGENT_QUIET)

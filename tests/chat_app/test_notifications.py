@@ -22,7 +22,7 @@ def _channel(operator, events):
 
 
 def test_an_agent_quiet_past_the_limit_is_told_of_once_and_a_waiting_one_never(operator, worker, settings):
-    settings.AGENTVINE_AGENT_QUIET_SECONDS = 60
+    settings.AGENTVINE_QUIET_WARNING_SECONDS = 60
     _channel(operator, [NotificationEvent.AGENT_QUIET])
     task = task_create(title="Long silence", created_by=operator)
     work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
