@@ -47,6 +47,7 @@ def celery_broker_settings(url, *, agent_queues, guardian_queue, max_run_seconds
                 # doorbell of a still-running agent to a second worker.
                 "visibility_timeout": max_run_seconds + 600,
             },
+            "CELERY_TASK_DEFAULT_EXCHANGE_TYPE": "direct",
         }
     return {
         "CELERY_TASK_QUEUES": [
@@ -61,4 +62,7 @@ def celery_broker_settings(url, *, agent_queues, guardian_queue, max_run_seconds
         ],
         "CELERY_TASK_ACKS_LATE": False,
         "CELERY_BROKER_TRANSPORT_OPTIONS": {"confirm_publish": True},
+        # Celery's default exchange is named after the default queue: the
+        # same type as that queue's, whichever process declares it first.
+        "CELERY_TASK_DEFAULT_EXCHANGE_TYPE": "topic",
     }

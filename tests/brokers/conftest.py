@@ -6,6 +6,7 @@ import os
 import subprocess
 import uuid
 
+import kombu.pools
 import pytest
 from django.conf import settings
 
@@ -27,13 +28,11 @@ def _use_broker(url):
         guardian_queue=settings.GUARDIAN_QUEUE,
         max_run_seconds=settings.AGENTVINE_MAX_RUN_SECONDS,
     )
-    app.pool.force_close_all()
-    app.conf.update(
-        broker_url=url,
-        task_queues=derived["CELERY_TASK_QUEUES"],
-        task_acks_late=derived["CELERY_TASK_ACKS_LATE"],
-        broker_transport_options=derived["CELERY_BROKER_TRANSPORT_OPTIONS"],
-    )
+    # Celery's connection and producer pools live in kombu's registry, by
+    # connection: closed and forgotten there, or the next doorbell of this
+    # process would take a closed pool.
+    kombu.pools.reset()
+    app.conf.update(broker_url=url, **{name.removeprefix("CELERY_").lower(): value for name, value in derived.items()})
     app._pool = None
     app.__dict__.pop("amqp", None)
 
