@@ -84,3 +84,21 @@ def execution_record_usage(*, execution, input_tokens=0, output_tokens=0, cost_u
         output_tokens=F("output_tokens") + output_tokens,
         cost_usd=F("cost_usd") + cost_usd,
     )
+
+
+def execution_record_result(*, execution, base_commit, head_commit, changed_files):
+    """Record the snapshot its run committed when it ended, once.
+
+    Recorded whatever the attempt's status by then: a run cancelled or taken
+    away still committed its workspace, and the commit is the work product.
+    Only the run's own execution is named, so another attempt's record stays
+    untouched. True if this call recorded it.
+    """
+    return bool(
+        Execution.objects.filter(pk=execution.pk, has_changes__isnull=True).update(
+            base_commit=base_commit,
+            head_commit=head_commit,
+            changed_files=changed_files,
+            has_changes=bool(changed_files),
+        )
+    )

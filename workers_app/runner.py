@@ -21,14 +21,14 @@ from agentvine.wakeups import RunnerWakeups
 from chat_app import agent_link
 from queue_app import dispatch, lifecycle
 from queue_app.models import WorkOrder, WorkOrderKind, WorkOrderStatus
-from queue_app.outputs import execution_record_usage
+from queue_app.outputs import execution_record_result, execution_record_usage
 from queue_app.run_sessions import agent_session_open
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
 from workers_app.executors.base import RunContext
 from workers_app.output import OutputBuffer
 from workers_app.services import agent_session_set_agent_id, worker_release
 from workers_app.slots import current_worker, node_name
-from workers_app.workspaces import workspace_prepare
+from workers_app.workspaces import GitFailed, WorkspaceError, workspace_prepare, workspace_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -266,10 +266,15 @@ def _drive_agent(*, worker, work_order, execution, executor, wakeups):
         logger.exception("executor crashed on work order %s", work_order.pk)
         executor.kill()
         _with_database(buffer.flush)
+        _snapshot(work_order, execution, summary="")
         _finish_failed(worker, work_order, execution, f"executor error: {exc}", retryable=True)
         return "failed"
     _with_database(buffer.flush)
     _with_database(keep_alive)
+    # Every run ends with a commit, whichever way it ends: before the
+    # transition, so whoever sees the attempt end sees its changes.
+    summary = outcome_event.text if outcome_event and outcome_event.kind == "completed" else ""
+    _snapshot(work_order, execution, summary=summary)
 
     completed = outcome_event is not None and outcome_event.kind == "completed"
     exit_code = outcome_event.data.get("exit_code") if outcome_event else None
@@ -395,6 +400,37 @@ class _Lease:
         if now >= self.next_renewal:
             self.next_renewal = now + self.every
             lifecycle.execution_lease_renew(execution=self.execution)
+
+
+def snapshot_message(task, execution, summary):
+    """The message of a run's snapshot commit: task title, attempt, and the
+    agent's final summary when it gave one."""
+    lines = [f"{task.title} (attempt {execution.attempt})"]
+    if summary and summary.strip():
+        lines += ["", summary.strip()]
+    return "\n".join(lines)
+
+
+def _snapshot(work_order, execution, *, summary):
+    """Commit the run's workspace on the task's branch and record what changed
+    on its execution. A snapshot that fails is logged, not fatal: the run's
+    outcome is still recorded."""
+    task = work_order.task
+    try:
+        snapshot = workspace_snapshot(task=task, message=snapshot_message(task, execution, summary))
+    except (GitFailed, WorkspaceError, OSError):
+        logger.exception("cannot snapshot the workspace of work order %s", work_order.pk)
+        return None
+    if snapshot is not None:
+        _with_database(
+            lambda: execution_record_result(
+                execution=execution,
+                base_commit=snapshot.base_commit,
+                head_commit=snapshot.head_commit,
+                changed_files=snapshot.files,
+            )
+        )
+    return snapshot
 
 
 def _record_usage(execution, usage):
