@@ -61,6 +61,11 @@ urlpatterns = [
         queue_apis.WorkOrderOutputApi.as_view(),
         name="api-work-order-output",
     ),
+    path(
+        "executions/<uuid:execution_id>/bundle/",
+        tasks_apis.ExecutionBundleApi.as_view(),
+        name="api-execution-bundle",
+    ),
     path("auth/tokens/", workers_apis.ApiTokenCreateApi.as_view(), name="api-tokens"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(

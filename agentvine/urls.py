@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from agentvine import health
@@ -9,6 +9,8 @@ from agentvine import metrics as metrics_views
 from chat_app import views as chat_views
 from tasks_app import views as task_views
 from workers_app import views as worker_views
+
+UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 urlpatterns = [
     # Probes and Prometheus: agentvine/health.py (answered before host validation), agentvine/metrics.py.
@@ -29,6 +31,7 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/message/", chat_views.task_message, name="task-message"),
     path("messages/", chat_views.message_list, name="message-list"),
     path("tasks/<uuid:task_id>/<str:action>/", task_views.task_action, name="task-action"),
+    re_path(rf"^git/(?P<task_id>{UUID_PATTERN})\.git/(?P<git_path>.+)$", task_views.results_git, name="results-git"),
     path("workers/", worker_views.worker_list, name="worker-list"),
     path("sessions/", worker_views.session_list, name="session-list"),
     path("sessions/<uuid:session_id>/terminate/", worker_views.session_terminate, name="session-terminate"),

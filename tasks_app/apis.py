@@ -1,20 +1,37 @@
 """Tasks API (operators only): create, list, get, update, cancel, retry."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from agentvine.api import Pagination, PlatformAPIView, query_params
-from tasks_app import selectors, services
+from agentvine.errors import PermissionDenied
+from chat_app.authentication import AgentPrincipal, AgentTokenAuthentication
+from queue_app.models import Execution
+from tasks_app import results, selectors, services
 from tasks_app.models import Task
 from tasks_app.serializers import (
+    BundleParams,
+    ExecutionResultOutput,
     TaskBatchCreateInput,
     TaskCreateInput,
     TaskListParams,
     TaskOutput,
     TaskUpdateInput,
 )
+from workers_app.authentication import TokenAuthentication, request_worker
+
+ERR_NOT_YOUR_EXECUTION = "results may only be sent for the caller's own execution"
+
+
+class IsWorkerOrAgent(BasePermission):
+    def has_permission(self, request, view):
+        return request_worker(request) is not None or isinstance(request.user, AgentPrincipal)
 
 
 class TaskListCreateApi(PlatformAPIView):
@@ -83,3 +100,46 @@ class TaskRetryApi(PlatformAPIView):
     def post(self, request, task_id):
         task = services.task_retry(task=get_object_or_404(Task, pk=task_id))
         return Response(TaskOutput(task).data)
+
+
+class _BundleParser(BaseParser):
+    """The upload is read as a stream by the view, never parsed into memory."""
+
+    media_type = "application/octet-stream"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return stream
+
+
+class ExecutionBundleApi(APIView):
+    """A run's new commits, as a git bundle of its task's branch: sent by the
+    worker that ran it (worker token) or by its slot with the run's own
+    token, for that execution only."""
+
+    authentication_classes = [TokenAuthentication, AgentTokenAuthentication]
+    permission_classes = [IsWorkerOrAgent]
+    parser_classes = [_BundleParser]
+
+    @extend_schema(
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        parameters=[BundleParams],
+        responses={201: ExecutionResultOutput},
+        operation_id="executions_bundle_upload",
+        tags=["results"],
+    )
+    def post(self, request, execution_id):
+        execution = get_object_or_404(Execution.objects.select_related("task"), pk=execution_id)
+        if not _may_send_results(request, execution):
+            raise PermissionDenied(ERR_NOT_YOUR_EXECUTION)
+        params = query_params(BundleParams, request)
+        results.results_bundle_receive(execution=execution, stream=request.stream, base_commit=params["base"])
+        execution.refresh_from_db()
+        return Response(ExecutionResultOutput(execution).data, status=status.HTTP_201_CREATED)
+
+
+def _may_send_results(request, execution):
+    worker = request_worker(request)
+    if worker is not None:
+        return execution.worker_id == worker.pk
+    agent = request.user if isinstance(request.user, AgentPrincipal) else None
+    return agent is not None and agent.execution is not None and agent.execution.pk == execution.pk

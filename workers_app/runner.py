@@ -26,6 +26,7 @@ from queue_app.run_sessions import agent_session_open
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
 from workers_app.executors.base import RunContext
 from workers_app.output import OutputBuffer
+from workers_app.result_upload import UploadFailed, results_upload
 from workers_app.services import agent_session_set_agent_id, worker_release
 from workers_app.slots import current_worker, node_name
 from workers_app.workspaces import GitFailed, WorkspaceError, workspace_prepare, workspace_snapshot
@@ -421,7 +422,20 @@ def _snapshot(work_order, execution, *, summary):
     except (GitFailed, WorkspaceError, OSError):
         logger.exception("cannot snapshot the workspace of work order %s", work_order.pk)
         return None
-    if snapshot is not None:
+    if snapshot is None:
+        return None
+    try:
+        # The server keeps the commits and records the diff from its copy.
+        results_upload(
+            api_url=settings.AGENTVINE_API_URL,
+            authorization=f"Agent {execution.agent_token}",
+            execution_id=execution.pk,
+            task=task,
+            snapshot=snapshot,
+        )
+    except (UploadFailed, GitFailed, OSError) as exc:
+        # The commit stays on this host's branch; what it changed is still recorded.
+        logger.warning("results of work order %s not sent to the server: %s", work_order.pk, exc)
         _with_database(
             lambda: execution_record_result(
                 execution=execution,

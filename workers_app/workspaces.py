@@ -31,6 +31,7 @@ from django.conf import settings
 
 from agentvine.errors import ValidationFailed
 from tasks_app.repositories import repository_url_check
+from tasks_app.results import changed_files_parse
 from workers_app.executors import agent_home
 from workers_app.executors.base import ExecutorConfigError
 from workers_app.executors.environment import PASSED_THROUGH, PASSED_THROUGH_PREFIXES
@@ -278,33 +279,10 @@ def _base_commit(path, task):
 def _changed_files(path, base, head):
     """Files differing between ``base`` and ``head``, renames found, with their
     line counts (None for a binary file)."""
-    statuses = _git("diff", *DIFF_SAFE_OPTIONS, "--name-status", "-z", base, head, "--", cwd=path).split("\0")
-    counts = _git("diff", *DIFF_SAFE_OPTIONS, "--numstat", "-z", base, head, "--", cwd=path).split("\0")
-    files = []
-    i = j = 0
-    while i < len(statuses) and statuses[i]:
-        status = statuses[i]
-        if status[0] in "RC":
-            old_path, new_path = statuses[i + 1], statuses[i + 2]
-            i += 3
-        else:
-            old_path = new_path = statuses[i + 1]
-            i += 2
-        # numstat: "added\tdeleted\tpath" or, for a rename, "added\tdeleted\t" then both paths.
-        added, deleted, rest = counts[j].split("\t", 2)
-        j += 1 if rest else 3
-        binary = added == "-"
-        files.append(
-            {
-                "path": new_path,
-                "old_path": old_path,
-                "status": status[0],
-                "insertions": None if binary else int(added),
-                "deletions": None if binary else int(deleted),
-                "binary": binary,
-            }
-        )
-    return files
+    return changed_files_parse(
+        _git("diff", *DIFF_SAFE_OPTIONS, "--name-status", "-z", base, head, "--", cwd=path),
+        _git("diff", *DIFF_SAFE_OPTIONS, "--numstat", "-z", base, head, "--", cwd=path),
+    )
 
 
 def workspace_snapshot(*, task, message):
@@ -327,3 +305,8 @@ def workspace_snapshot(*, task, message):
         base = _base_commit(path, task)
         files = _changed_files(path, base, head)
     return Snapshot(base_commit=base, head_commit=head, files=files)
+
+
+def workspace_bundle(*, task, destination):
+    """Write the task's branch, with its history, as a git bundle at ``destination``."""
+    _git("bundle", "create", "--quiet", str(destination), task_branch(task), cwd=workspace_path(task.id))

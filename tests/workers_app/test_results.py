@@ -11,6 +11,7 @@ import pytest
 
 from queue_app.models import ExecutionStatus
 from tasks_app.models import Task, TaskStatus
+from tasks_app.results import results_repository_path
 from tasks_app.services import task_create
 from tests.conftest import wait_for
 from tests.workers_app.conftest import git
@@ -123,9 +124,15 @@ def test_a_hook_planted_in_the_workspace_does_not_run_at_snapshot(settings, tmp_
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_a_command_agent_run_is_committed_and_its_diff_recorded(celery_worker_factory, operator, source, tmp_path):
+def test_a_command_agent_run_is_committed_and_its_diff_recorded(
+    celery_worker_factory, operator, source, tmp_path, live_server, settings
+):
+    """The slot commits the run and sends it, with the run's own token, to
+    the server (pytest-django's live server here), whose repository then
+    holds the branch the recorded diff describes."""
     root = tmp_path / "worker-workspaces"
-    celery_worker_factory(extra_env={"AGENTVINE_WORKSPACE_ROOT": str(root)})
+    settings.AGENTVINE_RESULTS_ROOT = tmp_path / "server-results"
+    celery_worker_factory(extra_env={"AGENTVINE_WORKSPACE_ROOT": str(root), "AGENTVINE_API_URL": live_server.url})
     task = task_create(title="Tidy up", executor="editor", repository_url=str(source), created_by=operator)
 
     wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, message="editor task completion")
@@ -134,12 +141,12 @@ def test_a_command_agent_run_is_committed_and_its_diff_recorded(celery_worker_fa
     assert execution.status == ExecutionStatus.COMPLETED
     assert execution.has_changes is True
     assert execution.base_commit == git("rev-parse", "main", cwd=source)
-    cache = next((root / "_repos").glob("*.git"))
-    # The branch on the worker's repository holds the recorded head, and its
+    # The branch on the server's repository holds the recorded head, and its
     # independent diff is the recorded file list.
-    assert git("rev-parse", f"agentvine/{task.id}", cwd=cache) == execution.head_commit
-    assert git("log", "-1", "--format=%s", execution.head_commit, cwd=cache) == "Tidy up (attempt 1)"
+    server = results_repository_path(task)
+    assert git("rev-parse", f"agentvine/{task.id}", cwd=server) == execution.head_commit
+    assert git("log", "-1", "--format=%s", execution.head_commit, cwd=server) == "Tidy up (attempt 1)"
     assert recorded_numstat(execution.changed_files) == independent_numstat(
-        cache, execution.base_commit, execution.head_commit, tmp_path
+        server, execution.base_commit, execution.head_commit, tmp_path
     )
     assert len(execution.changed_files) == 6
