@@ -1,4 +1,7 @@
-"""Tasks API (operators only): create, list, get, update, cancel, retry."""
+"""Tasks API (operators only): create, list, get, update, cancel, retry; results
+of executions (bundle upload by the worker that ran one, its diff for operators)."""
+
+import json
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -6,6 +9,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -143,3 +147,34 @@ def _may_send_results(request, execution):
         return execution.worker_id == worker.pk
     agent = request.user if isinstance(request.user, AgentPrincipal) else None
     return agent is not None and agent.execution is not None and agent.execution.pk == execution.pk
+
+
+class _DiffRenderer(BaseRenderer):
+    media_type = "text/x-diff"
+    format = "diff"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data.encode() if isinstance(data, str) else json.dumps(data).encode()
+
+
+class ExecutionDiffApi(APIView):
+    """An attempt's changes from the server's repository: the file list with
+    +/- counts as JSON, or the unified diff as ``text/x-diff`` (``Accept``
+    header or ``?format=diff``)."""
+
+    renderer_classes = [JSONRenderer, _DiffRenderer]
+
+    @extend_schema(
+        responses={(200, "application/json"): ExecutionResultOutput, (200, "text/x-diff"): OpenApiTypes.STR},
+        operation_id="executions_diff",
+        tags=["results"],
+    )
+    def get(self, request, execution_id):
+        execution = get_object_or_404(Execution.objects.select_related("task"), pk=execution_id)
+        if request.accepted_renderer.media_type == _DiffRenderer.media_type:
+            patch = results.execution_patch(execution=execution)
+            response = Response(patch, content_type="text/x-diff; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="{execution.pk}.diff"'
+            return response
+        return Response(ExecutionResultOutput(execution).data)

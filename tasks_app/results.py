@@ -18,7 +18,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from agentvine.errors import ValidationFailed
+from agentvine.errors import NotFound, ValidationFailed
 from queue_app.outputs import execution_record_result
 
 ERR_NOT_A_BUNDLE = "the upload is not a git bundle"
@@ -50,7 +50,7 @@ def git_environment():
     }
 
 
-def server_git(*args, cwd):
+def server_git(*args, cwd, strip=True):
     result = subprocess.run(
         [*SAFE_GIT, *args],
         cwd=cwd,
@@ -62,7 +62,7 @@ def server_git(*args, cwd):
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         raise GitError(lines[-1] if lines else f"git {args[0]} failed")
-    return result.stdout.strip()
+    return result.stdout.strip() if strip else result.stdout
 
 
 def results_root() -> Path:
@@ -247,3 +247,20 @@ def results_http_backend(*, task, method, git_path, query, content_type, content
             process.wait(timeout=GIT_TIMEOUT_SECONDS)
 
     return status, headers, chunks()
+
+
+ERR_NO_RESULTS = "the server has no results of this execution"
+
+
+def execution_patch(*, execution):
+    """The unified diff of ``execution``'s results (base..head) from the
+    server's repository."""
+    if not execution.head_commit or not execution.base_commit:
+        raise NotFound(ERR_NO_RESULTS)
+    repository = results_repository_path(execution.task)
+    try:
+        return server_git(
+            "diff", *DIFF_OPTIONS, execution.base_commit, execution.head_commit, "--", cwd=repository, strip=False
+        )
+    except (GitError, FileNotFoundError) as exc:
+        raise NotFound(ERR_NO_RESULTS) from exc

@@ -85,6 +85,20 @@ def test_a_runs_bundle_reaches_the_server_and_is_cloned_over_http(roots, operato
     assert len(recorded) == 5
 
     _, operator_key = api_token_create(user=operator, name="git")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {operator_key}")
+    listed = client.get(f"/api/v1/executions/{execution.pk}/diff/")
+    assert listed.status_code == 200 and listed.json()["changed_files"] == execution.changed_files
+    patch = client.get(f"/api/v1/executions/{execution.pk}/diff/", HTTP_ACCEPT="text/x-diff")
+    assert patch.status_code == 200 and patch["Content-Type"].startswith("text/x-diff")
+    independent = subprocess.run(
+        ["git", "diff", "--find-renames", execution.base_commit, execution.head_commit],
+        cwd=server, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert patch.content.decode() == independent and "+<script>alert" in independent
+    client.credentials(HTTP_AUTHORIZATION=f"Token {worker_key}")
+    assert client.get(f"/api/v1/executions/{execution.pk}/diff/").status_code == 403
+
     url = f"{live_server.url}/git/{task.id}.git"
     clone = tmp_path / "clone"
     cloned = subprocess.run(
@@ -154,6 +168,10 @@ def test_bad_bundles_and_foreign_callers_are_refused_and_change_nothing(roots, o
     assert execution.has_changes is None and execution.head_commit == ""
     server = results_repository_path(task)
     assert git("for-each-ref", cwd=server) == ""
+
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=operator, name='diff')[1]}")
+    missing = client.get(f"/api/v1/executions/{execution.pk}/diff/", HTTP_ACCEPT="text/x-diff")
+    assert missing.status_code == 404
 
     # The run's own agent token may send its execution's results.
     answer = upload(client, execution, bundle, snapshot.base_commit, auth=f"Agent {execution.agent_token}")
