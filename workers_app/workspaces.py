@@ -20,6 +20,7 @@ changes hold an exclusive file lock on it.
 
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ ERR_BRANCH_BUSY = "branch {branch} is already checked out in another task's work
 ERR_WORKTREE = "cannot create a workspace on branch {branch}: {detail}"
 
 GIT_TIMEOUT_SECONDS = 600
+logger = logging.getLogger(__name__)
 # What git needs of the worker's environment to reach a repository: its
 # network settings, plus the worker user's HOME and ssh agent for its keys and
 # credentials. Never the platform's secrets: the repository cache is writable
@@ -285,6 +287,29 @@ def _changed_files(path, base, head):
     )
 
 
+# The whole config of a workspace's own repository. It lives inside the
+# workspace, which a sandboxed agent may write: a filter driver, an include or
+# a commondir planted there would make the worker's `git add` run the agent's
+# command outside the sandbox, so the platform rewrites them before every use.
+LOCAL_REPOSITORY_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+LOCAL_REPOSITORY_PLANTABLE = ("commondir", "info/attributes", "info/grafts", "objects/info/alternates")
+
+
+def _local_repository_reset(path):
+    """Put back the platform's config of a workspace's own repository. False
+    when ``.git`` is not a plain directory (the agent replaced it)."""
+    git_dir = path / ".git"
+    if git_dir.is_symlink() or not git_dir.is_dir():
+        logger.warning("workspace %s: .git is not a directory; not snapshotted", path)
+        return False
+    (git_dir / "config").write_text(LOCAL_REPOSITORY_CONFIG)
+    for name in LOCAL_REPOSITORY_PLANTABLE:
+        target = git_dir / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+    return True
+
+
 def workspace_snapshot(*, task, message):
     """Commit everything in the task's workspace on its branch (``git add
     -A``, author and committer from settings, hooks off) and say what the
@@ -294,6 +319,8 @@ def workspace_snapshot(*, task, message):
     if not (path / ".git").exists() or shutil.which("git") is None:
         return None
     cache = _cache_path(task.repository_url) if task.repository_url else None
+    if cache is None and not _local_repository_reset(path):
+        return None
     lock = _locked(cache) if cache is not None else nullcontext()
     with lock:
         _git("add", "--all", "--", ".", cwd=path)

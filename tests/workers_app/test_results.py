@@ -122,6 +122,25 @@ def test_a_hook_planted_in_the_workspace_does_not_run_at_snapshot(settings, tmp_
     assert snapshot.files and not marker.exists()
 
 
+def test_a_filter_planted_in_the_workspaces_own_repository_does_not_run(settings, tmp_path):
+    """The repository of a task without one lives in the (sandbox-writable)
+    workspace: a filter driver planted in its config must not run when the
+    worker commits."""
+    settings.AGENTVINE_WORKSPACE_ROOT = tmp_path / "workspaces"
+    task = Task(id=uuid.uuid4(), title="Hostile")
+    path = workspace_prepare(task=task)
+    marker = tmp_path / "filter-ran"
+    with open(path / ".git" / "config", "a") as config:
+        config.write(f'[filter "evil"]\n\tclean = touch {marker}; cat\n')
+    (path / ".gitattributes").write_text("* filter=evil\n")
+    (path / "file.txt").write_text("x\n")
+
+    snapshot = workspace_snapshot(task=task, message="Hostile (attempt 1)")
+
+    assert not marker.exists()
+    assert {entry["path"] for entry in snapshot.files} == {".gitattributes", "file.txt"}
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_command_agent_run_is_committed_and_its_diff_recorded(
