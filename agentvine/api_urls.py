@@ -71,6 +71,12 @@ urlpatterns = [
         queue_apis.WorkOrderOutputApi.as_view(),
         name="api-work-order-output",
     ),
+    path(
+        "executions/<uuid:execution_id>/bundle/",
+        tasks_apis.ExecutionBundleApi.as_view(),
+        name="api-execution-bundle",
+    ),
+    path("executions/<uuid:execution_id>/diff/", tasks_apis.ExecutionDiffApi.as_view(), name="api-execution-diff"),
     path("auth/tokens/", workers_apis.ApiTokenCreateApi.as_view(), name="api-tokens"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(

@@ -372,6 +372,13 @@ CELERY_TIMEZONE = TIME_ZONE
 
 # --- AgentVine ------------------------------------------------------------------
 AGENTVINE_WORKSPACE_ROOT = Path(env.str("AGENTVINE_WORKSPACE_ROOT", default=str(VAR_DIR / "workspaces")))
+# The server's bare repositories of every task's results (tasks_app/results.py):
+# shared by the web processes when there are several (compose mounts a volume).
+AGENTVINE_RESULTS_ROOT = Path(env.str("AGENTVINE_RESULTS_ROOT", default=str(VAR_DIR / "results")))
+AGENTVINE_RESULTS_MAX_BUNDLE_BYTES = env.int("AGENTVINE_RESULTS_MAX_BUNDLE_BYTES", default=512 * 1024 * 1024)
+# Author and committer of the commit that ends every run (the workspace snapshot).
+AGENTVINE_GIT_AUTHOR_NAME = env.str("AGENTVINE_GIT_AUTHOR_NAME", default="AgentVine")
+AGENTVINE_GIT_AUTHOR_EMAIL = env.str("AGENTVINE_GIT_AUTHOR_EMAIL", default="agentvine@localhost")
 # Repositories a task may name (tasks_app/repositories.py): shell-style
 # patterns of URLs. Local paths and file:// only when ALLOW_LOCAL is on
 # (scripts/up turns it on for its local default), never the platform's data.

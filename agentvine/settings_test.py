@@ -115,6 +115,8 @@ os.environ.setdefault(
                 "network": False,
                 "sandbox_read_only": [str(_TESTS / "agents")],
             },
+            # Edits, adds, deletes and renames files (tests/agents/editor.py).
+            "editor": {"type": "command", "command": [sys.executable, str(_TESTS / "agents" / "editor.py")]},
             # Prints its whole environment.
             "printenv": {"type": "command", "command": ["printenv"]},
             # SIGKILLs the worker process running it, every time (poison work).

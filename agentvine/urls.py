@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from agentvine import health
@@ -10,6 +10,8 @@ from chat_app import views as chat_views
 from tasks_app import graph_views
 from tasks_app import views as task_views
 from workers_app import views as worker_views
+
+UUID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 urlpatterns = [
     # Probes and Prometheus: agentvine/health.py (answered before host validation), agentvine/metrics.py.
@@ -35,6 +37,7 @@ urlpatterns = [
     path("schedules/", graph_views.schedule_list, name="schedule-list"),
     path("schedules/<int:schedule_id>/<str:action>/", graph_views.schedule_action, name="schedule-action"),
     path("tasks/<uuid:task_id>/<str:action>/", task_views.task_action, name="task-action"),
+    re_path(rf"^git/(?P<task_id>{UUID_PATTERN})\.git/(?P<git_path>.+)$", task_views.results_git, name="results-git"),
     path("workers/", worker_views.worker_list, name="worker-list"),
     path("sessions/", worker_views.session_list, name="session-list"),
     path("sessions/<uuid:session_id>/terminate/", worker_views.session_terminate, name="session-terminate"),

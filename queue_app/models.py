@@ -130,6 +130,14 @@ class Execution(models.Model):
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    # The snapshot of the workspace taken when the run ended (committed on the
+    # task's branch): where the branch left its base, the branch's head after
+    # this run, and the files that differ between them. ``has_changes`` stays
+    # None for a run that ended before any snapshot (no workspace).
+    base_commit = models.CharField(max_length=64, blank=True)
+    head_commit = models.CharField(max_length=64, blank=True)
+    changed_files = models.JSONField(default=list, blank=True)
+    has_changes = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -96,3 +96,21 @@ def execution_record_usage(*, execution, input_tokens=0, output_tokens=0, cost_u
     )
     if rows != 1:
         raise ExecutionFenced(ERR_FENCED.format(execution=execution.pk))
+
+
+def execution_record_result(*, execution, base_commit, head_commit, changed_files):
+    """Record the snapshot its run committed when it ended.
+
+    Recorded whatever the attempt's status by then: a run cancelled or taken
+    away still committed its workspace, and the commit is the work product.
+    Only the run's own execution is named, so another attempt's record stays
+    untouched. True if the execution exists.
+    """
+    return bool(
+        Execution.objects.filter(pk=execution.pk).update(
+            base_commit=base_commit,
+            head_commit=head_commit,
+            changed_files=changed_files,
+            has_changes=bool(changed_files),
+        )
+    )

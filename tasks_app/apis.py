@@ -1,16 +1,29 @@
-"""Tasks API (operators only): create, list, get, update, cancel, retry."""
+"""Tasks API (operators only): create, list, get, update, cancel, retry; results
+of executions (bundle upload by the worker that ran one, its diff for operators)."""
+
+import json
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.parsers import BaseParser
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from agentvine.api import Pagination, PlatformAPIView, paginated, query_params
-from tasks_app import graph, graph_selectors, selectors, services
+from agentvine.errors import PermissionDenied
+from chat_app.authentication import AgentPrincipal, AgentTokenAuthentication
+from queue_app.models import Execution
+from tasks_app import graph, graph_selectors, results, selectors, services
 from tasks_app.models import Task
 from tasks_app.serializers import (
+    BundleParams,
     DependenciesAddInput,
     DependenciesOutput,
+    ExecutionResultOutput,
     TaskBatchCreateInput,
     TaskCreateInput,
     TaskListParams,
@@ -18,6 +31,14 @@ from tasks_app.serializers import (
     TaskUpdateInput,
     TreeOutput,
 )
+from workers_app.authentication import TokenAuthentication, request_worker
+
+ERR_NOT_YOUR_EXECUTION = "results may only be sent for the caller's own execution"
+
+
+class IsWorkerOrAgent(BasePermission):
+    def has_permission(self, request, view):
+        return request_worker(request) is not None or isinstance(request.user, AgentPrincipal)
 
 
 class TaskListCreateApi(PlatformAPIView):
@@ -131,3 +152,77 @@ class TaskTreeApi(PlatformAPIView):
     def get(self, request, task_id):
         tree = graph_selectors.task_tree(root=get_object_or_404(Task, pk=task_id))
         return Response(TreeOutput(tree).data)
+
+
+class _BundleParser(BaseParser):
+    """The upload is read as a stream by the view, never parsed into memory."""
+
+    media_type = "application/octet-stream"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return stream
+
+
+class ExecutionBundleApi(APIView):
+    """A run's new commits, as a git bundle of its task's branch: sent by the
+    worker that ran it (worker token) or by its slot with the run's own
+    token, for that execution only."""
+
+    authentication_classes = [TokenAuthentication, AgentTokenAuthentication]
+    permission_classes = [IsWorkerOrAgent]
+    parser_classes = [_BundleParser]
+
+    @extend_schema(
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        parameters=[BundleParams],
+        responses={201: ExecutionResultOutput},
+        operation_id="executions_bundle_upload",
+        tags=["results"],
+    )
+    def post(self, request, execution_id):
+        execution = get_object_or_404(Execution.objects.select_related("task"), pk=execution_id)
+        if not _may_send_results(request, execution):
+            raise PermissionDenied(ERR_NOT_YOUR_EXECUTION)
+        params = query_params(BundleParams, request)
+        results.results_bundle_receive(execution=execution, stream=request.stream, base_commit=params["base"])
+        execution.refresh_from_db()
+        return Response(ExecutionResultOutput(execution).data, status=status.HTTP_201_CREATED)
+
+
+def _may_send_results(request, execution):
+    worker = request_worker(request)
+    if worker is not None:
+        return execution.worker_id == worker.pk
+    agent = request.user if isinstance(request.user, AgentPrincipal) else None
+    return agent is not None and agent.execution is not None and agent.execution.pk == execution.pk
+
+
+class _DiffRenderer(BaseRenderer):
+    media_type = "text/x-diff"
+    format = "diff"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data.encode() if isinstance(data, str) else json.dumps(data).encode()
+
+
+class ExecutionDiffApi(APIView):
+    """An attempt's changes from the server's repository: the file list with
+    +/- counts as JSON, or the unified diff as ``text/x-diff`` (``Accept``
+    header or ``?format=diff``)."""
+
+    renderer_classes = [JSONRenderer, _DiffRenderer]
+
+    @extend_schema(
+        responses={(200, "application/json"): ExecutionResultOutput, (200, "text/x-diff"): OpenApiTypes.STR},
+        operation_id="executions_diff",
+        tags=["results"],
+    )
+    def get(self, request, execution_id):
+        execution = get_object_or_404(Execution.objects.select_related("task"), pk=execution_id)
+        if request.accepted_renderer.media_type == _DiffRenderer.media_type:
+            patch = results.execution_patch(execution=execution)
+            response = Response(patch, content_type="text/x-diff; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="{execution.pk}.diff"'
+            return response
+        return Response(ExecutionResultOutput(execution).data)

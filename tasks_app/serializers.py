@@ -162,3 +162,25 @@ class TreeOutput(serializers.Serializer):
         help_text="[parent id, child id, kind]: kind is dependency or subtask.",
     )
     truncated = serializers.BooleanField()
+
+
+class BundleParams(serializers.Serializer):
+    base = serializers.RegexField(r"^[0-9a-f]{40}([0-9a-f]{24})?$", help_text="where the task's branch left its base")
+
+
+class ChangedFileOutput(serializers.Serializer):
+    path = serializers.CharField()
+    old_path = serializers.CharField()
+    status = serializers.CharField(help_text="A added, M modified, D deleted, R renamed, C copied, T type changed")
+    insertions = serializers.IntegerField(allow_null=True)
+    deletions = serializers.IntegerField(allow_null=True)
+    binary = serializers.BooleanField()
+
+
+class ExecutionResultOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    attempt = serializers.IntegerField()
+    base_commit = serializers.CharField()
+    head_commit = serializers.CharField()
+    has_changes = serializers.BooleanField(allow_null=True)
+    changed_files = ChangedFileOutput(many=True)

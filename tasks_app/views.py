@@ -1,14 +1,18 @@
 """Operator pages: overview, tasks, task detail."""
 
+import base64
 import uuid
 
 from django.contrib import messages
-from django.http import Http404, HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
 
 from agentvine.console import operator_required
 from agentvine.errors import DomainError
@@ -16,12 +20,15 @@ from agentvine.pagination import BigTablePaginator
 from chat_app.selectors import message_history, pending_questions
 from queue_app.models import WorkOrder
 from queue_app.selectors import queue_stats
-from tasks_app import graph_selectors, selectors, services
+from tasks_app import graph_selectors, results, selectors, services
 from tasks_app.forms import TaskCreateForm, TaskFilterForm
 from tasks_app.models import Priority, Task, TaskStatus
+from workers_app.authentication import TokenAuthentication, WorkerPrincipal
 from workers_app.selectors import worker_list, worker_status_counts
 
 PAGE_SIZE = 25
+ERR_GIT_AUTH = "sign in or send an operator API token"
+ERR_GIT_READ_ONLY = "the results repository is read-only: only fetch and clone are served"
 CHAT_MESSAGES = 50
 RAISE = {Priority.LOW: Priority.NORMAL, Priority.NORMAL: Priority.HIGH}
 LOWER = {Priority.HIGH: Priority.NORMAL, Priority.NORMAL: Priority.LOW}
@@ -228,3 +235,57 @@ def task_bulk(request):
     if done:
         messages.success(request, BULK_DONE[action].format(n=done, priority=priority))
     return redirect(next_url)
+
+
+def _git_client_operator(request):
+    """The operator behind a git client's request: a signed-in session, or an
+    operator API token as ``Authorization: Token …`` or as the password of
+    HTTP Basic auth (what ``git clone https://x:TOKEN@host/…`` sends)."""
+    if request.user.is_authenticated and request.user.is_active and request.user.is_staff:
+        return request.user
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            credentials = base64.b64decode(credentials.strip()).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return None
+        request.META["HTTP_AUTHORIZATION"] = f"Token {credentials}"
+        # ``request.headers`` is cached from META at first use.
+        request.__dict__.pop("headers", None)
+    try:
+        found = TokenAuthentication().authenticate(Request(request))
+    except AuthenticationFailed:
+        return None
+    user = found[0] if found else None
+    if user is None or isinstance(user, WorkerPrincipal) or not (user.is_active and user.is_staff):
+        return None
+    return user
+
+
+@csrf_exempt
+def results_git(request, task_id, git_path):
+    """The task's results repository over git's smart HTTP, read-only."""
+    if _git_client_operator(request) is None:
+        response = HttpResponse(ERR_GIT_AUTH, status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Basic realm="AgentVine results"'
+        return response
+    task = get_object_or_404(Task, pk=task_id)
+    if request.method not in ("GET", "POST"):
+        return HttpResponse(status=405)
+    served = results.results_http_backend(
+        task=task,
+        method=request.method,
+        git_path=git_path,
+        query=request.GET,
+        content_type=request.content_type if request.method == "POST" else "",
+        content_encoding=request.headers.get("Content-Encoding", ""),
+        body=request.body if request.method == "POST" else b"",
+    )
+    if served is None:
+        return HttpResponse(ERR_GIT_READ_ONLY, status=403, content_type="text/plain")
+    status, headers, chunks = served
+    response = StreamingHttpResponse(chunks, status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response

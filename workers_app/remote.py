@@ -268,6 +268,7 @@ class RemoteWorker:
 
         work_order, task = claimed["work_order"], claimed["task"]
         work_order_id = work_order["id"]
+        self._run = None
         # The start opens (or resumes) the task's agent session and hands back
         # the prompt: the task, or a message turn's queued messages.
         started = self.api.post(f"queue/work-orders/{work_order_id}/start/")
@@ -280,11 +281,14 @@ class RemoteWorker:
             from django.conf import settings
 
             profile = executor_profile(task["executor"])
-            workspace = workspace_prepare(
-                task=SimpleNamespace(
-                    id=task["id"], repository_url=task["repository_url"], branch_name=task["branch_name"]
-                )
+            task_fields = SimpleNamespace(
+                id=task["id"],
+                title=task["title"],
+                repository_url=task["repository_url"],
+                branch_name=task["branch_name"],
             )
+            workspace = workspace_prepare(task=task_fields)
+            self._run = SimpleNamespace(task=task_fields, execution=started["execution"], attempt=started["attempt"])
             context = RunContext(
                 task_id=task["id"],
                 work_order_id=work_order_id,
@@ -375,12 +379,15 @@ class RemoteWorker:
                 return FENCED
             logger.exception("executor crashed on work order %s", work_order_id)
             buffer.flush()
+            self._send_results(summary="")
             return self._fail(work_order_id, f"executor error: {exc}", retryable=True)
         if fence.fenced.is_set():
             # Abandoned: the server requeues the work; nothing more is sent for this run.
             logger.warning("work order %s abandoned by its fenced run: %s", work_order_id, fence.reason)
             return FENCED
         buffer.flush()
+        # Every run ends with a commit, sent to the server before the run ends.
+        self._send_results(summary=outcome.text if outcome is not None and outcome.kind == "completed" else "")
         if stop_reason and not stop_reason.startswith("time limit"):
             # Cancelled or taken away: the attempt ends interrupted, this
             # worker is free (a 409 means the server already moved it on).
@@ -407,6 +414,30 @@ class RemoteWorker:
     def _run_field(self):
         """What names the run in a write (none before the start answered)."""
         return {"execution": self.current_run.execution} if self.current_run else {}
+
+    def _send_results(self, *, summary):
+        """Commit the run's workspace on its task's branch and send the new
+        commits to the server; a failure is logged, the run still ends."""
+        from workers_app.result_upload import UploadFailed, results_upload
+        from workers_app.runner import snapshot_message
+        from workers_app.workspaces import GitFailed, WorkspaceError, workspace_snapshot
+
+        run = getattr(self, "_run", None)
+        if run is None:
+            return
+        try:
+            snapshot = workspace_snapshot(task=run.task, message=snapshot_message(run.task, run, summary))
+            if snapshot is not None:
+                results_upload(
+                    api_url=self.api.base[: -len("/api/v1/")],
+                    authorization=f"Token {self.api.token}",
+                    execution_id=run.execution,
+                    task=run.task,
+                    snapshot=snapshot,
+                    session=self.api.session,
+                )
+        except (UploadFailed, GitFailed, WorkspaceError, OSError) as exc:
+            logger.warning("results of execution %s not sent: %s", run.execution, exc)
 
     def _complete(self, work_order_id, exit_code):
         try:

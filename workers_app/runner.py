@@ -21,16 +21,17 @@ from agentvine.wakeups import RunnerWakeups
 from chat_app import agent_link
 from queue_app import dispatch, lifecycle
 from queue_app.models import WorkOrder, WorkOrderKind, WorkOrderStatus
-from queue_app.outputs import execution_record_usage
+from queue_app.outputs import execution_record_result, execution_record_usage
 from queue_app.run_sessions import agent_session_open
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
 from workers_app.executors.base import RunContext
 from workers_app.executors.environment import ask_failure
 from workers_app.fencing import Fence
 from workers_app.output import OutputBuffer
+from workers_app.result_upload import UploadFailed, results_upload
 from workers_app.services import agent_session_set_agent_id, worker_release
 from workers_app.slots import current_worker, node_name
-from workers_app.workspaces import workspace_prepare
+from workers_app.workspaces import GitFailed, WorkspaceError, workspace_prepare, workspace_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -306,6 +307,7 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
             return FENCED
         logger.exception("executor crashed on work order %s", work_order.pk)
         _with_database(buffer.flush)
+        _snapshot(work_order, execution, summary="")
         _finish_failed(worker, work_order, execution, f"executor error: {exc}", retryable=True)
         return "failed"
     if fence.fenced.is_set():
@@ -321,6 +323,10 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
         _with_database(keep_alive)
     except ExecutionFenced as exc:
         stop, stop_reason = Stop.TAKEN, exc.message
+    # Every run ends with a commit, whichever way it ends: before the
+    # transition, so whoever sees the attempt end sees its changes.
+    summary = outcome_event.text if outcome_event and outcome_event.kind == "completed" else ""
+    _snapshot(work_order, execution, summary=summary)
 
     completed = outcome_event is not None and outcome_event.kind == "completed"
     exit_code = outcome_event.data.get("exit_code") if outcome_event else None
@@ -455,6 +461,50 @@ class _Lease:
             self.next_renewal = now + self.every
             if lifecycle.execution_lease_renew(execution=self.execution):
                 self.fence.renewed()
+
+
+def snapshot_message(task, execution, summary):
+    """The message of a run's snapshot commit: task title, attempt, and the
+    agent's final summary when it gave one."""
+    lines = [f"{task.title} (attempt {execution.attempt})"]
+    if summary and summary.strip():
+        lines += ["", summary.strip()]
+    return "\n".join(lines)
+
+
+def _snapshot(work_order, execution, *, summary):
+    """Commit the run's workspace on the task's branch and record what changed
+    on its execution. A snapshot that fails is logged, not fatal: the run's
+    outcome is still recorded."""
+    task = work_order.task
+    try:
+        snapshot = workspace_snapshot(task=task, message=snapshot_message(task, execution, summary))
+    except (GitFailed, WorkspaceError, OSError):
+        logger.exception("cannot snapshot the workspace of work order %s", work_order.pk)
+        return None
+    if snapshot is None:
+        return None
+    try:
+        # The server keeps the commits and records the diff from its copy.
+        results_upload(
+            api_url=settings.AGENTVINE_API_URL,
+            authorization=f"Agent {execution.agent_token}",
+            execution_id=execution.pk,
+            task=task,
+            snapshot=snapshot,
+        )
+    except (UploadFailed, GitFailed, OSError) as exc:
+        # The commit stays on this host's branch; what it changed is still recorded.
+        logger.warning("results of work order %s not sent to the server: %s", work_order.pk, exc)
+        _with_database(
+            lambda: execution_record_result(
+                execution=execution,
+                base_commit=snapshot.base_commit,
+                head_commit=snapshot.head_commit,
+                changed_files=snapshot.files,
+            )
+        )
+    return snapshot
 
 
 def _record_usage(execution, usage):

@@ -7,7 +7,12 @@ default branch when it does not exist yet). Git refuses to check one branch
 out twice, so two running agents never share a checkout. A follow-up in the
 same session finds the worktree and reuses it; :func:`workspace_remove` drops
 it when the session is terminated, keeping the branch (and the agent's
-commits) in the cache. A task without a repository gets a plain directory.
+commits) in the cache. A task without a repository gets a git repository of
+its own (an initial empty commit on its branch), so every task has a diff.
+
+When a run ends, :func:`workspace_snapshot` commits everything in the
+workspace on the task's branch and says what changed since the branch left
+its base.
 
 Worker processes on one host share the cache, so clone, fetch and worktree
 changes hold an exclusive file lock on it.
@@ -15,16 +20,19 @@ changes hold an exclusive file lock on it.
 
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 
 from agentvine.errors import ValidationFailed
 from tasks_app.repositories import repository_url_check
+from tasks_app.results import changed_files_parse
 from workers_app.executors import agent_home
 from workers_app.executors.base import ExecutorConfigError
 from workers_app.executors.environment import PASSED_THROUGH, PASSED_THROUGH_PREFIXES
@@ -37,6 +45,7 @@ ERR_BRANCH_BUSY = "branch {branch} is already checked out in another task's work
 ERR_WORKTREE = "cannot create a workspace on branch {branch}: {detail}"
 
 GIT_TIMEOUT_SECONDS = 600
+logger = logging.getLogger(__name__)
 # What git needs of the worker's environment to reach a repository: its
 # network settings, plus the worker user's HOME and ssh agent for its keys and
 # credentials. Never the platform's secrets: the repository cache is writable
@@ -47,6 +56,10 @@ GIT_PASSED_THROUGH = PASSED_THROUGH | {"HOME", "SSH_AUTH_SOCK", "GIT_SSH", "GIT_
 GIT_SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 # Commits the agent makes in its worktree need an author.
 GIT_IDENTITY = {"user.name": "AgentVine", "user.email": "agentvine@localhost"}
+INITIAL_COMMIT_MESSAGE = "Workspace created by AgentVine"
+# A snapshot reads the diff git itself computes: an external diff driver or a
+# textconv filter named by the (agent-writable) repository never runs.
+DIFF_SAFE_OPTIONS = ("--no-ext-diff", "--no-textconv", "--find-renames")
 
 
 class WorkspaceError(ExecutorConfigError):
@@ -76,6 +89,12 @@ def _git_environment():
     # Never wait for a password prompt nobody will answer.
     env["GIT_TERMINAL_PROMPT"] = "0"
     return env
+
+
+def _identity_options():
+    """Author and committer of the commits the platform makes, from settings."""
+    name, email = settings.AGENTVINE_GIT_AUTHOR_NAME, settings.AGENTVINE_GIT_AUTHOR_EMAIL
+    return ("-c", f"user.name={name}", "-c", f"user.email={email}")
 
 
 def _git(*args, cwd=None):
@@ -151,11 +170,34 @@ def _start_point(cache, url, branch):
         raise WorkspaceError(ERR_NO_DEFAULT_BRANCH.format(url=url)) from exc
 
 
+def task_branch(task):
+    return task.branch_name or f"agentvine/{task.id}"
+
+
+def _local_repository_init(path, branch):
+    """A workspace without a source repository becomes one of its own, with an
+    empty first commit: the base every later snapshot is compared with."""
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / ".git").exists() or shutil.which("git") is None:
+        # Without git on this host the task still runs, in a plain directory.
+        return
+    try:
+        _git("check-ref-format", "--branch", branch)
+    except GitFailed as exc:
+        raise WorkspaceError(ERR_BAD_BRANCH.format(branch=branch)) from exc
+    try:
+        _git("init", "--quiet", f"--initial-branch={branch}", cwd=path)
+        _git(*_identity_options(), "commit", "--quiet", "--allow-empty", "-m", INITIAL_COMMIT_MESSAGE, cwd=path)
+    except GitFailed as exc:
+        shutil.rmtree(path / ".git", ignore_errors=True)
+        raise WorkspaceError(ERR_WORKTREE.format(branch=branch, detail=exc.detail)) from exc
+
+
 def workspace_prepare(*, task) -> Path:
     """The task's workspace, created on first use and reused afterwards."""
     path = workspace_path(task.id)
     if not task.repository_url:
-        path.mkdir(parents=True, exist_ok=True)
+        _local_repository_init(path, task_branch(task))
         return path
     if (path / ".git").is_file():
         return path
@@ -167,7 +209,7 @@ def workspace_prepare(*, task) -> Path:
         raise WorkspaceError(exc.message) from None
     if shutil.which("git") is None:
         raise WorkspaceError(ERR_GIT_MISSING)
-    branch = task.branch_name or f"agentvine/{task.id}"
+    branch = task_branch(task)
     try:
         _git("check-ref-format", "--branch", branch)
     except GitFailed as exc:
@@ -210,3 +252,88 @@ def workspace_remove(*, task):
             _git("worktree", "prune", cwd=cache)
     shutil.rmtree(path, ignore_errors=True)
     return True
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a run left on its task's branch."""
+
+    base_commit: str
+    head_commit: str
+    # [{"path", "old_path", "status", "insertions", "deletions", "binary"}]
+    files: list
+
+
+def _base_commit(path, task):
+    """Where the task's branch left its base: the source repository's branch
+    of the same name when there is one, its default branch otherwise; the
+    first commit of a workspace without a source repository."""
+    if task.repository_url:
+        branch = task_branch(task)
+        for ref in (f"refs/remotes/origin/{branch}", "refs/remotes/origin/HEAD"):
+            try:
+                return _git("merge-base", "HEAD", ref, cwd=path)
+            except GitFailed:
+                continue
+    return _git("rev-list", "--max-parents=0", "HEAD", cwd=path).splitlines()[0]
+
+
+def _changed_files(path, base, head):
+    """Files differing between ``base`` and ``head``, renames found, with their
+    line counts (None for a binary file)."""
+    return changed_files_parse(
+        _git("diff", *DIFF_SAFE_OPTIONS, "--name-status", "-z", base, head, "--", cwd=path),
+        _git("diff", *DIFF_SAFE_OPTIONS, "--numstat", "-z", base, head, "--", cwd=path),
+    )
+
+
+# The whole config of a workspace's own repository. It lives inside the
+# workspace, which a sandboxed agent may write: a filter driver, an include or
+# a commondir planted there would make the worker's `git add` run the agent's
+# command outside the sandbox, so the platform rewrites them before every use.
+LOCAL_REPOSITORY_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+LOCAL_REPOSITORY_PLANTABLE = ("commondir", "info/attributes", "info/grafts", "objects/info/alternates")
+
+
+def _local_repository_reset(path):
+    """Put back the platform's config of a workspace's own repository. False
+    when ``.git`` is not a plain directory (the agent replaced it)."""
+    git_dir = path / ".git"
+    if git_dir.is_symlink() or not git_dir.is_dir():
+        logger.warning("workspace %s: .git is not a directory; not snapshotted", path)
+        return False
+    (git_dir / "config").write_text(LOCAL_REPOSITORY_CONFIG)
+    for name in LOCAL_REPOSITORY_PLANTABLE:
+        target = git_dir / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+    return True
+
+
+def workspace_snapshot(*, task, message):
+    """Commit everything in the task's workspace on its branch (``git add
+    -A``, author and committer from settings, hooks off) and say what the
+    branch changed since its base. None when the workspace is not a git
+    repository (gone, or git missing on this host)."""
+    path = workspace_path(task.id)
+    if not (path / ".git").exists() or shutil.which("git") is None:
+        return None
+    cache = _cache_path(task.repository_url) if task.repository_url else None
+    if cache is None and not _local_repository_reset(path):
+        return None
+    lock = _locked(cache) if cache is not None else nullcontext()
+    with lock:
+        _git("add", "--all", "--", ".", cwd=path)
+        try:
+            _git("diff", "--cached", "--quiet", cwd=path)
+        except GitFailed:
+            _git(*_identity_options(), "commit", "--quiet", "--no-verify", "-m", message, cwd=path)
+        head = _git("rev-parse", "HEAD", cwd=path)
+        base = _base_commit(path, task)
+        files = _changed_files(path, base, head)
+    return Snapshot(base_commit=base, head_commit=head, files=files)
+
+
+def workspace_bundle(*, task, destination):
+    """Write the task's branch, with its history, as a git bundle at ``destination``."""
+    _git("bundle", "create", "--quiet", str(destination), task_branch(task), cwd=workspace_path(task.id))

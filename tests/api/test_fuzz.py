@@ -43,7 +43,7 @@ EXAMPLES_PER_OPERATION = 10
 def _real_ids(operator, worker):
     task = task_create(title="Fuzz target", created_by=operator)
     work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().pk)
-    work_order, _ = lifecycle.work_order_start(work_order=work_order, worker=worker)
+    work_order, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
     session = agent_session_create(session_id="fuzz-session", task=task, worker=worker)
     question = question_ask(work_order=work_order, text="Fuzz question?")
     parent = task_create(title="Fuzz parent", created_by=operator)
@@ -56,6 +56,7 @@ def _real_ids(operator, worker):
         "parent_id": str(parent.pk),
         "channel_id": str(channel.pk),
         "conversation_id": str(task.pk),
+        "execution_id": str(execution.pk),
         "question_id": str(question.pk),
         "task_id": str(task.pk),
         "work_order_id": str(work_order.pk),

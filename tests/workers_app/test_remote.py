@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 class RemoteWorkerProcess:
     def __init__(self, server, token, name, log_path, *extra, env=None):
         self.name = name
+        self.server_url = server
         self.log_path = log_path
         env = {
             **os.environ,
@@ -310,3 +311,44 @@ def test_a_remote_run_requeued_under_it_is_fenced_and_stops_its_agent(remote_fac
     assert WorkOrder.objects.get(pk=work_order.pk).status == WorkOrderStatus.RUNNING
     stale.refresh_from_db()
     assert stale.output_chunks == chunks
+
+
+def test_a_remote_runs_commits_reach_the_server_and_clone_over_http(remote_factory, operator, settings, tmp_path):
+    """The remote worker (another process, its own workspace root) commits the
+    run and sends the commits through the API; the server's repository then
+    serves the branch over git's smart HTTP to an operator's token only."""
+    settings.AGENTVINE_RESULTS_ROOT = tmp_path / "server-results"
+    task = task_create(title="Remote edits", executor="editor", created_by=operator)
+
+    remote = remote_factory(
+        "remote-results",
+        *("--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3"),
+        env={"AGENTVINE_WORKSPACE_ROOT": str(tmp_path / "remote-workspaces")},
+    )
+    assert remote.wait(timeout=60) == 0, remote.output()
+
+    execution = task.executions.get()
+    assert execution.status == ExecutionStatus.COMPLETED
+    assert execution.has_changes is True, remote.output()
+    assert {entry["path"] for entry in execution.changed_files} == {
+        "README.md", "src/added.py", "payload.html", "logo.bin",
+    }  # fmt: skip
+    url = f"{remote.server_url}/git/{task.id}.git"
+    clone = tmp_path / "clone"
+    cloned = subprocess.run(
+        ["git", "-c", f"http.extraHeader=Authorization: Token {remote_factory.key}", "clone", "--quiet",
+         "--branch", f"agentvine/{task.id}", url, str(clone)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cloned.returncode == 0, cloned.stderr
+    assert git_head(clone) == execution.head_commit
+    assert (clone / "src" / "added.py").read_text() == "def added():\n    return 1\n"
+    refused = subprocess.run(
+        ["git", "ls-remote", url], capture_output=True, text=True, timeout=60,
+        env={"GIT_TERMINAL_PROMPT": "0", "PATH": os.environ["PATH"]},
+    )  # fmt: skip
+    assert refused.returncode != 0 and execution.head_commit not in refused.stdout
+
+
+def git_head(path):
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout.strip()

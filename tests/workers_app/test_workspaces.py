@@ -111,10 +111,15 @@ def test_unreachable_repository_is_a_clear_error(tmp_path):
         workspace_prepare(task=make_task(missing, "main"))
 
 
-def test_task_without_repository_gets_a_plain_directory():
+def test_task_without_repository_gets_a_repository_of_its_own():
     task = make_task()
 
     path = workspace_prepare(task=task)
 
-    assert path.is_dir() and not (path / ".git").exists()
+    # One empty commit on the task's branch: the base of every later diff.
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=path) == f"agentvine/{task.id}"
+    assert git("rev-list", "--count", "HEAD", cwd=path) == "1"
+    assert git("ls-tree", "HEAD", cwd=path) == ""
+    assert workspace_prepare(task=task) == path
+    assert git("rev-list", "--count", "HEAD", cwd=path) == "1"
     assert workspace_remove(task=task) is True and not path.exists()
