@@ -398,6 +398,15 @@ AGENTVINE_SESSION_IDLE_SECONDS = env.float("AGENTVINE_SESSION_IDLE_SECONDS", def
 AGENTVINE_SESSION_MAX_AGE_SECONDS = env.float("AGENTVINE_SESSION_MAX_AGE_SECONDS", default=60 * 60.0)
 # Rows one guardian run handles at most; the next run takes the rest.
 AGENTVINE_GUARDIAN_BATCH = env.int("AGENTVINE_GUARDIAN_BATCH", default=100)
+# Concurrency keys: at most N active runs of a key at once, whatever the
+# slots (a provider's limit). A work order's key is its executor profile's
+# "concurrency_key" (default: the profile's name); the limit comes from here
+# ("claude=3,codex=2") or the profile's "concurrency". Enforced at claim time.
+AGENTVINE_CONCURRENCY_LIMITS = {
+    key.strip(): int(limit)
+    for key, limit in env.dict("AGENTVINE_CONCURRENCY_LIMITS", default={}).items()
+    if key.strip()
+}
 # Priority preemption: interrupt low work when high work waits on a full fleet.
 AGENTVINE_PREEMPTION_ENABLED = env.bool("AGENTVINE_PREEMPTION_ENABLED", default=True)
 # A work order is preempted at most this many times, so low work can't starve.

@@ -27,7 +27,7 @@ import random
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
@@ -36,7 +36,7 @@ from agentvine import db, events
 from agentvine.db import insert_sql, update_returning, update_sql
 from agentvine.errors import ExecutionFenced, IllegalTransition, PermissionDenied
 from agentvine.wakeups import work_order_wake
-from queue_app import credentials, run_sessions
+from queue_app import concurrency, credentials, run_sessions
 from queue_app.dispatch import dispatch_new_on_commit, dispatch_on_commit
 from queue_app.models import (
     ACTIVE_STATUSES,
@@ -226,13 +226,17 @@ def _worker_apply(worker, *, status, work_order_id, now):
     worker.status, worker.current_work_order_id, worker.updated_at = status, work_order_id, now
 
 
-def _run_end_sql(execution, *, now):
+def _run_end_sql(execution, *, now, in_transaction=True):
     """What ends with the run ``execution``: its agent tokens, and its
     session goes idle (it stays for a follow-up until terminated). Nothing
-    without an execution (a claim that never started)."""
+    without an execution (a claim that never started). Inside a transaction
+    the next work of its concurrency key gets a doorbell after commit;
+    otherwise (``in_transaction=False``) the caller rings it once written."""
     if execution is None:
         return []
     changes = [credentials.agent_token_revoke_sql(execution_id=execution.pk, now=now)]
+    if in_transaction:
+        concurrency.next_in_key_on_commit(work_order_id=execution.work_order_id)
     session = run_sessions.agent_session_release_sql(execution=execution, now=now)
     if session is not None:
         changes.append(session)
@@ -375,6 +379,7 @@ def work_order_new(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_retr
         kind=kind,
         priority=priority,
         priority_rank=PRIORITY_RANK[priority],
+        concurrency_key=concurrency.concurrency_key_for(task.executor)[0],
         max_retries=settings.AGENTVINE_MAX_RETRIES if max_retries is None else max_retries,
     )
 
@@ -384,6 +389,13 @@ def work_orders_insert(work_orders, *, changes=(), published=()):
     caller's, as ``events.publish_many`` takes them) in one statement, their
     tasks following; each doorbell rings after commit."""
     changes, published = list(changes), list(published)
+    # The limits as configured now, before the orders that count against them.
+    limits = {}
+    for work_order in work_orders:
+        key, limit = concurrency.concurrency_key_for(work_order.task.executor)
+        if limit is not None:
+            limits[key] = limit
+    changes.extend(concurrency.limits_changes(limits))
     for work_order in work_orders:
         changes.append(insert_sql(work_order))
         changes.append(_task_status_sql(work_order, now=work_order.enqueued_at))
@@ -403,14 +415,31 @@ def work_order_enqueue(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_
     return work_order
 
 
+def _key_full_retried(claim):
+    """``claim()`` again when it lost the race for a concurrency key's last
+    seat (the trigger refused it, its transaction rolled back): a fresh
+    attempt sees the key full and takes other work. None when it keeps losing."""
+    for _ in range(concurrency.CLAIM_ATTEMPTS):
+        try:
+            return claim()
+        except DatabaseError as error:
+            if not concurrency.is_key_full(error):
+                raise
+    return None
+
+
 def work_order_claim(*, worker, work_order_id=None):
     """Claim one queued work order for ``worker``.
 
     With an id (a Celery doorbell) only that work order is claimed; without one
     (a pull worker) the highest-priority, oldest ready one is. Returns ``None``
     when there is nothing to claim: a duplicate or late doorbell, a cancelled
-    order, or one still backing off.
+    order, one still backing off, or one whose concurrency key is full.
     """
+    return _key_full_retried(lambda: _work_order_claim(worker=worker, work_order_id=work_order_id))
+
+
+def _work_order_claim(*, worker, work_order_id):
     now = timezone.now()
     ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
     with transaction.atomic():
@@ -421,6 +450,7 @@ def work_order_claim(*, worker, work_order_id=None):
                 WorkOrder.objects.select_for_update(skip_locked=True)
                 .filter(status=WorkOrderStatus.QUEUED)
                 .filter(ready)
+                .exclude(concurrency_key__in=concurrency.full_keys())
                 .order_by("priority_rank", "enqueued_at")
                 .values_list("pk", flat=True)
                 .first()
@@ -500,8 +530,15 @@ def work_order_claim_start(*, worker, work_order_id, session_kinds=()):
     Returns ``(work_order, execution, session, resume)`` with the task loaded,
     or ``None`` when there is nothing to claim (as :func:`work_order_claim`).
     Two statements on PostgreSQL: the claim with one read of what the run
-    needs, then one write.
+    needs, then one write. Work whose concurrency key is full is passed over
+    (``queue_app.concurrency``).
     """
+    return _key_full_retried(
+        lambda: _work_order_claim_start(worker=worker, work_order_id=work_order_id, session_kinds=session_kinds)
+    )
+
+
+def _work_order_claim_start(*, worker, work_order_id, session_kinds):
     now = timezone.now()
     with transaction.atomic():
         claimed = _claim_for_run(work_order_id, worker=worker, now=now)
@@ -536,6 +573,7 @@ def _claim_for_run(work_order_id, *, worker, now):
         first = (
             WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .exclude(concurrency_key__in=concurrency.full_keys())
             .order_by("priority_rank", "enqueued_at")
             .values_list("pk", flat=True)
             .first()
@@ -583,9 +621,11 @@ def _claim_first_sql(orders, connection, *, worker, now, **changes):
     sets = ", ".join(f"{c[name]} = %s" for name in changes)
     params = [orders.prepare(name, value, connection) for name, value in changes.items()]
     queued = f"{c['status']} = '{WorkOrderStatus.QUEUED.value}'"
+    key_ready = concurrency.ready_sql(f"{orders.name}.{c['concurrency_key']}")
     first = (
         f"SELECT {c['pk']} FROM {orders.name} WHERE {queued}"
         f" AND ({c['not_before']} IS NULL OR {c['not_before']} <= %s)"
+        f" AND {key_ready}"
         f" ORDER BY {c['priority_rank']}, {c['enqueued_at']} LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
     sql = f"UPDATE {orders.name} SET {sets} WHERE {c['pk']} = ({first}) AND {queued}"
@@ -644,7 +684,7 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
     now = timezone.now()
     completion = {"status": WorkOrderStatus.COMPLETED, "completed_at": now, "last_error": "", "updated_at": now}
     closing = _close_execution_sql(execution, status=ExecutionStatus.COMPLETED, now=now, exit_code=exit_code)
-    run_end = [closing, *_run_end_sql(execution, now=now)]
+    run_end = [closing, *_run_end_sql(execution, now=now, in_transaction=False)]
     done = copy.copy(work_order)
     for name, value in {**completion, "worker_id": worker.id}.items():
         setattr(done, name, value)
@@ -675,8 +715,10 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
     if rows is not None:
         _worker_apply(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
         work_order_completed.send(sender=WorkOrder, work_order=done)
+        concurrency.next_in_key_on_commit(work_order_id=work_order.pk, key=work_order.concurrency_key)
         return rows[0]
     with transaction.atomic():
+        concurrency.next_in_key_on_commit(work_order_id=work_order.pk, key=work_order.concurrency_key)
         fresh = _cas(
             work_order.id,
             from_statuses=[WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING],

@@ -65,6 +65,9 @@ class WorkOrder(models.Model):
     lost_count = models.PositiveSmallIntegerField(default=0)
     preempt_requested_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The concurrency key the run counts against (queue_app.concurrency):
+    # its executor profile's, fixed when the order is made.
+    concurrency_key = models.CharField(max_length=100, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -91,6 +94,20 @@ class WorkOrder(models.Model):
     @property
     def queue_name(self):
         return QUEUE_FOR_PRIORITY[self.priority]
+
+
+class ConcurrencyLimit(models.Model):
+    """At most ``max_running`` active (claimed, running, waiting) work orders
+    of one concurrency key. ``running`` is kept by a database trigger on the
+    work-order status (migration 0009), so no transition path can forget it,
+    and the claim refuses work whose key is full (queue_app.concurrency)."""
+
+    key = models.CharField(max_length=100, primary_key=True)
+    max_running = models.PositiveIntegerField()
+    running = models.IntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.key}: {self.running}/{self.max_running}"
 
 
 class ExecutionStatus(models.TextChoices):
