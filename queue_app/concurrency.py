@@ -48,6 +48,8 @@ def limits_changes(limits):
     keys' rows, counting the active work of a key whose row is new."""
     if not limits:
         return []
+    # This process knows these keys are limited from now on, whatever its cache read.
+    _limited["keys"] = _limited["keys"] | frozenset(limits)
     table, connection = db.table(ConcurrencyLimit)
     orders, _ = db.table(WorkOrder)
     c, o = table.columns, orders.columns

@@ -180,7 +180,8 @@ def results_bundle_receive(*, execution, stream, base_commit):
     results_root().mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=results_root(), suffix=".bundle") as spool:
         size = 0
-        while chunk := stream.read(1 << 20):
+        # A request without a body has no stream: an empty file, refused as no bundle.
+        while stream is not None and (chunk := stream.read(1 << 20)):
             size += len(chunk)
             if size > limit:
                 raise ValidationFailed(ERR_BUNDLE_TOO_LARGE.format(limit=limit))

@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from agentvine.api import Pagination, PlatformAPIView
+from agentvine.api import Pagination, PlatformAPIView, paginated
 from agentvine.serializers import ModelOutputSerializer
 from tasks_app import schedules
 from tasks_app.models import Priority, ScheduleOverlap, TaskSchedule, TaskType
@@ -71,7 +71,7 @@ def _save(request, schedule=None):
 
 
 class ScheduleListCreateApi(PlatformAPIView):
-    @extend_schema(responses=ScheduleOutput(many=True), operation_id="schedules_list", tags=["schedules"])
+    @extend_schema(responses=paginated(ScheduleOutput), operation_id="schedules_list", tags=["schedules"])
     def get(self, request):
         paginator = Pagination()
         page = paginator.paginate_queryset(TaskSchedule.objects.order_by("name"), request, view=self)
