@@ -10,7 +10,7 @@ from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agentvine import events
+from agentvine import db, events
 from agentvine.errors import ExecutionFenced, IllegalTransition
 from queue_app.models import Execution, ExecutionOutputChunk, ExecutionStatus
 
@@ -106,11 +106,15 @@ def execution_record_result(*, execution, base_commit, head_commit, changed_file
     Only the run's own execution is named, so another attempt's record stays
     untouched. True if the execution exists.
     """
-    return bool(
-        Execution.objects.filter(pk=execution.pk).update(
-            base_commit=base_commit,
-            head_commit=head_commit,
-            changed_files=changed_files,
-            has_changes=bool(changed_files),
-        )
+    # Hand-built: one of the few statements every run ends with.
+    sql, params = db.update_sql(
+        Execution,
+        {"pk": execution.pk},
+        base_commit=base_commit,
+        head_commit=head_commit,
+        changed_files=changed_files,
+        has_changes=bool(changed_files),
     )
+    with connections[router.db_for_write(Execution)].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1

@@ -472,6 +472,10 @@ def snapshot_message(task, execution, summary):
     return "\n".join(lines)
 
 
+class _NothingToSend(Exception):
+    pass
+
+
 def _snapshot(work_order, execution, *, summary):
     """Commit the run's workspace on the task's branch and record what changed
     on its execution. A snapshot that fails is logged, not fatal: the run's
@@ -485,6 +489,9 @@ def _snapshot(work_order, execution, *, summary):
     if snapshot is None:
         return None
     try:
+        if snapshot.head_commit == snapshot.base_commit:
+            # The branch is still at its base: no commits to send.
+            raise _NothingToSend
         # The server keeps the commits and records the diff from its copy.
         results_upload(
             api_url=settings.AGENTVINE_API_URL,
@@ -493,9 +500,10 @@ def _snapshot(work_order, execution, *, summary):
             task=task,
             snapshot=snapshot,
         )
-    except (UploadFailed, GitFailed, OSError) as exc:
-        # The commit stays on this host's branch; what it changed is still recorded.
-        logger.warning("results of work order %s not sent to the server: %s", work_order.pk, exc)
+    except (_NothingToSend, UploadFailed, GitFailed, OSError) as exc:
+        if not isinstance(exc, _NothingToSend):
+            # The commit stays on this host's branch; what it changed is still recorded.
+            logger.warning("results of work order %s not sent to the server: %s", work_order.pk, exc)
         _with_database(
             lambda: execution_record_result(
                 execution=execution,

@@ -19,11 +19,14 @@ changes hold an exclusive file lock on it.
 """
 
 import fcntl
+import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +60,9 @@ GIT_SAFE_CONFIG = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false
 # Commits the agent makes in its worktree need an author.
 GIT_IDENTITY = {"user.name": "AgentVine", "user.email": "agentvine@localhost"}
 INITIAL_COMMIT_MESSAGE = "Workspace created by AgentVine"
+SEED_BRANCH = "agentvine-seed"
+DEFAULT_BRANCH_PREFIX = "agentvine/"
+_UUID_BRANCH = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # A snapshot reads the diff git itself computes: an external diff driver or a
 # textconv filter named by the (agent-writable) repository never runs.
 DIFF_SAFE_OPTIONS = ("--no-ext-diff", "--no-textconv", "--find-renames")
@@ -78,6 +84,17 @@ def workspace_root() -> Path:
 
 def workspace_path(task_id) -> Path:
     return workspace_root() / str(task_id)
+
+
+def _git_installed():
+    return _git_on(os.environ.get("PATH", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _git_on(search_path):
+    """Whether git is on ``search_path``: looked up once per PATH a process
+    has, not at every run's start and end."""
+    return shutil.which("git", path=search_path) is not None
 
 
 def _git_environment():
@@ -171,26 +188,86 @@ def _start_point(cache, url, branch):
 
 
 def task_branch(task):
-    return task.branch_name or f"agentvine/{task.id}"
+    return task.branch_name or f"{DEFAULT_BRANCH_PREFIX}{task.id}"
 
 
 def _local_repository_init(path, branch):
     """A workspace without a source repository becomes one of its own, with an
     empty first commit: the base every later snapshot is compared with."""
     path.mkdir(parents=True, exist_ok=True)
-    if (path / ".git").exists() or shutil.which("git") is None:
+    if (path / ".git").exists() or not _git_installed():
         # Without git on this host the task still runs, in a plain directory.
         return
+    if branch.startswith(DEFAULT_BRANCH_PREFIX) and _UUID_BRANCH.fullmatch(branch[len(DEFAULT_BRANCH_PREFIX) :]):
+        pass  # the platform's own name for the branch: valid by construction
+    else:
+        try:
+            _git("check-ref-format", "--branch", branch)
+        except GitFailed as exc:
+            raise WorkspaceError(ERR_BAD_BRANCH.format(branch=branch)) from exc
     try:
-        _git("check-ref-format", "--branch", branch)
-    except GitFailed as exc:
-        raise WorkspaceError(ERR_BAD_BRANCH.format(branch=branch)) from exc
-    try:
-        _git("init", "--quiet", f"--initial-branch={branch}", cwd=path)
-        _git(*_identity_options(), "commit", "--quiet", "--allow-empty", "-m", INITIAL_COMMIT_MESSAGE, cwd=path)
-    except GitFailed as exc:
+        directories, files, commit = _seed_repository()
+        # A copy of the host's seed, then the task's branch at its commit:
+        # what `git init` and an empty commit would make, without two git
+        # processes per task.
+        for directory in directories:
+            (path / ".git" / directory).mkdir(parents=True)
+        for name, content in files:
+            (path / ".git" / name).write_bytes(content)
+        ref = path / ".git" / "refs" / "heads" / branch
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(commit + "\n")
+        (path / ".git" / "HEAD").write_text(f"ref: refs/heads/{branch}\n")
+    except (GitFailed, OSError) as exc:
         shutil.rmtree(path / ".git", ignore_errors=True)
-        raise WorkspaceError(ERR_WORKTREE.format(branch=branch, detail=exc.detail)) from exc
+        detail = exc.detail if isinstance(exc, GitFailed) else str(exc)
+        raise WorkspaceError(ERR_WORKTREE.format(branch=branch, detail=detail)) from exc
+
+
+# The empty first commit of workspaces without a source repository, made once
+# per host and identity, and read once per process: {(workspace root, name,
+# email): (directories, [(file, content)], commit)}, paths relative to the
+# git directory, the seed's branch left out.
+_seeds = {}
+
+
+def _seed_repository():
+    """What a git directory holding only the empty first commit is made of,
+    and that commit's id; the seed is created on first use, atomically, under
+    the workspace root (on ``SEED_BRANCH``)."""
+    name, email = settings.AGENTVINE_GIT_AUTHOR_NAME, settings.AGENTVINE_GIT_AUTHOR_EMAIL
+    key = (str(workspace_root()), name, email)
+    known = _seeds.get(key)
+    if known is not None:
+        return known
+    digest = hashlib.sha256(f"{name}\0{email}\0{INITIAL_COMMIT_MESSAGE}".encode()).hexdigest()[:20]
+    seed = workspace_root() / "_seed" / f"{digest}.git"
+    head = seed / "refs" / "heads" / SEED_BRANCH
+    if not head.is_file():
+        seed.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="seed-", dir=seed.parent))
+        try:
+            _git("init", "--quiet", "--template=", f"--initial-branch={SEED_BRANCH}", cwd=scratch)
+            _git(*_identity_options(), "commit", "--quiet", "--allow-empty", "-m", INITIAL_COMMIT_MESSAGE, cwd=scratch)
+            # Only what a copy needs: no reflog of the seed's branch.
+            shutil.rmtree(scratch / ".git" / "logs")
+            (scratch / ".git" / "COMMIT_EDITMSG").unlink()
+            try:
+                os.rename(scratch / ".git", seed)
+            except OSError:
+                if not head.is_file():  # not another process's seed, made meanwhile
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    directories, files = [], []
+    for entry in sorted(seed.rglob("*")):
+        name = entry.relative_to(seed)
+        if entry.is_dir():
+            directories.append(name)
+        elif name != Path("refs", "heads", SEED_BRANCH):
+            files.append((name, entry.read_bytes()))
+    _seeds[key] = (directories, files, head.read_text().strip())
+    return _seeds[key]
 
 
 def workspace_prepare(*, task) -> Path:
@@ -207,7 +284,7 @@ def workspace_prepare(*, task) -> Path:
         repository_url_check(task.repository_url)
     except ValidationFailed as exc:
         raise WorkspaceError(exc.message) from None
-    if shutil.which("git") is None:
+    if not _git_installed():
         raise WorkspaceError(ERR_GIT_MISSING)
     branch = task_branch(task)
     try:
@@ -264,7 +341,7 @@ class Snapshot:
     files: list
 
 
-def _base_commit(path, task):
+def _base_commit(path, task, head):
     """Where the task's branch left its base: the source repository's branch
     of the same name when there is one, its default branch otherwise; the
     first commit of a workspace without a source repository."""
@@ -275,7 +352,24 @@ def _base_commit(path, task):
                 return _git("merge-base", "HEAD", ref, cwd=path)
             except GitFailed:
                 continue
+    elif any(head == commit for _, _, commit in _seeds.values()):
+        return head  # still the empty first commit: it is its own base
     return _git("rev-list", "--max-parents=0", "HEAD", cwd=path).splitlines()[0]
+
+
+def _status(path):
+    """``(HEAD's commit or None, whether anything in the worktree differs
+    from it)``, in one git process: what `git add --all` would stage
+    (untracked files included, ignored ones not)."""
+    out = _git("status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all", cwd=path)
+    head, dirty = None, False
+    for entry in out.split("\0"):
+        if entry.startswith("# branch.oid "):
+            oid = entry[len("# branch.oid ") :]
+            head = None if oid == "(initial)" else oid
+        elif entry and not entry.startswith("# "):
+            dirty = True
+    return head, dirty
 
 
 def _changed_files(path, base, head):
@@ -316,21 +410,24 @@ def workspace_snapshot(*, task, message):
     branch changed since its base. None when the workspace is not a git
     repository (gone, or git missing on this host)."""
     path = workspace_path(task.id)
-    if not (path / ".git").exists() or shutil.which("git") is None:
+    if not (path / ".git").exists() or not _git_installed():
         return None
     cache = _cache_path(task.repository_url) if task.repository_url else None
     if cache is None and not _local_repository_reset(path):
         return None
     lock = _locked(cache) if cache is not None else nullcontext()
     with lock:
-        _git("add", "--all", "--", ".", cwd=path)
-        try:
-            _git("diff", "--cached", "--quiet", cwd=path)
-        except GitFailed:
-            _git(*_identity_options(), "commit", "--quiet", "--no-verify", "-m", message, cwd=path)
-        head = _git("rev-parse", "HEAD", cwd=path)
-        base = _base_commit(path, task)
-        files = _changed_files(path, base, head)
+        head, dirty = _status(path)
+        if dirty or head is None:
+            _git("add", "--all", "--", ".", cwd=path)
+            try:
+                _git("diff", "--cached", "--quiet", cwd=path)
+            except GitFailed:
+                _git(*_identity_options(), "commit", "--quiet", "--no-verify", "-m", message, cwd=path)
+            head = _git("rev-parse", "HEAD", cwd=path)
+        base = _base_commit(path, task, head)
+        # A branch still at its base changed nothing: no diff to ask git for.
+        files = [] if base == head else _changed_files(path, base, head)
     return Snapshot(base_commit=base, head_commit=head, files=files)
 
 

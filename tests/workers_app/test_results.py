@@ -98,6 +98,10 @@ def test_a_task_without_a_repository_has_a_diff_too(settings, tmp_path):
 
     untouched = workspace_snapshot(task=task, message="Write notes (attempt 1)")
     assert untouched.files == [] and untouched.head_commit == untouched.base_commit
+    # A repository git itself finds sound, on the task's branch, at the empty first commit.
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=path) == f"agentvine/{task.id}"
+    assert git("log", "--format=%s", cwd=path) == "Workspace created by AgentVine"
+    git("fsck", "--strict", "--no-dangling", cwd=path)
 
     (path / "NOTES.md").write_text("one\ntwo\n")
     snapshot = workspace_snapshot(task=task, message="Write notes (attempt 2)")
@@ -107,12 +111,34 @@ def test_a_task_without_a_repository_has_a_diff_too(settings, tmp_path):
     ]
 
 
+def test_workspaces_without_a_repository_share_only_their_empty_first_commit(settings, tmp_path):
+    settings.AGENTVINE_WORKSPACE_ROOT = tmp_path / "workspaces"
+    first, second = Task(id=uuid.uuid4(), title="First"), Task(id=uuid.uuid4(), title="Second")
+    first_path = workspace_prepare(task=first)
+    (first_path / "first.txt").write_text("mine\n")
+    first_snapshot = workspace_snapshot(task=first, message="First (attempt 1)")
+    # The first task's commit, even a rewrite of its objects, stays in its own repository.
+    for loose in (first_path / ".git" / "objects").rglob("*"):
+        if loose.is_file():
+            loose.chmod(0o644)
+            loose.write_bytes(b"garbage")
+
+    second_path = workspace_prepare(task=second)
+    untouched = workspace_snapshot(task=second, message="Second (attempt 1)")
+    assert untouched.base_commit == first_snapshot.base_commit  # the same empty first commit
+    assert untouched.head_commit == untouched.base_commit and untouched.files == []
+    assert not (second_path / "first.txt").exists()
+    git("fsck", "--strict", "--no-dangling", cwd=second_path)
+    assert git("branch", "--list", cwd=second_path) == f"* agentvine/{second.id}"
+
+
 def test_a_hook_planted_in_the_workspace_does_not_run_at_snapshot(settings, tmp_path):
     settings.AGENTVINE_WORKSPACE_ROOT = tmp_path / "workspaces"
     task = Task(id=uuid.uuid4(), title="Hostile")
     path = workspace_prepare(task=task)
     marker = tmp_path / "hook-ran"
     hook = path / ".git" / "hooks" / "pre-commit"
+    hook.parent.mkdir(exist_ok=True)  # a workspace's repository starts without a hooks directory
     hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
     hook.chmod(0o755)
     (path / "file.txt").write_text("x\n")
