@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from agentvine.headers import API_DOCS_CONTENT_SECURITY_POLICY, with_content_security_policy
 from queue_app import apis as queue_apis
 from tasks_app import apis as tasks_apis
-from tasks_app import schedule_apis
+from tasks_app import changes_apis, schedule_apis
 from workers_app import apis as workers_apis
 
 urlpatterns = [
@@ -22,6 +22,7 @@ urlpatterns = [
         name="api-task-dependency-skip",
     ),
     path("tasks/<uuid:task_id>/tree/", tasks_apis.TaskTreeApi.as_view(), name="api-task-tree"),
+    path("tasks/<uuid:task_id>/changes/", changes_apis.TaskChangesApi.as_view(), name="api-task-changes"),
     path("schedules/", schedule_apis.ScheduleListCreateApi.as_view(), name="api-schedules"),
     path("schedules/<int:schedule_id>/", schedule_apis.ScheduleDetailApi.as_view(), name="api-schedule"),
     path("workers/", workers_apis.WorkerListRegisterApi.as_view(), name="api-workers"),

@@ -7,7 +7,7 @@ from django.views.generic import RedirectView
 from agentvine import health
 from agentvine import metrics as metrics_views
 from chat_app import views as chat_views
-from tasks_app import graph_views
+from tasks_app import changes_views, graph_views
 from tasks_app import views as task_views
 from workers_app import views as worker_views
 
@@ -33,6 +33,8 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/message/", chat_views.task_message, name="task-message"),
     path("messages/", chat_views.message_list, name="message-list"),
     path("tasks/<uuid:task_id>/graph/", graph_views.task_graph, name="task-graph"),
+    path("tasks/<uuid:task_id>/changes/", changes_views.task_changes_page, name="task-changes"),
+    path("tasks/<uuid:task_id>/changes/patch/", changes_views.task_changes_patch, name="task-changes-patch"),
     path("tasks/<uuid:task_id>/skip/<uuid:parent_id>/", graph_views.dependency_skip, name="dependency-skip"),
     path("schedules/", graph_views.schedule_list, name="schedule-list"),
     path("schedules/<int:schedule_id>/<str:action>/", graph_views.schedule_action, name="schedule-action"),
