@@ -118,7 +118,10 @@ os.environ.setdefault(
             # Edits, adds, deletes and renames files (tests/agents/editor.py).
             "editor": {"type": "command", "command": [sys.executable, str(_TESTS / "agents" / "editor.py")]},
             # Writes HTML/script payloads into its workspace (tests/agents/payload_writer.py).
-            "payload-writer": {"type": "command", "command": [sys.executable, str(_TESTS / "agents" / "payload_writer.py")]},
+            "payload-writer": {
+                "type": "command",
+                "command": [sys.executable, str(_TESTS / "agents" / "payload_writer.py")],
+            },
             # Prints its whole environment.
             "printenv": {"type": "command", "command": ["printenv"]},
             # SIGKILLs the worker process running it, every time (poison work).
