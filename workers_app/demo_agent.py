@@ -2,7 +2,8 @@
 
 It stands in for a coding agent so a fresh install visibly does work: it reads
 its task, inspects the workspace, writes AGENTVINE_RESULT.md and prints its
-progress over a few seconds. It is a demo, not an AI.
+progress over a few seconds, and adds a line to NOTES.md (so every run has a
+diff to show). It is a demo, not an AI.
 
     python -m workers_app.demo_agent --workspace DIR (--prompt TEXT | --prompt-file PATH) [--steps N]
 
@@ -70,6 +71,12 @@ def main(argv=None):
         print(f"demo agent: {notes[-1]}", flush=True)
     result = workspace / "AGENTVINE_RESULT.md"
     result.write_text(f"# Result\n\nTask: {title}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    # A file it changes turn after turn, so even a fresh install's first
+    # task has a diff to show (and a follow-up turn edits what it wrote).
+    log = workspace / "NOTES.md"
+    previous = log.read_text(encoding="utf-8") if log.is_file() else "# Notes of the demo agent\n\n"
+    log.write_text(previous + f"- {title}: {len(notes)} notes\n", encoding="utf-8")
+    print(f"demo agent: added a line to {log.name}", flush=True)
     print(f"demo agent: wrote {result.name}; done", flush=True)
     return 0
 

@@ -90,3 +90,28 @@ def test_the_served_diff_of_a_real_run_is_gits_own(
     page = console.get(f"/tasks/{task.pk}/changes/").content.decode()
     assert page.count('data-testid="changed-file"') == len(statuses)
     assert "obsolete.txt" in page and "notes.txt → docs-notes.txt" in page and "Binary file, not shown." in page
+
+
+def test_a_fresh_installs_demo_agent_leaves_a_diff(celery_worker_factory, operator, tmp_path, live_server, settings):
+    """The default profile's demo agent changes files, so the first task of
+    a fresh install has changes to show."""
+    settings.AGENTVINE_RESULTS_ROOT = tmp_path / "server-results"
+    celery_worker_factory(
+        extra_env={
+            "AGENTVINE_WORKSPACE_ROOT": str(tmp_path / "workspaces"),
+            "AGENTVINE_API_URL": live_server.url,
+            "AGENTVINE_DEMO_STEP_SECONDS": "0.01",
+        }
+    )
+    task = task_create(title="Say hello", executor="demo", created_by=operator)
+    wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, timeout=60, message="the demo run")
+
+    _, key = api_token_create(user=operator, name="demo")
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    changes = api.get(f"/api/v1/tasks/{task.pk}/changes/").json()
+    files = {f["path"]: (f["status"], f["insertions"]) for f in changes["whole"]["files"]}
+    assert set(files) == {"AGENTVINE_RESULT.md", "NOTES.md"} and changes["whole"]["on_server"]
+    assert files["NOTES.md"] == ("A", 3)
+    patch = api.get(f"/api/v1/tasks/{task.pk}/changes/?format=diff").content.decode()
+    assert "+- Say hello: " in patch
