@@ -320,6 +320,61 @@ def answer(question_id, text):
 # --- reads ------------------------------------------------------------------------
 
 
+def _diff_line_colour(line):
+    if line.startswith(("+++", "---", "diff --git", "index ")):
+        return {"bold": True}
+    if line.startswith("+"):
+        return {"fg": "green"}
+    if line.startswith("-"):
+        return {"fg": "red"}
+    if line.startswith("@@"):
+        return {"fg": "cyan"}
+    return {}
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--stat", is_flag=True, help="the changed files with their +/- counts instead of the diff")
+@click.option("--attempt", type=click.IntRange(min=1), default=None, help="one attempt instead of the whole task")
+def diff(task, stat, attempt):
+    """What TASK's agent changed on its branch, as a unified diff (from the server's repository)."""
+    task = build(operations.task_id, value=task)
+    client = client_for_settings()
+    try:
+        if stat:
+            data = read(lambda: client.get(f"tasks/{task}/changes/", attempt=attempt, limit=1000))
+        else:
+            text = read(
+                lambda: client.get_text(f"tasks/{task}/changes/", accept="text/x-diff", format="diff", attempt=attempt)
+            )
+    except Failure as exc:
+        if "No Task matches" in exc.message:
+            raise Failure(operations.ERR_UNKNOWN_TASK.format(value=task)) from None
+        raise
+    if not stat:
+        # The agent's text goes out as it is: click, not rich, so nothing in
+        # it is read as markup; colour only on a terminal.
+        for line in text.splitlines():
+            click.secho(line, **_diff_line_colour(line))
+        return
+    change_set = data["whole"] if attempt is None else data["attempts"][0]
+    width = max((len(_stat_name(f)) for f in change_set["files"]), default=0)
+    for entry in change_set["files"]:
+        counts = "binary" if entry["binary"] else f"+{entry['insertions']} -{entry['deletions']}"
+        click.echo(f" {_stat_name(entry):<{width}} | {counts}")
+    more = change_set["files_total"] - len(change_set["files"])
+    if more:
+        click.echo(f" … and {more} more files")
+    click.echo(
+        f" {change_set['files_total']} files changed, {change_set['insertions']} insertions(+), "
+        f"{change_set['deletions']} deletions(-)  {data['branch']} @ {change_set['head_commit'][:12]}"
+    )
+
+
+def _stat_name(entry):
+    return entry["path"] if entry["old_path"] == entry["path"] else f"{entry['old_path']} => {entry['path']}"
+
+
 @cli.command()
 @click.option("--status", help="idle, busy, offline…")
 def workers(status):

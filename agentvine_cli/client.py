@@ -75,6 +75,33 @@ class Client:
     def url(self, path):
         return self.server + API_PREFIX + path.lstrip("/")
 
+    def get_text(self, path, *, accept, **params):
+        """The body of a 2xx answer to a GET as text (a diff): the same
+        failures as :meth:`request`, an error body read as JSON. ``accept``
+        is the media type wanted; DRF also reads it from ``?format=``."""
+        try:
+            response = self.http.get(
+                self.url(path),
+                params={k: v for k, v in params.items() if v is not None},
+                headers={"Accept": accept},
+                timeout=self.timeout,
+            )
+        except requests.Timeout:
+            raise ServerUnavailable(self.server, "timed out") from None
+        except requests.ConnectionError as exc:
+            raise ServerUnavailable(self.server, _connection_reason(exc)) from None
+        status = response.status_code
+        if status in UNAVAILABLE_STATUSES or status >= 500:
+            raise ServerUnavailable(self.server, f"HTTP {status}", status=status)
+        if status >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                raise ApiError(status, ERR_NOT_JSON.format(status=status)) from None
+            raise ApiError(status, _one_line(error_message(body, status)))
+        response.encoding = response.encoding or "utf-8"
+        return response.text
+
     def request(self, method, path, *, raw_body=None, params=None, idempotency_key=None):
         """The decoded JSON answer of a 2xx; raises ServerUnavailable or ApiError.
 
