@@ -25,6 +25,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--lines", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=40)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="agentvine-bench-results-"))
     os.environ["AGENTVINE_WORKSPACE_ROOT"] = str(scratch / "workspaces")
@@ -69,6 +70,29 @@ def main():
     print(f"  bundle {1000 * (bundled - snapshotted):.0f} ms")
     print(f"  upload + server ingest (verify, fetch, diff record) {1000 * (uploaded - bundled):.0f} ms")
     print(f"  total {1000 * (uploaded - started):.0f} ms")
+
+    from django.contrib.auth import get_user_model
+
+    operator = get_user_model().objects.create_user(username="bench-operator", password="x", is_staff=True)
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(operator)
+    for label, url in (
+        ("changes page, first page", f"/tasks/{task.pk}/changes/"),
+        ("changes page, page 5", f"/tasks/{task.pk}/changes/?page=5"),
+        ("GET tasks/{id}/changes/ (JSON)", f"/api/v1/tasks/{task.pk}/changes/"),
+    ):
+        timings = []
+        for n in range(args.requests + 3):
+            began = time.perf_counter()
+            answer = client.get(url)
+            if answer.status_code != 200:
+                raise RuntimeError(f"{url}: {answer.status_code}")
+            if n >= 3:  # the first few warm caches (templates, lexers)
+                timings.append(1000 * (time.perf_counter() - began))
+        timings.sort()
+        p95 = timings[min(len(timings) - 1, int(round(0.95 * len(timings))) - 1)]
+        size = len(answer.content) / 1024
+        print(f"  {label}: p50 {timings[len(timings) // 2]:.0f} ms, p95 {p95:.0f} ms ({size:.0f} KiB)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ allows no inline style.
 """
 
 import re
+from functools import cache, lru_cache
 from html import escape
+from posixpath import basename
 
-from pygments.lexers import get_lexer_for_filename
+from pygments.lexers import find_lexer_class_for_filename, get_all_lexers
 from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
 
@@ -34,11 +36,46 @@ def patch_split(patch):
     return ["".join(chunk) for chunk in chunks]
 
 
-def _lexer(path):
+@cache
+def _lexer_patterns():
+    """Every file name and ``*.suffix`` Pygments' lexers claim."""
+    names, suffixes = set(), set()
+    for _, _, patterns, _ in get_all_lexers(plugins=False):
+        for pattern in patterns:
+            if not any(c in pattern for c in "*?["):
+                names.add(pattern)
+            elif pattern.startswith("*.") and not any(c in pattern[1:] for c in "*?["):
+                suffixes.add(pattern[1:])
+    return names, suffixes
+
+
+def _lexer_key(name):
+    """What decides ``name``'s lexer: the name itself when a lexer claims it
+    (Makefile, CMakeLists.txt), else its longest claimed suffix."""
+    names, suffixes = _lexer_patterns()
+    if name in names:
+        return name
+    dot = name.find(".")
+    while dot != -1:
+        if name[dot:] in suffixes:
+            return "x" + name[dot:]
+        dot = name.find(".", dot + 1)
+    return name
+
+
+@lru_cache(maxsize=1024)  # bounded: unclaimed names are their own key
+def _lexer_for_key(key):
+    # Finding a lexer by file name tries every lexer's patterns (about a
+    # millisecond); a run that changed a thousand .py files asks once.
     try:
-        return get_lexer_for_filename(path, stripnl=False, ensurenl=False)
+        found = find_lexer_class_for_filename(key)
     except ClassNotFound:
-        return PLAIN
+        found = None
+    return found(stripnl=False, ensurenl=False) if found else PLAIN
+
+
+def _lexer(path):
+    return _lexer_for_key(_lexer_key(basename(path)))
 
 
 def _css_class(token_type):
