@@ -25,7 +25,7 @@ from tasks_app.diff_render import file_diff_html, patch_split
 from tasks_app.models import Task
 
 FILES_PER_PAGE = 100
-DIFF_LINES_PER_PAGE = 1000
+DIFF_LINES_PER_PAGE = 600
 LARGE_FILE_LINES = 400
 # A file shown alone (``?file=N``) is cut here; the patch download has all of it.
 FILE_MAX_LINES = 20000
