@@ -216,6 +216,7 @@ def test_graph_schedules_subtasks_and_results_match_the_schema(
     sent = checked(worker_client, "post", upload, bundle.read_bytes(), content_type="application/octet-stream")
     assert sent.status_code == 201
     assert checked(operator_client, "get", f"/api/v1/executions/{execution.pk}/diff/").status_code == 200
+    assert checked(operator_client, "get", f"/api/v1/tasks/{task.pk}/changes/").status_code == 200
 
 
 def test_every_documented_operation_was_reached_with_a_success(operator_client, request):
