@@ -250,3 +250,24 @@ def test_a_big_change_is_paged_and_large_files_collapsed(roots, operator, client
 )
 def test_compare_links(origin, expected):
     assert compare_url(repository_url=origin, base_commit="abc", branch="agentvine/t1") == expected
+
+
+def test_results_the_server_never_received_are_listed_without_a_diff(roots, operator, operator_api, client, worker):
+    """A slot whose upload failed records the diff itself: the file list is
+    shown, marked, and no diff is claimed."""
+    from queue_app.outputs import execution_record_result
+
+    task = task_create(title="Offline host", executor="noop", created_by=operator)
+    order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    _, execution = lifecycle.work_order_start(work_order=order, worker=worker)
+    files = [{"path": "a.txt", "old_path": "a.txt", "status": "A", "insertions": 2, "deletions": 0, "binary": False}]
+    execution_record_result(execution=execution, base_commit="1" * 40, head_commit="2" * 40, changed_files=files)
+
+    data = operator_api.get(f"/api/v1/tasks/{task.pk}/changes/").json()
+    assert data["whole"]["on_server"] is False and data["whole"]["files"] == files
+    patch = operator_api.get(f"/api/v1/tasks/{task.pk}/changes/?format=diff")
+    assert patch.status_code == 404
+    assert "the server does not have these commits" in patch.content.decode()
+    client.force_login(operator)
+    page = client.get(f"/tasks/{task.pk}/changes/").content.decode()
+    assert 'data-testid="not-on-server"' in page and "a.txt" in page and 'data-testid="patch-download"' not in page
