@@ -227,6 +227,15 @@ def _base_branch(task, repository, into):
     return branch, server_git("rev-parse", f"refs/remotes/origin/{branch}", cwd=repository)
 
 
+def _last_approved_head(task):
+    return (
+        task.reviews.filter(action=ReviewAction.APPROVE)
+        .exclude(outcome="conflict")
+        .values_list("head_commit", flat=True)
+        .first()
+    )
+
+
 def _is_ancestor(repository, older, newer):
     try:
         server_git("merge-base", "--is-ancestor", older, newer, cwd=repository)
@@ -284,8 +293,8 @@ def review_approve(*, task, user, into=""):
         head = results_branch_head(task)
         if head is None:
             raise IllegalTransition(ERR_NO_RESULTS)
-        if task.review_status == ReviewStatus.MERGED and task.merged_commit and head == task.merged_commit:
-            raise IllegalTransition(ERR_ALREADY_MERGED.format(commit=head[:12]))
+        if task.review_status == ReviewStatus.MERGED and _last_approved_head(task) == head:
+            raise IllegalTransition(ERR_ALREADY_MERGED.format(commit=task.merged_commit[:12]))
         repository = results_repository(task)
         base_branch, base_commit = _base_branch(task, repository, into)
         outcome, commit, conflicts = _merge(
