@@ -279,16 +279,9 @@ class FakeGitHub(BaseHTTPRequestHandler):
             return self._answer(404, {"message": "Not Found"})
         if self.headers.get("Authorization") not in ("Bearer ghp_fake_token", "token ghp_fake_token"):
             return self._answer(401, {"message": "Bad credentials"})
-        if any(head == body["head"] for _, _, (head) in [(0, 0, b["head"]) for _, _, b in FakeGitHub.received[:-1]]):
-            return self._answer(
-                422,
-                {
-                    "message": "Validation Failed",
-                    "errors": [
-                        {"resource": "PullRequest", "code": "custom", "message": "A pull request already exists"}
-                    ],
-                },
-            )
+        if any(earlier["head"] == body["head"] for _, _, earlier in FakeGitHub.received[:-1]):
+            already = {"resource": "PullRequest", "code": "custom", "message": "A pull request already exists"}
+            return self._answer(422, {"message": "Validation Failed", "errors": [already]})
         number = len(FakeGitHub.received)
         return self._answer(
             201,
