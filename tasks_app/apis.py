@@ -30,6 +30,7 @@ from tasks_app.serializers import (
     ExecutionResultOutput,
     ReviewInput,
     ReviewOutput,
+    ReviewRefusedOutput,
     TaskBatchCreateInput,
     TaskCreateInput,
     TaskListParams,
@@ -125,7 +126,7 @@ class TaskReviewApi(PlatformAPIView):
 
     @extend_schema(
         request=ReviewInput,
-        responses={200: ReviewOutput, 409: ReviewOutput},
+        responses={200: ReviewOutput, 409: ReviewRefusedOutput},
         operation_id="tasks_review",
         tags=["tasks"],
     )
@@ -146,11 +147,12 @@ class TaskReviewApi(PlatformAPIView):
         body = ReviewOutput(decision).data
         if decision.outcome == "conflict":
             body = {
-                **body,
-                "code": "merge_conflict",
                 "detail": review.ERR_CONFLICT.format(
                     branch=results.task_branch(task), base=decision.base_branch, files=", ".join(decision.conflicts)
                 ),
+                "code": "merge_conflict",
+                "conflicts": decision.conflicts,
+                "review": body,
             }
             return Response(body, status=status.HTTP_409_CONFLICT)
         return Response(body)

@@ -104,6 +104,12 @@ class RepositoryUrlField(serializers.CharField):
 
 class TaskOutput(ModelOutputSerializer):
     created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    review_status = serializers.ChoiceField(
+        choices=ReviewStatus.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text="The review of its results (empty: nothing to review yet); status keeps following its run.",
+    )
     repository_url = RepositoryUrlField(read_only=True)
 
     class Meta:
@@ -233,6 +239,15 @@ class ReviewOutput(serializers.Serializer):
     conflicts = serializers.ListField(child=serializers.CharField(), help_text="files a conflicting merge names")
     pushed = serializers.BooleanField()
     pull_request_url = serializers.CharField()
-    review_status = serializers.ChoiceField(choices=ReviewStatus.choices, source="task.review_status")
+    review_status = serializers.ChoiceField(choices=ReviewStatus.choices, allow_blank=True, source="task.review_status")
     task_status = serializers.ChoiceField(choices=TaskStatus.choices, source="task.status")
     created_at = serializers.DateTimeField()
+
+
+class ReviewRefusedOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="merge_conflict, or illegal_transition (not reviewable now)")
+    conflicts = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="merge_conflict: the conflicting files"
+    )
+    review = ReviewOutput(required=False, help_text="merge_conflict: the recorded decision")

@@ -224,6 +224,7 @@ def test_a_conflicting_base_is_a_conflict_view_and_a_clear_answer_not_a_500(
     assert answer.status_code == 409, answer.content
     body = answer.json()
     assert body["code"] == "merge_conflict" and body["conflicts"] == ["REVISIONS.md"]
+    assert body["review"]["by"] == operator.username and body["review"]["outcome"] == "conflict"
     assert "REVISIONS.md" in body["detail"] and "nothing was merged" in body["detail"]
     assert git("rev-parse", "main", cwd=origin) == moved  # the origin untouched
     task.refresh_from_db()
