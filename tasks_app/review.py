@@ -25,6 +25,7 @@ subtasks key on ``completed``)::
 
 import base64
 import fnmatch
+import os
 from pathlib import Path
 
 from django.conf import settings
@@ -67,6 +68,7 @@ REBASE_MESSAGE = (
     "conflicts, keep what both sides meant, and end your turn; it will be reviewed again."
 )
 DEFAULT_LOCAL_BASE = "main"
+SSH_PASSED_THROUGH = ("SSH_AUTH_SOCK", "GIT_SSH_COMMAND", "GIT_SSH")
 
 
 def _reviewable(task):
@@ -169,6 +171,8 @@ def _origin_environment(url):
     """git's environment for talking to ``url``: with an HTTPS push token
     in its config variables (never on the command line nor in the remote)."""
     env = git_environment()
+    # An ssh origin authenticates as the server's user: its agent or command.
+    env.update({key: os.environ[key] for key in SSH_PASSED_THROUGH if os.environ.get(key)})
     name = settings.AGENTVINE_RESULTS_PUSH_SECRET
     if name and url.startswith("https://"):
         token = forges.secret_value(name)
