@@ -21,6 +21,7 @@ urlpatterns = [
         tasks_apis.TaskDependencySkipApi.as_view(),
         name="api-task-dependency-skip",
     ),
+    path("tasks/<uuid:task_id>/review/", tasks_apis.TaskReviewApi.as_view(), name="api-task-review"),
     path("tasks/<uuid:task_id>/tree/", tasks_apis.TaskTreeApi.as_view(), name="api-task-tree"),
     path("tasks/<uuid:task_id>/changes/", changes_apis.TaskChangesApi.as_view(), name="api-task-changes"),
     path("schedules/", schedule_apis.ScheduleListCreateApi.as_view(), name="api-schedules"),

@@ -379,6 +379,22 @@ AGENTVINE_RESULTS_MAX_BUNDLE_BYTES = env.int("AGENTVINE_RESULTS_MAX_BUNDLE_BYTES
 # Author and committer of the commit that ends every run (the workspace snapshot).
 AGENTVINE_GIT_AUTHOR_NAME = env.str("AGENTVINE_GIT_AUTHOR_NAME", default="AgentVine")
 AGENTVINE_GIT_AUTHOR_EMAIL = env.str("AGENTVINE_GIT_AUTHOR_EMAIL", default="agentvine@localhost")
+# The review loop (tasks_app/review.py). Approving merges a task's branch into
+# its base (AGENTVINE_MERGE_BASE_BRANCH, else the origin's default branch;
+# "main" for a task without a repository) in the server's repository, and
+# pushes it to the origin when the repository URL matches one of PUSH's
+# shell-style patterns. An HTTPS push authenticates with the token in the
+# secret PUSH_SECRET names (read from $NAME or the file $NAME_FILE names, at
+# push time; never stored or logged).
+AGENTVINE_MERGE_BASE_BRANCH = env.str("AGENTVINE_MERGE_BASE_BRANCH", default="")
+AGENTVINE_RESULTS_PUSH = env.list("AGENTVINE_RESULTS_PUSH", default=[])
+AGENTVINE_RESULTS_PUSH_SECRET = env.str("AGENTVINE_RESULTS_PUSH_SECRET", default="")
+# "Open pull request" (tasks_app/forges.py): GitHub's REST API, or Gitea's /
+# Forgejo's compatible one (type "gitea"); the API address is found from the
+# repository URL unless set; the token comes from the secret TOKEN_SECRET names.
+AGENTVINE_FORGE_TYPE = env.str("AGENTVINE_FORGE_TYPE", default="")
+AGENTVINE_FORGE_API_URL = env.str("AGENTVINE_FORGE_API_URL", default="")
+AGENTVINE_FORGE_TOKEN_SECRET = env.str("AGENTVINE_FORGE_TOKEN_SECRET", default="GITHUB_TOKEN")
 # Repositories a task may name (tasks_app/repositories.py): shell-style
 # patterns of URLs. Local paths and file:// only when ALLOW_LOCAL is on
 # (scripts/up turns it on for its local default), never the platform's data.

@@ -122,6 +122,11 @@ os.environ.setdefault(
                 "type": "command",
                 "command": [sys.executable, str(_TESTS / "agents" / "payload_writer.py")],
             },
+            # Appends one line per turn to REVISIONS.md (tests/agents/reviser.py).
+            "reviser": {
+                "type": "command",
+                "command": [sys.executable, str(_TESTS / "agents" / "reviser.py"), "{prompt_file}"],
+            },
             # Prints its whole environment.
             "printenv": {"type": "command", "command": ["printenv"]},
             # SIGKILLs the worker process running it, every time (poison work).

@@ -7,7 +7,7 @@ from django.views.generic import RedirectView
 from agentvine import health
 from agentvine import metrics as metrics_views
 from chat_app import views as chat_views
-from tasks_app import changes_views, graph_views
+from tasks_app import changes_views, graph_views, review_views
 from tasks_app import views as task_views
 from workers_app import views as worker_views
 
@@ -38,6 +38,7 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/skip/<uuid:parent_id>/", graph_views.dependency_skip, name="dependency-skip"),
     path("schedules/", graph_views.schedule_list, name="schedule-list"),
     path("schedules/<int:schedule_id>/<str:action>/", graph_views.schedule_action, name="schedule-action"),
+    path("tasks/<uuid:task_id>/review/", review_views.task_review, name="task-review"),
     path("tasks/<uuid:task_id>/<str:action>/", task_views.task_action, name="task-action"),
     re_path(rf"^git/(?P<task_id>{UUID_PATTERN})\.git/(?P<git_path>.+)$", task_views.results_git, name="results-git"),
     path("workers/", worker_views.worker_list, name="worker-list"),

@@ -278,6 +278,33 @@ def tasks_retry(task):
     report(entry, data, lambda task: f"retrying {_task_line(task)}")
 
 
+REVIEW_DONE = {
+    "merged": "merged {task} into {base} ({commit})",
+    "fast_forward": "merged {task} into {base} ({commit}, fast-forward)",
+    "already_merged": "{base} already holds {task} ({commit})",
+    "changes_requested": "changes requested on {task}: its agent's next turn starts with them",
+}
+
+
+def _review_line(data):
+    line = REVIEW_DONE[data["outcome"]].format(
+        task=data["task"], base=data["base_branch"], commit=(data["result_commit"] or "")[:12]
+    )
+    return line + (", pushed to the origin" if data.get("pushed") else "")
+
+
+@cli.command()
+@click.argument("task")
+@click.option("--approve", is_flag=True, help="Merge the task's branch into its base (pushed when configured).")
+@click.option("--changes", metavar="TEXT", help="Ask for changes: TEXT starts the agent's next turn.")
+@click.option("--into", default="", help="The base branch to merge into (default: the origin's default branch).")
+def review(task, approve, changes, into):
+    """Approve a task's results, or request changes to them."""
+    operation = build(operations.task_review, task=task, approve=approve, changes=changes, into=into)
+    entry, data = submit(operation)
+    report(entry, data, _review_line)
+
+
 # --- messages ---------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ ERR_NOT_A_QUESTION_ID = "unknown question {value}: a question id looks like 0b7f
 ERR_TITLE = f"a task title needs 1 to {MAX_TITLE_CHARS} characters"
 ERR_EMPTY_TEXT = "the message is empty"
 ERR_TEXT_TOO_LONG = f"the message is longer than {MAX_TEXT_CHARS} characters"
+ERR_REVIEW_CHOICE = 'give one of --approve or --changes "what should change"'
 ERR_NO_TARGET = "give the task, agent session or worker to send to"
 ERR_BATCH_UNREADABLE = "batch file {path}: {reason}"
 ERR_BATCH_SHAPE = (
@@ -144,4 +145,25 @@ def question_answer(*, question, text):
         path=f"chat/questions/{question}/answer/",
         body={"text": _text(text)},
         not_found=ERR_UNKNOWN_QUESTION.format(value=question),
+    )
+
+
+def task_review(*, task, approve=False, changes=None, into=""):
+    """``approve`` the task's results (merge its branch), or ask for ``changes``."""
+    task = task_id(task)
+    if approve == (changes is not None):
+        raise InvalidInput(ERR_REVIEW_CHOICE)
+    if approve:
+        body, summary = {"action": "approve"}, f"approve task {task}"
+    else:
+        body, summary = {"action": "request_changes", "comment": _text(changes)}, f"request changes on task {task}"
+    if into:
+        body["into"] = into
+    return Operation(
+        target=f"task:{task}",
+        summary=summary,
+        method="POST",
+        path=f"tasks/{task}/review/",
+        body=body,
+        not_found=ERR_UNKNOWN_TASK.format(value=task),
     )

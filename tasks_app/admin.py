@@ -6,7 +6,7 @@ from agentvine.admin_tools import FastAdmin, ProtectActiveMixin, service_action
 from agentvine.errors import ValidationFailed
 from queue_app.models import ACTIVE_STATUSES, Execution, WorkOrder, WorkOrderStatus
 from tasks_app import schedule_admin, services  # noqa: F401  (schedule_admin registers the schedules)
-from tasks_app.models import Task
+from tasks_app.models import Task, TaskReview
 from tasks_app.repositories import repository_url_check
 
 READ_ONLY_STATE = ("status", "created_at", "updated_at", "completed_at")
@@ -59,7 +59,7 @@ class TaskAdmin(ProtectActiveMixin, FastAdmin):
         WorkOrder.objects.filter(task=OuterRef("pk"), status__in=[WorkOrderStatus.QUEUED, *ACTIVE_STATUSES])
     )
     list_display = ("title", "task_type", "status", "priority", "executor", "created_by", "created_at")
-    list_filter = ("status", "task_type", "priority")
+    list_filter = ("status", "review_status", "task_type", "priority")
     search_fields = ("search_text__title", "search_text__description", "search_text__repository_url")
     list_select_related = ("created_by",)
     readonly_fields = READ_ONLY_STATE + ("priority", "created_by")
@@ -98,3 +98,23 @@ class TaskAdmin(ProtectActiveMixin, FastAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         services.task_search_text_save(task=obj)
+
+
+@admin.register(TaskReview)
+class TaskReviewAdmin(FastAdmin):
+    """The review log: decisions are made on the task page or through the API."""
+
+    list_display = ("task", "action", "outcome", "by", "base_branch", "created_at")
+    list_filter = ("action", "outcome")
+    list_select_related = ("task", "by")
+    readonly_fields = (
+        "task", "action", "comment", "by", "head_commit", "outcome", "base_branch",
+        "result_commit", "conflicts", "pushed", "pull_request_url", "created_at",
+    )  # fmt: skip
+    fields = readonly_fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -2,10 +2,13 @@
 of executions (bundle upload by the worker that ran one, its diff for operators)."""
 
 import json
+import tempfile
+from pathlib import Path
 
+from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
@@ -17,13 +20,17 @@ from agentvine.api import Pagination, PlatformAPIView, paginated, query_params
 from agentvine.errors import PermissionDenied
 from chat_app.authentication import AgentPrincipal, AgentTokenAuthentication
 from queue_app.models import Execution
-from tasks_app import graph, graph_selectors, results, selectors, services
+from tasks_app import graph, graph_selectors, results, review, selectors, services
 from tasks_app.models import Task
 from tasks_app.serializers import (
+    BundleFetchParams,
     BundleParams,
     DependenciesAddInput,
     DependenciesOutput,
     ExecutionResultOutput,
+    ReviewInput,
+    ReviewOutput,
+    ReviewRefusedOutput,
     TaskBatchCreateInput,
     TaskCreateInput,
     TaskListParams,
@@ -109,6 +116,48 @@ class TaskRetryApi(PlatformAPIView):
         return Response(TaskOutput(task).data)
 
 
+class TaskReviewApi(PlatformAPIView):
+    """Decide on a task's results: ``approve`` (merge its branch into its
+    base, pushed to the origin when configured), ``request_changes`` (the
+    comment becomes a message that starts the agent's next turn), ``rebase``
+    (hand a conflicting merge back to the agent) or ``open_pull_request``.
+    A conflicting merge answers 409 with code ``merge_conflict`` and the
+    files; the task then shows them."""
+
+    @extend_schema(
+        request=ReviewInput,
+        responses={200: ReviewOutput, 409: ReviewRefusedOutput},
+        operation_id="tasks_review",
+        tags=["tasks"],
+    )
+    def post(self, request, task_id):
+        task = get_object_or_404(Task, pk=task_id)
+        data = ReviewInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        action, comment, into = (data.validated_data[k] for k in ("action", "comment", "into"))
+        if action == "approve":
+            task, decision = review.review_approve(task=task, user=request.user, into=into)
+        elif action == "request_changes":
+            task, decision = review.review_request_changes(task=task, user=request.user, comment=comment)
+        elif action == "rebase":
+            task, decision = review.review_rebase(task=task, user=request.user)
+        else:
+            task, decision = review.review_open_pull_request(task=task, user=request.user, into=into)
+        decision.task = task
+        body = ReviewOutput(decision).data
+        if decision.outcome == "conflict":
+            body = {
+                "detail": review.ERR_CONFLICT.format(
+                    branch=results.task_branch(task), base=decision.base_branch, files=", ".join(decision.conflicts)
+                ),
+                "code": "merge_conflict",
+                "conflicts": decision.conflicts,
+                "review": body,
+            }
+            return Response(body, status=status.HTTP_409_CONFLICT)
+        return Response(body)
+
+
 def _dependencies(task):
     return {"parents": graph_selectors.task_parents(task=task), "children": graph_selectors.task_children(task=task)}
 
@@ -187,6 +236,46 @@ class ExecutionBundleApi(APIView):
         results.results_bundle_receive(execution=execution, stream=request.stream, base_commit=params["base"])
         execution.refresh_from_db()
         return Response(ExecutionResultOutput(execution).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[BundleFetchParams],
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            204: OpenApiResponse(description="the server has no newer commits of the branch than the haves"),
+        },
+        operation_id="executions_bundle_fetch",
+        tags=["results"],
+    )
+    def get(self, request, execution_id):
+        """The task's branch as the server has it, for a run that starts on a
+        host without it (a follow-up elsewhere): a bundle without the commits
+        the worker says it has. ``X-AgentVine-Head`` names the branch's head."""
+        execution = get_object_or_404(Execution.objects.select_related("task"), pk=execution_id)
+        if not _may_send_results(request, execution):
+            raise PermissionDenied(ERR_NOT_YOUR_EXECUTION)
+        haves = query_params(BundleFetchParams, request).get("have", [])
+        scratch = tempfile.TemporaryDirectory(prefix="fetch-", dir=results.results_root_made())
+        bundle = Path(scratch.name) / "branch.bundle"
+        head = results.results_bundle_for(task=execution.task, haves=haves, destination=bundle)
+        if head is None or not bundle.exists():
+            scratch.cleanup()
+            response = HttpResponse(status=status.HTTP_204_NO_CONTENT)
+        else:
+            handle = open(bundle, "rb")
+            # The directory goes once the response has been read.
+            handle.close = _closing(handle.close, scratch.cleanup)
+            response = FileResponse(handle, content_type="application/octet-stream")
+        if head is not None:
+            response["X-AgentVine-Head"] = head
+        return response
+
+
+def _closing(close, cleanup):
+    def both():
+        close()
+        cleanup()
+
+    return both
 
 
 def _may_send_results(request, execution):

@@ -21,6 +21,29 @@ class TaskStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class ReviewStatus(models.TextChoices):
+    """Where a task's results stand with its reviewers: a second axis beside
+    ``status`` (which follows the task's run and which dependants, schedules
+    and subtasks key on). Empty: nothing to review yet."""
+
+    # The server holds commits of the task that nobody has decided on.
+    IN_REVIEW = "in_review", "In review"
+    # A reviewer asked for changes: the agent's next turn works on them.
+    CHANGES_REQUESTED = "changes_requested", "Changes requested"
+    # Approved, but the branch conflicts with its base: resolve (a rebase
+    # turn of the agent) and approve again.
+    CONFLICT = "conflict", "Merge conflict"
+    # Approved and merged into its base (and pushed when configured).
+    MERGED = "merged", "Merged"
+
+
+class ReviewAction(models.TextChoices):
+    APPROVE = "approve", "Approve"
+    REQUEST_CHANGES = "request_changes", "Request changes"
+    REBASE = "rebase", "Hand the conflict to the agent"
+    OPEN_PULL_REQUEST = "open_pull_request", "Open pull request"
+
+
 class Priority(models.TextChoices):
     HIGH = "high", "High"
     NORMAL = "normal", "Normal"
@@ -58,6 +81,12 @@ class Task(models.Model):
     # The agent of this task waits for its subtasks (wait_for_subtasks): it
     # gets their summaries as its next turn once every one has ended.
     awaiting_subtasks = models.BooleanField(default=False)
+    # The review loop (tasks_app.review): its state, the commit its approval
+    # put on the base branch, the files of a conflicting merge, the pull request.
+    review_status = models.CharField(max_length=20, choices=ReviewStatus.choices, blank=True, default="")
+    merged_commit = models.CharField(max_length=64, blank=True)
+    merge_conflicts = models.JSONField(default=list, blank=True)
+    pull_request_url = models.CharField(max_length=500, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -172,3 +201,31 @@ class TaskSchedule(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class TaskReview(models.Model):
+    """One review decision on a task's results, with who made it: the log
+    the task page and ``POST tasks/{id}/review/`` answer from."""
+
+    id = models.BigAutoField(primary_key=True)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="reviews")
+    action = models.CharField(max_length=20, choices=ReviewAction.choices)
+    comment = models.TextField(blank=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The task branch's head on the server when the decision was made.
+    head_commit = models.CharField(max_length=64, blank=True)
+    # merged | fast_forward | already_merged | conflict | changes_requested | pull_request
+    outcome = models.CharField(max_length=20)
+    base_branch = models.CharField(max_length=200, blank=True)
+    result_commit = models.CharField(max_length=64, blank=True)
+    conflicts = models.JSONField(default=list, blank=True)
+    pushed = models.BooleanField(default=False)
+    pull_request_url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["task", "-created_at"], name="task_review_task_idx")]
+
+    def __str__(self):
+        return f"{self.action} of {self.task_id}"

@@ -20,6 +20,7 @@ from django.conf import settings
 
 from agentvine.errors import NotFound, ValidationFailed
 from queue_app.outputs import execution_record_result
+from tasks_app.models import ReviewStatus, Task
 
 ERR_NOT_A_BUNDLE = "the upload is not a git bundle"
 ERR_BUNDLE_REFS = "a bundle may only carry the task's branch {branch}"
@@ -50,15 +51,20 @@ def git_environment():
     }
 
 
-def server_git(*args, cwd, strip=True):
+def server_git(*args, cwd, strip=True, env=None, accept=(0,)):
+    """Run git on the server; ``accept``: the exit codes that are not a failure."""
     result = subprocess.run(
         [*SAFE_GIT, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=GIT_TIMEOUT_SECONDS,
-        env=git_environment(),
+        env=env or git_environment(),
     )
+    if accept != (0,):
+        if result.returncode not in accept:
+            raise GitError((result.stderr or "").strip() or f"git {args[0]} failed")
+        return result.returncode, result.stdout
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         raise GitError(lines[-1] if lines else f"git {args[0]} failed")
@@ -67,6 +73,12 @@ def server_git(*args, cwd, strip=True):
 
 def results_root() -> Path:
     return Path(settings.AGENTVINE_RESULTS_ROOT)
+
+
+def results_root_made() -> Path:
+    root = results_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def task_branch(task):
@@ -170,6 +182,9 @@ def results_bundle_ingest(*, execution, bundle_file, base_commit):
         server_git("update-ref", "-d", incoming, cwd=repository)
     files = changed_files(repository, base_commit, head)
     execution_record_result(execution=execution, base_commit=base_commit, head_commit=head, changed_files=files)
+    if files:
+        # New commits nobody has decided on yet (tasks_app.review).
+        Task.objects.filter(pk=task.pk).update(review_status=ReviewStatus.IN_REVIEW)
     return head, files
 
 
@@ -265,3 +280,52 @@ def execution_patch(*, execution):
         )
     except (GitError, FileNotFoundError) as exc:
         raise NotFound(ERR_NO_RESULTS) from exc
+
+
+def results_branch_head(task):
+    """The commit of ``task``'s branch in the server's repository, or None."""
+    repository = results_repository_path(task)
+    if not (repository / "HEAD").exists():
+        return None
+    try:
+        ref = f"refs/heads/{task_branch(task)}^{{commit}}"
+        return server_git("rev-parse", "--verify", "--quiet", ref, cwd=repository)
+    except GitError:
+        return None
+
+
+def _known_commits(repository, commits):
+    """Those of ``commits`` (ids) the server's repository holds."""
+    known = []
+    for commit in commits:
+        if not SHA.match(commit or ""):
+            raise ValidationFailed(ERR_BAD_COMMIT.format(value=commit))
+        try:
+            server_git("cat-file", "-e", f"{commit}^{{commit}}", cwd=repository)
+        except GitError:
+            continue
+        known.append(commit)
+    return known
+
+
+def results_bundle_for(*, task, haves, destination):
+    """Write ``task``'s branch as a git bundle at ``destination``, without
+    the commits reachable from those of ``haves`` the server knows (what a
+    worker already has): a later turn elsewhere starts from the branch.
+    Returns the branch head; None when the server has no such branch. The
+    bundle is not written when the worker has everything (head in ``haves``)."""
+    head = results_branch_head(task)
+    if head is None:
+        return None
+    repository = results_repository_path(task)
+    known = _known_commits(repository, haves)
+    if head in known:
+        return head
+    ref = f"refs/heads/{task_branch(task)}"
+    try:
+        server_git("bundle", "create", "--quiet", str(destination), ref, *(f"^{c}" for c in known), cwd=repository)
+    except GitError:
+        # Every commit of the branch is reachable from the haves: nothing to send.
+        if Path(destination).exists():
+            Path(destination).unlink()
+    return head

@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agentvine.serializers import ModelOutputSerializer
-from tasks_app.models import OnParentFailure, Priority, Task, TaskStatus, TaskType
+from tasks_app.models import OnParentFailure, Priority, ReviewAction, ReviewStatus, Task, TaskStatus, TaskType
 from tasks_app.repositories import repository_url_redacted
 
 # Parents one task may name.
@@ -104,6 +104,12 @@ class RepositoryUrlField(serializers.CharField):
 
 class TaskOutput(ModelOutputSerializer):
     created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    review_status = serializers.ChoiceField(
+        choices=ReviewStatus.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text="The review of its results (empty: nothing to review yet); status keeps following its run.",
+    )
     repository_url = RepositoryUrlField(read_only=True)
 
     class Meta:
@@ -124,6 +130,10 @@ class TaskOutput(ModelOutputSerializer):
             "completed_at",
             "blocked_reason",
             "spawned_by",
+            "review_status",
+            "merged_commit",
+            "merge_conflicts",
+            "pull_request_url",
         ]
         read_only_fields = fields
 
@@ -184,3 +194,60 @@ class ExecutionResultOutput(serializers.Serializer):
     head_commit = serializers.CharField()
     has_changes = serializers.BooleanField(allow_null=True)
     changed_files = ChangedFileOutput(many=True)
+
+
+class BundleFetchParams(serializers.Serializer):
+    have = serializers.ListField(
+        child=serializers.RegexField(r"^[0-9a-f]{40}([0-9a-f]{24})?$"),
+        required=False,
+        max_length=20,
+        help_text="commits the worker already has: left out of the bundle",
+    )
+
+
+class ReviewInput(serializers.Serializer):
+    action = serializers.ChoiceField(choices=ReviewAction.choices)
+    comment = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="What should change (request_changes)."
+    )
+    into = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=200,
+        help_text="The base branch to merge into or open the pull request against; "
+        "default: AGENTVINE_MERGE_BASE_BRANCH, else the origin's default branch (main without a repository).",
+    )
+
+    def validate(self, attrs):
+        if attrs["action"] == ReviewAction.REQUEST_CHANGES and not attrs["comment"].strip():
+            raise serializers.ValidationError({"comment": ["say what should change"]})
+        return attrs
+
+
+class ReviewOutput(serializers.Serializer):
+    task = serializers.UUIDField(source="task_id")
+    action = serializers.ChoiceField(choices=ReviewAction.choices)
+    outcome = serializers.CharField(
+        help_text="merged, fast_forward, already_merged, conflict, changes_requested or pull_request"
+    )
+    comment = serializers.CharField()
+    by = serializers.CharField(source="by.username", default=None, allow_null=True)
+    head_commit = serializers.CharField(help_text="the task branch's head the decision was made on")
+    base_branch = serializers.CharField()
+    result_commit = serializers.CharField(help_text="the base branch's commit after the merge (before, on a conflict)")
+    conflicts = serializers.ListField(child=serializers.CharField(), help_text="files a conflicting merge names")
+    pushed = serializers.BooleanField()
+    pull_request_url = serializers.CharField()
+    review_status = serializers.ChoiceField(choices=ReviewStatus.choices, allow_blank=True, source="task.review_status")
+    task_status = serializers.ChoiceField(choices=TaskStatus.choices, source="task.status")
+    created_at = serializers.DateTimeField()
+
+
+class ReviewRefusedOutput(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="merge_conflict, or illegal_transition (not reviewable now)")
+    conflicts = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="merge_conflict: the conflicting files"
+    )
+    review = ReviewOutput(required=False, help_text="merge_conflict: the recorded decision")

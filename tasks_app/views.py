@@ -156,6 +156,7 @@ def task_detail(request, task_id):
         "can_lower": not finished and task.priority in LOWER,
         "parents": graph_selectors.task_parents(task=task),
         "children": graph_selectors.task_children(task=task),
+        "last_review": task.reviews.select_related("by").first() if task.review_status else None,
     }
     return render(request, "console/task_detail.html", context)
 

@@ -288,7 +288,12 @@ class RemoteWorker:
                 branch_name=task["branch_name"],
             )
             workspace = workspace_prepare(task=task_fields)
-            self._run = SimpleNamespace(task=task_fields, execution=started["execution"], attempt=started["attempt"])
+            self._run = SimpleNamespace(
+                task=task_fields, execution=started["execution"], attempt=started["attempt"], known=None
+            )
+            if work_order["kind"] != "run_task" or started["attempt"] > 1:
+                # A later turn continues the branch as the server has it.
+                self._run.known = self._fetch_results(self._run)
             context = RunContext(
                 task_id=task["id"],
                 work_order_id=work_order_id,
@@ -411,6 +416,24 @@ class RemoteWorker:
             error = error + "\n" + "\n".join(tail)
         return self._fail(work_order_id, error, retryable=True, exit_code=exit_code)
 
+    def _fetch_results(self, run):
+        """The task's branch from the server into this host's workspace; the
+        server's head (what the next upload need not send again)."""
+        from workers_app.result_upload import UploadFailed, results_fetch
+        from workers_app.workspaces import GitFailed
+
+        try:
+            return results_fetch(
+                api_url=self.api.base[: -len("/api/v1/")],
+                authorization=f"Token {self.api.token}",
+                execution_id=run.execution,
+                task=run.task,
+                session=self.api.session,
+            )
+        except (UploadFailed, GitFailed, OSError) as exc:
+            logger.warning("task %s: cannot fetch its branch from the server: %s", run.task.id, exc)
+            return None
+
     def _run_field(self):
         """What names the run in a write (none before the start answered)."""
         return {"execution": self.current_run.execution} if self.current_run else {}
@@ -435,6 +458,7 @@ class RemoteWorker:
                     task=run.task,
                     snapshot=snapshot,
                     session=self.api.session,
+                    known=run.known,
                 )
         except (UploadFailed, GitFailed, WorkspaceError, OSError) as exc:
             logger.warning("results of execution %s not sent: %s", run.execution, exc)

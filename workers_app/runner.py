@@ -20,7 +20,7 @@ from agentvine.errors import ExecutionFenced, IllegalTransition
 from agentvine.wakeups import RunnerWakeups
 from chat_app import agent_link
 from queue_app import dispatch, lifecycle
-from queue_app.models import WorkOrder, WorkOrderKind, WorkOrderStatus
+from queue_app.models import Execution, WorkOrder, WorkOrderKind, WorkOrderStatus
 from queue_app.outputs import execution_record_result, execution_record_usage
 from queue_app.run_sessions import agent_session_open
 from workers_app.executors import ExecutorConfigError, executor_for, executor_profile
@@ -28,10 +28,10 @@ from workers_app.executors.base import RunContext
 from workers_app.executors.environment import ask_failure
 from workers_app.fencing import Fence
 from workers_app.output import OutputBuffer
-from workers_app.result_upload import UploadFailed, results_upload
+from workers_app.result_upload import UploadFailed, results_fetch, results_upload
 from workers_app.services import agent_session_set_agent_id, worker_release
 from workers_app.slots import current_worker, node_name
-from workers_app.workspaces import GitFailed, WorkspaceError, workspace_prepare, workspace_snapshot
+from workers_app.workspaces import GitFailed, WorkspaceError, workspace_head, workspace_prepare, workspace_snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,13 @@ def work_order_run(*, work_order_id):
             outcome = "completed"
             return outcome
         profile = executor_profile(work_order.task.executor)
+        workspace = workspace_prepare(task=work_order.task)
+        _results_start(work_order, execution)
         context = RunContext(
             task_id=str(work_order.task_id),
             work_order_id=str(work_order.id),
             prompt=prompt,
-            workspace=workspace_prepare(task=work_order.task),
+            workspace=workspace,
             profile=profile,
             time_limit=float(profile.get("timeout", settings.AGENTVINE_MAX_RUN_SECONDS)),
             session_id=session.session_id,
@@ -476,6 +478,42 @@ class _NothingToSend(Exception):
     pass
 
 
+def _results_start(work_order, execution):
+    """A later turn (a message turn, a retry, a run requeued from elsewhere)
+    starts from the task's branch as the server has it: on a host whose
+    workspace lacks the commits another host's turn sent (or with an empty
+    workspace root) they are fetched first. The server's head is kept on
+    ``execution.results_known``: the run's upload then sends only what
+    follows it. A first run has nothing on the server and asks nothing."""
+    execution.results_known = None
+    if work_order.kind == WorkOrderKind.RUN_TASK and execution.attempt == 1:
+        return
+    task = work_order.task
+    recorded = (
+        Execution.objects.filter(task_id=task.pk)
+        .exclude(pk=execution.pk)
+        .exclude(head_commit="")
+        .order_by("-started_at")
+        .values_list("head_commit", flat=True)
+        .first()
+    )
+    if recorded is None:
+        return
+    if recorded == workspace_head(task=task):
+        # This host made (or already fetched) the branch's last commits.
+        execution.results_known = recorded
+        return
+    try:
+        execution.results_known = results_fetch(
+            api_url=settings.AGENTVINE_API_URL,
+            authorization=f"Agent {execution.agent_token}",
+            execution_id=execution.pk,
+            task=task,
+        )
+    except (UploadFailed, GitFailed, OSError) as exc:
+        logger.warning("task %s: cannot fetch its branch from the server: %s", task.pk, exc)
+
+
 def _snapshot(work_order, execution, *, summary):
     """Commit the run's workspace on the task's branch and record what changed
     on its execution. A snapshot that fails is logged, not fatal: the run's
@@ -489,8 +527,8 @@ def _snapshot(work_order, execution, *, summary):
     if snapshot is None:
         return None
     try:
-        if snapshot.head_commit == snapshot.base_commit:
-            # The branch is still at its base: no commits to send.
+        if snapshot.head_commit in (snapshot.base_commit, getattr(execution, "results_known", None)):
+            # The branch is still at its base, or where the server has it: no commits to send.
             raise _NothingToSend
         # The server keeps the commits and records the diff from its copy.
         results_upload(
@@ -499,6 +537,7 @@ def _snapshot(work_order, execution, *, summary):
             execution_id=execution.pk,
             task=task,
             snapshot=snapshot,
+            known=getattr(execution, "results_known", None),
         )
     except (_NothingToSend, UploadFailed, GitFailed, OSError) as exc:
         if not isinstance(exc, _NothingToSend):

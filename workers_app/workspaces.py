@@ -431,6 +431,81 @@ def workspace_snapshot(*, task, message):
     return Snapshot(base_commit=base, head_commit=head, files=files)
 
 
-def workspace_bundle(*, task, destination):
-    """Write the task's branch, with its history, as a git bundle at ``destination``."""
-    _git("bundle", "create", "--quiet", str(destination), task_branch(task), cwd=workspace_path(task.id))
+def workspace_bundle(*, task, destination, known=None):
+    """Write the task's branch as a git bundle at ``destination``: with its
+    whole history, or only the commits since ``known`` (a commit the server
+    has) when that is an ancestor of the branch. Returns whether the bundle
+    is incremental."""
+    path = workspace_path(task.id)
+    branch = task_branch(task)
+    if known:
+        try:
+            _git("merge-base", "--is-ancestor", known, branch, cwd=path)
+        except GitFailed:
+            known = None
+    if known and _git("rev-parse", branch, cwd=path) == known:
+        known = None  # nothing new since: git refuses an empty bundle
+    args = [branch, f"^{known}"] if known else [branch]
+    _git("bundle", "create", "--quiet", str(destination), *args, cwd=path)
+    return known is not None
+
+
+def workspace_head(*, task):
+    """The commit the task's workspace on this host is at, or None (no
+    workspace, or not a git repository)."""
+    path = workspace_path(task.id)
+    if not (path / ".git").exists() or not _git_installed():
+        return None
+    try:
+        return _git("rev-parse", "--verify", "--quiet", "HEAD", cwd=path) or None
+    except GitFailed:
+        return None
+
+
+def workspace_update_from_bundle(*, task, bundle):
+    """Bring the task's workspace up to its branch as the server has it (the
+    bundle of a later turn that starts on another host, or after another host
+    worked on the branch). The workspace moves to the server's head when its
+    own commit is behind it, or is the untouched start of a fresh workspace;
+    a workspace with commits the server lacks keeps them (logged). Returns
+    the workspace's head."""
+    path = workspace_path(task.id)
+    branch = task_branch(task)
+    # Per task: worktrees of one repository share the cache's refs.
+    incoming = f"refs/agentvine/server/{task.id}"
+    cache = _cache_path(task.repository_url) if task.repository_url else None
+    if cache is None and not _local_repository_reset(path):
+        return None
+    with _locked(cache) if cache is not None else nullcontext():
+        _git("fetch", "--quiet", "--no-tags", str(bundle), f"+refs/heads/{branch}:{incoming}", cwd=path)
+        try:
+            server = _git("rev-parse", incoming, cwd=path)
+            local = _git("rev-parse", "HEAD", cwd=path)
+            fresh = local in {commit for _, _, commit in _seeds.values()} or _is_start_point(path, task, local)
+            if local != server:
+                try:
+                    _git("merge-base", "--is-ancestor", local, server, cwd=path)
+                    behind = True
+                except GitFailed:
+                    behind = False
+                if behind or fresh:
+                    _git("reset", "--quiet", "--hard", server, cwd=path)
+                else:
+                    logger.warning("workspace of task %s has commits the server lacks; kept", task.id)
+        finally:
+            _git("update-ref", "-d", incoming, cwd=path)
+        return _git("rev-parse", "HEAD", cwd=path)
+
+
+def _is_start_point(path, task, commit):
+    """Whether ``commit`` is where a fresh worktree of a repository task
+    starts (its origin branch, or the origin's default branch)."""
+    if not task.repository_url:
+        return False
+    for ref in (f"refs/remotes/origin/{task_branch(task)}", "refs/remotes/origin/HEAD"):
+        try:
+            if _git("rev-parse", "--verify", "--quiet", ref, cwd=path) == commit:
+                return True
+        except GitFailed:
+            continue
+    return False

@@ -217,6 +217,13 @@ def test_graph_schedules_subtasks_and_results_match_the_schema(
     assert sent.status_code == 201
     assert checked(operator_client, "get", f"/api/v1/executions/{execution.pk}/diff/").status_code == 200
     assert checked(operator_client, "get", f"/api/v1/tasks/{task.pk}/changes/").status_code == 200
+    fetched = checked(worker_client, "get", f"/api/v1/executions/{execution.pk}/bundle/")
+    assert fetched.status_code == 200 and fetched["X-AgentVine-Head"] == snapshot.head_commit
+    lifecycle.work_order_complete(work_order=execution.work_order, worker=worker, execution=execution)
+    review = f"/api/v1/tasks/{task.pk}/review/"
+    assert checked(operator_client, "post", review, {"action": "request_changes", "comment": "More"}).status_code == 200
+    running = f"/api/v1/tasks/{parent.pk}/review/"
+    assert checked(operator_client, "post", running, {"action": "approve"}).status_code == 409
 
 
 def test_every_documented_operation_was_reached_with_a_success(operator_client, request):

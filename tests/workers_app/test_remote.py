@@ -352,3 +352,37 @@ def test_a_remote_runs_commits_reach_the_server_and_clone_over_http(remote_facto
 
 def git_head(path):
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_turn_after_requested_changes_continues_the_branch_on_another_remote_host(
+    remote_factory, operator, settings, tmp_path
+):
+    """Request changes on a remote run's results: the agent's next turn, on
+    another remote worker with an empty workspace root, fetches the task's
+    branch from the server first and adds its commit on top."""
+    from tasks_app.results import results_repository_path
+    from tasks_app.review import review_request_changes
+    from tests.workers_app.conftest import git
+
+    settings.AGENTVINE_RESULTS_ROOT = tmp_path / "server-results"
+    task = task_create(title="Log", description="Begin the log.", executor="reviser", created_by=operator)
+    options = ("--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3")
+    first_host = remote_factory("remote-a", *options, env={"AGENTVINE_WORKSPACE_ROOT": str(tmp_path / "a")})
+    assert first_host.wait(timeout=60) == 0, first_host.output()
+    first = task.executions.get()
+    assert first.has_changes is True, first_host.output()
+
+    review_request_changes(task=task, user=operator, comment="Add the second line")
+    second_root = tmp_path / "b"
+    second_host = remote_factory("remote-b", *options, env={"AGENTVINE_WORKSPACE_ROOT": str(second_root)})
+    assert second_host.wait(timeout=60) == 0, second_host.output()
+
+    turn = task.executions.exclude(pk=first.pk).get()
+    assert turn.status == ExecutionStatus.COMPLETED and turn.worker.name == "remote-b"
+    assert (second_root / str(task.id) / "REVISIONS.md").read_text().splitlines() == [
+        "turn 1: Begin the log.",
+        "turn 2: Add the second line",
+    ]
+    server = results_repository_path(task)
+    assert git("rev-parse", f"{turn.head_commit}^", cwd=server) == first.head_commit
+    assert git("rev-parse", f"agentvine/{task.id}", cwd=server) == turn.head_commit
