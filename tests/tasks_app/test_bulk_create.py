@@ -3,6 +3,7 @@ parameters in one statement, and a batch of 2,000 tasks with their search
 text, work orders and events needs far more."""
 
 import pytest
+
 from agentvine.models import LiveEvent
 from queue_app.models import WorkOrder, WorkOrderStatus
 from tasks_app.models import Task, TaskDependency, TaskStatus
