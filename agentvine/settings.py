@@ -396,6 +396,10 @@ AGENTVINE_LOST_DISPATCH_SECONDS = env.float("AGENTVINE_LOST_DISPATCH_SECONDS", d
 # Keep-alive policy for agent sessions.
 AGENTVINE_SESSION_IDLE_SECONDS = env.float("AGENTVINE_SESSION_IDLE_SECONDS", default=30 * 60.0)
 AGENTVINE_SESSION_MAX_AGE_SECONDS = env.float("AGENTVINE_SESSION_MAX_AGE_SECONDS", default=60 * 60.0)
+# A host's pending workspace cleanups (workers_app.host_work) wait for it this
+# long; past it, with no slot of that node alive, the idle-sessions guardian
+# deletes them and records a host.cleanups_expired event naming the tasks.
+AGENTVINE_HOST_CLEANUP_EXPIRE_SECONDS = env.float("AGENTVINE_HOST_CLEANUP_EXPIRE_SECONDS", default=7 * 24 * 3600.0)
 # Rows one guardian run handles at most; the next run takes the rest.
 AGENTVINE_GUARDIAN_BATCH = env.int("AGENTVINE_GUARDIAN_BATCH", default=100)
 # Concurrency keys: at most N active runs of a key at once, whatever the
