@@ -114,6 +114,35 @@ def start_web(application, name, extra_env=None):
     return proc, f"http://127.0.0.1:{port}"
 
 
+def start_web_processes(application, name, count, extra_env=None):
+    """``count`` daphne processes serving ``application`` behind one port, as
+    production runs several (README "Several web processes"): this process
+    opens the listening socket and each daphne accepts on it (``--fd``).
+    Returns ``([process, …], base URL)``."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4096)
+    listener.set_inheritable(True)
+    port = listener.getsockname()[1]
+    procs = []
+    for n in range(count):
+        log = open(f"/tmp/bench-{name}-web{n}.log", "w")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), application],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false", **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=[listener.fileno()],
+            )
+        )
+    listener.close()
+    return procs, f"http://127.0.0.1:{port}"
+
+
 def wait_until(predicate, timeout, what, interval=0.02):
     """Poll ``predicate`` until it returns something truthy; that is returned."""
     deadline = time.monotonic() + timeout

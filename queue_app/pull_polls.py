@@ -92,6 +92,96 @@ def _heartbeat_orm(*, worker_id, key_hash, now, until):
     return Heartbeat(True, status, {str(pk): until for pk in renewed})
 
 
+def worker_heartbeats_record(beats, *, now=None):
+    """:func:`worker_heartbeat_record` for many heartbeats at once, each a
+    ``(worker id, token hash)``: one statement for them all on PostgreSQL
+    (the web's fast path sends the heartbeats that arrived while the last
+    batch ran). Returns one :class:`Heartbeat` per beat, in order."""
+    now = now or timezone.now()
+    if connection.vendor != "postgresql":
+        return [worker_heartbeat_record(worker_id=w, key_hash=h, now=now) for w, h in beats]
+    until = now + timedelta(seconds=settings.AGENTVINE_LEASE_SECONDS)
+    workers, executions, tokens = Worker._meta.db_table, Execution._meta.db_table, WorkerToken._meta.db_table
+    # The workers' rows are locked in id order before they are updated: two
+    # web processes' batches naming the same workers wait for each other
+    # instead of deadlocking.
+    sql = (
+        "WITH beats AS (SELECT * FROM unnest(%(workers)s::uuid[], %(hashes)s::text[]) AS b(worker_id, key_hash)),"
+        f" checked AS (SELECT b.worker_id, b.key_hash FROM beats b JOIN {tokens} t"
+        "  ON t.key_hash = b.key_hash AND t.worker_id = b.worker_id AND t.revoked_at IS NULL),"
+        f" locked AS (SELECT w.id FROM {workers} w WHERE w.id IN (SELECT worker_id FROM checked)"
+        "  AND w.status <> %(offline)s ORDER BY w.id FOR NO KEY UPDATE),"
+        f" beat AS (UPDATE {workers} w SET last_heartbeat_at = %(now)s FROM locked"
+        "  WHERE w.id = locked.id AND w.status <> %(offline)s RETURNING w.id, w.status),"
+        f" renewed AS (UPDATE {executions} e SET lease_expires_at = %(until)s FROM beat"
+        "  WHERE e.worker_id = beat.id AND e.status = %(running)s RETURNING e.id, e.worker_id)"
+        " SELECT c.worker_id, c.key_hash, beat.status,"
+        "  ARRAY(SELECT r.id FROM renewed r WHERE r.worker_id = c.worker_id)"
+        " FROM checked c LEFT JOIN beat ON beat.id = c.worker_id"
+    )
+    params = {
+        "workers": [str(w) for w, _ in beats],
+        "hashes": [h for _, h in beats],
+        "now": now,
+        "until": until,
+        "offline": WorkerStatus.OFFLINE,
+        "running": ExecutionStatus.RUNNING,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = {(str(w), h): (status, renewed) for w, h, status, renewed in cursor.fetchall()}
+    answers = []
+    for worker_id, key_hash in beats:
+        if (str(worker_id), key_hash) not in found:
+            answers.append(Heartbeat(False, None, {}))
+            continue
+        status, renewed = found[(str(worker_id), key_hash)]
+        answers.append(Heartbeat(True, status, {str(pk): until for pk in renewed}))
+    return answers
+
+
+def work_orders_claim_possible(polls, *, now=None):
+    """:func:`work_order_claim_possible` for many polls at once, each a
+    ``(worker id, token hash)``: one statement. Returns ``(authorised of
+    each poll, how many work orders are ready)``, counted up to one a poll."""
+    now = now or timezone.now()
+    if connection.vendor != "postgresql":
+        answers = [work_order_claim_possible(worker_id=w, key_hash=h, now=now) for w, h in polls]
+        ready = Q(not_before__isnull=True) | Q(not_before__lte=now)
+        return [a for a, _ in answers], WorkOrder.objects.filter(ready, status=WorkOrderStatus.QUEUED)[
+            : len(polls)
+        ].count()
+    sql = (
+        f"SELECT ARRAY(SELECT t.key_hash FROM {WorkerToken._meta.db_table} t"
+        "  JOIN unnest(%(workers)s::uuid[], %(hashes)s::text[]) AS p(worker_id, key_hash)"
+        "  ON t.key_hash = p.key_hash AND t.worker_id = p.worker_id WHERE t.revoked_at IS NULL),"
+        f" (SELECT count(*) FROM (SELECT 1 FROM {WorkOrder._meta.db_table}"
+        "  WHERE status = %(queued)s AND (not_before IS NULL OR not_before <= %(now)s) LIMIT %(most)s) ready)"
+    )
+    params = {
+        "most": len(polls),
+        "workers": [str(w) for w, _ in polls],
+        "hashes": [h for _, h in polls],
+        "queued": WorkOrderStatus.QUEUED,
+        "now": now,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        live, ready = cursor.fetchone()
+    live = set(live)
+    return [h in live for _, h in polls], ready
+
+
+def worker_token_owners(key_hashes):
+    """``{token hash: worker id}`` of the live worker tokens among ``key_hashes``."""
+    return {
+        h: str(w)
+        for h, w in WorkerToken.objects.filter(key_hash__in=key_hashes, revoked_at__isnull=True).values_list(
+            "key_hash", "worker_id"
+        )
+    }
+
+
 def work_order_claim_possible(*, worker_id, key_hash, now=None):
     """``(authorised, possible)`` for an idle pull worker's claim poll:
     whether worker ``worker_id`` holds the live worker token ``key_hash``,

@@ -31,9 +31,11 @@ sends everything to Django.
 
 import asyncio
 import json
+import logging
+import queue
 import re
+import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -41,7 +43,7 @@ from rest_framework.exceptions import Throttled
 from rest_framework.fields import DateTimeField
 
 from agentvine.api import IDEMPOTENCY_HEADER
-from agentvine.api_policies import THROTTLE_KEY_PREFIX, ClientRateThrottle, client_request_wait
+from agentvine.api_policies import THROTTLE_KEY_PREFIX, ClientRateThrottle, client_requests_wait
 from agentvine.headers import CONTENT_SECURITY_POLICY, PERMISSIONS_POLICY
 from queue_app import pull_polls
 from workers_app.apis import heartbeat_body
@@ -49,15 +51,17 @@ from workers_app.services import WORKER_TOKEN_PREFIX, token_hash
 
 HEARTBEAT_PATH = re.compile(r"/api/v1/workers/(?P<worker>[0-9a-f-]{36})/heartbeat/")
 CLAIM_PATH = "/api/v1/queue/claim/"
-# Threads answering fast requests: each holds a pooled connection only while
-# it runs one statement.
-THREADS = 4
+# Calls answered together at most (one statement and one Redis round trip each kind).
+BATCH_MOST = 500
+# After this long without a call the batch thread gives its connection back.
+IDLE_SECONDS = 1.0
 # Tokens whose worker this process remembers (a token never changes worker).
 KNOWN_TOKENS = 20_000
 # A claim poll's body: none, or an empty JSON object (a claim of "any").
 EMPTY_BODIES = (b"", b"{}")
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower().encode()
 _DATETIME = DateTimeField()
+logger = logging.getLogger(__name__)
 
 
 class PullFastPath:
@@ -66,9 +70,12 @@ class PullFastPath:
     def __init__(self, app):
         self.app = app
         self.enabled = settings.AGENTVINE_PULL_FAST_PATH
-        self.threads = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="agentvine-pull")
-        self.token_workers = {}
         self.static_headers = _static_headers()
+        self.token_workers = {}
+        self.waiting = queue.SimpleQueue()
+        self.thread = None
+        # Claims handed to Django that have not answered yet (read by the batch thread).
+        self.claims_in_django = 0
 
     async def __call__(self, scope, receive, send):
         if not self.enabled or scope["type"] != "http" or scope["method"] != "POST":
@@ -88,9 +95,21 @@ class PullFastPath:
         body, receive = await _read_small_body(receive)
         if body not in EMPTY_BODIES:
             return await self.app(scope, receive, send)
-        answer = await asyncio.get_running_loop().run_in_executor(self.threads, self._answer, key, worker_id)
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+        self.waiting.put(Call(key=key, heartbeat_worker=worker_id, loop=loop, answered=answered))
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._answer_forever, name="agentvine-pull", daemon=True)
+            self.thread.start()
+        answer = await answered
         if answer is None:
-            return await self.app(scope, receive, send)
+            if worker_id is not None:
+                return await self.app(scope, receive, send)
+            self.claims_in_django += 1
+            try:
+                return await self.app(scope, receive, send)
+            finally:
+                self.claims_in_django -= 1
         status, payload, extra = answer
         request_id = headers.get(b"x-request-id", b"")
         if not (0 < len(request_id) <= 64 and request_id.replace(b"-", b"").isalnum()):
@@ -101,45 +120,108 @@ class PullFastPath:
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload or b""})
 
-    def _answer(self, key, heartbeat_worker):
-        """(status, body, headers) answered here, or None for Django to answer."""
-        digest = token_hash(key)
+    def _answer_forever(self):
+        # One thread and one connection: what arrived while a batch ran is
+        # the next batch, so the round trips per call fall as the load grows.
+        while True:
+            try:
+                calls = [self.waiting.get(timeout=IDLE_SECONDS)]
+            except queue.Empty:
+                # Quiet: the connection goes back to the web's pool.
+                connection.close()
+                continue
+            while len(calls) < BATCH_MOST:
+                try:
+                    calls.append(self.waiting.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                answers = self.answer(calls)
+            except Exception:
+                logger.exception("pull fast path: handing %d calls to Django", len(calls))
+                answers = [None] * len(calls)
+            by_loop = {}
+            for call, answer in zip(calls, answers, strict=True):
+                by_loop.setdefault(call.loop, []).append((call.answered, answer))
+            for loop, results in by_loop.items():
+                loop.call_soon_threadsafe(_resolve, results)
+
+    def answer(self, calls):
+        """(status, body, headers) of each call answered here, or None for Django to answer it."""
+        for call in calls:
+            call.digest = token_hash(call.key)
         try:
-            worker_id = self.token_workers.get(digest)
-            if worker_id is None:
-                worker_id = pull_polls.worker_token_owner(key_hash=digest)
-                if worker_id is None:
-                    return None  # Django answers 401.
-                if len(self.token_workers) >= KNOWN_TOKENS:
+            unknown = {c.digest for c in calls if c.digest not in self.token_workers}
+            if unknown:
+                if len(self.token_workers) + len(unknown) > KNOWN_TOKENS:
                     self.token_workers.clear()
-                worker_id = self.token_workers[digest] = str(worker_id)
-            if heartbeat_worker is not None and heartbeat_worker != worker_id:
-                return None  # Django answers 403.
-            wait = _throttle_wait(worker_id)
-            if wait is not None:
-                throttled = Throttled(wait)
-                body = json.dumps({"detail": str(throttled.detail)}).encode()
-                return 429, body, [(b"retry-after", b"%d" % wait)]
-            if heartbeat_worker is not None:
-                beat = pull_polls.worker_heartbeat_record(worker_id=worker_id, key_hash=digest)
-                if not beat.authorised or beat.status is None:
-                    # Revoked since (Django: 401), or offline coming back (Django revives it).
-                    self.token_workers.pop(digest, None)
-                    return None
-                body = heartbeat_body(beat)
-                body["leases"] = {pk: _DATETIME.to_representation(until) for pk, until in body["leases"].items()}
-                return 200, json.dumps(body, separators=(",", ":")).encode(), []
-            authorised, possible = pull_polls.work_order_claim_possible(worker_id=worker_id, key_hash=digest)
-            if not authorised:
-                self.token_workers.pop(digest, None)
-                return None
-            return None if possible else (204, None, [])
+                self.token_workers.update(pull_polls.worker_token_owners(unknown))
+            answers = [None] * len(calls)
+            counted = []
+            for n, call in enumerate(calls):
+                call.worker_id = self.token_workers.get(call.digest)
+                # Unknown token (Django: 401) or another worker's heartbeat (403): Django answers.
+                if call.worker_id is not None and call.heartbeat_worker in (None, call.worker_id):
+                    counted.append(n)
+            waits = _throttle_waits([calls[n].worker_id for n in counted])
+            beats, polls = [], []
+            for n, wait in zip(counted, waits, strict=True):
+                if wait is not None:
+                    body = json.dumps({"detail": str(Throttled(wait).detail)}).encode()
+                    answers[n] = (429, body, [(b"retry-after", b"%d" % wait)])
+                elif calls[n].heartbeat_worker is not None:
+                    beats.append(n)
+                else:
+                    polls.append(n)
+            if beats:
+                found = pull_polls.worker_heartbeats_record([(calls[n].worker_id, calls[n].digest) for n in beats])
+                for n, beat in zip(beats, found, strict=True):
+                    answers[n] = self._heartbeat_answer(calls[n], beat)
+            if polls:
+                live, ready = pull_polls.work_orders_claim_possible(
+                    [(calls[n].worker_id, calls[n].digest) for n in polls]
+                )
+                # As many polls go on to claim as there are ready orders not
+                # already being claimed through Django here; the others are
+                # answered as a claim that lost the race for them would be.
+                admitted = ready - self.claims_in_django
+                for n, authorised in zip(polls, live, strict=True):
+                    if not authorised:
+                        self.token_workers.pop(calls[n].digest, None)
+                    elif admitted > 0:
+                        admitted -= 1
+                    else:
+                        answers[n] = (204, None, [])
+            return answers
         except DatabaseError:
-            # Django's path meets the same error and answers it (503).
-            return None
-        finally:
-            # Back to the web's pool (DATABASE_POOL), as Django does after each request.
+            # Django's path meets the same error and answers it (503); this
+            # thread's connection is dropped and the next batch opens one.
             connection.close()
+            return [None] * len(calls)
+
+    def _heartbeat_answer(self, call, beat):
+        if not beat.authorised or beat.status is None:
+            # Revoked since (Django: 401), or offline coming back (Django revives it).
+            self.token_workers.pop(call.digest, None)
+            return None
+        body = heartbeat_body(beat)
+        body["leases"] = {pk: _DATETIME.to_representation(until) for pk, until in body["leases"].items()}
+        return 200, json.dumps(body, separators=(",", ":")).encode(), []
+
+
+class Call:
+    """One request waiting for the batch thread."""
+
+    __slots__ = ("key", "heartbeat_worker", "loop", "answered", "digest", "worker_id")
+
+    def __init__(self, *, key, heartbeat_worker, loop, answered):
+        self.key, self.heartbeat_worker, self.loop, self.answered = key, heartbeat_worker, loop, answered
+
+
+def _resolve(results):
+    for answered, answer in results:
+        if not answered.done():
+            answered.set_result(answer)
 
 
 def _worker_key(authorization):
@@ -153,11 +235,12 @@ def _worker_key(authorization):
     return key if key.startswith(WORKER_TOKEN_PREFIX) else None
 
 
-def _throttle_wait(worker_id):
+def _throttle_waits(worker_ids):
     throttle = ClientRateThrottle()
-    if throttle.rate is None:
-        return None
-    return client_request_wait(f"{THROTTLE_KEY_PREFIX}worker:{worker_id}", throttle.num_requests, throttle.duration)
+    if throttle.rate is None or not worker_ids:
+        return [None] * len(worker_ids)
+    keys = [f"{THROTTLE_KEY_PREFIX}worker:{w}" for w in worker_ids]
+    return client_requests_wait(keys, throttle.num_requests, throttle.duration)
 
 
 async def _read_small_body(receive):

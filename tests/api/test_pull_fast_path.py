@@ -4,7 +4,9 @@ statement each, answered without Django's chain, with the same answers,
 authentication, throttling and fencing as the Django path."""
 
 import json
+import time
 
+import psycopg
 import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
@@ -17,6 +19,7 @@ from agentvine.asgi import application, django_asgi_app
 from queue_app import lifecycle
 from queue_app.models import Execution, ExecutionStatus
 from tasks_app.services import task_create
+from tests.conftest import _database_url
 from workers_app.models import Worker, WorkerStatus, WorkerToken
 from workers_app.services import worker_register, worker_token_issue
 
@@ -27,6 +30,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _threads_closed():
     yield
     django_asgi_app.retire_idle_threads()
+    # The fast path's thread gives its connection back after a second's quiet.
+    with psycopg.connect(_database_url(), autocommit=True) as watcher:
+        for _ in range(100):
+            others = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            if others <= 1:  # the test's own connection
+                return
+            time.sleep(0.05)
 
 
 class _DjangoRequests:
@@ -145,15 +157,27 @@ def test_one_statement_records_a_heartbeat_renews_the_leases_and_answers_the_sta
     assert len(queries.captured_queries) == 2, [q["sql"] for q in queries.captured_queries]
 
 
-def test_the_fast_path_spends_one_statement_once_it_knows_the_tokens_worker(worker, worker_key):
-    from workers_app.pull_fast_path import PullFastPath
+def test_the_fast_path_spends_one_statement_on_a_batch_of_heartbeats(worker, worker_key):
+    from workers_app.pull_fast_path import Call, PullFastPath
 
     _running(worker)
+    second = worker_register(name="second-fast", hostname="test")
+    second_key = worker_token_issue(worker=second)
     fast = PullFastPath(django_asgi_app)
-    fast._answer(worker_key, str(worker.pk))
+
+    def calls():
+        return [
+            Call(key=key, heartbeat_worker=str(w.pk), loop=None, answered=None)
+            for w, key in ((worker, worker_key), (second, second_key))
+        ]
+
+    fast.answer(calls())  # learns which worker each token belongs to
     with CaptureQueriesContext(connection) as queries:
-        status, body, _ = fast._answer(worker_key, str(worker.pk))
-    assert status == 200 and json.loads(body)["status"] == WorkerStatus.BUSY
+        answers = fast.answer(calls())
+    assert [(status, json.loads(body)["status"]) for status, body, _ in answers] == [
+        (200, WorkerStatus.BUSY),
+        (200, WorkerStatus.IDLE),
+    ]
     assert len(queries.captured_queries) == 1, [q["sql"] for q in queries.captured_queries]
 
 
