@@ -4,9 +4,7 @@ statement each, answered without Django's chain, with the same answers,
 authentication, throttling and fencing as the Django path."""
 
 import json
-import time
 
-import psycopg
 import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
@@ -19,7 +17,7 @@ from agentvine.asgi import application, django_asgi_app
 from queue_app import lifecycle
 from queue_app.models import Execution, ExecutionStatus
 from tasks_app.services import task_create
-from tests.conftest import _database_url
+from tests.conftest import wait_for_other_connections_closed
 from workers_app.models import Worker, WorkerStatus, WorkerToken
 from workers_app.services import worker_register, worker_token_issue
 
@@ -31,14 +29,7 @@ def _threads_closed():
     yield
     django_asgi_app.retire_idle_threads()
     # The fast path's thread gives its connection back after a second's quiet.
-    with psycopg.connect(_database_url(), autocommit=True) as watcher:
-        for _ in range(100):
-            others = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchone()[0]
-            if others <= 1:  # the test's own connection
-                return
-            time.sleep(0.05)
+    wait_for_other_connections_closed()
 
 
 class _DjangoRequests:
