@@ -352,3 +352,21 @@ def test_a_remote_runs_commits_reach_the_server_and_clone_over_http(remote_facto
 
 def git_head(path):
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_remote_workers_heartbeats_carry_no_idempotency_key(remote_factory):
+    """A heartbeat is safe to repeat and its repeat must answer afresh (the
+    leases as they are now, not as they were): it goes without a key, so the
+    web's fast path answers it and nothing is stored for it."""
+    import hashlib
+
+    from workers_app.models import IdempotencyKey
+
+    remote = remote_factory("remote-beats", "--heartbeat", "0.3", "--poll", "0.5", "--idle-exit", "2")
+    assert remote.wait(timeout=30) == 0, remote.output()
+    worker = Worker.objects.get(name="remote-beats")
+    assert worker.last_heartbeat_at > worker.created_at
+    beat = hashlib.sha256(f"POST\0/api/v1/workers/{worker.pk}/heartbeat/\0".encode()).hexdigest()
+    stored = IdempotencyKey.objects.filter(owner=f"worker:{worker.pk}")
+    assert stored.exists()  # its claims keep theirs
+    assert not stored.filter(fingerprint=beat).exists()
