@@ -40,12 +40,12 @@ def _percentile(values, fraction):
 
 
 class Fleet:
-    def __init__(self, bases, workers, heartbeat_seconds, stop_at):
+    def __init__(self, bases, workers, heartbeat_seconds):
         # Each heartbeat and claim as (sent at, seconds to answer).
         self.bases = bases
         self.workers = workers  # [(worker id, token)]
         self.heartbeat_seconds = heartbeat_seconds
-        self.stop_at = stop_at
+        self.stop_at = None
         self.heartbeats, self.claims, self.errors = [], [], []
         self.completed = 0
 
@@ -90,12 +90,28 @@ class Fleet:
             if await self._post(client, base, token, f"{order}/complete/", {"exit_code": 0}) is not None:
                 self.completed += 1
 
-    async def run(self):
+    async def run(self, seconds, started):
+        """Warm up (one heartbeat per worker, connections opened), then run
+        for ``seconds``; ``started()`` is called when the clock starts."""
         import aiohttp
 
         # Two connections a worker, as a remote worker's heartbeat thread and run loop have.
         connector = aiohttp.TCPConnector(limit=len(self.workers) * 2)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as client:
+            # Registering 1,000 workers takes a while, and registration counts
+            # as a heartbeat: each sends one before the clock (and the
+            # guardian) starts, as a fleet's workers do from the moment they
+            # register. Not measured.
+            at_once = asyncio.Semaphore(100)
+
+            async def first_heartbeat(n, worker_id, token):
+                async with at_once:
+                    await self._post(client, self.bases[n % len(self.bases)], token, f"workers/{worker_id}/heartbeat/")
+
+            await asyncio.gather(*(first_heartbeat(n, w, t) for n, (w, t) in enumerate(self.workers)))
+            self.errors.clear()
+            self.stop_at = time.monotonic() + seconds
+            started()
             jobs = []
             for n, (worker_id, token) in enumerate(self.workers):
                 base = self.bases[n % len(self.bases)]
@@ -148,7 +164,7 @@ def main():
             ).json()
             workers.append((reply["id"], reply["token"]))
 
-    stop_at = time.monotonic() + args.seconds
+    fleet = Fleet(bases, workers, args.heartbeat)
     wrongly_offline, most_connections = set(), 0
 
     def watch():
@@ -156,12 +172,7 @@ def main():
         nonlocal most_connections
         created = 0
         began = time.monotonic()
-        # Registering 1,000 workers takes a while and registration counts as
-        # a heartbeat: the guardian starts when every worker has sent its
-        # first one (each starts within one period), as for a fleet whose
-        # workers heartbeat from the moment they register.
-        time.sleep(args.heartbeat)
-        while time.monotonic() < stop_at:
+        while time.monotonic() < fleet.stop_at:
             due = int((time.monotonic() - began) * args.rate) - created
             if due > 0:
                 tasks_create(
@@ -182,17 +193,21 @@ def main():
 
     watcher = threading.Thread(target=watch)
     web_pids = [pid for proc in web_procs for pid in process_tree(proc.pid)]
-    cpu_before, client_before = cpu_seconds(web_pids), time.process_time()
-    watcher.start()
-    fleet = Fleet(bases, workers, args.heartbeat, stop_at)
-    asyncio.run(fleet.run())
+    before = {}
+
+    def started():
+        before.update(web=cpu_seconds(web_pids), fleet=time.process_time())
+        watcher.start()
+
+    asyncio.run(fleet.run(args.seconds, started))
     watcher.join()
+    cpu_before, client_before = before["web"], before["fleet"]
     cpu = cpu_seconds(web_pids) - cpu_before
     client_cpu = time.process_time() - client_before
     for proc in web_procs:
         stop_worker(proc)
     # Steady state: after the first two periods (connections opened, first beats).
-    steady_from = stop_at - args.seconds + 2 * args.heartbeat
+    steady_from = fleet.stop_at - args.seconds + 2 * args.heartbeat
     beats = [seconds for sent, seconds in fleet.heartbeats if sent >= steady_from]
     claims = [seconds for sent, seconds in fleet.claims if sent >= steady_from]
 
