@@ -115,31 +115,20 @@ def start_web(application, name, extra_env=None):
 
 
 def start_web_processes(application, name, count, extra_env=None):
-    """``count`` daphne processes serving ``application`` behind one port, as
-    production runs several (README "Several web processes"): this process
-    opens the listening socket and each daphne accepts on it (``--fd``).
+    """``count`` daphne processes serving the platform behind one port, as
+    production runs several (``agentvine/web_processes.py``).
     Returns ``([process, …], base URL)``."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4096)
-    listener.set_inheritable(True)
-    port = listener.getsockname()[1]
-    procs = []
-    for n in range(count):
-        log = open(f"/tmp/bench-{name}-web{n}.log", "w")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), application],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false", **(extra_env or {})},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                pass_fds=[listener.fileno()],
-            )
-        )
-    listener.close()
+    from agentvine.web_processes import APPLICATION, web_processes_start
+
+    assert application == APPLICATION
+    log = open(f"/tmp/bench-{name}-web.log", "w")
+    procs, port = web_processes_start(
+        processes=count,
+        bind="127.0.0.1",
+        port=0,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false", **(extra_env or {})},
+        stdout=log,
+    )
     return procs, f"http://127.0.0.1:{port}"
 
 
