@@ -115,7 +115,15 @@ class WorkerDetailApi(PlatformAPIView):
 class WorkerHeartbeatApi(PlatformAPIView):
     permission_classes = [IsWorker]
 
-    @extend_schema(request=None, responses=HeartbeatOutput, operation_id="workers_heartbeat", tags=["workers"])
+    @extend_schema(
+        request=None,
+        responses=HeartbeatOutput,
+        operation_id="workers_heartbeat",
+        tags=["workers"],
+        description="Record a heartbeat of this worker and renew the leases of its running executions; the answer "
+        "lists its runs that are still live (a run missing there was requeued: stop its agent). Safe to repeat: "
+        "send it without an Idempotency-Key, so a repeat answers the leases as they are now.",
+    )
     def post(self, request, worker_id):
         worker = request_worker(request)
         if worker.pk != worker_id:
