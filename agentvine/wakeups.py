@@ -171,11 +171,7 @@ class WakeupListener:
         while True:
             pubsub = None
             try:
-                # A subscription keeps its connection for good: its own
-                # client, not one of the pool that short commands share.
-                pubsub = redis.Redis.from_url(
-                    settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-                ).pubsub()
+                pubsub = shared_redis().pubsub()
                 pubsub.psubscribe(f"{WORK_ORDER_CHANNEL_PREFIX}*")
                 confirmations = 1
                 if self.nodename:
