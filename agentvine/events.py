@@ -241,28 +241,65 @@ def _record(connection, *, rows, at, changes):
     """Write ``changes`` and one event row per ``(type, groups, payload_json)``;
     return the event ids, in order."""
     if connection.vendor == "postgresql":
-        # The changes become data-modifying CTEs of the events' INSERT:
-        # PostgreSQL runs each exactly once, and one statement is atomic by
-        # itself, so the writes and their events are one round trip whether
-        # or not the caller has a transaction open.
-        table = connection.ops.quote_name(LiveEvent._meta.db_table)
-        ctes = ", ".join(f"change_{n} AS ({sql})" for n, (sql, _) in enumerate(changes))
-        values = ", ".join(["(%s, %s, %s::jsonb, %s)"] * len(rows))
-        sql = (f"WITH {ctes} " if ctes else "") + (
-            f"INSERT INTO {table} (type, groups, payload, created_at) VALUES {values} RETURNING id"
-        )
-        params = [param for _, change_params in changes for param in change_params]
-        params += _event_params(rows, at)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            # Ids come from one sequence in VALUES order; sorted, they match
-            # the rows whatever order RETURNING lists them in.
-            return sorted(row[0] for row in cursor.fetchall())
+        statements = _statements(changes, rows)
+        if len(statements) == 1:
+            return _record_statement(connection, *statements[0], at=at)
+        # Too many parameters for one statement (a batch of thousands of
+        # tasks): several, in order, in one transaction.
+        with transaction.atomic(using=connection.alias):
+            return [
+                event_id
+                for statement_changes, statement_rows in statements
+                for event_id in _record_statement(connection, statement_changes, statement_rows, at=at)
+            ]
     with transaction.atomic(using=connection.alias):
         with connection.cursor() as cursor:
             for sql, params in changes:
                 cursor.execute(sql, params)
         return _create_events(connection, rows=rows, at=at)
+
+
+# PostgreSQL's protocol counts a statement's parameters in 16 bits.
+MAX_STATEMENT_PARAMS = 65535
+EVENT_ROW_PARAMS = 4
+
+
+def _statements(changes, rows):
+    """``changes`` and event ``rows`` cut, in order, into ``(changes, rows)``
+    pairs that each fit in one statement's parameters."""
+    statements, batch_changes, batch_rows, count = [], [], [], 0
+    for kind, item, size in [
+        *(("change", change, len(change[1])) for change in changes),
+        *(("row", row, EVENT_ROW_PARAMS) for row in rows),
+    ]:
+        if count + size > MAX_STATEMENT_PARAMS and (batch_changes or batch_rows):
+            statements.append((batch_changes, batch_rows))
+            batch_changes, batch_rows, count = [], [], 0
+        (batch_changes if kind == "change" else batch_rows).append(item)
+        count += size
+    statements.append((batch_changes, batch_rows))
+    return statements
+
+
+def _record_statement(connection, changes, rows, *, at):
+    # The changes become data-modifying CTEs of the events' INSERT:
+    # PostgreSQL runs each exactly once, and one statement is atomic by
+    # itself, so the writes and their events are one round trip whether
+    # or not the caller has a transaction open.
+    ctes = ", ".join(f"change_{n} AS ({sql})" for n, (sql, _) in enumerate(changes))
+    params = [param for _, change_params in changes for param in change_params]
+    if rows:
+        table = connection.ops.quote_name(LiveEvent._meta.db_table)
+        values = ", ".join(["(%s, %s, %s::jsonb, %s)"] * len(rows))
+        sql = f"INSERT INTO {table} (type, groups, payload, created_at) VALUES {values} RETURNING id"
+        params += _event_params(rows, at)
+    else:
+        sql = "SELECT NULL WHERE false"
+    with connection.cursor() as cursor:
+        cursor.execute((f"WITH {ctes} " if ctes else "") + sql, params)
+        # Ids come from one sequence in VALUES order; sorted, they match
+        # the rows whatever order RETURNING lists them in.
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def _event_params(rows, at):

@@ -6,6 +6,7 @@ PostgreSQL, a real SECRET_KEY, DEBUG=false and ALLOWED_HOSTS.
 """
 
 import json
+import math
 import shlex
 from pathlib import Path
 
@@ -412,6 +413,10 @@ AGENTVINE_LOST_DISPATCH_SECONDS = env.float("AGENTVINE_LOST_DISPATCH_SECONDS", d
 # Keep-alive policy for agent sessions.
 AGENTVINE_SESSION_IDLE_SECONDS = env.float("AGENTVINE_SESSION_IDLE_SECONDS", default=30 * 60.0)
 AGENTVINE_SESSION_MAX_AGE_SECONDS = env.float("AGENTVINE_SESSION_MAX_AGE_SECONDS", default=60 * 60.0)
+# A host's pending workspace cleanups (workers_app.host_work) wait for it this
+# long; past it, with no slot of that node alive, the idle-sessions guardian
+# deletes them and records a host.cleanups_expired event naming the tasks.
+AGENTVINE_HOST_CLEANUP_EXPIRE_SECONDS = env.float("AGENTVINE_HOST_CLEANUP_EXPIRE_SECONDS", default=7 * 24 * 3600.0)
 # Rows one guardian run handles at most; the next run takes the rest.
 AGENTVINE_GUARDIAN_BATCH = env.int("AGENTVINE_GUARDIAN_BATCH", default=100)
 # Concurrency keys: at most N active runs of a key at once, whatever the
@@ -455,6 +460,35 @@ AGENTVINE_FENCE_SECONDS = env.float(
     "AGENTVINE_FENCE_SECONDS",
     default=min(AGENTVINE_STALLED_WORKER_SECONDS - AGENTVINE_HEARTBEAT_SECONDS, AGENTVINE_LEASE_SECONDS / 2),
 )
+# A PostgreSQL connection that hears nothing back for this long while it
+# waits is dropped, and its query fails (Django's OperationalError, which the
+# runner rides out and retries). Without it a process whose host is cut off
+# waits for ever in a query that was in flight (the socket stays open, nothing
+# is left to send), holding its slot through the fence and long after the
+# link returns. TCP keepalives probe a silent wait from a third of this;
+# TCP_USER_TIMEOUT ends the connection once probes (or data) go unacknowledged
+# this long; a new connection gives up as soon. The server's kernel answers
+# probes while a query is busy, so a long query is not cut. 0 turns it off.
+AGENTVINE_DATABASE_DEAD_LINK_SECONDS = env.float(
+    "AGENTVINE_DATABASE_DEAD_LINK_SECONDS", default=AGENTVINE_FENCE_SECONDS
+)
+
+
+def database_dead_link_options(seconds):
+    """libpq's connection options that drop a connection silent for ``seconds``."""
+    return {
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(seconds / 3)),
+        "keepalives_interval": max(1, int(seconds / 6)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(seconds * 1000),
+        "connect_timeout": max(2, math.ceil(seconds)),
+    }
+
+
+if DATABASES["default"]["ENGINE"] == "agentvine.postgresql" and AGENTVINE_DATABASE_DEAD_LINK_SECONDS > 0:
+    DATABASES["default"]["OPTIONS"].update(database_dead_link_options(AGENTVINE_DATABASE_DEAD_LINK_SECONDS))
+
 # Attempts lost with their worker (process killed, host cut off) before the
 # work is declared poison and ends dead; they spend no retry.
 AGENTVINE_MAX_LOST_ATTEMPTS = env.int("AGENTVINE_MAX_LOST_ATTEMPTS", default=3)

@@ -171,7 +171,11 @@ class WakeupListener:
         while True:
             pubsub = None
             try:
-                pubsub = shared_redis().pubsub()
+                # A subscription keeps its connection for good: its own
+                # client, not one of the pool that short commands share.
+                pubsub = redis.Redis.from_url(
+                    settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+                ).pubsub()
                 pubsub.psubscribe(f"{WORK_ORDER_CHANNEL_PREFIX}*")
                 confirmations = 1
                 if self.nodename:

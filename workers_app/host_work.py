@@ -11,19 +11,25 @@ in the broker) drains all its pending rows when its worker is ready again.
 """
 
 import logging
+from datetime import timedelta
 from types import SimpleNamespace
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
+from agentvine import events
 from agentvine.celery import app
-from workers_app.models import HostCleanup
+from workers_app.models import HostCleanup, Worker, WorkerStatus
 from workers_app.workspaces import workspace_remove
 
 logger = logging.getLogger(__name__)
 
 HOST_QUEUE_PREFIX = "host."
 DRAIN_TASK = "workers_app.host_cleanups_drain"
+EVENT_CLEANUPS_EXPIRED = "host.cleanups_expired"
 
 
 def host_queue(host):
@@ -61,3 +67,46 @@ def host_cleanups_drain(*, host):
         HostCleanup.objects.filter(pk=cleanup.pk, done_at__isnull=True).update(done_at=timezone.now())
         done += 1
     return done
+
+
+def host_cleanups_expire(*, now=None, batch=500):
+    """Give up on the cleanups of hosts that never came back: pending rows
+    older than AGENTVINE_HOST_CLEANUP_EXPIRE_SECONDS of a node with no slot
+    alive now (a host that is up drains its own rows). They are deleted, and
+    the event log keeps which workspaces were left behind on which host, for
+    an operator who rebuilds that machine. Returns how many expired."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.AGENTVINE_HOST_CLEANUP_EXPIRE_SECONDS)
+    live_slot = Worker.objects.filter(name__startswith=OuterRef("host_prefix")).exclude(status=WorkerStatus.OFFLINE)
+    with transaction.atomic():
+        rows = list(
+            HostCleanup.objects.select_for_update(skip_locked=True)
+            .filter(Q(done_at__isnull=True), created_at__lt=cutoff)
+            .alias(host_prefix=_node_prefix())
+            .exclude(Exists(live_slot))
+            .order_by("id")[:batch]
+        )
+        if not rows:
+            return 0
+        HostCleanup.objects.filter(pk__in=[row.pk for row in rows]).delete()
+        by_host = {}
+        for row in rows:
+            by_host.setdefault(row.host, []).append(str(row.task_id))
+        events.publish_many(
+            [
+                (
+                    EVENT_CLEANUPS_EXPIRED,
+                    {"host": host, "task_ids": task_ids, "count": len(task_ids)},
+                    [],
+                )
+                for host, task_ids in by_host.items()
+            ]
+        )
+    for host, task_ids in by_host.items():
+        logger.warning("host %s never came back: %d workspace cleanups expired", host, len(task_ids))
+    return len(rows)
+
+
+def _node_prefix():
+    # A slot of node ``n`` is called ``n:<index>``.
+    return Concat(F("host"), Value(":"))

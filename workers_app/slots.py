@@ -20,8 +20,9 @@ from celery.signals import (
     worker_shutting_down,
 )
 from django.conf import settings
-from django.db import close_old_connections, connection, connections
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connection, connections
 
+from agentvine.redis_client import one_connection_per_process, shared_redis_disconnect
 from agentvine.wakeups import node_shutdown_announce, node_shutdown_clear, wakeups_start
 from workers_app.host_work import host_cleanups_ring, host_queue
 from workers_app.services import worker_heartbeat, worker_mark_offline, worker_register
@@ -47,6 +48,7 @@ def _remember_nodename(sender, instance=None, **kwargs):
     if _state["agent_slots"]:
         # A node restarting under the same name is not shutting down.
         node_shutdown_clear(nodename=sender)
+        shared_redis_disconnect()
         if instance is not None:
             # Work that must happen where this host's files are comes on a
             # queue of its own (workers_app.host_work), with no -Q to add.
@@ -85,17 +87,43 @@ def _slot_name():
     return f"{nodename}:{index if index is not None else os.getpid()}"
 
 
-def _heartbeat_loop(stop):
-
+def _heartbeat_loop(stop, owner):
+    # The slot's one PostgreSQL connection serves its heartbeat too
+    # (agentvine.postgresql): a beat waits while the slot is in a statement or
+    # a transaction, which are short; a slot stuck in a query on a dead link
+    # beats no more, as a cut-off host should not.
+    shared = _share_connection(owner)
     while not stop.wait(settings.AGENTVINE_HEARTBEAT_SECONDS):
         try:
-            worker = _state["worker"]
-            if worker is not None and not worker_heartbeat(worker=worker):
-                _state["worker"] = worker_register(name=worker.name, hostname=worker.hostname, pid=os.getpid())
+            with shared:
+                worker = _state["worker"]
+                if worker is not None and not worker_heartbeat(worker=worker):
+                    _state["worker"] = worker_register(name=worker.name, hostname=worker.hostname, pid=os.getpid())
         except Exception:
             logger.warning("heartbeat failed; retrying next interval", exc_info=True)
+        finally:
+            # A borrower lets go of the connection after each beat: the owner
+            # may replace it (a restart, a cut link) before the next one.
             connection.close()
     connection.close()
+
+
+class _OwnConnection:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _share_connection(owner):
+    """The lock to hold around a beat on ``owner``'s connection, from this
+    thread; its own connection where the backend cannot share (SQLite, a
+    pool: there each thread takes a connection of the pool)."""
+    if not hasattr(owner, "lend") or settings.DATABASES[owner.alias].get("OPTIONS", {}).get("pool"):
+        return _OwnConnection()
+    connection.borrow(owner)
+    return connection.use_lock
 
 
 def current_worker():
@@ -107,7 +135,12 @@ def current_worker():
             )
             stop = threading.Event()
             _state["stop"] = stop
-            threading.Thread(target=_heartbeat_loop, args=(stop,), name="agentvine-heartbeat", daemon=True).start()
+            threading.Thread(
+                target=_heartbeat_loop,
+                args=(stop, connections[DEFAULT_DB_ALIAS]),
+                name="agentvine-heartbeat",
+                daemon=True,
+            ).start()
         return _state["worker"]
 
 
@@ -132,6 +165,7 @@ def _on_process_init(**kwargs):
     if not _state["agent_slots"]:
         return
     use_generic_plans()
+    one_connection_per_process()
 
     wakeups_start(nodename=node_name())
     try:

@@ -17,7 +17,9 @@ def guard_stalled_workers():
 
 @shared_task(name="workers_app.guard_idle_sessions", ignore_result=True)
 def guard_idle_sessions():
-    return {"terminated": len(guardians.guard_idle_sessions())}
+    # Sessions' workspaces are what host cleanups remove: the same guardian
+    # gives up on those of hosts that never came back.
+    return {"terminated": len(guardians.guard_idle_sessions()), "cleanups_expired": host_work.host_cleanups_expire()}
 
 
 @shared_task(name="workers_app.guard_lost_dispatches", ignore_result=True)
