@@ -16,6 +16,21 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+# Importing agentvine.asgi in this process (the WebSocket and web tests do)
+# turns DATABASE_POOL on in os.environ for the web process it expects to be:
+# processes the tests start must not inherit that (a Celery slot with a pool
+# holds a connection per thread), so they get the value from before.
+_DATABASE_POOL = os.environ.get("DATABASE_POOL")
+
+
+def child_environ(**overrides):
+    """os.environ for a process a test starts, as it was for DATABASE_POOL
+    before anything in this process changed it, with ``overrides``."""
+    env = dict(os.environ)
+    env.pop("DATABASE_POOL", None)
+    if _DATABASE_POOL is not None:
+        env["DATABASE_POOL"] = _DATABASE_POOL
+    return {**env, **overrides}
 
 
 def _on_sqlite():
@@ -109,7 +124,7 @@ class TestDatabaseProcess:
 
     def __init__(self, argv, *, log_path, extra_env=None, wrapper=None):
         env = {
-            **os.environ,
+            **child_environ(),
             "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
             # The process must see the test database pytest-django created.
             "DATABASE_URL": _database_url(),

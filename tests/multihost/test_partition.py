@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, child_environ, wait_for
 from tests.faults.services import PostgresCluster, free_port
 from tests.workers_app.conftest import web_and_guardian_processes
 
@@ -192,7 +192,7 @@ class Lab:
         cluster.psql("CREATE DATABASE agentvine")
         self.redis = Redis(tmp_path / "redis", network.address)
         self.local = {
-            **os.environ,
+            **child_environ(),
             "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
             "PYTHONPATH": str(ROOT),
             "DATABASE_URL": cluster.url("agentvine"),

@@ -13,6 +13,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+# As the web tests that share this process do: it sets DATABASE_POOL for a
+# web process in os.environ, which the worker started here must not inherit.
+import agentvine.asgi  # noqa: F401
 from queue_app.models import WorkOrder, WorkOrderStatus
 from tasks_app.models import Task, TaskStatus
 from tasks_app.services import task_create
@@ -78,6 +81,22 @@ def _count(by_pid, pids):
     return {pid: by_pid.get(pid, 0) for pid in pids}
 
 
+def _explain(pids):
+    """What each slot's backends last ran, and the slot's settings environment."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT client_port, application_name, backend_start, state, left(query, 120) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND client_port > 0"
+        )
+        rows = cursor.fetchall()
+    owners = _socket_owners(int(settings.DATABASES["default"].get("PORT") or 5432))
+    for row in rows:
+        print("backend", owners.get(row[0]), row)
+    for pid in pids:
+        environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        print(pid, sorted(e.decode() for e in environ if re.match(rb"(DATABASE|AGENTVINE|CONN|PG|DJANGO|CELERY)", e)))
+
+
 def test_each_slot_holds_one_postgresql_connection_and_few_redis_ones_while_it_runs(
     celery_worker_factory, operator, redis_client
 ):
@@ -107,6 +126,8 @@ def test_each_slot_holds_one_postgresql_connection_and_few_redis_ones_while_it_r
     assert beats.count() == SLOTS
 
     print(f"pg idle {idle_pg} running {running_pg} after {after_pg} node {node_pg}")
+    if any(n > PG_PER_SLOT for n in [*idle_pg.values(), *running_pg.values(), *after_pg.values()]):
+        _explain(slots)
     print(f"redis running {running_redis} node {node_redis}")
     assert all(n <= PG_PER_SLOT for n in idle_pg.values()), idle_pg
     assert all(n <= PG_PER_SLOT for n in running_pg.values()), running_pg

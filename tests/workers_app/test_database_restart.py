@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import ROOT, CeleryWorkerProcess
+from tests.conftest import ROOT, CeleryWorkerProcess, child_environ
 from tests.faults.services import PostgresCluster, free_port
 from tests.workers_app.conftest import FAST_GUARD_ENV, web_and_guardian_processes
 
@@ -35,11 +35,10 @@ def _manage(env, *args):
 
 
 def test_work_survives_a_postgresql_restart(cluster, clean_broker, tmp_path):
-    import os
 
     cluster.psql("CREATE DATABASE agentvine")
     database_url = cluster.url("agentvine")
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "agentvine.settings_test", "DATABASE_URL": database_url}
+    env = {**child_environ(), "DJANGO_SETTINGS_MODULE": "agentvine.settings_test", "DATABASE_URL": database_url}
     _manage(env, "migrate", "-v0")
     # Guardians every second, as the other recovery tests run them.
     cluster.psql(

@@ -13,7 +13,7 @@ from queue_app.models import Execution, ExecutionStatus, WorkOrder, WorkOrderSta
 from tasks_app.models import Task, TaskStatus
 from tasks_app.selectors import execution_output
 from tasks_app.services import task_create
-from tests.conftest import ROOT, _database_url, wait_for
+from tests.conftest import ROOT, _database_url, child_environ, wait_for
 from workers_app.models import Worker, WorkerStatus
 from workers_app.services import api_token_create
 
@@ -26,7 +26,7 @@ class RemoteWorkerProcess:
         self.server_url = server
         self.log_path = log_path
         env = {
-            **os.environ,
+            **child_environ(),
             "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
             # Only so the settings module loads; the remote worker never connects.
             "DATABASE_URL": _database_url(),
