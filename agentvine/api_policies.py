@@ -51,6 +51,31 @@ def _sliding_log():
     return _script["script"]
 
 
+def client_request_wait(key, num_requests, duration):
+    """Count one request of the client whose sliding log is ``key``: None if
+    it may go ahead, else the seconds to wait. The web's fast paths
+    (workers_app/pull_fast_path.py) count through :func:`client_requests_wait` too."""
+    return client_requests_wait([key], num_requests, duration)[0]
+
+
+def client_requests_wait(keys, num_requests, duration):
+    """:func:`client_request_wait` for a request of each of ``keys`` (one
+    round trip to Redis for them all)."""
+    script = _sliding_log()
+    try:
+        if len(keys) == 1:
+            waits = [script(keys=keys, args=[duration, num_requests, uuid.uuid4().hex])]
+        else:
+            pipe = shared_redis().pipeline(transaction=False)
+            for key in keys:
+                script(keys=[key], args=[duration, num_requests, uuid.uuid4().hex], client=pipe)
+            waits = pipe.execute()
+    except redis.RedisError:
+        logger.warning("rate limit not checked: Redis unavailable", exc_info=True)
+        return [None] * len(keys)
+    return [None if wait is None else float(wait) for wait in waits]
+
+
 class ClientRateThrottle(SimpleRateThrottle):
     """One request budget per operator or worker (per IP when anonymous).
 
@@ -77,16 +102,8 @@ class ClientRateThrottle(SimpleRateThrottle):
     def allow_request(self, request, view):
         if self.rate is None:
             return True
-        key = self.get_cache_key(request, view)
-        try:
-            wait = _sliding_log()(keys=[key], args=[self.duration, self.num_requests, uuid.uuid4().hex])
-        except redis.RedisError:
-            logger.warning("rate limit not checked: Redis unavailable", exc_info=True)
-            return True
-        if wait is None:
-            return True
-        self._wait = float(wait)
-        return False
+        self._wait = client_request_wait(self.get_cache_key(request, view), self.num_requests, self.duration)
+        return self._wait is None
 
     def wait(self):
         return self._wait

@@ -23,10 +23,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat_app.routing import websocket_urlpatterns  # noqa: E402
+from workers_app.pull_fast_path import PullFastPath  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # A pull worker's heartbeat and idle claim poll skip Django's chain (workers_app/pull_fast_path.py).
+        "http": PullFastPath(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -248,6 +248,10 @@ REST_FRAMEWORK = {
 }
 # Requests per operator or worker (per IP when anonymous); beyond it, 429.
 AGENTVINE_API_RATE = env.str("AGENTVINE_API_RATE", default="6000/min")
+# A pull worker's heartbeat and idle claim poll are answered in front of
+# Django's chain, with the same auth, throttle and answer
+# (workers_app/pull_fast_path.py); false sends them through Django.
+AGENTVINE_PULL_FAST_PATH = env.bool("AGENTVINE_PULL_FAST_PATH", default=True)
 # Bodies above this are refused with 413 (Django's own limit, applied to the API too).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 # Throttling counts in Redis (agentvine/api_policies.py), one budget per

@@ -8,11 +8,14 @@ Meanwhile short work is created at ``--rate`` tasks/s and the stalled-worker
 guardian runs every second, as beat would run it, with the production
 threshold (3 × heartbeat): any worker it marks offline was wrongly marked.
 
-    .venv/bin/python bench/fleet.py [--workers 1000] [--seconds 60] [--web 1] [--rate 20]
+    .venv/bin/python bench/fleet.py [--workers 1000] [--seconds 60] [--web-processes 1] [--rate 20]
 
-Prints heartbeats/s held, heartbeat and claim p50/p99, runs completed, workers
-wrongly marked offline, PostgreSQL connections (most seen at once) and the web
-processes' CPU per worker-second.
+The ``--web-processes`` daphnes accept on one listening socket (``daphne --fd``).
+Prints heartbeats/s held, heartbeat and claim p50/p99 (steady state: after the
+first two heartbeat periods; and over the whole run), runs completed, workers
+wrongly marked offline, PostgreSQL connections (most seen at once), the web
+processes' CPU per worker-second and this process's own CPU (the fleet shares
+the machine with the server).
 """
 
 import argparse
@@ -26,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.harness import cpu_seconds, process_tree, setup_django, start_web, stop_worker, wait_until  # noqa: E402
+from bench.harness import cpu_seconds, process_tree, setup_django, start_web_processes, stop_worker, wait_until  # noqa: E402
 
 
 def _percentile(values, fraction):
@@ -37,11 +40,12 @@ def _percentile(values, fraction):
 
 
 class Fleet:
-    def __init__(self, bases, workers, heartbeat_seconds, stop_at):
+    def __init__(self, bases, workers, heartbeat_seconds):
+        # Each heartbeat and claim as (sent at, seconds to answer).
         self.bases = bases
         self.workers = workers  # [(worker id, token)]
         self.heartbeat_seconds = heartbeat_seconds
-        self.stop_at = stop_at
+        self.stop_at = None
         self.heartbeats, self.claims, self.errors = [], [], []
         self.completed = 0
 
@@ -66,7 +70,7 @@ class Fleet:
         while time.monotonic() < self.stop_at:
             started = time.monotonic()
             await self._post(client, base, token, f"workers/{worker_id}/heartbeat/")
-            self.heartbeats.append(time.monotonic() - started)
+            self.heartbeats.append((started, time.monotonic() - started))
             await asyncio.sleep(max(0.0, self.heartbeat_seconds - (time.monotonic() - started)))
 
     async def _work(self, client, base, token):
@@ -74,7 +78,7 @@ class Fleet:
         while time.monotonic() < self.stop_at:
             started = time.monotonic()
             claimed = await self._post(client, base, token, "queue/claim/", {})
-            self.claims.append(time.monotonic() - started)
+            self.claims.append((started, time.monotonic() - started))
             if not claimed:
                 # The remote worker's idle poll: its poll interval, jittered.
                 await asyncio.sleep(self.heartbeat_seconds * random.uniform(0.5, 1.0))
@@ -86,12 +90,28 @@ class Fleet:
             if await self._post(client, base, token, f"{order}/complete/", {"exit_code": 0}) is not None:
                 self.completed += 1
 
-    async def run(self):
+    async def run(self, seconds, started):
+        """Warm up (one heartbeat per worker, connections opened), then run
+        for ``seconds``; ``started()`` is called when the clock starts."""
         import aiohttp
 
         # Two connections a worker, as a remote worker's heartbeat thread and run loop have.
         connector = aiohttp.TCPConnector(limit=len(self.workers) * 2)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as client:
+            # Registering 1,000 workers takes a while, and registration counts
+            # as a heartbeat: each sends one before the clock (and the
+            # guardian) starts, as a fleet's workers do from the moment they
+            # register. Not measured.
+            at_once = asyncio.Semaphore(100)
+
+            async def first_heartbeat(n, worker_id, token):
+                async with at_once:
+                    await self._post(client, self.bases[n % len(self.bases)], token, f"workers/{worker_id}/heartbeat/")
+
+            await asyncio.gather(*(first_heartbeat(n, w, t) for n, (w, t) in enumerate(self.workers)))
+            self.errors.clear()
+            self.stop_at = time.monotonic() + seconds
+            started()
             jobs = []
             for n, (worker_id, token) in enumerate(self.workers):
                 base = self.bases[n % len(self.bases)]
@@ -105,7 +125,13 @@ def main():
     parser.add_argument("--workers", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--heartbeat", type=float, default=3.0)
-    parser.add_argument("--web", type=int, default=1, help="daphne processes, workers spread over them")
+    parser.add_argument(
+        "--web-processes",
+        "--web",
+        type=int,
+        default=1,
+        help="daphne processes sharing one listening port (daphne --fd), as production runs several",
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="tasks created per second")
     args = parser.parse_args()
 
@@ -122,12 +148,11 @@ def main():
 
     user = get_user_model().objects.create_user(username="bench-fleet", password="bench-pass-123", is_staff=True)
     operator_key = api_token_create(user=user, name="bench")[1]
-    webs = [start_web("agentvine.asgi:application", f"fleet{n}", env) for n in range(args.web)]
-    bases = [base for _, base in webs]
+    web_procs, base = start_web_processes("agentvine.asgi:application", "fleet", args.web_processes, env)
+    bases = [base]
     import requests
 
-    for _, base in webs:
-        wait_until(lambda b=base: _answers(requests, b), 30, "daphne")
+    wait_until(lambda: _answers(requests, base), 30, "daphne")
 
     print(f"registering {args.workers} remote workers …", flush=True)
     workers = []
@@ -139,7 +164,7 @@ def main():
             ).json()
             workers.append((reply["id"], reply["token"]))
 
-    stop_at = time.monotonic() + args.seconds
+    fleet = Fleet(bases, workers, args.heartbeat)
     wrongly_offline, most_connections = set(), 0
 
     def watch():
@@ -147,7 +172,7 @@ def main():
         nonlocal most_connections
         created = 0
         began = time.monotonic()
-        while time.monotonic() < stop_at:
+        while time.monotonic() < fleet.stop_at:
             due = int((time.monotonic() - began) * args.rate) - created
             if due > 0:
                 tasks_create(
@@ -167,31 +192,49 @@ def main():
         connection.close()
 
     watcher = threading.Thread(target=watch)
-    web_pids = [pid for proc, _ in webs for pid in process_tree(proc.pid)]
-    cpu_before = cpu_seconds(web_pids)
-    watcher.start()
-    fleet = Fleet(bases, workers, args.heartbeat, stop_at)
-    asyncio.run(fleet.run())
-    watcher.join()
-    cpu = cpu_seconds(web_pids) - cpu_before
-    for proc, _ in webs:
-        stop_worker(proc)
+    web_pids = [pid for proc in web_procs for pid in process_tree(proc.pid)]
+    before = {}
 
-    print(f"workers {args.workers}, {args.seconds:.0f} s, heartbeat every {args.heartbeat:g} s, {args.web} web")
+    def started():
+        before.update(web=cpu_seconds(web_pids), fleet=time.process_time())
+        watcher.start()
+
+    asyncio.run(fleet.run(args.seconds, started))
+    watcher.join()
+    cpu_before, client_before = before["web"], before["fleet"]
+    cpu = cpu_seconds(web_pids) - cpu_before
+    client_cpu = time.process_time() - client_before
+    for proc in web_procs:
+        stop_worker(proc)
+    # Steady state: after the first two periods (connections opened, first beats).
+    steady_from = fleet.stop_at - args.seconds + 2 * args.heartbeat
+    beats = [seconds for sent, seconds in fleet.heartbeats if sent >= steady_from]
+    claims = [seconds for sent, seconds in fleet.claims if sent >= steady_from]
+
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(
+        f"workers {args.workers}, {args.seconds:.0f} s, heartbeat every {args.heartbeat:g} s, "
+        f"{args.web_processes} web process(es), load average {' '.join(load)}"
+    )
     expected = args.workers / args.heartbeat
-    print(f"heartbeats/s held     {len(fleet.heartbeats) / args.seconds:.0f} (expected {expected:.0f})")
-    beat_p50, beat_p99 = _percentile(fleet.heartbeats, 0.5) * 1000, _percentile(fleet.heartbeats, 0.99) * 1000
-    print(f"heartbeat p50 / p99   {beat_p50:.0f} / {beat_p99:.0f} ms")
-    claim_p50, claim_p99 = _percentile(fleet.claims, 0.5) * 1000, _percentile(fleet.claims, 0.99) * 1000
-    print(f"claim p50 / p99       {claim_p50:.0f} / {claim_p99:.0f} ms")
+    steady_seconds = args.seconds - 2 * args.heartbeat
+    print(f"heartbeats/s held     {len(beats) / steady_seconds:.0f} (expected {expected:.0f})")
+    print(f"heartbeat p50 / p99   {_ms(beats, 0.5)} / {_ms(beats, 0.99)} ms (all: p99 {_ms(fleet.heartbeats, 0.99)})")
+    print(f"claim p50 / p99       {_ms(claims, 0.5)} / {_ms(claims, 0.99)} ms (all: p99 {_ms(fleet.claims, 0.99)})")
     print(f"runs completed        {fleet.completed}")
     print(
         f"wrongly offline       {len(wrongly_offline)} (stalled after {settings.AGENTVINE_STALLED_WORKER_SECONDS:g} s)"
     )
     print(f"PostgreSQL connections at most {most_connections}")
-    print(f"web CPU per worker-s  {cpu / (args.workers * args.seconds) * 1000:.2f} ms")
+    print(f"web CPU per worker-s  {cpu / (args.workers * args.seconds) * 1000:.2f} ms ({cpu / args.seconds:.2f} cores)")
+    print(f"fleet CPU (this process) {client_cpu / args.seconds:.2f} cores")
     if fleet.errors:
         print(f"errors                {len(fleet.errors)}, most often: {statistics.multimode(fleet.errors)[:3]}")
+
+
+def _ms(samples, fraction):
+    values = [sample[1] if isinstance(sample, tuple) else sample for sample in samples]
+    return f"{_percentile(values, fraction) * 1000:.0f}"
 
 
 def _answers(requests, base):

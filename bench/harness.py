@@ -114,6 +114,24 @@ def start_web(application, name, extra_env=None):
     return proc, f"http://127.0.0.1:{port}"
 
 
+def start_web_processes(application, name, count, extra_env=None):
+    """``count`` daphne processes serving the platform behind one port, as
+    production runs several (``agentvine/web_processes.py``).
+    Returns ``([process, …], base URL)``."""
+    from agentvine.web_processes import APPLICATION, web_processes_start
+
+    assert application == APPLICATION
+    log = open(f"/tmp/bench-{name}-web.log", "w")
+    procs, port = web_processes_start(
+        processes=count,
+        bind="127.0.0.1",
+        port=0,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DEBUG": "false", **(extra_env or {})},
+        stdout=log,
+    )
+    return procs, f"http://127.0.0.1:{port}"
+
+
 def wait_until(predicate, timeout, what, interval=0.02):
     """Poll ``predicate`` until it returns something truthy; that is returned."""
     deadline = time.monotonic() + timeout

@@ -227,6 +227,21 @@ def _database_url():
     return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def wait_for_other_connections_closed(tries=200):
+    """Wait until only the test's own connection uses the test database
+    (a web process's threads give theirs back when they end or go quiet)."""
+    import psycopg
+
+    with psycopg.connect(_database_url(), autocommit=True) as watcher:
+        for _ in range(tries):
+            others = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+            if others <= 1:  # the test's own connection
+                return
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def celery_worker_factory(transactional_db, clean_broker, tmp_path):
     """Start real Celery workers; every one is stopped at teardown."""

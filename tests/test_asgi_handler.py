@@ -6,7 +6,6 @@ gives its still-busy thread to no other request."""
 import asyncio
 import logging
 import threading
-import time
 
 import psycopg
 import pytest
@@ -16,7 +15,7 @@ from django.core.signals import request_started
 
 from agentvine.asgi import application, django_asgi_app
 from tasks_app.services import task_create
-from tests.conftest import _database_url
+from tests.conftest import _database_url, wait_for_other_connections_closed
 from workers_app.services import api_token_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,14 +27,7 @@ def _request_threads_closed():
     # Request threads keep their database connections (as in production, where
     # they come from a pool): ended here so the test database can be dropped.
     django_asgi_app.retire_idle_threads()
-    with psycopg.connect(_database_url(), autocommit=True) as watcher:
-        for _ in range(200):
-            others = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchone()[0]
-            if others <= 1:  # the test's own connection
-                return
-            time.sleep(0.05)
+    wait_for_other_connections_closed()
 
 
 def _scope(path, query=b"", headers=()):

@@ -12,12 +12,12 @@ from rest_framework.response import Response
 
 from agentvine.api import Pagination, PlatformAPIView, paginated, query_params
 from agentvine.errors import PermissionDenied, ValidationFailed
-from queue_app import lifecycle
+from queue_app import pull_polls
 from queue_app.models import ACTIVE_STATUSES, Execution, WorkOrder
 from tasks_app.models import Task
 from workers_app import services
 from workers_app.authentication import IsOperator, IsOperatorOrWorker, IsWorker, request_worker
-from workers_app.models import AgentSession, Worker
+from workers_app.models import AgentSession, Worker, WorkerStatus
 from workers_app.serializers import (
     ApiTokenCreateInput,
     ApiTokenOutput,
@@ -32,6 +32,17 @@ from workers_app.serializers import (
     WorkerRegisteredOutput,
     WorkerRegisterInput,
 )
+
+
+def heartbeat_body(beat):
+    """The heartbeat's answer (``HeartbeatOutput``) for what :func:`pull_polls.worker_heartbeat_record` found."""
+    return {
+        "ok": beat.status is not None,
+        "status": beat.status or WorkerStatus.OFFLINE,
+        "leases": beat.leases,
+        "fence_seconds": settings.AGENTVINE_FENCE_SECONDS,
+    }
+
 
 ERR_NOT_THIS_WORKER = "a worker may only act on itself"
 ERR_NOT_YOUR_SESSION = "session belongs to another worker"
@@ -104,24 +115,28 @@ class WorkerDetailApi(PlatformAPIView):
 class WorkerHeartbeatApi(PlatformAPIView):
     permission_classes = [IsWorker]
 
-    @extend_schema(request=None, responses=HeartbeatOutput, operation_id="workers_heartbeat", tags=["workers"])
+    @extend_schema(
+        request=None,
+        responses=HeartbeatOutput,
+        operation_id="workers_heartbeat",
+        tags=["workers"],
+        description="Record a heartbeat of this worker and renew the leases of its running executions; the answer "
+        "lists its runs that are still live (a run missing there was requeued: stop its agent). Safe to repeat: "
+        "send it without an Idempotency-Key, so a repeat answers the leases as they are now.",
+    )
     def post(self, request, worker_id):
-        worker = _worker_for(request, worker_id)
-        alive = services.worker_heartbeat(worker=worker)
-        leases = {}
-        if alive:
-            # A remote worker drives its agent in its own process: its
-            # heartbeat also renews its run's lease (so does its runner's
-            # poll), and tells it which of its runs are still live: one not
-            # listed was requeued under it, and its agent must stop.
-            leases = lifecycle.execution_leases_renew(worker=worker)
-        worker.refresh_from_db()
-        body = {
-            "ok": alive,
-            "status": worker.status,
-            "leases": leases,
-            "fence_seconds": settings.AGENTVINE_FENCE_SECONDS,
-        }
+        worker = request_worker(request)
+        if worker.pk != worker_id:
+            _worker_for(request, worker_id)  # 404 or 403
+        # A remote worker drives its agent in its own process: its heartbeat
+        # also renews its runs' leases (so does its runner's poll) and tells
+        # it which of its runs are still live: one not listed was requeued
+        # under it, and its agent must stop. One statement (queue_app.pull_polls).
+        beat = pull_polls.worker_heartbeat_record(worker_id=worker.pk)
+        if beat.status is None and services.worker_heartbeat(worker=worker):
+            # It was offline: back idle (its old work was requeued), renewed again.
+            beat = pull_polls.worker_heartbeat_record(worker_id=worker.pk)
+        body = heartbeat_body(beat)
         return Response(HeartbeatOutput(body).data)
 
 

@@ -84,15 +84,18 @@ class ApiClient:
     def get(self, path):
         return self._request("GET", path)
 
-    def post(self, path, body=None):
-        return self._request("POST", path, body)
+    def post(self, path, body=None, *, idempotent=True):
+        """``idempotent=False`` for a call that is safe to repeat and whose
+        repeat must answer afresh (the heartbeat): sent without a key, it is
+        answered by the web's fast path (workers_app/pull_fast_path.py)."""
+        return self._request("POST", path, body, idempotent=idempotent)
 
     def delete(self, path):
         return self._request("DELETE", path)
 
-    def _request(self, method, path, body=None):
+    def _request(self, method, path, body=None, *, idempotent=True):
         headers = {}
-        if method != "GET":
+        if method != "GET" and idempotent:
             # One key per logical write, kept across retries: exactly once.
             headers["Idempotency-Key"] = uuid.uuid4().hex
         deadline = time.monotonic() + self.retry_seconds
@@ -244,7 +247,7 @@ class RemoteWorker:
         while not self.stop.wait(self.heartbeat_seconds):
             try:
                 run = self.current_run
-                reply = api.post(f"workers/{self.worker_id}/heartbeat/") or {}
+                reply = api.post(f"workers/{self.worker_id}/heartbeat/", idempotent=False) or {}
                 if run is not None and run is self.current_run:
                     if run.execution in reply.get("leases", {}):
                         run.fence.renewed()

@@ -386,3 +386,21 @@ def test_a_turn_after_requested_changes_continues_the_branch_on_another_remote_h
     server = results_repository_path(task)
     assert git("rev-parse", f"{turn.head_commit}^", cwd=server) == first.head_commit
     assert git("rev-parse", f"agentvine/{task.id}", cwd=server) == turn.head_commit
+
+
+def test_a_remote_workers_heartbeats_carry_no_idempotency_key(remote_factory):
+    """A heartbeat is safe to repeat and its repeat must answer afresh (the
+    leases as they are now, not as they were): it goes without a key, so the
+    web's fast path answers it and nothing is stored for it."""
+    import hashlib
+
+    from workers_app.models import IdempotencyKey
+
+    remote = remote_factory("remote-beats", "--heartbeat", "0.3", "--poll", "0.5", "--idle-exit", "2")
+    assert remote.wait(timeout=30) == 0, remote.output()
+    worker = Worker.objects.get(name="remote-beats")
+    assert worker.last_heartbeat_at > worker.created_at
+    beat = hashlib.sha256(f"POST\0/api/v1/workers/{worker.pk}/heartbeat/\0".encode()).hexdigest()
+    stored = IdempotencyKey.objects.filter(owner=f"worker:{worker.pk}")
+    assert stored.exists()  # its claims keep theirs
+    assert not stored.filter(fingerprint=beat).exists()
