@@ -79,26 +79,10 @@ class Client:
         """The body of a 2xx answer to a GET as text (a diff): the same
         failures as :meth:`request`, an error body read as JSON. ``accept``
         is the media type wanted; DRF also reads it from ``?format=``."""
-        try:
-            response = self.http.get(
-                self.url(path),
-                params={k: v for k, v in params.items() if v is not None},
-                headers={"Accept": accept},
-                timeout=self.timeout,
-            )
-        except requests.Timeout:
-            raise ServerUnavailable(self.server, "timed out") from None
-        except requests.ConnectionError as exc:
-            raise ServerUnavailable(self.server, _connection_reason(exc)) from None
-        status = response.status_code
-        if status in UNAVAILABLE_STATUSES or status >= 500:
-            raise ServerUnavailable(self.server, f"HTTP {status}", status=status)
-        if status >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                raise ApiError(status, ERR_NOT_JSON.format(status=status)) from None
-            raise ApiError(status, _one_line(error_message(body, status)))
+        params = {k: v for k, v in params.items() if v is not None}
+        response = self._send("GET", path, params=params, headers={"Accept": accept})
+        if response.status_code >= 400:
+            raise self._error(response)
         response.encoding = response.encoding or "utf-8"
         return response.text
 
@@ -111,14 +95,24 @@ class Client:
         headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else {}
         if raw_body is not None:
             headers["Content-Type"] = "application/json"
+        data = None if raw_body is None else raw_body.encode()
+        response = self._send(method, path, data=data, params=params, headers=headers)
+        status = response.status_code
+        if status >= 400:
+            raise self._error(response)
+        if status == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerUnavailable(self.server, ERR_NOT_JSON.format(status=status), status=status) from None
+
+    def _send(self, method, path, *, data=None, params=None, headers=None):
+        """The response to one request; a server that cannot answer (no
+        connection, a timeout, a 5xx or 502-504) is ServerUnavailable."""
         try:
             response = self.http.request(
-                method,
-                self.url(path),
-                data=None if raw_body is None else raw_body.encode(),
-                params=params,
-                headers=headers,
-                timeout=self.timeout,
+                method, self.url(path), data=data, params=params, headers=headers, timeout=self.timeout
             )
         except requests.Timeout:
             raise ServerUnavailable(self.server, "timed out") from None
@@ -127,18 +121,19 @@ class Client:
         status = response.status_code
         if status in UNAVAILABLE_STATUSES or status >= 500:
             raise ServerUnavailable(self.server, f"HTTP {status}", status=status)
-        if status == 204 or not response.content:
-            data = None
-        else:
-            try:
-                data = response.json()
-            except ValueError:
-                if status >= 400:
-                    raise ApiError(status, ERR_NOT_JSON.format(status=status)) from None
-                raise ServerUnavailable(self.server, ERR_NOT_JSON.format(status=status), status=status) from None
-        if status >= 400:
-            raise ApiError(status, _one_line(error_message(data, status)))
-        return data
+        return response
+
+    @staticmethod
+    def _error(response):
+        """The ApiError of a 4xx answer, its message read from its JSON body."""
+        status = response.status_code
+        if not response.content:
+            return ApiError(status, _one_line(error_message(None, status)))
+        try:
+            body = response.json()
+        except ValueError:
+            return ApiError(status, ERR_NOT_JSON.format(status=status))
+        return ApiError(status, _one_line(error_message(body, status)))
 
     def get(self, path, **params):
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
