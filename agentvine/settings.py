@@ -436,6 +436,11 @@ AGENTVINE_CONCURRENCY_LIMITS = {
 AGENTVINE_PREEMPTION_ENABLED = env.bool("AGENTVINE_PREEMPTION_ENABLED", default=True)
 # A work order is preempted at most this many times, so low work can't starve.
 AGENTVINE_PREEMPT_MAX = env.int("AGENTVINE_PREEMPT_MAX", default=2)
+# Aging (queue_app.fairness): queued work that has waited this long moves up
+# a priority level, and again after as long once more, so low work waits at
+# most twice this (plus a guardian interval) under a constant stream of high
+# work. 0 turns aging off (strict priorities).
+AGENTVINE_PRIORITY_AGING_SECONDS = env.float("AGENTVINE_PRIORITY_AGING_SECONDS", default=600.0)
 # After a cooperative interrupt, how long an agent gets before a hard kill.
 AGENTVINE_INTERRUPT_GRACE_SECONDS = env.float("AGENTVINE_INTERRUPT_GRACE_SECONDS", default=5.0)
 # On a warm shutdown a running agent gets this long to finish before it is

@@ -9,9 +9,11 @@ slot's doorbell or a pull worker runs). Prints:
    key full (it reads the whole ready set);
 2. the order work starts in when operator A queues 200 and operator B then
    queues 5 (claims taken one at a time, each run completing at once);
-3. how long low work waits under a constant stream of high work.
+3. how long normal and low work wait under a constant stream of high work,
+   with aging every ``--aging`` seconds (the aging guardian's clock runs
+   ``--tick`` seconds per claim, so the bench takes no real waiting).
 
-    .venv/bin/python bench/fairness.py [--queued 10000] [--keys 20] [--claims 500]
+    .venv/bin/python bench/fairness.py [--queued 10000] [--keys 20] [--claims 500] [--aging 2 --tick 0.1]
 """
 
 import argparse
@@ -115,27 +117,44 @@ def operators_order(slots, operators):
     _clear()
 
 
-def low_under_high(steps):
-    from queue_app import lifecycle
+def low_under_high(steps, aging, tick):
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from queue_app import fairness, lifecycle
     from tasks_app.models import Priority
     from tasks_app.services import task_create
     from workers_app.services import worker_register
 
-    low = task_create(title="low", executor="noop", priority=Priority.LOW)
+    settings.AGENTVINE_PRIORITY_AGING_SECONDS = aging
+    lows = [task_create(title=f"low {n}", executor="noop", priority=Priority.LOW) for n in range(3)]
+    normal = task_create(title="normal", executor="noop", priority=Priority.NORMAL)
     worker = worker_register(name="bench-aging", hostname="bench")
     task_create(title="high", executor="noop", priority=Priority.HIGH)
-    started_at = None
+    waits = {}
+    start = timezone.now()
     for step in range(1, steps + 1):
-        # One new high order per claim: the high stream never runs dry.
+        # One new high order per claim: the high stream never runs dry. The
+        # aging guardian's clock runs ``tick`` seconds a claim.
         task_create(title="high", executor="noop", priority=Priority.HIGH)
+        fairness.queued_work_age(now=start + timedelta(seconds=step * tick))
         order = lifecycle.work_order_claim(worker=worker)
         fresh, execution = lifecycle.work_order_start(work_order=order, worker=worker)
         lifecycle.work_order_complete(work_order=fresh, worker=worker, execution=execution)
-        if order.task_id == low.pk:
-            started_at = step
+        if order.task_id in {t.pk for t in [*lows, normal]}:
+            waits[order.task.title] = step * tick
+        if len(waits) == len(lows) + 1:
             break
-    waited = f"started at claim {started_at}" if started_at else f"not started after {steps} claims"
-    print(f"3. one low order under a constant high stream: {waited}")
+    print(
+        f"3. 3 low and 1 normal order under a constant high stream, aging every {aging:g} s"
+        f" (bound: normal {aging:g} s, low {2 * aging:g} s, plus a guardian tick):"
+    )
+    for title in ["normal", *(t.title for t in lows)]:
+        wait = waits.get(title)
+        waited = f"started after {wait:.2f} s" if wait is not None else f"not started in {steps} claims"
+        print(f"  {title}: {waited}")
     _clear()
 
 
@@ -145,6 +164,8 @@ def main():
     parser.add_argument("--keys", type=int, default=20)
     parser.add_argument("--claims", type=int, default=500)
     parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--aging", type=float, default=2.0, help="AGENTVINE_PRIORITY_AGING_SECONDS for scenario 3")
+    parser.add_argument("--tick", type=float, default=0.1, help="seconds of the aging clock per claim")
     args = parser.parse_args()
     profiles = {f"k{n:02d}": {"type": "command", "command": ["true"], "concurrency": 2} for n in range(args.keys)}
     os.environ.setdefault("DEBUG", "false")
@@ -159,7 +180,7 @@ def main():
     operators = [users.create_user(username=name, password="bench-pass-123") for name in ("bench-a", "bench-b")]
     claim_cost(args, operators[0])
     operators_order(args.slots, operators)
-    low_under_high(500)
+    low_under_high(500, args.aging, args.tick)
 
 
 if __name__ == "__main__":

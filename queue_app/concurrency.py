@@ -117,7 +117,7 @@ def _ring_next_in_key(work_order_id):
             status=WorkOrderStatus.QUEUED,
             concurrency_key__in=ConcurrencyLimit.objects.filter(key__in=key).values("key"),
         )
-        .order_by("priority_rank", "enqueued_at")
+        .order_by("priority_rank", "line_at", "enqueued_at")
         .values_list("pk", flat=True)
         .first()
     )

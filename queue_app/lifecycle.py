@@ -36,7 +36,7 @@ from agentvine import db, events
 from agentvine.db import insert_sql, update_returning, update_sql
 from agentvine.errors import ExecutionFenced, IllegalTransition, PermissionDenied
 from agentvine.wakeups import work_order_wake
-from queue_app import concurrency, credentials, run_sessions
+from queue_app import concurrency, credentials, fairness, run_sessions
 from queue_app.dispatch import dispatch_new_on_commit, dispatch_on_commit
 from queue_app.models import (
     ACTIVE_STATUSES,
@@ -380,6 +380,8 @@ def work_order_new(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_retr
         priority=priority,
         priority_rank=PRIORITY_RANK[priority],
         concurrency_key=concurrency.concurrency_key_for(task.executor)[0],
+        fair_key=fairness.fair_key_for(task),
+        line_at=fairness.line_at(),
         max_retries=settings.AGENTVINE_MAX_RETRIES if max_retries is None else max_retries,
     )
 
@@ -396,6 +398,7 @@ def work_orders_insert(work_orders, *, changes=(), published=()):
         if limit is not None:
             limits[key] = limit
     changes.extend(concurrency.limits_changes(limits))
+    fairness.line_places(work_orders)
     for work_order in work_orders:
         changes.append(insert_sql(work_order))
         changes.append(_task_status_sql(work_order, now=work_order.enqueued_at))
@@ -451,7 +454,7 @@ def _work_order_claim(*, worker, work_order_id):
                 .filter(status=WorkOrderStatus.QUEUED)
                 .filter(ready)
                 .exclude(concurrency_key__in=concurrency.full_keys())
-                .order_by("priority_rank", "enqueued_at")
+                .order_by(*fairness.LINE_ORDER)
                 .values_list("pk", flat=True)
                 .first()
             )
@@ -574,7 +577,7 @@ def _claim_for_run(work_order_id, *, worker, now):
             WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
             .exclude(concurrency_key__in=concurrency.full_keys())
-            .order_by("priority_rank", "enqueued_at")
+            .order_by(*fairness.LINE_ORDER)
             .values_list("pk", flat=True)
             .first()
         )
@@ -626,7 +629,7 @@ def _claim_first_sql(orders, connection, *, worker, now, **changes):
         f"SELECT {c['pk']} FROM {orders.name} WHERE {queued}"
         f" AND ({c['not_before']} IS NULL OR {c['not_before']} <= %s)"
         f" AND {key_ready}"
-        f" ORDER BY {c['priority_rank']}, {c['enqueued_at']} LIMIT 1 FOR UPDATE SKIP LOCKED"
+        f" ORDER BY {c['priority_rank']}, {c['line_at']}, {c['enqueued_at']} LIMIT 1 FOR UPDATE SKIP LOCKED"
     )
     sql = f"UPDATE {orders.name} SET {sets} WHERE {c['pk']} = ({first}) AND {queued}"
     return sql, [*params, orders.prepare("not_before", now, connection)]
@@ -761,6 +764,11 @@ def work_order_fail(*, work_order, worker, error, execution=None, exit_code=None
                 "not_before": now + timedelta(seconds=countdown),
                 "worker_id": None,
                 "enqueued_at": now,
+                # Placed anew in its own priority's line (queue_app.fairness).
+                "priority_rank": PRIORITY_RANK[current.priority],
+                "line_at": fairness.line_place(
+                    priority_rank=PRIORITY_RANK[current.priority], fair_key=current.fair_key, at=now
+                ),
             }
         else:
             changes = {"status": WorkOrderStatus.DEAD, "completed_at": now}
@@ -899,6 +907,10 @@ def work_order_retry(*, work_order):
             not_before=None,
             completed_at=None,
             enqueued_at=now,
+            priority_rank=PRIORITY_RANK[work_order.priority],
+            line_at=fairness.line_place(
+                priority_rank=PRIORITY_RANK[work_order.priority], fair_key=work_order.fair_key, at=now
+            ),
         )
         if fresh is None:
             raise IllegalTransition(ERR_CANNOT_RETRY)

@@ -2,6 +2,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from tasks_app.models import Priority
 
@@ -68,15 +69,27 @@ class WorkOrder(models.Model):
     # The concurrency key the run counts against (queue_app.concurrency):
     # its executor profile's, fixed when the order is made.
     concurrency_key = models.CharField(max_length=100, blank=True, default="")
+    # Fair sharing (queue_app.fairness): whose turn the order is, and its
+    # place in its priority's line (seconds, a virtual clock the database
+    # keeps); ``priority_rank`` climbs as queued work ages.
+    fair_key = models.CharField(max_length=100, blank=True, default="")
+    line_at = models.FloatField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["priority_rank", "enqueued_at"]
+        ordering = ["priority_rank", "line_at", "enqueued_at"]
         indexes = [
-            # The ready set: partial, so it stays as small as the backlog.
+            # The ready set in the claim's order: partial, so it stays as
+            # small as the backlog; also the head of each priority's line.
             models.Index(
-                fields=["priority_rank", "enqueued_at"],
-                name="workorder_ready_idx",
+                fields=["priority_rank", "line_at", "enqueued_at"],
+                name="workorder_line_idx",
+                condition=Q(status="queued"),
+            ),
+            # The last queued order of a fairness key in a priority (the trigger's).
+            models.Index(
+                fields=["fair_key", "priority_rank", "line_at"],
+                name="workorder_fair_key_idx",
                 condition=Q(status="queued"),
             ),
             models.Index(fields=["status", "priority"], name="workorder_status_priority_idx"),
@@ -90,6 +103,11 @@ class WorkOrder(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.id} ({self.status})"
+
+    def save(self, *args, **kwargs):
+        if self.line_at is None:
+            self.line_at = (self.enqueued_at or timezone.now()).timestamp()
+        super().save(*args, **kwargs)
 
     @property
     def queue_name(self):

@@ -18,12 +18,10 @@ from django.utils import timezone
 from agentvine import events
 from agentvine.wakeups import work_order_wake
 from queue_app.models import WorkOrder, WorkOrderStatus
-from tasks_app.models import PRIORITY_RANK, Priority
+from tasks_app.models import Priority
 from workers_app.models import Worker, WorkerStatus
 
 logger = logging.getLogger(__name__)
-
-HIGH_RANK = PRIORITY_RANK[Priority.HIGH]
 
 
 def preempt_on_commit(work_order):
@@ -57,7 +55,7 @@ def preemption_request(*, batch=None):
         return []
     now = timezone.now()
     waiting = (
-        WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED, priority_rank=HIGH_RANK)
+        WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED, priority=Priority.HIGH)
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
         .count()
     )
@@ -79,11 +77,11 @@ def preemption_request(*, batch=None):
             WorkOrder.objects.select_for_update(skip_locked=True)
             .filter(
                 status=WorkOrderStatus.RUNNING,
-                priority_rank__gt=HIGH_RANK,
                 preempt_requested_at__isnull=True,
                 preempt_count__lt=settings.AGENTVINE_PREEMPT_MAX,
                 worker_id__in=live.values("pk"),
             )
+            .exclude(priority=Priority.HIGH)
             .order_by("-priority_rank", "-started_at")[:needed]
         )
         for victim in victims:

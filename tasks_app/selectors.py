@@ -55,13 +55,14 @@ def execution_output_recent(*, execution, max_chars=65536):
 
 def task_list(*, status=None, task_type=None, priority=None, q=None, sort=None):
     """Tasks matching the filters, newest first, or with ``sort="queue"`` the
-    queued ones in the order the queue serves them: priority, then age."""
+    queued ones in the order the queue serves them: priority, then each
+    operator's turn (queue_app.fairness)."""
     qs = Task.objects.select_related("created_by")
     if sort == "queue":
         # The queue itself: tasks whose run waits, in claim order, read along
         # the work orders' ready-set index (bench/pages.py: "Tasks in queue order").
         qs = qs.filter(work_orders__status=WorkOrderStatus.QUEUED, work_orders__kind=WorkOrderKind.RUN_TASK).order_by(
-            "work_orders__priority_rank", "work_orders__enqueued_at"
+            "work_orders__priority_rank", "work_orders__line_at", "work_orders__enqueued_at"
         )
     else:
         qs = qs.order_by("-created_at")
@@ -189,14 +190,20 @@ def task_activity(*, work_orders):
 
 def queue_positions(*, task_ids):
     """``{task_id: position}`` of the given tasks' queued runs in the line the
-    claim serves (``priority_rank``, then ``enqueued_at``; 1 is next). One
+    claim serves (``priority_rank``, ``line_at``, then ``enqueued_at``:
+    queue_app.fairness; 1 is next). One
     correlated count per listed task over the queued rows only (the ready-state
     index), not a numbering of the whole backlog."""
     queued = WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED, kind=WorkOrderKind.RUN_TASK)
     ahead = (
         queued.filter(
             Q(priority_rank__lt=OuterRef("priority_rank"))
-            | Q(priority_rank=OuterRef("priority_rank"), enqueued_at__lte=OuterRef("enqueued_at"))
+            | Q(priority_rank=OuterRef("priority_rank"), line_at__lt=OuterRef("line_at"))
+            | Q(
+                priority_rank=OuterRef("priority_rank"),
+                line_at=OuterRef("line_at"),
+                enqueued_at__lte=OuterRef("enqueued_at"),
+            )
         )
         .order_by()
         .values("status")

@@ -7,7 +7,7 @@ from django.utils import timezone
 from agentvine import events
 from agentvine.db import insert_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
-from queue_app import dispatch, lifecycle
+from queue_app import dispatch, fairness, lifecycle
 from queue_app.models import (
     ACTIVE_STATUSES,
     WorkOrder,
@@ -228,12 +228,15 @@ def task_set_priority(*, task, priority):
         raise ValidationFailed(ERR_BAD_PRIORITY, field="priority")
     with transaction.atomic():
         Task.objects.filter(pk=task.pk).update(priority=priority, updated_at=timezone.now())
-        queued_ids = list(
-            WorkOrder.objects.filter(task=task, status=WorkOrderStatus.QUEUED).values_list("pk", flat=True)
-        )
-        WorkOrder.objects.filter(pk__in=queued_ids, status=WorkOrderStatus.QUEUED).update(
-            priority=priority, priority_rank=PRIORITY_RANK[priority]
-        )
+        queued = list(WorkOrder.objects.filter(task=task, status=WorkOrderStatus.QUEUED).values_list("pk", "fair_key"))
+        queued_ids = [pk for pk, _ in queued]
+        for pk, fair_key in queued:
+            # Placed anew in its new priority's fair line (queue_app.fairness).
+            rank = PRIORITY_RANK[priority]
+            line_at = fairness.line_place(priority_rank=rank, fair_key=fair_key, exclude=[pk])
+            WorkOrder.objects.filter(pk=pk, status=WorkOrderStatus.QUEUED).update(
+                priority=priority, priority_rank=rank, line_at=line_at
+            )
         for work_order_id in queued_ids:
             # Ring on the new queue; the old doorbell finds nothing to do only
             # if this one claims first, and either way the work runs once.

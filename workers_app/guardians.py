@@ -20,7 +20,7 @@ from kombu.exceptions import ChannelError
 
 from agentvine import events
 from agentvine.celery import app
-from queue_app import dispatch, lifecycle
+from queue_app import dispatch, fairness, lifecycle
 from queue_app.models import (
     ACTIVE_STATUSES,
     QUEUE_FOR_PRIORITY,
@@ -270,7 +270,7 @@ def guard_lost_dispatches(*, batch=None):
         lost = list(
             stale.filter(priority__in=empty)
             .select_for_update(skip_locked=True)
-            .order_by("priority_rank", "enqueued_at")
+            .order_by(*fairness.LINE_ORDER)
             .values_list("pk", flat=True)[: _batch(batch)]
         )
         # Stamped inside the lock: a second guardian running now finds these
@@ -296,7 +296,7 @@ def guard_broker_reset():
 def _redispatch_all_queued(now):
     queued = list(
         WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED)
-        .order_by("priority_rank", "enqueued_at")
+        .order_by(*fairness.LINE_ORDER)
         .values_list("pk", "not_before")
     )
     for pk, not_before in queued:
@@ -311,5 +311,7 @@ def _redispatch_all_queued(now):
 
 def guard_priority_preemption(*, batch=None):
     """The preemption policy's periodic run (``queue_app.preemption``): it
-    also runs right after high-priority work is enqueued."""
+    also runs right after high-priority work is enqueued. Queued work that
+    has waited its turn moves up a priority level first (``queue_app.fairness``)."""
+    fairness.queued_work_age()
     return preemption_request(batch=_batch(batch))
