@@ -441,6 +441,10 @@ AGENTVINE_PREEMPT_MAX = env.int("AGENTVINE_PREEMPT_MAX", default=2)
 # most twice this (plus a guardian interval) under a constant stream of high
 # work. 0 turns aging off (strict priorities).
 AGENTVINE_PRIORITY_AGING_SECONDS = env.float("AGENTVINE_PRIORITY_AGING_SECONDS", default=600.0)
+# Rate limits (queue_app.rate_limits): a key refused without a usable reset
+# time waits this long, doubling with each such refusal in a row, up to the max.
+AGENTVINE_RATE_LIMIT_BACKOFF_SECONDS = env.float("AGENTVINE_RATE_LIMIT_BACKOFF_SECONDS", default=60.0)
+AGENTVINE_RATE_LIMIT_BACKOFF_MAX_SECONDS = env.float("AGENTVINE_RATE_LIMIT_BACKOFF_MAX_SECONDS", default=1800.0)
 # After a cooperative interrupt, how long an agent gets before a hard kill.
 AGENTVINE_INTERRUPT_GRACE_SECONDS = env.float("AGENTVINE_INTERRUPT_GRACE_SECONDS", default=5.0)
 # On a warm shutdown a running agent gets this long to finish before it is

@@ -65,4 +65,7 @@ def dispatch_new_on_commit(work_order):
     lost-dispatch guardian times a never-stamped order from ``enqueued_at``.
     """
     queue = QUEUE_FOR_PRIORITY[work_order.priority]
-    transaction.on_commit(lambda: ring(work_order.id, queue=queue))
+    # Work that may not start yet (its key waits for a rate limit's reset)
+    # rings when it may.
+    wait = (work_order.not_before - timezone.now()).total_seconds() if work_order.not_before else 0
+    transaction.on_commit(lambda: ring(work_order.id, queue=queue, countdown=wait if wait > 0 else None))

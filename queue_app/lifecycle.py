@@ -36,7 +36,7 @@ from agentvine import db, events
 from agentvine.db import insert_sql, update_returning, update_sql
 from agentvine.errors import ExecutionFenced, IllegalTransition, PermissionDenied
 from agentvine.wakeups import work_order_wake
-from queue_app import concurrency, credentials, fairness, run_sessions
+from queue_app import concurrency, credentials, fairness, rate_limits, run_sessions
 from queue_app.dispatch import dispatch_new_on_commit, dispatch_on_commit
 from queue_app.models import (
     ACTIVE_STATUSES,
@@ -399,6 +399,11 @@ def work_orders_insert(work_orders, *, changes=(), published=()):
             limits[key] = limit
     changes.extend(concurrency.limits_changes(limits))
     fairness.line_places(work_orders)
+    # Work of a key paused by a rate limit waits for its reset (queue_app.rate_limits).
+    paused = rate_limits.keys_paused_until({work_order.concurrency_key for work_order in work_orders})
+    for work_order in work_orders:
+        if work_order.concurrency_key in paused:
+            work_order.not_before = paused[work_order.concurrency_key]
     for work_order in work_orders:
         changes.append(insert_sql(work_order))
         changes.append(_task_status_sql(work_order, now=work_order.enqueued_at))
@@ -842,7 +847,7 @@ def work_order_cancel(*, work_order, reason="cancelled by operator"):
     return fresh
 
 
-def work_order_requeue(*, work_order, reason, lost=False, preempted=False):
+def work_order_requeue(*, work_order, reason, lost=False, preempted=False, not_before=None):
     """Put active work back in the queue (dead worker, preemption, shutdown,
     an operator's requeue).
 
@@ -852,6 +857,7 @@ def work_order_requeue(*, work_order, reason, lost=False, preempted=False):
     lost attempts are counted apart, and work whose runs keep killing their
     workers ends ``dead`` after AGENTVINE_MAX_LOST_ATTEMPTS of them (poison).
     ``preempted`` counts a priority preemption against AGENTVINE_PREEMPT_MAX.
+    ``not_before``: the work waits until then (a rate limit's reset).
     """
     now = timezone.now()
     with transaction.atomic():
@@ -867,7 +873,7 @@ def work_order_requeue(*, work_order, reason, lost=False, preempted=False):
                 "status": WorkOrderStatus.QUEUED,
                 "lost_count": lost_count,
                 "worker_id": None,
-                "not_before": None,
+                "not_before": not_before,
                 "preempt_count": current.preempt_count + (1 if preempted else 0),
             }
         fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=reason, preempt_requested_at=None, **changes)
@@ -889,9 +895,22 @@ def work_order_requeue(*, work_order, reason, lost=False, preempted=False):
         _sync_task_status(fresh, now=now)
         _publish_work_order(fresh)
         if fresh.status == WorkOrderStatus.QUEUED:
-            dispatch_on_commit(fresh.id)
+            wait = (not_before - now).total_seconds() if not_before else 0
+            dispatch_on_commit(fresh.id, countdown=wait if wait > 0 else None)
         _run_task_finished(fresh)
     return fresh
+
+
+def work_order_rate_limited(*, work_order, reason, resets_at=None):
+    """The provider refused ``work_order``'s agent for now: its concurrency key
+    pauses until the reset (``resets_at``, epoch seconds, or a backoff) and the
+    work goes back to the queue until then, keeping its place, its session
+    and its retries (queue_app.rate_limits)."""
+    with transaction.atomic():
+        until = rate_limits.key_pause(key=work_order.concurrency_key, resets_at=resets_at, reason=reason)
+        return work_order_requeue(
+            work_order=work_order, reason=f"rate limited until {until:%H:%M:%S} UTC: {reason}", not_before=until
+        )
 
 
 def work_order_retry(*, work_order):

@@ -128,6 +128,22 @@ class ConcurrencyLimit(models.Model):
         return f"{self.key}: {self.running}/{self.max_running}"
 
 
+class ConcurrencyKeyPause(models.Model):
+    """A concurrency key whose provider refused its agents (a rate limit)
+    until ``paused_until``: its queued work waits until then
+    (queue_app.rate_limits). ``strikes`` counts the refusals in a row that
+    came without a usable reset time, for the backoff."""
+
+    key = models.CharField(max_length=100, primary_key=True)
+    paused_until = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+    strikes = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.key} until {self.paused_until:%H:%M:%S}"
+
+
 class ExecutionStatus(models.TextChoices):
     RUNNING = "running", "Running"
     COMPLETED = "completed", "Completed"

@@ -4,11 +4,13 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderStatus
+from queue_app.rate_limits import rate_limited_keys
 from tasks_app.models import Priority
 
 
 def queue_stats(*, active_only=False):
-    """Depth per priority and per status, and the oldest waiting age per priority.
+    """Depth per priority and per status, the oldest waiting age per
+    priority, and the keys paused by a rate limit (queue_app.rate_limits).
 
     ``active_only`` counts only unfinished statuses: finished work orders are
     most of a long-lived table, and a page refreshed live should not count
@@ -32,4 +34,9 @@ def queue_stats(*, active_only=False):
     for row in rows:
         depth[row["priority"]] = row["n"]
         oldest[row["priority"]] = (now - row["oldest"]).total_seconds()
-    return {"depth": depth, "by_status": by_status, "oldest_waiting_seconds": oldest}
+    return {
+        "depth": depth,
+        "by_status": by_status,
+        "oldest_waiting_seconds": oldest,
+        "rate_limited": rate_limited_keys(now=now),
+    }

@@ -117,10 +117,18 @@ class OutputAcceptedOutput(serializers.Serializer):
     work_order_status = serializers.CharField(help_text="Stop the agent when this is no longer running/waiting.")
 
 
+class RateLimitedKeyOutput(serializers.Serializer):
+    key = serializers.CharField()
+    until = serializers.DateTimeField()
+    reason = serializers.CharField()
+
+
 class QueueStatusOutput(serializers.Serializer):
     depth = serializers.DictField(child=serializers.IntegerField())
     by_status = serializers.DictField(child=serializers.IntegerField())
     oldest_waiting_seconds = serializers.DictField(child=serializers.FloatField(allow_null=True))
+    # Concurrency keys whose queued work waits for a provider's rate-limit reset.
+    rate_limited = RateLimitedKeyOutput(many=True)
 
 
 class InterruptedInput(RunWriteInput):

@@ -177,6 +177,7 @@ class Stop:
     SHUTDOWN = "shutdown"
     TIME_LIMIT = "time_limit"
     ASK_FAILED = "ask_failed"  # the agent's ask client never reached the API
+    RATE_LIMITED = "rate_limited"  # the provider refused the agent until a reset
 
 
 def _check_work_order(work_order, worker):
@@ -230,6 +231,7 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
     stop, stop_reason = None, ""
     interrupted_at = None
     outcome_event = None
+    rate_limit = None
     try:
         for event in executor.events():
             now = time.monotonic()
@@ -237,6 +239,9 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
                 outcome_event = event
             elif event.kind == "usage":
                 usage_pending.append(event.data)
+            elif event.kind == "rate_limited" and stop is None:
+                rate_limit = event.data
+                stop, stop_reason = Stop.RATE_LIMITED, event.data.get("reason") or "rate limited"
             if fence.fenced.is_set():
                 # The fence stopped the agent: drain its last events, write nothing.
                 continue
@@ -337,6 +342,20 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
         # close the attempt as interrupted, free the slot.
         _close_taken(worker, work_order, stop_reason, execution)
         return "interrupted"
+    if stop == Stop.RATE_LIMITED and not completed:
+        # Not the work's fault either: back in line with no retry spent, its
+        # whole key paused until the provider's reset (queue_app.rate_limits).
+        try:
+            _with_database(
+                lambda: lifecycle.work_order_rate_limited(
+                    work_order=work_order, reason=stop_reason, resets_at=rate_limit.get("resets_at")
+                )
+            )
+            _with_database(lambda: worker_release(worker=worker))
+        except IllegalTransition:
+            logger.info("work order %s was no longer ours to requeue", work_order.pk)
+            _close_taken(worker, work_order, stop_reason, execution)
+        return stop
     if stop in (Stop.PREEMPTED, Stop.SHUTDOWN) and not completed:
         # Giving way is not the work's fault: no retry is spent. The partial
         # output is already flushed; the requeue closes the attempt as

@@ -19,6 +19,10 @@ the real CLI. What it does is picked by a word in the first message:
     scenario:crash      dies mid-line with exit code 3
     scenario:error      ends with an error_max_turns result and exit code 1
     scenario:ratelimit  is refused by a rate limit
+    scenario:ratelimitonce  is refused by a rate limit that resets ``reset:N``
+                        seconds from now (5 by default; ``reset:none`` sends
+                        no reset time), with ``api_error_status`` 429; a
+                        resumed session goes on as the default
     scenario:permission wants to run ``Bash`` (``rm -rf build``), which no rule
                         allows: with ``--permission-prompt-tool`` it calls that
                         MCP tool (``{tool_name, input, tool_use_id}``) and
@@ -165,7 +169,7 @@ class Replay:
             }
         )
 
-    def result(self, subtype="success", text="", is_error=False):
+    def result(self, subtype="success", text="", is_error=False, **extra):
         self.turns += 1
         self.cost += COST_PER_TURN
         result = {
@@ -183,7 +187,7 @@ class Replay:
             result["result"] = text
         else:
             result["errors"] = [text]
-        emit(result)
+        emit({**result, **extra})
 
     def run(self):
         emit(
@@ -224,19 +228,21 @@ class Replay:
             return None
         if "with:linger" in prompt:
             subprocess.Popen(["sleep", "300"], start_new_session=True, stdin=subprocess.DEVNULL)
-        emit(
-            {
-                "type": "rate_limit_event",
-                "rate_limit_info": {
-                    "status": "rejected" if scenario == "ratelimit" else "allowed",
-                    "resetsAt": 1900000000,
-                    "rateLimitType": "five_hour",
-                },
-                "session_id": self.session_id,
-            }
-        )
-        if scenario == "ratelimit":
-            self.result(text="Claude AI usage limit reached|1900000000", is_error=True)
+        refused = scenario == "ratelimit" or (scenario == "ratelimitonce" and not self.resumed)
+        resets_at = 1900000000
+        if scenario == "ratelimitonce":
+            reset = (re.search(r"reset:(\w+)", prompt) or [None, "5"])[1]
+            resets_at = None if reset == "none" else int(time.time()) + int(reset)
+        info = {"status": "rejected" if refused else "allowed", "rateLimitType": "five_hour"}
+        if resets_at is not None:
+            info["resetsAt"] = resets_at
+        emit({"type": "rate_limit_event", "rate_limit_info": info, "session_id": self.session_id})
+        if refused:
+            self.result(
+                text=f"Claude AI usage limit reached|{resets_at}",
+                is_error=True,
+                **({"api_error_status": 429} if scenario == "ratelimitonce" else {}),
+            )
             return 1
         if self.resumed:
             earlier = len(session_file(self.session_id).read_text().splitlines()) - 1

@@ -256,3 +256,22 @@ def test_overview_shows_throughput_axes_and_per_worker_and_executor_stats(operat
     assert [(r["name"], r["completed_day"], r["failed_day"]) for r in executors] == [("demo", 1, 1)]
     assert str(workers[0]["cost_usd"]) == "0.250000"
     assert 0 < workers[0]["median_seconds"] < 200
+
+
+def test_overview_and_queue_api_show_a_rate_limited_key_until_its_reset(operator_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from queue_app import rate_limits
+
+    reset = timezone.now() + timedelta(minutes=30)
+    rate_limits.key_pause(key="claude-replay", resets_at=reset.timestamp(), reason="claude <five_hour>")
+    waiting = make_task(title="claude work", executor="claude-replay")
+    assert waiting.work_orders.get().not_before is not None  # waits for the reset
+
+    page = operator_client.get(reverse("overview")).content.decode()
+    assert f"rate-limited until {timezone.localtime(reset):%H:%M}" in page
+    assert "claude &lt;five_hour&gt;" in page
+    status = operator_client.get("/api/v1/queue/").json()
+    assert [(row["key"], row["reason"]) for row in status["rate_limited"]] == [("claude-replay", "claude <five_hour>")]

@@ -48,6 +48,9 @@ class ExecutorEvent:
       ``cost_usd`` to add to the execution (increments, never totals).
     - ``session``: the agent reported its conversation id (``data["session_id"]``),
       which may differ from the pre-assigned one (codex picks its own).
+    - ``rate_limited``: the provider refused the agent for now; ``data`` has
+      ``resets_at`` (epoch seconds, or None when it did not say) and ``reason``.
+      The run stops and its concurrency key waits (queue_app.rate_limits).
     - ``completed`` / ``error``: the run ended (``data["exit_code"]`` when known).
     - ``tick``: nothing happened; lets the runner flush and check for cancel.
     """

@@ -55,6 +55,8 @@ class ClaudeExecutor(JsonLinesExecutor):
         self._cost_seen = 0.0
         self.last_result = None
         self.session_id = context.session_id
+        # When the provider said its rejected limit resets (epoch seconds).
+        self._rate_limit_reset = None
 
     def argv(self):
         profile = self.context.profile
@@ -139,6 +141,12 @@ class ClaudeExecutor(JsonLinesExecutor):
                     f"[claude] rate limit {status} ({limit_type}), resets at {when}\n",
                     data={"rate_limit": info},
                 )
+                if status == "rejected":
+                    # The run stops; its key waits for the reset (queue_app.rate_limits).
+                    self._rate_limit_reset = resets if isinstance(resets, int | float) else None
+                    yield ExecutorEvent(
+                        "rate_limited", data={"resets_at": self._rate_limit_reset, "reason": f"claude {limit_type}"}
+                    )
         elif kind == "control_response":
             response = message.get("response") or {}
             if response.get("subtype") == "error":
@@ -174,6 +182,13 @@ class ClaudeExecutor(JsonLinesExecutor):
 
     def _result(self, message):
         self.last_result = message
+        if message.get("api_error_status") in (429, 529):
+            # Refused by the API itself (rate limited, or overloaded): as a rejected limit.
+            status = message["api_error_status"]
+            yield ExecutorEvent(
+                "rate_limited",
+                data={"resets_at": self._rate_limit_reset, "reason": f"claude API {status}"},
+            )
         usage = message.get("usage") or {}
         # total_cost_usd is the running total of this CLI process; the usage
         # block counts the turn(s) this result closes. Both become increments.
