@@ -33,6 +33,9 @@ class ChatServer:
 
     def __init__(self):
         self.requests = []
+        # (Retry-After header or None) to refuse with HTTP 429, as a rate-limited API does.
+        self.refuse = False
+        self.retry_after = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +50,14 @@ class ChatServer:
                     self.send_header("Content-Type", "application/json")
                     self.end_headers()
                     self.wfile.write(b'{"error": {"message": "invalid api key"}}')
+                    return
+                if server.refuse:
+                    self.send_response(429)
+                    self.send_header("Content-Type", "application/json")
+                    if server.retry_after is not None:
+                        self.send_header("Retry-After", server.retry_after)
+                    self.end_headers()
+                    self.wfile.write(b'{"error": {"message": "Rate limit reached for requests"}}')
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -168,6 +179,25 @@ def test_unreachable_endpoint_is_a_configuration_error(run_agent):
         match=rf"^OpenAI-compatible endpoint http://127.0.0.1:{port}/v1/chat/completions is unreachable: ",
     ):
         run_agent(profile(f"http://127.0.0.1:{port}/v1"), "hello")
+
+
+@pytest.mark.parametrize("retry_after", ["30", "DATE", None])
+def test_http_429_is_a_rate_limit_with_its_retry_after(run_agent, chat_server, retry_after):
+    # The local server speaks the chat-completions API (no real provider is reachable here).
+    from email.utils import formatdate
+
+    chat_server.refuse = True
+    chat_server.retry_after = formatdate(time.time() + 30, usegmt=True) if retry_after == "DATE" else retry_after
+    before = time.time()
+    run = run_agent(profile(chat_server.base_url), "hello")
+
+    [limited] = run.of("rate_limited")
+    assert "Rate limit reached" in limited.data["reason"]
+    if retry_after is None:
+        assert limited.data["resets_at"] is None  # the key falls back to its backoff
+    else:
+        assert before + 28 <= limited.data["resets_at"] <= time.time() + 31
+    assert run.outcome.kind == "error"
 
 
 def test_rejected_key_is_a_configuration_error(run_agent, chat_server):

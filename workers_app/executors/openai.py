@@ -12,10 +12,12 @@ The HTTP stream is read on a thread so the runner keeps getting ticks (to
 flush output and notice a cancel) while the model thinks or a human does.
 """
 
+import email.utils
 import json
 import os
 import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -188,6 +190,14 @@ class OpenAIExecutor(Executor):
                 if first_request:
                     raise ExecutorConfigError(ERR_UNREACHABLE.format(url=self.url, reason=payload))
                 reply["failed"] = ERR_STREAM.format(detail=payload)
+            elif kind == "rate_limited":
+                # 429: the run stops and the key waits (queue_app.rate_limits).
+                retry_after, detail = payload
+                resets_at = time.time() + retry_after if retry_after is not None else None
+                yield ExecutorEvent(
+                    "rate_limited", data={"resets_at": resets_at, "reason": f"openai 429: {detail}"[:200]}
+                )
+                reply["failed"] = ERR_HTTP.format(status=429, detail=detail)
             elif kind == "http_error":
                 status, detail = payload
                 if first_request and status in CONFIG_STATUSES:
@@ -215,7 +225,10 @@ class OpenAIExecutor(Executor):
                     chunks.put(("chunk", data))
         except urllib.error.HTTPError as exc:
             detail = exc.read(500).decode("utf-8", errors="replace").strip() or exc.reason
-            chunks.put(("http_error", (exc.code, detail)))
+            if exc.code == 429:
+                chunks.put(("rate_limited", (_retry_after_seconds(exc.headers.get("Retry-After")), detail)))
+            else:
+                chunks.put(("http_error", (exc.code, detail)))
         except (urllib.error.URLError, OSError) as exc:
             chunks.put(("unreachable", str(getattr(exc, "reason", exc))))
         finally:
@@ -291,3 +304,19 @@ class OpenAIExecutor(Executor):
 
     def kill(self):
         self._stop.set()
+
+
+def _retry_after_seconds(value):
+    """Seconds from now a ``Retry-After`` header names (a number or an HTTP
+    date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
