@@ -46,9 +46,15 @@ def work_order_dispatch(*, work_order_id, countdown=None):
     work_order = WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).first()
     if work_order is None:
         return False
+    # Stamped before it rings, not after: the doorbell may be taken at once,
+    # and a claim (FOR UPDATE SKIP LOCKED) that finds the row locked by this
+    # stamp would pass the order over and spend its doorbell for nothing.
+    queued = WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED)
+    queued.update(dispatched_at=timezone.now())
     if not ring(work_order.id, queue=QUEUE_FOR_PRIORITY[work_order.priority], countdown=countdown):
+        # Not rung after all: the lost-dispatch guardian times it as it was.
+        queued.update(dispatched_at=work_order.dispatched_at)
         return False
-    WorkOrder.objects.filter(pk=work_order_id, status=WorkOrderStatus.QUEUED).update(dispatched_at=timezone.now())
     return True
 
 
