@@ -14,6 +14,7 @@ the prompt picks the scenario:
     scenario:malformed  mixes lines that are not JSON into the stream
     scenario:crash      dies mid-line with exit code 2
     scenario:fail       the turn fails (model error), exit code 1
+    scenario:usagelimit the turn fails: the account's usage limit, exit code 1
     (default)           runs one command, edits a file, answers, reports usage
 """
 
@@ -100,6 +101,9 @@ def main():
                 ),
             }
         )
+    if scenario == "usagelimit":
+        emit({"type": "turn.failed", "error": {"message": "You've hit your usage limit. Try again later."}})
+        sys.exit(1)
     if scenario == "fail":
         emit({"type": "error", "message": "Reconnecting... 1/5"})
         emit({"type": "turn.failed", "error": {"message": "model overloaded, try again later"}})

@@ -49,6 +49,13 @@ def test_failed_turn_is_an_error_and_transient_errors_are_logged(run_agent):
     assert "[codex] error: Reconnecting... 1/5" in run.output
 
 
+def test_a_usage_limit_is_a_rate_limit_and_a_model_error_is_not(run_agent):
+    limited = run_agent(PROFILE, "Anything scenario:usagelimit")
+    [event] = limited.of("rate_limited")
+    assert event.data == {"resets_at": None, "reason": "codex: You've hit your usage limit. Try again later."}
+    assert not run_agent(PROFILE, "Anything scenario:fail").of("rate_limited")
+
+
 def test_crash_mid_stream(run_agent):
     run = run_agent(PROFILE, "Doomed scenario:crash")
 

@@ -15,6 +15,8 @@ from workers_app.executors.agent_tools import codex_mcp_args
 from workers_app.executors.base import ExecutorConfigError, ExecutorEvent, usage_event
 from workers_app.executors.jsonl import JsonLinesExecutor, binary_argv, clip
 
+# A failed turn that says the account is out of its allowance for now.
+USAGE_LIMIT = re.compile(r"usage limit|rate limit|too many requests", re.IGNORECASE)
 ERR_TURN_FAILED = "codex turn failed: {message}"
 ERR_NO_TURN = "codex exited with code {code} before completing a turn"
 ERR_EXIT = "codex exited with code {code}"
@@ -74,8 +76,12 @@ class CodexExecutor(JsonLinesExecutor):
             self.turn_completed = True
             yield self._usage(message.get("usage") or {})
         elif kind == "turn.failed":
-            self.failure = ERR_TURN_FAILED.format(message=(message.get("error") or {}).get("message", "no detail"))
+            detail = (message.get("error") or {}).get("message", "no detail")
+            self.failure = ERR_TURN_FAILED.format(message=detail)
             yield ExecutorEvent("output", f"[codex] {self.failure}\n")
+            if USAGE_LIMIT.search(detail):
+                # Codex names no reset time: the key waits out the backoff (queue_app.rate_limits).
+                yield ExecutorEvent("rate_limited", data={"resets_at": None, "reason": f"codex: {detail}"[:200]})
         elif kind == "error":
             detail = message.get("message", "")
             self.last_error = f"codex error: {detail}"
