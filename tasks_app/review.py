@@ -85,6 +85,17 @@ def _locked(task):
     return Task.objects.select_for_update().get(pk=task.pk)
 
 
+def _locked_with_results(task):
+    """``(task, head)``: ``task`` locked and reviewable, and the head of its
+    results' branch; IllegalTransition when it has no results yet."""
+    task = _locked(task)
+    _reviewable(task)
+    head = results_branch_head(task)
+    if head is None:
+        raise IllegalTransition(ERR_NO_RESULTS)
+    return task, head
+
+
 def _record(task, *, user, action, outcome, head="", comment="", **fields):
     review = TaskReview.objects.create(
         task=task, action=action, comment=comment, by=user, head_commit=head or "", outcome=outcome, **fields
@@ -292,11 +303,7 @@ def review_approve(*, task, user, into=""):
     conflict is recorded (review outcome ``conflict``, the files on the task)
     and moves no branch."""
     with transaction.atomic():
-        task = _locked(task)
-        _reviewable(task)
-        head = results_branch_head(task)
-        if head is None:
-            raise IllegalTransition(ERR_NO_RESULTS)
+        task, head = _locked_with_results(task)
         if task.review_status == ReviewStatus.MERGED and _last_approved_head(task) == head:
             raise IllegalTransition(ERR_ALREADY_MERGED.format(commit=task.merged_commit[:12]))
         repository = results_repository(task)
@@ -329,11 +336,7 @@ def review_open_pull_request(*, task, user, into=""):
     """Open a pull request of the task's branch into its base through the
     forge's REST API (the branch is pushed first when pushing is configured)."""
     with transaction.atomic():
-        task = _locked(task)
-        _reviewable(task)
-        head = results_branch_head(task)
-        if head is None:
-            raise IllegalTransition(ERR_NO_RESULTS)
+        task, head = _locked_with_results(task)
         repository = results_repository(task)
         branch = task_branch(task)
         if into:

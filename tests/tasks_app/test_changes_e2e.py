@@ -15,7 +15,7 @@ from tasks_app.models import Task, TaskStatus
 from tasks_app.results import results_repository_path
 from tasks_app.services import task_create
 from tests.conftest import wait_for
-from tests.workers_app.conftest import git
+from tests.workers_app.conftest import editable_source, git
 from workers_app.services import api_token_create
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -23,17 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def source(tmp_path):
-    repo = tmp_path / "source"
-    repo.mkdir()
-    git("init", "--quiet", "--initial-branch=main", cwd=repo)
-    git("config", "user.email", "dev@example.com", cwd=repo)
-    git("config", "user.name", "Dev", cwd=repo)
-    (repo / "README.md").write_text("project\n")
-    (repo / "obsolete.txt").write_text("old\n")
-    (repo / "notes.txt").write_text("".join(f"note {n}\n" for n in range(20)))
-    git("add", ".", cwd=repo)
-    git("commit", "--quiet", "-m", "initial", cwd=repo)
-    return repo
+    return editable_source(tmp_path / "source")
 
 
 def test_the_served_diff_of_a_real_run_is_gits_own(

@@ -79,6 +79,21 @@ def git(*args, cwd):
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def editable_source(repo):
+    """A repository at ``repo`` whose main branch has files to edit, delete
+    and rename (what tests/agents/editor.py works on)."""
+    repo.mkdir()
+    git("init", "--quiet", "--initial-branch=main", cwd=repo)
+    git("config", "user.email", "dev@example.com", cwd=repo)
+    git("config", "user.name", "Dev", cwd=repo)
+    (repo / "README.md").write_text("project\n")
+    (repo / "obsolete.txt").write_text("old\n")
+    (repo / "notes.txt").write_text("".join(f"note {n}\n" for n in range(20)))
+    git("add", ".", cwd=repo)
+    git("commit", "--quiet", "-m", "initial", cwd=repo)
+    return repo
+
+
 @pytest.fixture
 def origin(tmp_path):
     """A repository with a main branch and a feature branch, like a developer's."""

@@ -14,7 +14,7 @@ from tasks_app.models import Task, TaskStatus
 from tasks_app.results import results_repository_path
 from tasks_app.services import task_create
 from tests.conftest import wait_for
-from tests.workers_app.conftest import git
+from tests.workers_app.conftest import editable_source, git
 from workers_app.workspaces import _cache_path, workspace_prepare, workspace_snapshot
 
 EDITOR = Path(__file__).resolve().parents[1] / "agents" / "editor.py"
@@ -22,18 +22,7 @@ EDITOR = Path(__file__).resolve().parents[1] / "agents" / "editor.py"
 
 @pytest.fixture
 def source(tmp_path):
-    """A repository whose main branch has files to edit, delete and rename."""
-    repo = tmp_path / "source"
-    repo.mkdir()
-    git("init", "--quiet", "--initial-branch=main", cwd=repo)
-    git("config", "user.email", "dev@example.com", cwd=repo)
-    git("config", "user.name", "Dev", cwd=repo)
-    (repo / "README.md").write_text("project\n")
-    (repo / "obsolete.txt").write_text("old\n")
-    (repo / "notes.txt").write_text("".join(f"note {n}\n" for n in range(20)))
-    git("add", ".", cwd=repo)
-    git("commit", "--quiet", "-m", "initial", cwd=repo)
-    return repo
+    return editable_source(tmp_path / "source")
 
 
 def independent_numstat(repository, base, head, tmp_path):
