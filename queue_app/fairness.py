@@ -28,14 +28,14 @@ runs with the preemption guardian (every 5 s), so a low order waits at most
 first in line of the high level, however much high work keeps coming.
 """
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Case, F, IntegerField, Value, When
 from django.utils import timezone
 
 from agentvine import db
-from queue_app.models import WorkOrder, WorkOrderStatus
+from queue_app.models import ConcurrencyKeyPause, WorkOrder, WorkOrderStatus
 from tasks_app.models import PRIORITY_RANK
 
 # The claim's order (and everything that reports a place in line).
@@ -63,11 +63,17 @@ def line_places(work_orders, *, exclude=()):
     """Set the fair ``line_at`` of ``work_orders`` (being queued, in order;
     each has its ``priority_rank``, ``fair_key`` and a baseline ``line_at``),
     from one read of the lines as they are; ``exclude``: ids not to count
-    (the orders themselves when already written)."""
+    (the orders themselves when already written). Returns ``{key: until}``
+    of their concurrency keys paused now by a rate limit
+    (queue_app.rate_limits), read in the same statement: queueing work
+    costs one read."""
     if not work_orders:
-        return
-    heads, lasts = _line_ends(
-        {order.priority_rank for order in work_orders}, {order.fair_key for order in work_orders}, exclude
+        return {}
+    heads, lasts, paused = _line_ends(
+        {order.priority_rank for order in work_orders},
+        {order.fair_key for order in work_orders},
+        {order.concurrency_key for order in work_orders if order.concurrency_key},
+        exclude,
     )
     for order in work_orders:
         rank, key = order.priority_rank, order.fair_key
@@ -82,6 +88,7 @@ def line_places(work_orders, *, exclude=()):
         lasts[(rank, key)] = place
         if head is None or place < head:
             heads[rank] = place
+    return paused
 
 
 def line_place(*, priority_rank, fair_key, at=None, exclude=()):
@@ -91,11 +98,20 @@ def line_place(*, priority_rank, fair_key, at=None, exclude=()):
     return order.line_at
 
 
-def _line_ends(ranks, keys, exclude):
-    """``({rank: head}, {(rank, key): last})`` of the queued lines, in one statement."""
+# The third branch of _line_ends's statement: a pause's end, in seconds since the epoch.
+_EPOCH = {
+    "postgresql": "EXTRACT(EPOCH FROM {})",
+    "sqlite": "(julianday({}) - 2440587.5) * 86400.0",
+}
+
+
+def _line_ends(ranks, keys, concurrency_keys, exclude):
+    """``({rank: head}, {(rank, key): last}, {concurrency key: paused until})``
+    of the queued lines and the keys' rate-limit pauses, in one statement."""
     table, connection = db.table(WorkOrder)
-    c = table.columns
-    ranks, keys = sorted(ranks), sorted(keys)
+    pauses, _ = db.table(ConcurrencyKeyPause)
+    c, p = table.columns, pauses.columns
+    ranks, keys, concurrency_keys = sorted(ranks), sorted(keys), sorted(concurrency_keys)
     exclude = [table.prepare("pk", pk, connection) for pk in exclude]
     in_ranks = ", ".join(["%s"] * len(ranks))
     in_keys = ", ".join(["%s"] * len(keys))
@@ -109,15 +125,24 @@ def _line_ends(ranks, keys, exclude):
         f" WHERE {queued} AND {c['fair_key']} IN ({in_keys}) GROUP BY {c['priority_rank']}, {c['fair_key']}"
     )
     params = [*ranks, *exclude, *ranks, *exclude, *keys]
-    heads, lasts = {}, {}
+    if concurrency_keys:
+        until = _EPOCH[connection.vendor].format(p["paused_until"])
+        sql += (
+            f" UNION ALL SELECT -1, {p['key']}, {until} FROM {pauses.name}"
+            f" WHERE {p['key']} IN ({', '.join(['%s'] * len(concurrency_keys))}) AND {p['paused_until']} > %s"
+        )
+        params += [*concurrency_keys, pauses.prepare("paused_until", timezone.now(), connection)]
+    heads, lasts, paused = {}, {}, {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for rank, key, at in cursor.fetchall():
-            if key is None:
+            if rank == -1:
+                paused[key] = datetime.fromtimestamp(float(at), UTC)
+            elif key is None:
                 heads[rank] = at
             else:
                 lasts[(rank, key)] = at
-    return heads, lasts
+    return heads, lasts, paused
 
 
 def queued_work_age(*, now=None):

@@ -398,9 +398,8 @@ def work_orders_insert(work_orders, *, changes=(), published=()):
         if limit is not None:
             limits[key] = limit
     changes.extend(concurrency.limits_changes(limits))
-    fairness.line_places(work_orders)
     # Work of a key paused by a rate limit waits for its reset (queue_app.rate_limits).
-    paused = rate_limits.keys_paused_until({work_order.concurrency_key for work_order in work_orders})
+    paused = fairness.line_places(work_orders)
     for work_order in work_orders:
         if work_order.concurrency_key in paused:
             work_order.not_before = paused[work_order.concurrency_key]

@@ -84,15 +84,6 @@ def key_pause(*, key, resets_at, reason, now=None):
     return until
 
 
-def keys_paused_until(keys, *, now=None):
-    """``{key: until}`` of those of ``keys`` paused now."""
-    keys = {key for key in keys if key}
-    if not keys:
-        return {}
-    rows = ConcurrencyKeyPause.objects.filter(key__in=keys, paused_until__gt=now or timezone.now())
-    return dict(rows.values_list("key", "paused_until"))
-
-
 def rate_limited_keys(*, now=None):
     """The keys paused now, soonest reset first: ``[{key, until, reason}]``."""
     rows = ConcurrencyKeyPause.objects.filter(paused_until__gt=now or timezone.now()).order_by("paused_until")
