@@ -40,6 +40,7 @@ urlpatterns = [
         name="api-session-terminate",
     ),
     path("queue/", queue_apis.QueueStatusApi.as_view(), name="api-queue"),
+    path("spend/", queue_apis.SpendApi.as_view(), name="api-spend"),
     path("queue/claim/", queue_apis.WorkOrderClaimApi.as_view(), name="api-queue-claim"),
     path("queue/work-orders/", queue_apis.WorkOrderEnqueueApi.as_view(), name="api-work-orders"),
     path("queue/work-orders/<uuid:work_order_id>/", queue_apis.WorkOrderDetailApi.as_view(), name="api-work-order"),

@@ -445,6 +445,18 @@ AGENTVINE_PRIORITY_AGING_SECONDS = env.float("AGENTVINE_PRIORITY_AGING_SECONDS",
 # time waits this long, doubling with each such refusal in a row, up to the max.
 AGENTVINE_RATE_LIMIT_BACKOFF_SECONDS = env.float("AGENTVINE_RATE_LIMIT_BACKOFF_SECONDS", default=60.0)
 AGENTVINE_RATE_LIMIT_BACKOFF_MAX_SECONDS = env.float("AGENTVINE_RATE_LIMIT_BACKOFF_MAX_SECONDS", default=1800.0)
+# Budgets (queue_app.budgets), in US dollars; unset means no limit. A new
+# task's budget: one figure for every type, or per type ("feature=5,docs=1",
+# "default=2" for the types not named). Operators and the whole platform
+# have a budget per day (TIME_ZONE's days): work that would pass it waits for
+# the next day. AGENTVINE_BUDGET_EXCEEDED: a task whose budget is spent is
+# "pause"d until its budget is raised, or "fail"s.
+AGENTVINE_TASK_BUDGET_USD = env.str("AGENTVINE_TASK_BUDGET_USD", default="")
+AGENTVINE_OPERATOR_DAILY_BUDGET_USD = env.float("AGENTVINE_OPERATOR_DAILY_BUDGET_USD", default=None)
+AGENTVINE_DAILY_BUDGET_USD = env.float("AGENTVINE_DAILY_BUDGET_USD", default=None)
+AGENTVINE_BUDGET_EXCEEDED = env.str("AGENTVINE_BUDGET_EXCEEDED", default="pause")
+if AGENTVINE_BUDGET_EXCEEDED not in ("pause", "fail"):
+    raise ImproperlyConfigured(f"AGENTVINE_BUDGET_EXCEEDED must be pause or fail, not {AGENTVINE_BUDGET_EXCEEDED!r}")
 # After a cooperative interrupt, how long an agent gets before a hard kill.
 AGENTVINE_INTERRUPT_GRACE_SECONDS = env.float("AGENTVINE_INTERRUPT_GRACE_SECONDS", default=5.0)
 # On a warm shutdown a running agent gets this long to finish before it is

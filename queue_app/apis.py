@@ -5,16 +5,18 @@ A worker acts only on work orders it holds: one held by another worker is a
 the state machine's compare-and-set.
 """
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
-from agentvine.api import PlatformAPIView
+from agentvine.api import PlatformAPIView, query_params
 from agentvine.errors import ExecutionFenced, IllegalTransition, NotFound, PermissionDenied, ValidationFailed
 from chat_app.services import agent_next_turn_on_commit
-from queue_app import lifecycle, selectors
+from queue_app import budgets, lifecycle, selectors
 from queue_app.models import Execution, ExecutionStatus, WorkOrder
 from queue_app.outputs import execution_output_append_next, execution_record_usage
 from queue_app.serializers import (
@@ -28,11 +30,14 @@ from queue_app.serializers import (
     OutputAcceptedOutput,
     OutputInput,
     QueueStatusOutput,
+    SpendOutput,
+    SpendParams,
     StartOutput,
     UsageInput,
     WorkOrderOutput,
 )
-from tasks_app.models import Task
+from tasks_app.models import Task, TaskStatus
+from tasks_app.repositories import repository_url_redacted
 from workers_app.authentication import IsOperator, IsOperatorOrWorker, IsWorker, request_worker
 from workers_app.runner import pull_run_start, task_prompt
 
@@ -85,6 +90,37 @@ class QueueStatusApi(PlatformAPIView):
     @extend_schema(responses=QueueStatusOutput, operation_id="queue_status", tags=["queue"])
     def get(self, request):
         return Response(QueueStatusOutput(selectors.queue_stats()).data)
+
+
+class SpendApi(PlatformAPIView):
+    """What agents spent over the last ``days`` days (today included), per
+    day, operator, executor profile or repository, with the daily budgets
+    and what today spent against them (queue_app.budgets)."""
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(parameters=[SpendParams], responses=SpendOutput, operation_id="spend", tags=["queue"])
+    def get(self, request):
+        params = query_params(SpendParams, request)
+        group = params["group"]
+        rows = budgets.spend(group=group, days=params["days"])
+        if group == "repository":
+            for row in rows:
+                row["key"] = repository_url_redacted(row["key"])
+        today = budgets.spend(group="day", days=1)
+        body = {
+            "group": group,
+            "since": budgets.day_start() - timedelta(days=params["days"] - 1),
+            "total_usd": sum((row["cost_usd"] for row in rows), budgets.ZERO),
+            "rows": rows,
+            "budgets": {
+                "daily_usd": settings.AGENTVINE_DAILY_BUDGET_USD,
+                "operator_daily_usd": settings.AGENTVINE_OPERATOR_DAILY_BUDGET_USD,
+                "spent_today_usd": today[0]["cost_usd"] if today else budgets.ZERO,
+                "paused_tasks": Task.objects.filter(status=TaskStatus.PAUSED_BUDGET).count(),
+            },
+        }
+        return Response(SpendOutput(body).data)
 
 
 class WorkOrderEnqueueApi(PlatformAPIView):

@@ -5,6 +5,8 @@ execution (one attempt), with the side effects each one owns.
       ▲                                   │  ▲
       │                                   ▼  └── waiting (agent asked a human)
       └── requeue (stalled / preempted / retry with backoff) ◀── fail ──▶ dead
+      ▲                                   │
+      └──── resume (budget raised) ◀── paused (its task's budget spent)
 
 A transition is ``UPDATE … WHERE id=… AND status IN (…)``; zero rows means
 somebody else got there first (a duplicate doorbell, a cancel, a guardian), and
@@ -36,7 +38,7 @@ from agentvine import db, events
 from agentvine.db import insert_sql, update_returning, update_sql
 from agentvine.errors import ExecutionFenced, IllegalTransition, PermissionDenied
 from agentvine.wakeups import work_order_wake
-from queue_app import concurrency, credentials, fairness, rate_limits, run_sessions
+from queue_app import budgets, concurrency, credentials, fairness, rate_limits, run_sessions
 from queue_app.dispatch import dispatch_new_on_commit, dispatch_on_commit
 from queue_app.models import (
     ACTIVE_STATUSES,
@@ -60,6 +62,7 @@ ERR_CANNOT_FAIL = "work order is not active on this worker"
 ERR_CANNOT_CANCEL = "work order is already finished"
 ERR_CANNOT_REQUEUE = "work order is not active"
 ERR_CANNOT_RETRY = "only failed, dead or cancelled work can be retried"
+ERR_CANNOT_PAUSE = "work order is not queued or active"
 ERR_LOST_TOO_OFTEN = "gave up after {lost} attempts lost with their workers"
 ERR_STILL_YOURS = "work order is still active on this worker: complete or fail it"
 ERR_NO_RUNNING_ATTEMPT = "this worker has no running attempt of this work order"
@@ -75,6 +78,7 @@ TASK_STATUS_FOR = {
     WorkOrderStatus.FAILED: TaskStatus.FAILED,
     WorkOrderStatus.DEAD: TaskStatus.FAILED,
     WorkOrderStatus.CANCELLED: TaskStatus.CANCELLED,
+    WorkOrderStatus.PAUSED: TaskStatus.PAUSED_BUDGET,
 }
 
 
@@ -469,6 +473,10 @@ def _work_order_claim(*, worker, work_order_id):
         if work_order is None:
             return None
         _sync_task_status(work_order, now=now)
+        if budgets.applies(work_order.task) and (refused := budgets.refusal(work_order.task, now=now)):
+            # Its budget is spent: the worker gets nothing (queue_app.budgets).
+            work_order_over_budget(work_order=work_order, worker=worker, refusal=refused)
+            return None
         _publish_work_order(work_order)
     return work_order
 
@@ -552,6 +560,10 @@ def _work_order_claim_start(*, worker, work_order_id, session_kinds):
         if claimed is None:
             return None
         fresh, fresh.task, attempts, current, last_status = claimed
+        if budgets.applies(fresh.task) and (refused := budgets.refusal(fresh.task, now=now)):
+            # Its budget is spent: no agent starts (queue_app.budgets).
+            work_order_over_budget(work_order=fresh, worker=worker, refusal=refused)
+            return None
         session, resume, changes = None, False, []
         if fresh.kind in session_kinds:
             session, resume, change = run_sessions.agent_session_take(
@@ -832,7 +844,7 @@ def work_order_cancel(*, work_order, reason="cancelled by operator"):
     with transaction.atomic():
         fresh = _cas(
             work_order.id,
-            from_statuses=[WorkOrderStatus.QUEUED, *ACTIVE_STATUSES],
+            from_statuses=[WorkOrderStatus.QUEUED, WorkOrderStatus.PAUSED, *ACTIVE_STATUSES],
             status=WorkOrderStatus.CANCELLED,
             completed_at=now,
             last_error=reason,
@@ -876,21 +888,9 @@ def work_order_requeue(*, work_order, reason, lost=False, preempted=False, not_b
                 "preempt_count": current.preempt_count + (1 if preempted else 0),
             }
         fresh = _cas(current.id, from_statuses=ACTIVE_STATUSES, last_error=reason, preempt_requested_at=None, **changes)
-        # The lost attempt ends with its token and its session, as any run's end.
-        running = list(Execution.objects.select_for_update().filter(work_order=fresh, status=ExecutionStatus.RUNNING))
-        Execution.objects.filter(pk__in=[execution.pk for execution in running]).update(
-            status=ExecutionStatus.FAILED if lost else ExecutionStatus.INTERRUPTED,
-            completed_at=now,
-            error=reason,
+        _attempts_close(
+            current, status=ExecutionStatus.FAILED if lost else ExecutionStatus.INTERRUPTED, reason=reason, now=now
         )
-        with db.table(WorkOrder)[1].cursor() as cursor:
-            for execution in running:
-                for change in _run_end_sql(execution, now=now):
-                    cursor.execute(*change)
-        if current.worker_id:
-            Worker.objects.filter(pk=current.worker_id, current_work_order_id=current.id).update(
-                current_work_order_id=None, updated_at=now
-            )
         _sync_task_status(fresh, now=now)
         _publish_work_order(fresh)
         if fresh.status == WorkOrderStatus.QUEUED:
@@ -898,6 +898,104 @@ def work_order_requeue(*, work_order, reason, lost=False, preempted=False, not_b
             dispatch_on_commit(fresh.id, countdown=wait if wait > 0 else None)
         _run_task_finished(fresh)
     return fresh
+
+
+def _attempts_close(current, *, status, reason, now):
+    """The running attempts of ``current`` (locked, taken off its worker)
+    end ``status`` with their tokens and sessions, as any run's end, and its
+    worker no longer holds it."""
+    running = list(Execution.objects.select_for_update().filter(work_order=current, status=ExecutionStatus.RUNNING))
+    Execution.objects.filter(pk__in=[execution.pk for execution in running]).update(
+        status=status, completed_at=now, error=reason
+    )
+    with db.table(WorkOrder)[1].cursor() as cursor:
+        for execution in running:
+            for change in _run_end_sql(execution, now=now):
+                cursor.execute(*change)
+    if not running and current.status in ACTIVE_STATUSES and current.concurrency_key:
+        # Taken back before its agent started: the seat it held is free again.
+        concurrency.next_in_key_on_commit(work_order_id=current.pk, key=current.concurrency_key)
+    if current.worker_id:
+        Worker.objects.filter(pk=current.worker_id, current_work_order_id=current.id).update(
+            current_work_order_id=None, updated_at=now
+        )
+
+
+def work_order_pause(*, work_order, reason):
+    """Queued or active work whose task's budget is spent waits ``paused``
+    (its task ``paused_budget``) until :func:`work_orders_resume`: a running
+    attempt ends interrupted (its output and changes are already kept), no
+    retry is spent, and it keeps its place in line."""
+    now = timezone.now()
+    statuses = [WorkOrderStatus.QUEUED, *ACTIVE_STATUSES]
+    with transaction.atomic():
+        current = WorkOrder.objects.select_for_update().filter(pk=work_order.id).first()
+        if current is None or current.status not in statuses:
+            raise IllegalTransition(ERR_CANNOT_PAUSE)
+        fresh = _cas(
+            current.id,
+            from_statuses=statuses,
+            status=WorkOrderStatus.PAUSED,
+            worker_id=None,
+            not_before=None,
+            preempt_requested_at=None,
+            last_error=reason,
+        )
+        _attempts_close(current, status=ExecutionStatus.INTERRUPTED, reason=reason, now=now)
+        if fresh.kind == WorkOrderKind.RUN_TASK:
+            _sync_task_status(fresh, now=now)
+        else:
+            # A message turn's budget is its task's: the task shows why it waits.
+            Task.objects.filter(pk=fresh.task_id).update(status=TaskStatus.PAUSED_BUDGET, updated_at=now)
+        _publish_work_order(fresh)
+        events.publish(
+            "task.paused_budget",
+            {"task_id": str(fresh.task_id), "reason": reason},
+            groups=[events.task_group(fresh.task_id)],
+        )
+    return fresh
+
+
+def work_orders_resume(*, task):
+    """``task``'s paused work goes back to the queue in its old place, with
+    its retries and its session (after its budget was raised). Returns the
+    work orders resumed."""
+    now = timezone.now()
+    resumed = []
+    with transaction.atomic():
+        paused = list(
+            WorkOrder.objects.select_for_update()
+            .filter(task_id=task.pk, status=WorkOrderStatus.PAUSED)
+            .order_by("enqueued_at")
+        )
+        for work_order in paused:
+            fresh = _cas(work_order.id, from_statuses=[WorkOrderStatus.PAUSED], status=WorkOrderStatus.QUEUED)
+            _sync_task_status(fresh, now=now)
+            _publish_work_order(fresh)
+            dispatch_on_commit(fresh.id)
+            resumed.append(fresh)
+        if resumed and not any(order.kind == WorkOrderKind.RUN_TASK for order in resumed):
+            # Only message turns waited: the task shows its run's state again.
+            run = (
+                WorkOrder.objects.filter(task_id=task.pk, kind=WorkOrderKind.RUN_TASK).order_by("-enqueued_at").first()
+            )
+            if run is not None:
+                _sync_task_status(run, now=now)
+    return resumed
+
+
+def work_order_over_budget(*, work_order, refusal, worker=None, execution=None):
+    """``work_order``'s run may not go on (a :class:`queue_app.budgets.Refusal`):
+    past a daily budget it waits queued for the next day; past its task's
+    budget it is paused (:func:`work_order_pause`), or fails for good when
+    AGENTVINE_BUDGET_EXCEEDED is ``fail``."""
+    if refusal.until is not None:
+        return work_order_requeue(work_order=work_order, reason=refusal.reason, not_before=refusal.until)
+    if settings.AGENTVINE_BUDGET_EXCEEDED == "fail" and worker is not None:
+        return work_order_fail(
+            work_order=work_order, worker=worker, execution=execution, error=refusal.reason, retryable=False
+        )
+    return work_order_pause(work_order=work_order, reason=refusal.reason)
 
 
 def work_order_rate_limited(*, work_order, reason, resets_at=None):

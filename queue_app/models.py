@@ -21,6 +21,9 @@ class WorkOrderStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
     DEAD = "dead", "Dead"
+    # Its task's budget is spent (queue_app.budgets): not claimable until the
+    # budget is raised, when it goes back to the queue in its old place.
+    PAUSED = "paused", "Paused: budget spent"
 
 
 ACTIVE_STATUSES = (WorkOrderStatus.CLAIMED, WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING)
@@ -195,7 +198,11 @@ class Execution(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["work_order", "attempt"], name="execution_unique_attempt"),
         ]
-        indexes = [models.Index(fields=["status", "-started_at"], name="execution_status_started_idx")]
+        indexes = [
+            models.Index(fields=["status", "-started_at"], name="execution_status_started_idx"),
+            # Spend per day (queue_app.budgets): today's runs, the last N days'.
+            models.Index(fields=["started_at"], name="execution_started_idx"),
+        ]
 
     def __str__(self):
         return f"{self.task_id} attempt {self.attempt}"

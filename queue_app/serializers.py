@@ -149,3 +149,31 @@ class ExecutionOutput(serializers.Serializer):
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6)
+
+
+class SpendParams(serializers.Serializer):
+    group = serializers.ChoiceField(choices=["day", "operator", "executor", "repository"], default="day")
+    days = serializers.IntegerField(min_value=1, max_value=366, default=7)
+
+
+class SpendRowOutput(serializers.Serializer):
+    key = serializers.CharField(help_text="The day (ISO date), operator, executor profile or repository.")
+    cost_usd = serializers.DecimalField(max_digits=14, decimal_places=6)
+    runs = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+
+
+class SpendBudgetsOutput(serializers.Serializer):
+    daily_usd = serializers.FloatField(allow_null=True, help_text="AGENTVINE_DAILY_BUDGET_USD")
+    operator_daily_usd = serializers.FloatField(allow_null=True, help_text="AGENTVINE_OPERATOR_DAILY_BUDGET_USD")
+    spent_today_usd = serializers.DecimalField(max_digits=14, decimal_places=6)
+    paused_tasks = serializers.IntegerField(help_text="Tasks paused because their budget is spent.")
+
+
+class SpendOutput(serializers.Serializer):
+    group = serializers.CharField()
+    since = serializers.DateTimeField()
+    total_usd = serializers.DecimalField(max_digits=14, decimal_places=6)
+    rows = SpendRowOutput(many=True)
+    budgets = SpendBudgetsOutput()

@@ -19,6 +19,9 @@ class TaskStatus(models.TextChoices):
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    # Its spend reached its budget (queue_app.budgets): its run stopped with
+    # output and changes kept; raising the budget resumes it in its session.
+    PAUSED_BUDGET = "paused_budget", "Paused: budget spent"
 
 
 class ReviewStatus(models.TextChoices):
@@ -87,6 +90,10 @@ class Task(models.Model):
     merged_commit = models.CharField(max_length=64, blank=True)
     merge_conflicts = models.JSONField(default=list, blank=True)
     pull_request_url = models.CharField(max_length=500, blank=True)
+    # What its agents may spend on it, in US dollars (None: no limit): the
+    # default of its type (AGENTVINE_TASK_BUDGET_USD) unless given
+    # (queue_app.budgets).
+    budget_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -55,6 +55,13 @@ class DependencyField(serializers.Field):
         return value
 
 
+def _budget_field(help_text):
+    """A task's budget in US dollars (queue_app.budgets), null for none."""
+    return serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=0, required=False, allow_null=True, help_text=help_text
+    )
+
+
 class TaskCreateInput(serializers.Serializer):
     title = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -64,6 +71,9 @@ class TaskCreateInput(serializers.Serializer):
     branch_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     executor = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     max_retries = serializers.IntegerField(min_value=0, max_value=100, required=False)
+    budget_usd = _budget_field(
+        "What its agents may spend, in US dollars (null: no limit). Not given: its type's default."
+    )
     depends_on = serializers.ListField(
         child=DependencyField(),
         required=False,
@@ -84,6 +94,9 @@ class TaskUpdateInput(serializers.Serializer):
     title = serializers.CharField(max_length=200, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    budget_usd = _budget_field(
+        "A new budget (null: none). Raised above what it spent, a paused task resumes in its session."
+    )
 
 
 class TaskListParams(serializers.Serializer):
@@ -134,6 +147,7 @@ class TaskOutput(ModelOutputSerializer):
             "merged_commit",
             "merge_conflicts",
             "pull_request_url",
+            "budget_usd",
         ]
         read_only_fields = fields
 

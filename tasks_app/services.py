@@ -7,7 +7,7 @@ from django.utils import timezone
 from agentvine import events
 from agentvine.db import insert_sql
 from agentvine.errors import IllegalTransition, ValidationFailed
-from queue_app import dispatch, fairness, lifecycle
+from queue_app import budgets, dispatch, fairness, lifecycle
 from queue_app.models import (
     ACTIVE_STATUSES,
     WorkOrder,
@@ -25,6 +25,10 @@ ERR_BAD_PRIORITY = "unknown priority"
 ERR_TASK_FINISHED = "task is already finished"
 ERR_NOTHING_TO_RETRY = "task has no failed, dead or cancelled work to retry"
 ERR_PROMPT_TOO_LONG = "the task is longer than {limit} characters (AGENTVINE_MAX_PROMPT_CHARS)"
+
+# A budget not given (None means no budget): a new task gets its type's
+# default, an edit leaves it as it is.
+UNCHANGED = object()
 
 
 # Search covers the beginning of a long description: a trigram index over
@@ -77,6 +81,7 @@ def task_create(
     depends_on=None,
     spawned_by=None,
     created_by_agent="",
+    budget_usd=UNCHANGED,
 ):
     """Create a task and its first work order; the doorbell rings after commit.
 
@@ -97,6 +102,8 @@ def task_create(
         "spawned_by": spawned_by,
         "created_by_agent": created_by_agent,
     }
+    if budget_usd is not UNCHANGED:
+        spec["budget_usd"] = budget_usd
     return tasks_create(specs=[spec], created_by=created_by)[0]
 
 
@@ -120,6 +127,12 @@ def tasks_create(*, specs, created_by=None):
                 description=spec["description"],
             )
             repository_url_check(spec.get("repository_url") or "")
+            # Not given: its type's default (queue_app.budgets); None: no budget.
+            spec["budget_usd"] = (
+                budgets.budget_clean(spec["budget_usd"])
+                if "budget_usd" in spec
+                else budgets.task_budget_default(spec["task_type"])
+            )
         except ValidationFailed as exc:
             if len(specs) == 1:
                 raise
@@ -141,6 +154,7 @@ def tasks_create(*, specs, created_by=None):
                 created_by=created_by,
                 spawned_by=spec.get("spawned_by"),
                 created_by_agent=spec.get("created_by_agent") or "",
+                budget_usd=spec["budget_usd"],
             )
             # A task with unfinished parents waits blocked, without a work order.
             task_edges, waiting = graph.edges_new(child=task, specs=spec["depends_on"], parents=parents, now=now)
@@ -197,7 +211,7 @@ def task_cancel(*, task):
     with transaction.atomic():
         work_orders = list(
             WorkOrder.objects.select_for_update()
-            .filter(task=task, status__in=[WorkOrderStatus.QUEUED, *ACTIVE_STATUSES])
+            .filter(task=task, status__in=[WorkOrderStatus.QUEUED, WorkOrderStatus.PAUSED, *ACTIVE_STATUSES])
             .order_by("enqueued_at")
         )
         if not work_orders:
@@ -245,7 +259,31 @@ def task_set_priority(*, task, priority):
     return task
 
 
-def task_update(*, task, title=None, description=None, priority=None):
+def task_budget_set(*, task, budget_usd):
+    """Set ``task``'s budget (None: none). Paused work of a task whose
+    budget now covers what it spent goes back to the queue, to resume in
+    its session (queue_app.budgets)."""
+    budget = budgets.budget_clean(budget_usd)
+    with transaction.atomic():
+        task = Task.objects.select_for_update().get(pk=task.pk)
+        Task.objects.filter(pk=task.pk).update(budget_usd=budget, updated_at=timezone.now())
+        task.budget_usd = budget
+        events.publish(
+            "task.budget_set",
+            {"task_id": str(task.pk), "budget_usd": None if budget is None else str(budget)},
+            groups=[events.task_group(task.pk)],
+        )
+        if WorkOrder.objects.filter(task_id=task.pk, status=WorkOrderStatus.PAUSED).exists():
+            refused = budgets.refusal(task)
+            if refused is None or refused.scope != "task":
+                lifecycle.work_orders_resume(task=task)
+    task.refresh_from_db()
+    return task
+
+
+def task_update(*, task, title=None, description=None, priority=None, budget_usd=UNCHANGED):
+    if budget_usd is not UNCHANGED:
+        budgets.budget_clean(budget_usd)  # refused before anything is written
     if title is not None and not title.strip():
         raise ValidationFailed(ERR_TITLE_REQUIRED, field="title")
     _validate_prompt_size(
@@ -266,5 +304,7 @@ def task_update(*, task, title=None, description=None, priority=None):
             TaskSearchText.objects.filter(task_id=task.pk).update(**searchable)
         if priority is not None and priority != task.priority:
             task_set_priority(task=task, priority=priority)
+        if budget_usd is not UNCHANGED:
+            task_budget_set(task=task, budget_usd=budget_usd)
     task.refresh_from_db()
     return task

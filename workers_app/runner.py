@@ -19,7 +19,7 @@ from django.utils import timezone
 from agentvine.errors import ExecutionFenced, IllegalTransition
 from agentvine.wakeups import RunnerWakeups
 from chat_app import agent_link
-from queue_app import dispatch, lifecycle
+from queue_app import budgets, dispatch, lifecycle
 from queue_app.models import Execution, WorkOrder, WorkOrderKind, WorkOrderStatus
 from queue_app.outputs import execution_record_result, execution_record_usage
 from queue_app.run_sessions import agent_session_open
@@ -103,6 +103,7 @@ def work_order_run(*, work_order_id):
             resume=resume,
             # agentvine-ask on PATH and the token that lets it ask a human.
             env=agent_link.agent_environment(work_order=work_order, token=execution.agent_token),
+            budget_usd=_run_budget(work_order.task),
         )
         executor = executor_for(context)
         outcome = _drive(worker=worker, work_order=work_order, execution=execution, executor=executor)
@@ -169,6 +170,17 @@ def _not_claimed(work_order_id):
     return "skipped"
 
 
+def _run_budget(task):
+    """What this run may spend (queue_app.budgets), or None: no query without a budget."""
+    left = budgets.remaining(task) if budgets.applies(task) else None
+    return None if left is None else float(left)
+
+
+def _over_budget(task):
+    """The refusal once ``task``'s spend reached a budget, else None."""
+    return budgets.refusal(task) if budgets.applies(task) else None
+
+
 class Stop:
     """Why the runner is stopping an agent before it ends by itself."""
 
@@ -178,6 +190,7 @@ class Stop:
     TIME_LIMIT = "time_limit"
     ASK_FAILED = "ask_failed"  # the agent's ask client never reached the API
     RATE_LIMITED = "rate_limited"  # the provider refused the agent until a reset
+    BUDGET = "budget"  # a budget of its task, its operator or everyone is spent
 
 
 def _check_work_order(work_order, worker):
@@ -218,11 +231,14 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
     outage = _DatabaseOutage(work_order)
     usage_pending = []
 
+    budget_check = []
+
     def keep_alive():
         buffer.maybe_flush()
         while usage_pending:
             _record_usage(execution, usage_pending[0])
             usage_pending.pop(0)
+            budget_check.append(True)
         lease.renew_when_due()
 
     started = time.monotonic()
@@ -232,6 +248,7 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
     interrupted_at = None
     outcome_event = None
     rate_limit = None
+    budget_refusal = None
     try:
         for event in executor.events():
             now = time.monotonic()
@@ -279,6 +296,13 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
                 # moved on (its own attempt only, see _close_taken).
                 if stop is None:
                     stop, stop_reason = Stop.TAKEN, exc.message
+            if budget_check:
+                # Spend was recorded: a budget it reached stops the run (queue_app.budgets).
+                with outage.tolerated():
+                    budget_refusal = _over_budget(work_order.task) if stop is None else None
+                    budget_check.clear()
+                if budget_refusal is not None:
+                    stop, stop_reason = Stop.BUDGET, budget_refusal.reason
             if stop is None and now - started > executor.context.time_limit:
                 stop, stop_reason = Stop.TIME_LIMIT, ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
             if stop is None and wakeups.shutdown.is_set():
@@ -337,6 +361,16 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
 
     completed = outcome_event is not None and outcome_event.kind == "completed"
     exit_code = outcome_event.data.get("exit_code") if outcome_event else None
+    if not completed and stop in (None, Stop.BUDGET) and (budget_check or budget_refusal is None):
+        # Usage that came with the agent's last words, or an agent that stopped
+        # itself at its budget (claude's error_max_budget_usd).
+        budget_refusal = _with_database(lambda: _over_budget(work_order.task))
+        if budget_refusal is None and outcome_event is not None and outcome_event.data.get("budget_spent"):
+            budget_refusal = budgets.Refusal(
+                "task", f"the agent stopped at its budget (${executor.context.budget_usd or 0:.4f} left)"
+            )
+        if budget_refusal is not None:
+            stop, stop_reason = Stop.BUDGET, budget_refusal.reason
     if stop == Stop.TAKEN:
         # Cancelled (or taken away) while running: keep the partial output,
         # close the attempt as interrupted, free the slot.
@@ -354,6 +388,20 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
             _with_database(lambda: worker_release(worker=worker))
         except IllegalTransition:
             logger.info("work order %s was no longer ours to requeue", work_order.pk)
+            _close_taken(worker, work_order, stop_reason, execution)
+        return stop
+    if stop == Stop.BUDGET and not completed:
+        # Paused (or waiting for the next day) with its output and changes
+        # kept and no retry spent; it resumes in its session.
+        try:
+            _with_database(
+                lambda: lifecycle.work_order_over_budget(
+                    work_order=work_order, refusal=budget_refusal, worker=worker, execution=execution
+                )
+            )
+            _with_database(lambda: worker_release(worker=worker))
+        except IllegalTransition:
+            logger.info("work order %s was no longer ours to pause", work_order.pk)
             _close_taken(worker, work_order, stop_reason, execution)
         return stop
     if stop in (Stop.PREEMPTED, Stop.SHUTDOWN) and not completed:

@@ -27,6 +27,12 @@ the real CLI. What it does is picked by a word in the first message:
                         allows: with ``--permission-prompt-tool`` it calls that
                         MCP tool (``{tool_name, input, tool_use_id}``) and
                         obeys its ``{"behavior": "allow"|"deny"}`` answer
+    scenario:budget     works ``turns:N`` turns (5 by default), each writing
+                        turn-<k>.txt and costing ``cost:X`` dollars (0.02);
+                        with ``--max-budget-usd`` it stops, as the CLI does,
+                        once a turn took its spend past the budget, with an
+                        error_max_budget_usd result; a resumed session goes on
+                        from the turn after the last one it finished
     scenario:measure    reports the length and sha256 of the first message
     scenario:ask        calls ``ask_human`` of the ``agentvine`` MCP server its
                         ``--mcp-config`` names (started over stdio as the CLI
@@ -169,9 +175,9 @@ class Replay:
             }
         )
 
-    def result(self, subtype="success", text="", is_error=False, **extra):
+    def result(self, subtype="success", text="", is_error=False, cost=COST_PER_TURN, **extra):
         self.turns += 1
-        self.cost += COST_PER_TURN
+        self.cost += cost
         result = {
             "type": "result",
             "subtype": subtype,
@@ -221,6 +227,8 @@ class Replay:
 
     def first_turn(self, prompt):
         scenario = (re.search(r"scenario:(\w+)", prompt) or [None, "default"])[1]
+        if scenario == "budget":
+            return self.budget_turns(prompt)
         if scenario == "measure":
             digest = hashlib.sha256(prompt.encode()).hexdigest()
             self.assistant([{"type": "text", "text": f"prompt {len(prompt)} chars sha256 {digest}"}])
@@ -297,6 +305,32 @@ class Replay:
         self.assistant([{"type": "text", "text": f"Done: {title}"}])
         self.save("assistant", f"Done: {title}")
         self.result(text=f"Done: {title}")
+        return None
+
+    def budget_turns(self, prompt):
+        total = int((re.search(r"turns:(\d+)", prompt) or [None, "5"])[1])
+        per_turn = float((re.search(r"cost:([\d.]+)", prompt) or [None, "0.02"])[1])
+        limit = self.flags.get("--max-budget-usd")
+        done = 0
+        if self.resumed:
+            lines = session_file(self.session_id).read_text().splitlines()
+            done = sum(1 for line in lines if json.loads(line)["text"].startswith("finished turn "))
+            self.assistant([{"type": "text", "text": f"Resumed session {self.session_id} after turn {done}"}])
+        spent = 0.0
+        for turn in range(done + 1, total + 1):
+            Path(f"turn-{turn}.txt").write_text(f"turn {turn}\n")
+            self.assistant([{"type": "text", "text": f"finished turn {turn}"}])
+            self.save("assistant", f"finished turn {turn}")
+            spent += per_turn
+            if limit is not None and spent > float(limit) and turn < total:
+                self.result(
+                    subtype="error_max_budget_usd",
+                    text=f"Reached maximum budget (${float(limit):.4f})",
+                    is_error=True,
+                    cost=spent,
+                )
+                return 1
+        self.result(text=f"Done after {total} turns", cost=spent)
         return None
 
     def ask_turn(self):

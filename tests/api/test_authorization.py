@@ -78,6 +78,7 @@ CASES = [
     Case("post", "/api/v1/sessions/{session}/activity/", OPERATOR_OR_OWNER),
     Case("post", "/api/v1/sessions/{session}/terminate/", OPERATOR_OR_OWNER),
     Case("get", "/api/v1/queue/", OPERATOR_ONLY),
+    Case("get", "/api/v1/spend/?group=operator", OPERATOR_ONLY),
     Case("post", "/api/v1/queue/claim/", {**OWNER_ONLY_WORKER, "other": 200}),
     Case("post", "/api/v1/queue/work-orders/", {**OPERATOR_ONLY, "operator": 201}, {"task": "{task}"}),
     Case("get", "/api/v1/queue/work-orders/{work_order}/", OPERATOR_OR_OWNER),

@@ -33,6 +33,10 @@ class RunContext:
     # The agent's own HOME (see executors/environment.py); executor_for sets
     # it when the caller did not.
     home: Path | None = None
+    # What the run may spend before a budget stops it, in US dollars (None:
+    # no budget); an agent that can stop itself at it is told (claude's
+    # --max-budget-usd).
+    budget_usd: float | None = None
 
 
 @dataclass

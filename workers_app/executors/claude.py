@@ -1,7 +1,7 @@
 """Claude Code CLI in print mode with stream-json on both stdin and stdout.
 
     claude -p --output-format stream-json --verbose --input-format stream-json
-           --session-id=<uuid> | --resume=<id>
+           --session-id=<uuid> | --resume=<id> [--max-budget-usd=<what is left>]
 
 The prompt is the first ``user`` message on stdin, not an argument, so that
 follow-up messages can be written the same way while the agent works. The
@@ -73,6 +73,9 @@ class ClaudeExecutor(JsonLinesExecutor):
             argv.append(f"{flag}={self.context.session_id}")
         if profile.get("model"):
             argv += ["--model", profile["model"]]
+        if self.context.budget_usd is not None:
+            # The CLI ends its turn once this much is spent (error_max_budget_usd).
+            argv += ["--max-budget-usd", f"{self.context.budget_usd:.4f}"]
         argv += ["--mcp-config", str(claude_mcp_config_path(self.context)), "--allowedTools", CLAUDE_ALLOWED_TOOLS]
         if profile.get("permission_prompts"):
             argv += ["--permission-prompt-tool", CLAUDE_PERMISSION_TOOL]
@@ -218,6 +221,9 @@ class ClaudeExecutor(JsonLinesExecutor):
             )
         subtype = result.get("subtype", "")
         data = {"exit_code": exit_code, "num_turns": result.get("num_turns"), "subtype": subtype}
+        if subtype == "error_max_budget_usd":
+            # Stopped itself at --max-budget-usd: the runner pauses the task.
+            data["budget_spent"] = True
         if result.get("is_error") or subtype != "success":
             detail = result.get("result") or "; ".join(map(str, result.get("errors") or [])) or "no detail"
             return ExecutorEvent("error", ERR_RESULT.format(subtype=subtype, detail=clip(detail, 500)), data=data)

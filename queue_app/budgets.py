@@ -1,0 +1,233 @@
+"""Budgets: what agents may spend, per task, per operator per day, and in all per day.
+
+Spend is what runs report (``Execution.cost_usd``, increments of each
+agent's usage), counted on the day a run started (``TIME_ZONE``'s days).
+
+- **A task's budget** (``Task.budget_usd``; a new task gets its type's
+  default, ``AGENTVINE_TASK_BUDGET_USD``): once its runs have spent it, no run
+  of it starts, and a run that crosses it is interrupted cooperatively (its
+  output and changes kept, no retry spent). The task is then
+  ``paused_budget`` with the reason on its work order, or fails when
+  ``AGENTVINE_BUDGET_EXCEEDED`` is ``fail``. Raising the budget above what
+  was spent puts the paused work back in the queue in its old place, and it
+  resumes in its agent's session. Claude runs also get ``--max-budget-usd``
+  for what is left, so the CLI itself stops at the line between two turns.
+- **Per operator per day** (``AGENTVINE_OPERATOR_DAILY_BUDGET_USD``, the
+  task's creator) and **for everyone per day**
+  (``AGENTVINE_DAILY_BUDGET_USD``): work that would pass one waits queued,
+  in its place, until the next day starts (``not_before``); a run that
+  crosses one is interrupted the same way and waits too.
+
+The checks are made when a run is claimed (before its agent starts) and
+each time a run reports usage; with no budget set anywhere they cost nothing
+(no query). With budgets, one read: the task's spend and today's come from
+one aggregate over the task's runs and today's runs (indexes on
+``task_id`` and ``started_at``).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from functools import cache
+
+from django.conf import settings
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from agentvine.errors import ValidationFailed
+from queue_app.models import Execution
+from tasks_app.models import TaskType
+
+ERR_BAD_DEFAULTS = (
+    "AGENTVINE_TASK_BUDGET_USD must be a dollar figure or type=figure pairs (feature=5,docs=1,default=2), not {value!r}"
+)
+ERR_BAD_BUDGET = "a budget is a dollar figure of at least 0 (or null for none)"
+ERR_BAD_GROUP = "group must be one of: {groups}"
+
+# The groups of :func:`spend`, and the column each one groups by.
+SPEND_GROUPS = {
+    "day": "day",
+    "operator": "task__created_by__username",
+    "executor": "task__executor",
+    "repository": "task__repository_url",
+}
+ZERO = Decimal("0")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a run may not go on: ``scope`` is ``task``, ``operator`` or
+    ``global``; a daily budget's ``until`` is when the next day starts."""
+
+    scope: str
+    reason: str
+    until: datetime | None = None
+
+
+@cache
+def _defaults(text):
+    text = (text or "").strip()
+    if not text:
+        return {}
+    try:
+        if "=" not in text:
+            return {"default": _dollars(text)}
+        pairs = {}
+        for part in text.split(","):
+            name, _, value = part.partition("=")
+            name = name.strip()
+            if name not in (*TaskType.values, "default"):
+                raise ValueError(name)
+            pairs[name] = _dollars(value)
+        return pairs
+    except (ValueError, InvalidOperation) as exc:
+        raise ValueError(ERR_BAD_DEFAULTS.format(value=text)) from exc
+
+
+def _dollars(text):
+    value = Decimal(str(text).strip())
+    if not value.is_finite() or value < 0:
+        raise ValueError(text)
+    return value
+
+
+def task_budget_default(task_type):
+    """A new task's budget when none is given: its type's, or None."""
+    defaults = _defaults(settings.AGENTVINE_TASK_BUDGET_USD)
+    return defaults.get(task_type, defaults.get("default"))
+
+
+def budget_clean(value):
+    """A budget as given over the API or the CLI: a Decimal, or None for none.
+    Raises ValidationFailed for anything else."""
+    if value is None or value == "":
+        return None
+    try:
+        budget = _dollars(value)
+    except (ValueError, InvalidOperation, TypeError) as exc:
+        raise ValidationFailed(ERR_BAD_BUDGET, field="budget_usd") from exc
+    if budget >= Decimal("1e8"):
+        raise ValidationFailed(ERR_BAD_BUDGET, field="budget_usd")
+    return budget.quantize(Decimal("0.0001"))
+
+
+def day_start(now=None):
+    """When the day of ``now`` began (TIME_ZONE's midnight)."""
+    local = timezone.localtime(now or timezone.now())
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_day(now=None):
+    return day_start(day_start(now) + timedelta(days=1, hours=3))
+
+
+def _limits(task):
+    operator = settings.AGENTVINE_OPERATOR_DAILY_BUDGET_USD if task.created_by_id else None
+    everyone = settings.AGENTVINE_DAILY_BUDGET_USD
+    return task.budget_usd, operator, everyone
+
+
+def applies(task):
+    """Whether any budget bounds ``task``'s runs (no query)."""
+    return any(limit is not None for limit in _limits(task))
+
+
+def spent(task, *, now=None):
+    """``(task's spend, its operator's today, everyone's today)`` in one read;
+    a figure no budget asks for is None."""
+    budget, operator, everyone = _limits(task)
+    today = day_start(now)
+    sums, scope = {}, Q()
+    if budget is not None:
+        sums["task"] = Coalesce(Sum("cost_usd", filter=Q(task_id=task.pk)), ZERO)
+        scope |= Q(task_id=task.pk)
+    if operator is not None:
+        sums["operator"] = Coalesce(
+            Sum("cost_usd", filter=Q(started_at__gte=today, task__created_by_id=task.created_by_id)), ZERO
+        )
+    if everyone is not None:
+        sums["everyone"] = Coalesce(Sum("cost_usd", filter=Q(started_at__gte=today)), ZERO)
+    if operator is not None or everyone is not None:
+        scope |= Q(started_at__gte=today)
+    if not sums:
+        return None, None, None
+    row = Execution.objects.filter(scope).aggregate(**sums)
+    return row.get("task"), row.get("operator"), row.get("everyone")
+
+
+def refusal(task, *, now=None):
+    """Why no run of ``task`` may go on now (a :class:`Refusal`), or None."""
+    if not applies(task):
+        return None
+    now = now or timezone.now()
+    budget, operator, everyone = _limits(task)
+    task_spent, operator_spent, everyone_spent = spent(task, now=now)
+    if budget is not None and task_spent >= budget:
+        return Refusal("task", f"budget ${budget:.2f} spent (${task_spent:.4f})")
+    if operator is not None and operator_spent >= Decimal(str(operator)):
+        return Refusal(
+            "operator",
+            f"operator's daily budget ${operator:.2f} spent (${operator_spent:.4f}); waits for the next day",
+            next_day(now),
+        )
+    if everyone is not None and everyone_spent >= Decimal(str(everyone)):
+        return Refusal(
+            "global",
+            f"daily budget ${everyone:.2f} spent (${everyone_spent:.4f}); waits for the next day",
+            next_day(now),
+        )
+    return None
+
+
+def remaining(task, *, now=None):
+    """What ``task``'s next run may spend before some budget stops it, or None
+    without a budget (``--max-budget-usd`` for claude)."""
+    if not applies(task):
+        return None
+    left = []
+    for limit, used in zip(_limits(task), spent(task, now=now), strict=True):
+        if limit is not None:
+            left.append(max(Decimal(str(limit)) - used, ZERO))
+    return min(left)
+
+
+def spend(*, group, days=7, now=None):
+    """What runs that started in the last ``days`` days (today included)
+    spent, per ``group`` (:data:`SPEND_GROUPS`): ``[{key, cost_usd, runs,
+    input_tokens, output_tokens}]``, the most expensive first (by day: the
+    newest first)."""
+    if group not in SPEND_GROUPS:
+        raise ValidationFailed(ERR_BAD_GROUP.format(groups=", ".join(SPEND_GROUPS)), field="group")
+    since = day_start(now) - timedelta(days=days - 1)
+    rows = Execution.objects.filter(started_at__gte=since)
+    if group == "day":
+        rows = rows.annotate(day=TruncDate("started_at"))
+    rows = (
+        rows.values(SPEND_GROUPS[group])
+        .annotate(
+            cost=Coalesce(Sum("cost_usd"), ZERO),
+            runs=Count("id"),
+            input=Coalesce(Sum("input_tokens"), 0),
+            output=Coalesce(Sum("output_tokens"), 0),
+        )
+        .order_by(*(("-day",) if group == "day" else ("-cost", SPEND_GROUPS[group])))
+    )
+    default_executor = settings.AGENTVINE_DEFAULT_EXECUTOR
+    merged = {}
+    for row in rows:
+        key = row[SPEND_GROUPS[group]]
+        if group == "day":
+            key = key.isoformat()
+        elif group == "executor":
+            key = key or default_executor  # no profile named: the default one ran
+        key = key if key is not None else ""
+        into = merged.setdefault(key, {"key": key, "cost_usd": ZERO, "runs": 0, "input_tokens": 0, "output_tokens": 0})
+        into["cost_usd"] += row["cost"]
+        into["runs"] += row["runs"]
+        into["input_tokens"] += row["input"]
+        into["output_tokens"] += row["output"]
+    result = list(merged.values())
+    if group != "day":
+        result.sort(key=lambda row: (-row["cost_usd"], row["key"]))
+    return result
