@@ -107,7 +107,6 @@ class SpendApi(PlatformAPIView):
         if group == "repository":
             for row in rows:
                 row["key"] = repository_url_redacted(row["key"])
-        today = budgets.spend(group="day", days=1)
         body = {
             "group": group,
             "since": budgets.day_start() - timedelta(days=params["days"] - 1),
@@ -116,7 +115,7 @@ class SpendApi(PlatformAPIView):
             "budgets": {
                 "daily_usd": settings.AGENTVINE_DAILY_BUDGET_USD,
                 "operator_daily_usd": settings.AGENTVINE_OPERATOR_DAILY_BUDGET_USD,
-                "spent_today_usd": today[0]["cost_usd"] if today else budgets.ZERO,
+                "spent_today_usd": budgets.spent_today(),
                 "paused_tasks": Task.objects.filter(status=TaskStatus.PAUSED_BUDGET).count(),
             },
         }

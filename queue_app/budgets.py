@@ -199,35 +199,53 @@ def spend(*, group, days=7, now=None):
     newest first)."""
     if group not in SPEND_GROUPS:
         raise ValidationFailed(ERR_BAD_GROUP.format(groups=", ".join(SPEND_GROUPS)), field="group")
+    return spend_by_every_group(days=days, now=now)[group]
+
+
+def spend_by_every_group(*, days=7, now=None):
+    """:func:`spend` for every group at once, from one aggregate: the runs'
+    sums per (day, operator, executor, repository), added up here."""
     since = day_start(now) - timedelta(days=days - 1)
-    rows = Execution.objects.filter(started_at__gte=since)
-    if group == "day":
-        rows = rows.annotate(day=TruncDate("started_at"))
+    columns = list(SPEND_GROUPS.values())
     rows = (
-        rows.values(SPEND_GROUPS[group])
+        Execution.objects.filter(started_at__gte=since)
+        .annotate(day=TruncDate("started_at"))
+        .values(*columns)
         .annotate(
             cost=Coalesce(Sum("cost_usd"), ZERO),
             runs=Count("id"),
             input=Coalesce(Sum("input_tokens"), 0),
             output=Coalesce(Sum("output_tokens"), 0),
         )
-        .order_by(*(("-day",) if group == "day" else ("-cost", SPEND_GROUPS[group])))
+        .order_by()
     )
     default_executor = settings.AGENTVINE_DEFAULT_EXECUTOR
-    merged = {}
+    merged = {group: {} for group in SPEND_GROUPS}
     for row in rows:
-        key = row[SPEND_GROUPS[group]]
+        for group, column in SPEND_GROUPS.items():
+            key = row[column]
+            if group == "day":
+                key = key.isoformat()
+            elif group == "executor":
+                key = key or default_executor  # no profile named: the default one ran
+            key = key if key is not None else ""
+            into = merged[group].setdefault(
+                key, {"key": key, "cost_usd": ZERO, "runs": 0, "input_tokens": 0, "output_tokens": 0}
+            )
+            into["cost_usd"] += row["cost"]
+            into["runs"] += row["runs"]
+            into["input_tokens"] += row["input"]
+            into["output_tokens"] += row["output"]
+    result = {}
+    for group, keyed in merged.items():
         if group == "day":
-            key = key.isoformat()
-        elif group == "executor":
-            key = key or default_executor  # no profile named: the default one ran
-        key = key if key is not None else ""
-        into = merged.setdefault(key, {"key": key, "cost_usd": ZERO, "runs": 0, "input_tokens": 0, "output_tokens": 0})
-        into["cost_usd"] += row["cost"]
-        into["runs"] += row["runs"]
-        into["input_tokens"] += row["input"]
-        into["output_tokens"] += row["output"]
-    result = list(merged.values())
-    if group != "day":
-        result.sort(key=lambda row: (-row["cost_usd"], row["key"]))
+            result[group] = sorted(keyed.values(), key=lambda row: row["key"], reverse=True)
+        else:
+            result[group] = sorted(keyed.values(), key=lambda row: (-row["cost_usd"], row["key"]))
     return result
+
+
+def spent_today(*, now=None):
+    """What every run that started today spent."""
+    today = spend(group="day", days=1, now=now)
+    return today[0]["cost_usd"] if today else ZERO

@@ -20,7 +20,7 @@ def queue_stats(*, active_only=False):
     by_status = {status: 0 for status in WorkOrderStatus.values}
     counted = WorkOrder.objects.all()
     if active_only:
-        counted = counted.filter(status__in=[WorkOrderStatus.QUEUED, *ACTIVE_STATUSES])
+        counted = counted.filter(status__in=[WorkOrderStatus.QUEUED, WorkOrderStatus.PAUSED, *ACTIVE_STATUSES])
     for row in counted.values("status").annotate(n=Count("id")).order_by():
         by_status[row["status"]] = row["n"]
     depth = {priority: 0 for priority in Priority.values}

@@ -19,10 +19,20 @@ class TaskCreateForm(forms.Form):
     repository_url = forms.CharField(max_length=500, required=False, label="Repository")
     branch_name = forms.CharField(max_length=200, required=False, label="Branch")
     executor = forms.ChoiceField(choices=(), required=False)
+    budget_usd = forms.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        min_value=0,
+        required=False,
+        label="Budget (US$)",
+        help_text="Empty: its type's default.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["executor"].choices = executor_choices()
+        default = settings.AGENTVINE_TASK_BUDGET_USD
+        self.fields["budget_usd"].widget.attrs["placeholder"] = f"default: {default}" if default else "no limit"
 
     def clean_title(self):
         title = self.cleaned_data["title"].strip()

@@ -9,6 +9,7 @@ from django.db.models import Count, DecimalField, IntegerField, OuterRef, Q, Sub
 from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
+from queue_app import budgets
 from queue_app.models import (
     Execution,
     ExecutionOutputChunk,
@@ -18,6 +19,7 @@ from queue_app.models import (
     WorkOrderStatus,
 )
 from tasks_app.models import Task
+from tasks_app.repositories import repository_url_redacted
 
 
 def execution_output(*, execution):
@@ -264,3 +266,22 @@ def fleet_stats(*, now=None):
             row["median_seconds"] = statistics.median(row.pop("durations"))
         result[kind] = sorted(rows.values(), key=lambda r: (-(r["completed_day"] + r["failed_day"]), r["name"]))
     return result
+
+
+def spend_overview(*, paused, days=7, now=None):
+    """The Overview's spend: per day, operator, executor and repository over
+    the last ``days`` days (queue_app.budgets, one read), today's against the
+    daily budgets, and ``paused`` (the work orders paused on a budget)."""
+    by = budgets.spend_by_every_group(days=days, now=now)
+    for row in by["repository"]:
+        row["key"] = repository_url_redacted(row["key"])
+    today = budgets.day_start(now).date().isoformat()
+    return {
+        "days": days,
+        "by": by,
+        "total": sum((row["cost_usd"] for row in by["day"]), budgets.ZERO),
+        "today": next((row["cost_usd"] for row in by["day"] if row["key"] == today), budgets.ZERO),
+        "daily_budget": settings.AGENTVINE_DAILY_BUDGET_USD,
+        "operator_daily_budget": settings.AGENTVINE_OPERATOR_DAILY_BUDGET_USD,
+        "paused": paused,
+    }

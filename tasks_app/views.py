@@ -18,7 +18,7 @@ from agentvine.console import operator_required
 from agentvine.errors import DomainError
 from agentvine.pagination import BigTablePaginator
 from chat_app.selectors import message_history, pending_questions
-from queue_app.models import WorkOrder
+from queue_app.models import WorkOrder, WorkOrderStatus
 from queue_app.selectors import queue_stats
 from tasks_app import graph_selectors, results, selectors, services
 from tasks_app.forms import TaskCreateForm, TaskFilterForm
@@ -68,8 +68,9 @@ def overview(request):
     for execution in running:
         execution.elapsed_seconds = (now - execution.started_at).total_seconds()
         execution.quiet_seconds = selectors.quiet_seconds(execution, now=now)
+    stats = queue_stats(active_only=True)
     context = {
-        "stats": queue_stats(active_only=True),
+        "stats": stats,
         "pending_questions": list(pending_questions()[:20]),
         "worker_counts": worker_status_counts(),
         "workers": list(worker_list()[:50]),
@@ -79,6 +80,7 @@ def overview(request):
         "throughput_peak": peak,
         "fleet": selectors.fleet_stats(now=now),
         "throughput_total": sum(n for _, n in throughput),
+        "spend": selectors.spend_overview(paused=stats["by_status"][WorkOrderStatus.PAUSED], now=now),
     }
     return render(request, "console/overview.html", context)
 
@@ -99,7 +101,10 @@ def task_list(request):
         form = TaskCreateForm(request.POST)
         if form.is_valid():
             try:
-                task = services.task_create(created_by=request.user, **form.cleaned_data)
+                values = dict(form.cleaned_data)
+                if values["budget_usd"] is None:
+                    del values["budget_usd"]  # left empty: its type's default
+                task = services.task_create(created_by=request.user, **values)
             except DomainError as exc:
                 form.add_error(exc.field if exc.field in form.fields else None, exc.message)
             else:
@@ -149,6 +154,7 @@ def task_detail(request, task_id):
         "output": output,
         "output_next_seq": output_next_seq,
         "usage": selectors.task_usage(task=task),
+        "paused_reason": next((wo.last_error for wo in work_orders if wo.status == WorkOrderStatus.PAUSED), ""),
         "sessions": list(task.sessions.select_related("worker").order_by("-created_at")[:5]),
         "conversation": list(reversed(conversation_recent(task=task, limit=CHAT_MESSAGES))),
         "open_questions": [m for m in pending_questions().filter(task=task)],
@@ -172,6 +178,13 @@ def task_action(request, task_id, action):
         elif action == "retry":
             services.task_retry(task=task)
             messages.success(request, "Task queued again.")
+        elif action == "budget":
+            paused = task.status == TaskStatus.PAUSED_BUDGET
+            task = services.task_update(task=task, budget_usd=request.POST.get("budget_usd", "").strip() or None)
+            if task.status == TaskStatus.PAUSED_BUDGET:
+                messages.error(request, "Budget set, but the task has spent that much already: it stays paused.")
+            else:
+                messages.success(request, "Budget set: the task resumes in its session." if paused else "Budget set.")
         elif action in ("raise", "lower") and task.priority in (RAISE if action == "raise" else LOWER):
             target = (RAISE if action == "raise" else LOWER)[task.priority]
             services.task_set_priority(task=task, priority=target)

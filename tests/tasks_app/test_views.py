@@ -1,5 +1,7 @@
 """Operator pages: access, rendering, forms, actions and pinned query counts."""
 
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 
@@ -61,11 +63,13 @@ def _seed(n, worker):
 
 @pytest.mark.parametrize("name", PAGES)
 def test_page_query_count_does_not_grow_with_rows(operator_client, django_assert_max_num_queries, worker, name):
+    # The Overview reads one aggregate more: its spend panel (queue_app.budgets).
+    most = 15 if name == "overview" else 14
     _seed(6, worker)
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(most):
         assert operator_client.get(reverse(name)).status_code == 200
     _seed(30, worker)
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(most):
         assert operator_client.get(reverse(name)).status_code == 200
 
 
@@ -275,3 +279,57 @@ def test_overview_and_queue_api_show_a_rate_limited_key_until_its_reset(operator
     assert "claude &lt;five_hour&gt;" in page
     status = operator_client.get("/api/v1/queue/").json()
     assert [(row["key"], row["reason"]) for row in status["rate_limited"]] == [("claude-replay", "claude <five_hour>")]
+
+
+def test_overview_shows_spend_per_day_operator_executor_and_repository(operator_client, operator, worker, settings):
+    from tests.factories import run_that_spends
+
+    settings.AGENTVINE_DAILY_BUDGET_USD = 20.0
+    task = make_task(title="<b>costly</b>", repository_url="https://git.example.com/<team>/a.git", executor="noop")
+    Task.objects.filter(pk=task.pk).update(created_by=operator)
+    run_that_spends(task, "1.25", worker=worker)
+
+    page = operator_client.get(reverse("overview")).content.decode()
+    assert "Today <strong>$1.25</strong> of a $20.00 daily budget" in page
+    for group, key in (
+        ("operator", operator.username),
+        ("executor", "noop"),
+        ("repository", "https://git.example.com/&lt;team&gt;/a.git"),
+    ):
+        table = page.split(f'data-testid="spend-{group}"')[1].split("</table>")[0]
+        assert key in table and "$1.2500" in table, group
+    assert 'data-testid="spend-paused"' not in page
+
+
+def test_a_paused_task_shows_why_and_raising_its_budget_on_the_page_resumes_it(operator_client, operator, worker):
+    from tests.factories import run_that_spends
+
+    task = make_task(title="Port the parser", budget_usd="0.05")
+    run_that_spends(task, "0.06", worker=worker)
+    assert lifecycle.work_order_claim_start(worker=worker, work_order_id=None) is None  # paused at the claim
+
+    page = operator_client.get(reverse("task-detail", kwargs={"task_id": task.id})).content.decode()
+    assert "Paused: budget spent" in page
+    assert "Paused: budget $0.05 spent ($0.0600)" in page
+    assert "1 paused on a spent budget" in operator_client.get(reverse("overview")).content.decode()
+
+    url = reverse("task-action", kwargs={"task_id": task.id, "action": "budget"})
+    refused = operator_client.post(url, {"budget_usd": "-3"}, follow=True).content.decode()
+    assert "Cannot budget: a budget is a dollar figure" in refused
+    task.refresh_from_db()
+    assert task.budget_usd == Decimal("0.05") and task.status == TaskStatus.PAUSED_BUDGET
+    still = operator_client.post(url, {"budget_usd": "0.06"}, follow=True).content.decode()
+    assert "it stays paused" in still
+    resumed = operator_client.post(url, {"budget_usd": "1"}, follow=True).content.decode()
+    assert "the task resumes in its session" in resumed
+    task.refresh_from_db()
+    assert task.status == TaskStatus.QUEUED and task.budget_usd == Decimal("1")
+
+
+def test_the_new_task_form_takes_a_budget_or_leaves_the_types_default(operator_client, settings):
+    settings.AGENTVINE_TASK_BUDGET_USD = "feature=4"
+    form = {"title": "With a budget", "task_type": "feature", "priority": "normal", "budget_usd": "2.5"}
+    operator_client.post(reverse("task-list"), form)
+    operator_client.post(reverse("task-list"), {**form, "title": "Default", "budget_usd": ""})
+    assert Task.objects.get(title="With a budget").budget_usd == Decimal("2.5")
+    assert Task.objects.get(title="Default").budget_usd == Decimal("4")
