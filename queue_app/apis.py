@@ -34,12 +34,14 @@ from queue_app.serializers import (
     SpendParams,
     StartOutput,
     UsageInput,
+    UsageOutput,
     WorkOrderOutput,
 )
 from tasks_app.models import Task, TaskStatus
 from tasks_app.repositories import repository_url_redacted
 from workers_app.authentication import IsOperator, IsOperatorOrWorker, IsWorker, request_worker
-from workers_app.runner import pull_run_start, task_prompt
+from workers_app.runner import pull_run_start, run_budget, task_prompt
+from workers_app.services import worker_release
 
 ERR_TASK_NOT_FOUND = "task not found"
 ERR_NO_RUNNING_EXECUTION = "work order has no running execution on this worker"
@@ -206,6 +208,7 @@ class WorkOrderStartApi(PlatformAPIView):
                     "prompt": prompt,
                     "lease_expires_at": execution.lease_expires_at,
                     "fence_seconds": settings.AGENTVINE_FENCE_SECONDS,
+                    "budget_usd": run_budget(work_order.task),
                 }
             ).data
         )
@@ -239,9 +242,17 @@ class WorkOrderFailApi(PlatformAPIView):
         values = dict(data.validated_data)
         work_order, execution = _run_write_target(request, work_order_id, values)
         task = work_order.task
-        work_order = lifecycle.work_order_fail(
-            work_order=work_order, worker=request_worker(request), execution=execution, **values
-        )
+        worker = request_worker(request)
+        refused = budgets.refusal(task) if values["retryable"] and budgets.applies(task) else None
+        if refused is not None:
+            # Spent: paused (or waiting for the next day) rather than retried (queue_app.budgets).
+            lifecycle.work_order_assert_owner(work_order=work_order, worker=worker)
+            work_order = lifecycle.work_order_over_budget(
+                work_order=work_order, refusal=refused, worker=worker, execution=execution
+            )
+            worker_release(worker=worker)
+        else:
+            work_order = lifecycle.work_order_fail(work_order=work_order, worker=worker, execution=execution, **values)
         agent_next_turn_on_commit(task)
         return Response(WorkOrderOutput(work_order).data)
 
@@ -276,21 +287,24 @@ class WorkOrderUsageApi(PlatformAPIView):
 
     @extend_schema(
         request=UsageInput,
-        responses=ExecutionOutput,
+        responses=UsageOutput,
         operation_id="queue_usage",
         tags=["queue"],
-        description="Add tokens and cost the agent reported to the running attempt; answers the totals.",
+        description="Add tokens and cost the agent reported to the running attempt; answers the totals, "
+        "and whether a budget is now spent.",
     )
     def post(self, request, work_order_id):
         data = UsageInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        _, execution = _run_write_target(request, work_order_id, values)
+        work_order, execution = _run_write_target(request, work_order_id, values)
         if execution is None:
             raise IllegalTransition(ERR_NO_RUNNING_EXECUTION)
         execution_record_usage(execution=execution, **values)
         execution.refresh_from_db()
-        return Response(ExecutionOutput(execution).data)
+        refused = budgets.refusal(work_order.task) if budgets.applies(work_order.task) else None
+        execution.over_budget = refused.reason if refused else ""
+        return Response(UsageOutput(execution).data)
 
 
 class WorkOrderOutputApi(PlatformAPIView):

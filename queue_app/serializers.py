@@ -80,6 +80,11 @@ class StartOutput(serializers.Serializer):
         "without a renewal the worker must stop the agent itself, since the work may be requeued."
     )
     fence_seconds = serializers.FloatField()
+    budget_usd = serializers.FloatField(
+        allow_null=True,
+        help_text="What the run may spend before a budget stops it, in US dollars (null: no budget); "
+        "for an agent that can stop itself there (claude --max-budget-usd).",
+    )
     prompt = serializers.CharField(
         allow_null=True,
         help_text="What the agent gets: the task, or the queued messages of a message turn. Null: nothing left to"
@@ -149,6 +154,14 @@ class ExecutionOutput(serializers.Serializer):
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     cost_usd = serializers.DecimalField(max_digits=12, decimal_places=6)
+
+
+class UsageOutput(ExecutionOutput):
+    over_budget = serializers.CharField(
+        allow_blank=True,
+        help_text="Not empty: a budget is spent (why). Stop the agent and report the run failed with this "
+        "reason: the server pauses the task (or makes it wait for the next day) instead of retrying it.",
+    )
 
 
 class SpendParams(serializers.Serializer):

@@ -307,6 +307,7 @@ class RemoteWorker:
                 session_id=started["session_id"],
                 resume=started["resume"],
                 env=self._agent_environment(started["agent_token"], work_order_id, task["id"]),
+                budget_usd=started.get("budget_usd"),
             )
             executor = executor_for(context)
         except ExecutorConfigError as exc:
@@ -339,7 +340,7 @@ class RemoteWorker:
         buffer = _remote_output_buffer_class()(self.api, work_order_id, run)
         started = time.monotonic()
         next_check = started + STATUS_CHECK_SECONDS
-        stop_reason = None
+        stop_reason = budget_stop = None
         interrupted_at = None
         outcome = None
         try:
@@ -351,7 +352,11 @@ class RemoteWorker:
                 if event.kind in ("output", "tool_use"):
                     buffer.add(event.text)
                 elif event.kind == "usage":
-                    self._report_usage(work_order_id, event.data)
+                    spent = self._report_usage(work_order_id, event.data)
+                    if spent and stop_reason is None:
+                        # A budget is spent: the agent stops, and the run is
+                        # reported failed, which the server turns into a pause.
+                        stop_reason = budget_stop = spent
                 elif event.kind == "session" and session:
                     self._report_session(session, event.data.get("session_id"))
                 elif event.kind in ("completed", "error"):
@@ -396,6 +401,10 @@ class RemoteWorker:
         buffer.flush()
         # Every run ends with a commit, sent to the server before the run ends.
         self._send_results(summary=outcome.text if outcome is not None and outcome.kind == "completed" else "")
+        exit_code = outcome.data.get("exit_code") if outcome else None
+        if budget_stop or (outcome is not None and outcome.data.get("budget_spent")):
+            # The server decides: paused on the task's budget, or waiting for the next day.
+            return self._fail(work_order_id, budget_stop or outcome.text, retryable=True, exit_code=exit_code)
         if stop_reason and not stop_reason.startswith("time limit"):
             # Cancelled or taken away: the attempt ends interrupted, this
             # worker is free (a 409 means the server already moved it on).
@@ -408,7 +417,6 @@ class RemoteWorker:
                 if exc.status != 409:
                     raise
             return "interrupted"
-        exit_code = outcome.data.get("exit_code") if outcome else None
         if stop_reason:
             return self._fail(work_order_id, stop_reason, retryable=True, exit_code=exit_code)
         if outcome is not None and outcome.kind == "completed":
@@ -487,7 +495,8 @@ class RemoteWorker:
             logger.warning("session id of session %s not recorded: %s", session, exc)
 
     def _report_usage(self, work_order_id, usage):
-        """Tokens and cost the agent reported, added to this attempt on the server."""
+        """Tokens and cost the agent reported, added to this attempt on the
+        server; answers why a budget stops the run now, or ``""``."""
         body = {
             "input_tokens": int(usage.get("input_tokens") or 0),
             "output_tokens": int(usage.get("output_tokens") or 0),
@@ -495,12 +504,15 @@ class RemoteWorker:
             **self._run_field(),
         }
         try:
-            self.api.post(f"queue/work-orders/{work_order_id}/usage/", body)
+            reply = self.api.post(f"queue/work-orders/{work_order_id}/usage/", body) or {}
         except ApiError as exc:
             if self.current_run:
                 self.current_run.refused(exc)
             # Not the run's fault: the attempt has moved on or the numbers were refused.
             logger.warning("usage of work order %s not recorded: %s", work_order_id, exc)
+            return ""
+        # Not empty once a budget is spent (queue_app.budgets): the run stops.
+        return reply.get("over_budget") or ""
 
     def _fail(self, work_order_id, error, *, retryable, exit_code=None):
         try:

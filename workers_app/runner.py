@@ -103,7 +103,7 @@ def work_order_run(*, work_order_id):
             resume=resume,
             # agentvine-ask on PATH and the token that lets it ask a human.
             env=agent_link.agent_environment(work_order=work_order, token=execution.agent_token),
-            budget_usd=_run_budget(work_order.task),
+            budget_usd=run_budget(work_order.task),
         )
         executor = executor_for(context)
         outcome = _drive(worker=worker, work_order=work_order, execution=execution, executor=executor)
@@ -170,7 +170,7 @@ def _not_claimed(work_order_id):
     return "skipped"
 
 
-def _run_budget(task):
+def run_budget(task):
     """What this run may spend (queue_app.budgets), or None: no query without a budget."""
     left = budgets.remaining(task) if budgets.applies(task) else None
     return None if left is None else float(left)

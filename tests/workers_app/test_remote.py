@@ -404,3 +404,43 @@ def test_a_remote_workers_heartbeats_carry_no_idempotency_key(remote_factory):
     stored = IdempotencyKey.objects.filter(owner=f"worker:{worker.pk}")
     assert stored.exists()  # its claims keep theirs
     assert not stored.filter(fingerprint=beat).exists()
+
+
+def test_a_spent_budget_pauses_a_remote_run_with_its_changes_and_raising_it_resumes_it(
+    remote_factory, operator, settings, tmp_path
+):
+    """A remote worker obeys budgets as a Celery slot does: claude gets
+    --max-budget-usd from the start, the run stops after the third $0.02
+    turn, its commits reach the server, and the task waits paused (no retry
+    spent) until its budget is raised; the next run resumes the session."""
+    from tasks_app.services import task_update
+
+    settings.AGENTVINE_RESULTS_ROOT = tmp_path / "server-results"
+    task = task_create(
+        title="Write the parser scenario:budget turns:5 cost:0.02",
+        executor="claude-replay",
+        created_by=operator,
+        budget_usd="0.05",
+    )
+    flags = ("--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3")
+    host = {"AGENTVINE_WORKSPACE_ROOT": str(tmp_path / "remote-workspaces")}
+    first_run = remote_factory("remote-budget-1", *flags, env=host)
+    assert first_run.wait(timeout=60) == 0, first_run.output()
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PAUSED_BUDGET, first_run.output()
+    order = task.work_orders.get()
+    assert order.status == WorkOrderStatus.PAUSED and order.retry_count == 0
+    first = task.executions.get()
+    assert first.status == ExecutionStatus.INTERRUPTED
+    assert str(first.cost_usd) == "0.060000"
+    assert sorted(entry["path"] for entry in first.changed_files) == ["turn-1.txt", "turn-2.txt", "turn-3.txt"]
+
+    task_update(task=task, budget_usd="0.20")
+    second_run = remote_factory("remote-budget-2", *flags, env=host)
+    assert second_run.wait(timeout=60) == 0, second_run.output()
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED, second_run.output()
+    second = task.executions.exclude(pk=first.pk).get()
+    assert "after turn 3" in execution_output(execution=second)
+    assert sorted(entry["path"] for entry in second.changed_files) == [f"turn-{n}.txt" for n in range(1, 6)]
