@@ -1,7 +1,11 @@
 """Concurrency keys: at most N active runs of a key at once, whatever the slots.
 
-A work order's key is its executor profile's ``concurrency_key`` (default:
-the profile's name), fixed when the order is made. A key with a limit has a
+A work order counts against two keys, fixed when the order is made: its
+executor profile's ``concurrency_key`` (default: the profile's name), and its
+``scope_key``: the key its task names (``Task.concurrency_key``), else its
+repository's, ``repo:<url>`` (the first 100 characters), else none. Limits
+come from AGENTVINE_CONCURRENCY_LIMITS by key (``repo:*`` is the default of
+every repository key) or from the profile's ``concurrency``. A key with a limit has a
 :class:`~queue_app.models.ConcurrencyLimit` row whose ``running`` count a
 database trigger keeps (migration 0009): every status change into or out of
 claimed/running/waiting moves it, so no transition path can forget a seat.
@@ -19,7 +23,7 @@ import time
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from agentvine import db
 from queue_app import dispatch
@@ -32,6 +36,8 @@ CLAIM_ATTEMPTS = 3
 # How long a process trusts its list of the keys that have a limit.
 LIMITED_KEYS_SECONDS = 10.0
 _limited = {"keys": frozenset(), "read_at": float("-inf")}
+# A repository's key: this and its URL.
+REPOSITORY_PREFIX = "repo:"
 
 
 def concurrency_key_for(executor):
@@ -40,6 +46,24 @@ def concurrency_key_for(executor):
     profile = settings.AGENTVINE_EXECUTORS.get(name) or {}
     key = str(profile.get("concurrency_key") or name)[:100]
     limit = settings.AGENTVINE_CONCURRENCY_LIMITS.get(key, profile.get("concurrency"))
+    return key, None if limit is None else int(limit)
+
+
+def scope_key_for(task):
+    """``(key, limit or None)``: the second key of ``task``'s runs (see the
+    module), or ``("", None)``. A key equal to the profile's counts once."""
+    if task.concurrency_key:
+        key = task.concurrency_key[:100]
+    elif task.repository_url:
+        key = f"{REPOSITORY_PREFIX}{task.repository_url}"[:100]
+    else:
+        return "", None
+    if key == concurrency_key_for(task.executor)[0]:
+        return "", None
+    limits = settings.AGENTVINE_CONCURRENCY_LIMITS
+    limit = limits.get(key)
+    if limit is None and key.startswith(REPOSITORY_PREFIX) and not task.concurrency_key:
+        limit = limits.get(f"{REPOSITORY_PREFIX}*")
     return key, None if limit is None else int(limit)
 
 
@@ -54,7 +78,10 @@ def limits_changes(limits):
     orders, _ = db.table(WorkOrder)
     c, o = table.columns, orders.columns
     active = ", ".join(f"'{status.value}'" for status in ACTIVE_STATUSES)
-    count = f"(SELECT COUNT(*) FROM {orders.name} WHERE {o['concurrency_key']} = %s AND {o['status']} IN ({active}))"
+    count = (
+        f"(SELECT COUNT(*) FROM {orders.name} WHERE %s IN ({o['concurrency_key']}, {o['scope_key']})"
+        f" AND {o['status']} IN ({active}))"
+    )
     changes = []
     for key, limit in sorted(limits.items()):
         changes.append(
@@ -67,17 +94,21 @@ def limits_changes(limits):
     return changes
 
 
-def ready_sql(key_column):
-    """A condition for a claim's WHERE: the order's key is not full.
+def ready_sql(table_name):
+    """A condition for a claim's WHERE: neither key of the order (a row of
+    ``table_name``) is full.
 
     The full keys are read once per claim (an InitPlan array), not once per
     queued row passed over: with 10,000 queued behind full keys that is the
     difference between an anti-join per row and a comparison with a few
     keys (bench/fairness.py)."""
     table, _ = db.table(ConcurrencyLimit)
-    c = table.columns
+    orders, _ = db.table(WorkOrder)
+    c, o = table.columns, orders.columns
+    full = f"ARRAY(SELECT {c['key']} FROM {table.name} WHERE {c['running']} >= {c['max_running']})"
     return (
-        f"{key_column} <> ALL (ARRAY(SELECT {c['key']} FROM {table.name} WHERE {c['running']} >= {c['max_running']}))"
+        f"{table_name}.{o['concurrency_key']} <> ALL ({full})"
+        f" AND ({table_name}.{o['scope_key']} = '' OR {table_name}.{o['scope_key']} <> ALL ({full}))"
     )
 
 
@@ -86,18 +117,23 @@ def full_keys():
     return ConcurrencyLimit.objects.filter(running__gte=F("max_running")).values("key")
 
 
+def keys_ready():
+    """An ORM filter (``Q``): neither key of the order is full."""
+    return ~Q(concurrency_key__in=full_keys()) & ~Q(scope_key__in=full_keys())
+
+
 def is_key_full(error):
     """Whether a database error is the trigger refusing a full key's claim."""
     return ERR_KEY_FULL in str(error)
 
 
-def next_in_key_on_commit(*, work_order_id, key=None):
+def next_in_key_on_commit(*, work_order_id, key=None, scope_key=""):
     """After commit (at once outside a transaction), ring the doorbell of the
     first queued order sharing the limited key of ``work_order_id`` (a run of
     it ended, a seat is free). Given its ``key``, an unlimited one costs no
     read: the limited keys are cached for LIMITED_KEYS_SECONDS (a key limited
     meanwhile gets its doorbells from the lost-dispatch guardian)."""
-    if key is not None and key not in _limited_keys():
+    if key is not None and key not in _limited_keys() and (not scope_key or scope_key not in _limited_keys()):
         return
     transaction.on_commit(lambda: _ring_next_in_key(work_order_id))
 
@@ -111,15 +147,17 @@ def _limited_keys():
 
 
 def _ring_next_in_key(work_order_id):
-    key = WorkOrder.objects.filter(pk=work_order_id).values("concurrency_key")
-    following = (
-        WorkOrder.objects.filter(
-            status=WorkOrderStatus.QUEUED,
-            concurrency_key__in=ConcurrencyLimit.objects.filter(key__in=key).values("key"),
+    ended = WorkOrder.objects.filter(pk=work_order_id).values_list("concurrency_key", "scope_key").first()
+    if ended is None:
+        return
+    for key in ConcurrencyLimit.objects.filter(key__in=[key for key in ended if key]).values_list("key", flat=True):
+        # The first queued order of each limited key of the ended run (one
+        # per key: a run of both frees a seat in each).
+        following = (
+            WorkOrder.objects.filter(Q(concurrency_key=key) | Q(scope_key=key), status=WorkOrderStatus.QUEUED)
+            .order_by("priority_rank", "line_at", "enqueued_at")
+            .values_list("pk", flat=True)
+            .first()
         )
-        .order_by("priority_rank", "line_at", "enqueued_at")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    if following is not None:
-        dispatch.work_order_dispatch(work_order_id=following)
+        if following is not None:
+            dispatch.work_order_dispatch(work_order_id=following)

@@ -384,6 +384,7 @@ def work_order_new(*, task, kind=WorkOrderKind.RUN_TASK, priority=None, max_retr
         priority=priority,
         priority_rank=PRIORITY_RANK[priority],
         concurrency_key=concurrency.concurrency_key_for(task.executor)[0],
+        scope_key=concurrency.scope_key_for(task)[0],
         fair_key=fairness.fair_key_for(task),
         line_at=fairness.line_at(),
         max_retries=settings.AGENTVINE_MAX_RETRIES if max_retries is None else max_retries,
@@ -398,9 +399,12 @@ def work_orders_insert(work_orders, *, changes=(), published=()):
     # The limits as configured now, before the orders that count against them.
     limits = {}
     for work_order in work_orders:
-        key, limit = concurrency.concurrency_key_for(work_order.task.executor)
-        if limit is not None:
-            limits[key] = limit
+        for key, limit in (
+            concurrency.concurrency_key_for(work_order.task.executor),
+            concurrency.scope_key_for(work_order.task),
+        ):
+            if limit is not None:
+                limits[key] = limit
     changes.extend(concurrency.limits_changes(limits))
     # Work of a key paused by a rate limit waits for its reset (queue_app.rate_limits).
     paused = fairness.line_places(work_orders)
@@ -461,7 +465,7 @@ def _work_order_claim(*, worker, work_order_id):
                 WorkOrder.objects.select_for_update(skip_locked=True)
                 .filter(status=WorkOrderStatus.QUEUED)
                 .filter(ready)
-                .exclude(concurrency_key__in=concurrency.full_keys())
+                .filter(concurrency.keys_ready())
                 .order_by(*fairness.LINE_ORDER)
                 .values_list("pk", flat=True)
                 .first()
@@ -592,7 +596,7 @@ def _claim_for_run(work_order_id, *, worker, now):
         first = (
             WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-            .exclude(concurrency_key__in=concurrency.full_keys())
+            .filter(concurrency.keys_ready())
             .order_by(*fairness.LINE_ORDER)
             .values_list("pk", flat=True)
             .first()
@@ -640,7 +644,7 @@ def _claim_first_sql(orders, connection, *, worker, now, **changes):
     sets = ", ".join(f"{c[name]} = %s" for name in changes)
     params = [orders.prepare(name, value, connection) for name, value in changes.items()]
     queued = f"{c['status']} = '{WorkOrderStatus.QUEUED.value}'"
-    key_ready = concurrency.ready_sql(f"{orders.name}.{c['concurrency_key']}")
+    key_ready = concurrency.ready_sql(orders.name)
     first = (
         f"SELECT {c['pk']} FROM {orders.name} WHERE {queued}"
         f" AND ({c['not_before']} IS NULL OR {c['not_before']} <= %s)"
@@ -734,10 +738,14 @@ def work_order_complete(*, work_order, worker, execution=None, exit_code=0):
     if rows is not None:
         _worker_apply(worker, status=WorkerStatus.IDLE, work_order_id=None, now=now)
         work_order_completed.send(sender=WorkOrder, work_order=done)
-        concurrency.next_in_key_on_commit(work_order_id=work_order.pk, key=work_order.concurrency_key)
+        concurrency.next_in_key_on_commit(
+            work_order_id=work_order.pk, key=work_order.concurrency_key, scope_key=work_order.scope_key
+        )
         return rows[0]
     with transaction.atomic():
-        concurrency.next_in_key_on_commit(work_order_id=work_order.pk, key=work_order.concurrency_key)
+        concurrency.next_in_key_on_commit(
+            work_order_id=work_order.pk, key=work_order.concurrency_key, scope_key=work_order.scope_key
+        )
         fresh = _cas(
             work_order.id,
             from_statuses=[WorkOrderStatus.RUNNING, WorkOrderStatus.WAITING],
@@ -912,9 +920,11 @@ def _attempts_close(current, *, status, reason, now):
         for execution in running:
             for change in _run_end_sql(execution, now=now):
                 cursor.execute(*change)
-    if not running and current.status in ACTIVE_STATUSES and current.concurrency_key:
-        # Taken back before its agent started: the seat it held is free again.
-        concurrency.next_in_key_on_commit(work_order_id=current.pk, key=current.concurrency_key)
+    if not running and current.status in ACTIVE_STATUSES:
+        # Taken back before its agent started: the seats it held are free again.
+        concurrency.next_in_key_on_commit(
+            work_order_id=current.pk, key=current.concurrency_key, scope_key=current.scope_key
+        )
     if current.worker_id:
         Worker.objects.filter(pk=current.worker_id, current_work_order_id=current.id).update(
             current_work_order_id=None, updated_at=now

@@ -72,6 +72,9 @@ class WorkOrder(models.Model):
     # The concurrency key the run counts against (queue_app.concurrency):
     # its executor profile's, fixed when the order is made.
     concurrency_key = models.CharField(max_length=100, blank=True, default="")
+    # A second key it counts against (queue_app.concurrency): the one its
+    # task names, else its repository's ("repo:<url>"); empty for neither.
+    scope_key = models.CharField(max_length=100, blank=True, default="")
     # Fair sharing (queue_app.fairness): whose turn the order is, and its
     # place in its priority's line (seconds, a virtual clock the database
     # keeps); ``priority_rank`` climbs as queued work ages.

@@ -3,14 +3,15 @@
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from queue_app.models import ACTIVE_STATUSES, WorkOrder, WorkOrderStatus
+from queue_app.models import ACTIVE_STATUSES, ConcurrencyLimit, WorkOrder, WorkOrderStatus
 from queue_app.rate_limits import rate_limited_keys
 from tasks_app.models import Priority
 
 
 def queue_stats(*, active_only=False):
     """Depth per priority and per status, the oldest waiting age per
-    priority, and the keys paused by a rate limit (queue_app.rate_limits).
+    priority, the keys paused by a rate limit (queue_app.rate_limits) and the
+    concurrency keys with a limit, with their seats taken (queue_app.concurrency).
 
     ``active_only`` counts only unfinished statuses: finished work orders are
     most of a long-lived table, and a page refreshed live should not count
@@ -39,4 +40,5 @@ def queue_stats(*, active_only=False):
         "by_status": by_status,
         "oldest_waiting_seconds": oldest,
         "rate_limited": rate_limited_keys(now=now),
+        "concurrency_keys": list(ConcurrencyLimit.objects.order_by("key").values("key", "running", "max_running")),
     }

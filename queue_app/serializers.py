@@ -128,12 +128,20 @@ class RateLimitedKeyOutput(serializers.Serializer):
     reason = serializers.CharField()
 
 
+class ConcurrencyKeyOutput(serializers.Serializer):
+    key = serializers.CharField()
+    running = serializers.IntegerField(help_text="Its active runs (claimed, running, waiting).")
+    max_running = serializers.IntegerField()
+
+
 class QueueStatusOutput(serializers.Serializer):
     depth = serializers.DictField(child=serializers.IntegerField())
     by_status = serializers.DictField(child=serializers.IntegerField())
     oldest_waiting_seconds = serializers.DictField(child=serializers.FloatField(allow_null=True))
     # Concurrency keys whose queued work waits for a provider's rate-limit reset.
     rate_limited = RateLimitedKeyOutput(many=True)
+    # The concurrency keys with a limit, and their seats taken.
+    concurrency_keys = ConcurrencyKeyOutput(many=True)
 
 
 class InterruptedInput(RunWriteInput):

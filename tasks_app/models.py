@@ -94,6 +94,9 @@ class Task(models.Model):
     # default of its type (AGENTVINE_TASK_BUDGET_USD) unless given
     # (queue_app.budgets).
     budget_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    # A concurrency key its runs count against besides their executor
+    # profile's, instead of their repository's (queue_app.concurrency).
+    concurrency_key = models.CharField(max_length=100, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]

@@ -74,6 +74,14 @@ class TaskCreateInput(serializers.Serializer):
     budget_usd = _budget_field(
         "What its agents may spend, in US dollars (null: no limit). Not given: its type's default."
     )
+    concurrency_key = serializers.CharField(
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="A concurrency key its runs count against besides their executor profile's, instead of their "
+        "repository's (limits: AGENTVINE_CONCURRENCY_LIMITS).",
+    )
     depends_on = serializers.ListField(
         child=DependencyField(),
         required=False,
@@ -148,6 +156,7 @@ class TaskOutput(ModelOutputSerializer):
             "merge_conflicts",
             "pull_request_url",
             "budget_usd",
+            "concurrency_key",
         ]
         read_only_fields = fields
 

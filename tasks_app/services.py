@@ -82,6 +82,7 @@ def task_create(
     spawned_by=None,
     created_by_agent="",
     budget_usd=UNCHANGED,
+    concurrency_key="",
 ):
     """Create a task and its first work order; the doorbell rings after commit.
 
@@ -101,6 +102,7 @@ def task_create(
         "depends_on": depends_on,
         "spawned_by": spawned_by,
         "created_by_agent": created_by_agent,
+        "concurrency_key": concurrency_key,
     }
     if budget_usd is not UNCHANGED:
         spec["budget_usd"] = budget_usd
@@ -155,6 +157,7 @@ def tasks_create(*, specs, created_by=None):
                 spawned_by=spec.get("spawned_by"),
                 created_by_agent=spec.get("created_by_agent") or "",
                 budget_usd=spec["budget_usd"],
+                concurrency_key=(spec.get("concurrency_key") or "").strip(),
             )
             # A task with unfinished parents waits blocked, without a work order.
             task_edges, waiting = graph.edges_new(child=task, specs=spec["depends_on"], parents=parents, now=now)

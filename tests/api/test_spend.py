@@ -14,7 +14,7 @@ from tests.api.conftest import token_client
 from tests.factories import run_that_spends
 from workers_app.services import worker_register
 
-pytestmark = [pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 
 def test_budgets_over_the_api(operator_client, operator):

@@ -15,7 +15,7 @@ from tasks_app.services import task_create, task_update
 from tests.factories import run_that_spends
 from workers_app.services import worker_register
 
-pytestmark = [pytest.mark.django_db]
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 
 def _slot(name="slot-a"):

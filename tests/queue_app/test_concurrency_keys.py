@@ -78,3 +78,58 @@ def test_a_limited_run_ending_rings_the_next_of_its_key(ticker_limit_one, django
 
     waiting_order.refresh_from_db()
     assert waiting_order.dispatched_at is not None
+
+
+def test_a_repository_limit_holds_its_repositorys_work_whatever_the_profile(settings):
+    settings.AGENTVINE_CONCURRENCY_LIMITS = {"repo:*": 1}
+    settings.AGENTVINE_PREEMPTION_ENABLED = False
+    repo_a, repo_b = "https://git.example.com/a.git", "https://git.example.com/b.git"
+    first = make_task(title="a 1", executor="noop", repository_url=repo_a)
+    second = make_task(title="a 2", executor="ticker", repository_url=repo_a)
+    other = make_task(title="b 1", executor="noop", repository_url=repo_b)
+    assert first.work_orders.get().scope_key == f"repo:{repo_a}"
+    a, b, c = _slot("slot-a"), _slot("slot-b"), _slot("slot-c")
+
+    taken = lifecycle.work_order_claim_start(worker=a, work_order_id=None)
+    assert taken[0].task_id == first.id
+    # The second task of repository a waits, though its profile is another; b's runs.
+    assert lifecycle.work_order_claim(worker=b).task_id == other.id
+    assert lifecycle.work_order_claim(worker=c) is None
+    assert second.work_orders.get().status == WorkOrderStatus.QUEUED
+    lifecycle.work_order_complete(work_order=taken[0], worker=a, execution=taken[1])
+    assert lifecycle.work_order_claim(worker=c).task_id == second.id
+
+
+def test_a_key_the_task_names_counts_with_its_profiles(settings):
+    settings.AGENTVINE_CONCURRENCY_LIMITS = {"deploys": 1, "ticker": 1}
+    settings.AGENTVINE_PREEMPTION_ENABLED = False
+    deploy = make_task(title="deploy 1", executor="noop", concurrency_key="deploys")
+    second_deploy = make_task(title="deploy 2", executor="noop", concurrency_key="deploys")
+    ticker = make_task(title="ticker 1", executor="ticker")
+    ticker_deploy = make_task(title="ticker 1", executor="ticker", concurrency_key="deploys")
+    a, b, c = _slot("slot-a"), _slot("slot-b"), _slot("slot-c")
+
+    held = lifecycle.work_order_claim(worker=a)
+    assert held.task_id == deploy.id
+    # deploy 2 waits on its named key; ticker runs; the ticker deploy waits on both keys.
+    assert lifecycle.work_order_claim(worker=b).task_id == ticker.id
+    assert lifecycle.work_order_claim(worker=c) is None
+    lifecycle.work_order_cancel(work_order=held)
+    assert lifecycle.work_order_claim(worker=c).task_id == second_deploy.id
+    assert ticker_deploy.work_orders.get().status == WorkOrderStatus.QUEUED
+
+
+def test_the_end_of_a_run_rings_the_next_of_its_repository(settings, django_capture_on_commit_callbacks):
+    settings.AGENTVINE_CONCURRENCY_LIMITS = {"repo:https://git.example.com/a.git": 1}
+    make_task(title="a 1", executor="noop", repository_url="https://git.example.com/a.git")
+    waiting = make_task(title="a 2", executor="noop", repository_url="https://git.example.com/a.git")
+    slot = _slot("slot-a")
+    order, execution, _, _ = lifecycle.work_order_claim_start(worker=slot, work_order_id=None)
+    waiting_order = waiting.work_orders.get()
+    assert waiting_order.dispatched_at is None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        lifecycle.work_order_complete(work_order=order, worker=slot, execution=execution)
+
+    waiting_order.refresh_from_db()
+    assert waiting_order.dispatched_at is not None

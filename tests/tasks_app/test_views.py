@@ -63,8 +63,9 @@ def _seed(n, worker):
 
 @pytest.mark.parametrize("name", PAGES)
 def test_page_query_count_does_not_grow_with_rows(operator_client, django_assert_max_num_queries, worker, name):
-    # The Overview reads one aggregate more: its spend panel (queue_app.budgets).
-    most = 15 if name == "overview" else 14
+    # The Overview reads two more: its spend panel's aggregate (queue_app.budgets)
+    # and the concurrency keys' seats (a row per limited key).
+    most = 16 if name == "overview" else 14
     _seed(6, worker)
     with django_assert_max_num_queries(most):
         assert operator_client.get(reverse(name)).status_code == 200
@@ -279,6 +280,24 @@ def test_overview_and_queue_api_show_a_rate_limited_key_until_its_reset(operator
     assert "claude &lt;five_hour&gt;" in page
     status = operator_client.get("/api/v1/queue/").json()
     assert [(row["key"], row["reason"]) for row in status["rate_limited"]] == [("claude-replay", "claude <five_hour>")]
+
+
+def test_overview_and_queue_api_show_each_limited_keys_seats(operator_client, worker, settings):
+    settings.AGENTVINE_CONCURRENCY_LIMITS = {"repo:*": 1, "ticker": 2}
+    make_task(title="a 1", executor="ticker", repository_url="https://git.example.com/<a>.git")
+    make_task(title="a 2", executor="ticker", repository_url="https://git.example.com/<a>.git")
+    lifecycle.work_order_claim(worker=worker)
+
+    page = operator_client.get(reverse("overview")).content.decode()
+    table = page.split('data-testid="concurrency-keys"')[1].split("</table>")[0]
+    assert "repo:https://git.example.com/&lt;a&gt;.git</td><td>1 of 1 <span" in table
+    assert "full: its work waits" in table.split("ticker")[0]
+    assert "ticker</td><td>1 of 2</td>" in table
+    keys = operator_client.get("/api/v1/queue/").json()["concurrency_keys"]
+    assert keys == [
+        {"key": "repo:https://git.example.com/<a>.git", "running": 1, "max_running": 1},
+        {"key": "ticker", "running": 1, "max_running": 2},
+    ]
 
 
 def test_overview_shows_spend_per_day_operator_executor_and_repository(operator_client, operator, worker, settings):
