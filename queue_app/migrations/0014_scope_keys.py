@@ -6,7 +6,11 @@
 # the seats of both. SQLite adds the column by rebuilding the table, which
 # drops its triggers: all of them are installed again, for both keys.
 
+import importlib
+
 from django.db import migrations, models
+
+concurrency_keys = importlib.import_module("queue_app.migrations.0010_concurrency_keys")
 
 ACTIVE = "('claimed', 'running', 'waiting')"
 KEYS = ("concurrency_key", "scope_key")
@@ -34,28 +38,6 @@ BEGIN
     RETURN NULL;
 END $$;
 """
-# 0010's function, for going back.
-POSTGRESQL_ONE_KEY = f"""
-CREATE OR REPLACE FUNCTION queue_app_concurrency_count() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    was_active boolean := TG_OP <> 'INSERT' AND OLD.status IN {ACTIVE};
-    is_active boolean := TG_OP <> 'DELETE' AND NEW.status IN {ACTIVE};
-BEGIN
-    IF was_active AND NOT is_active THEN
-        UPDATE queue_app_concurrencylimit SET running = GREATEST(running - 1, 0)
-        WHERE key = OLD.concurrency_key;
-    ELSIF is_active AND NOT was_active AND NEW.concurrency_key <> '' THEN
-        UPDATE queue_app_concurrencylimit SET running = running + 1
-        WHERE key = NEW.concurrency_key AND running < max_running;
-        IF NOT FOUND AND EXISTS (SELECT 1 FROM queue_app_concurrencylimit WHERE key = NEW.concurrency_key) THEN
-            RAISE EXCEPTION 'concurrency key full: %', NEW.concurrency_key USING ERRCODE = 'AVC01';
-        END IF;
-    END IF;
-    RETURN NULL;
-END $$;
-"""
-
-
 def _sqlite_triggers(column, suffix):
     return [
         f"""CREATE TRIGGER queue_app_workorder_concurrency_take{suffix} AFTER UPDATE OF status ON queue_app_workorder
@@ -93,14 +75,12 @@ def install(apps, schema_editor):
 
 
 def remove(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    if vendor == "postgresql":
-        schema_editor.execute(POSTGRESQL_ONE_KEY, params=None)
-    elif vendor == "sqlite":
+    """Back to 0010's triggers, of one key."""
+    if schema_editor.connection.vendor == "sqlite":
         for name in SQLITE_NAMES:
             schema_editor.execute(f"DROP TRIGGER IF EXISTS {name}", params=None)
-        for statement in _sqlite_triggers("concurrency_key", ""):
-            schema_editor.execute(statement, params=None)
+    concurrency_keys.remove_triggers(apps, schema_editor)
+    concurrency_keys.install_triggers(apps, schema_editor)
 
 
 class Migration(migrations.Migration):

@@ -65,9 +65,22 @@ def test_unlimited_profiles_are_not_counted(settings):
     assert all(order is not None for order in claimed)
 
 
-def test_a_limited_run_ending_rings_the_next_of_its_key(ticker_limit_one, django_capture_on_commit_callbacks):
-    make_task(title="ticker 1", executor="ticker")
-    waiting = make_task(title="ticker 1", executor="ticker")
+@pytest.mark.parametrize(
+    "limits, spec",
+    [
+        ({"ticker": 1}, {"executor": "ticker"}),
+        (
+            {"repo:https://git.example.com/a.git": 1},
+            {"executor": "noop", "repository_url": "https://git.example.com/a.git"},
+        ),
+    ],
+    ids=["profile", "repository"],
+)
+def test_a_limited_run_ending_rings_the_next_of_its_key(settings, limits, spec, django_capture_on_commit_callbacks):
+    settings.AGENTVINE_CONCURRENCY_LIMITS = limits
+    settings.AGENTVINE_PREEMPTION_ENABLED = False
+    make_task(title="ticker 1", **spec)
+    waiting = make_task(title="ticker 1", **spec)
     slot = _slot("slot-a")
     order, execution, _, _ = lifecycle.work_order_claim_start(worker=slot, work_order_id=None)
     waiting_order = waiting.work_orders.get()
@@ -117,19 +130,3 @@ def test_a_key_the_task_names_counts_with_its_profiles(settings):
     lifecycle.work_order_cancel(work_order=held)
     assert lifecycle.work_order_claim(worker=c).task_id == second_deploy.id
     assert ticker_deploy.work_orders.get().status == WorkOrderStatus.QUEUED
-
-
-def test_the_end_of_a_run_rings_the_next_of_its_repository(settings, django_capture_on_commit_callbacks):
-    settings.AGENTVINE_CONCURRENCY_LIMITS = {"repo:https://git.example.com/a.git": 1}
-    make_task(title="a 1", executor="noop", repository_url="https://git.example.com/a.git")
-    waiting = make_task(title="a 2", executor="noop", repository_url="https://git.example.com/a.git")
-    slot = _slot("slot-a")
-    order, execution, _, _ = lifecycle.work_order_claim_start(worker=slot, work_order_id=None)
-    waiting_order = waiting.work_orders.get()
-    assert waiting_order.dispatched_at is None
-
-    with django_capture_on_commit_callbacks(execute=True):
-        lifecycle.work_order_complete(work_order=order, worker=slot, execution=execution)
-
-    waiting_order.refresh_from_db()
-    assert waiting_order.dispatched_at is not None
