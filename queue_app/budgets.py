@@ -20,9 +20,10 @@ agent's usage), counted on the day a run started (``TIME_ZONE``'s days).
 
 The checks are made when a run is claimed (before its agent starts) and
 each time a run reports usage; with no budget set anywhere they cost nothing
-(no query). With budgets, one read: the task's spend and today's come from
-one aggregate over the task's runs and today's runs (indexes on
-``task_id`` and ``started_at``).
+(no query). A task budget reads the sum of the task's runs; the daily budgets
+read today's rows of :class:`~queue_app.models.SpendDay`, the spend per day,
+operator, executor and repository that every usage report adds to
+(``queue_app.outputs``), as do the spend pages.
 """
 
 from dataclasses import dataclass
@@ -31,12 +32,13 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.contrib.auth import get_user_model
+from django.db.models import Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agentvine.errors import ValidationFailed
-from queue_app.models import Execution
+from queue_app.models import Execution, SpendDay
 from tasks_app.models import TaskType
 
 ERR_BAD_DEFAULTS = (
@@ -45,13 +47,8 @@ ERR_BAD_DEFAULTS = (
 ERR_BAD_BUDGET = "a budget is a dollar figure of at least 0 (or null for none)"
 ERR_BAD_GROUP = "group must be one of: {groups}"
 
-# The groups of :func:`spend`, and the column each one groups by.
-SPEND_GROUPS = {
-    "day": "day",
-    "operator": "task__created_by__username",
-    "executor": "task__executor",
-    "repository": "task__repository_url",
-}
+# The groups of :func:`spend`.
+SPEND_GROUPS = ("day", "operator", "executor", "repository")
 ZERO = Decimal("0")
 
 
@@ -134,26 +131,20 @@ def applies(task):
 
 
 def spent(task, *, now=None):
-    """``(task's spend, its operator's today, everyone's today)`` in one read;
-    a figure no budget asks for is None."""
+    """``(task's spend, its operator's today, everyone's today)``; a figure
+    no budget asks for is None. One read per kind of budget: the task's runs,
+    and today's spend rows (:class:`~queue_app.models.SpendDay`)."""
     budget, operator, everyone = _limits(task)
-    today = day_start(now)
-    sums, scope = {}, Q()
+    task_spent = operator_spent = everyone_spent = None
     if budget is not None:
-        sums["task"] = Coalesce(Sum("cost_usd", filter=Q(task_id=task.pk)), ZERO)
-        scope |= Q(task_id=task.pk)
-    if operator is not None:
-        sums["operator"] = Coalesce(
-            Sum("cost_usd", filter=Q(started_at__gte=today, task__created_by_id=task.created_by_id)), ZERO
-        )
-    if everyone is not None:
-        sums["everyone"] = Coalesce(Sum("cost_usd", filter=Q(started_at__gte=today)), ZERO)
+        task_spent = Execution.objects.filter(task_id=task.pk).aggregate(spent=Coalesce(Sum("cost_usd"), ZERO))["spent"]
     if operator is not None or everyone is not None:
-        scope |= Q(started_at__gte=today)
-    if not sums:
-        return None, None, None
-    row = Execution.objects.filter(scope).aggregate(**sums)
-    return row.get("task"), row.get("operator"), row.get("everyone")
+        today = SpendDay.objects.filter(day=day_start(now).date()).aggregate(
+            operator=Coalesce(Sum("cost_usd", filter=Q(operator_id=task.created_by_id or 0)), ZERO),
+            everyone=Coalesce(Sum("cost_usd"), ZERO),
+        )
+        operator_spent, everyone_spent = today["operator"], today["everyone"]
+    return task_spent, operator_spent, everyone_spent
 
 
 def refusal(task, *, now=None):
@@ -203,39 +194,31 @@ def spend(*, group, days=7, now=None):
 
 
 def spend_by_every_group(*, days=7, now=None):
-    """:func:`spend` for every group at once, from one aggregate: the runs'
-    sums per (day, operator, executor, repository), added up here."""
-    since = day_start(now) - timedelta(days=days - 1)
-    columns = list(SPEND_GROUPS.values())
-    rows = (
-        Execution.objects.filter(started_at__gte=since)
-        .annotate(day=TruncDate("started_at"))
-        .values(*columns)
-        .annotate(
-            cost=Coalesce(Sum("cost_usd"), ZERO),
-            runs=Count("id"),
-            input=Coalesce(Sum("input_tokens"), 0),
-            output=Coalesce(Sum("output_tokens"), 0),
-        )
-        .order_by()
+    """:func:`spend` for every group at once, from the spend rows of the
+    last ``days`` days (a row per day, operator, executor and repository:
+    a few hundred for a busy week, whatever the number of runs)."""
+    since = day_start(now).date() - timedelta(days=days - 1)
+    rows = list(SpendDay.objects.filter(day__gte=since))
+    usernames = dict(
+        get_user_model().objects.filter(pk__in={row.operator_id for row in rows}).values_list("pk", "username")
     )
     default_executor = settings.AGENTVINE_DEFAULT_EXECUTOR
     merged = {group: {} for group in SPEND_GROUPS}
     for row in rows:
-        for group, column in SPEND_GROUPS.items():
-            key = row[column]
-            if group == "day":
-                key = key.isoformat()
-            elif group == "executor":
-                key = key or default_executor  # no profile named: the default one ran
-            key = key if key is not None else ""
+        keys = {
+            "day": row.day.isoformat(),
+            "operator": usernames.get(row.operator_id, ""),
+            "executor": row.executor or default_executor,  # no profile named: the default one ran
+            "repository": row.repository,
+        }
+        for group, key in keys.items():
             into = merged[group].setdefault(
                 key, {"key": key, "cost_usd": ZERO, "runs": 0, "input_tokens": 0, "output_tokens": 0}
             )
-            into["cost_usd"] += row["cost"]
-            into["runs"] += row["runs"]
-            into["input_tokens"] += row["input"]
-            into["output_tokens"] += row["output"]
+            into["cost_usd"] += row.cost_usd
+            into["runs"] += row.runs
+            into["input_tokens"] += row.input_tokens
+            into["output_tokens"] += row.output_tokens
     result = {}
     for group, keyed in merged.items():
         if group == "day":
@@ -247,5 +230,4 @@ def spend_by_every_group(*, days=7, now=None):
 
 def spent_today(*, now=None):
     """What every run that started today spent."""
-    today = spend(group="day", days=1, now=now)
-    return today[0]["cost_usd"] if today else ZERO
+    return SpendDay.objects.filter(day=day_start(now).date()).aggregate(spent=Coalesce(Sum("cost_usd"), ZERO))["spent"]

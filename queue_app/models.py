@@ -150,6 +150,35 @@ class ConcurrencyKeyPause(models.Model):
         return f"{self.key} until {self.paused_until:%H:%M:%S}"
 
 
+class SpendDay(models.Model):
+    """What runs spent, per day (the runs' start), operator, executor profile
+    and repository: kept with every usage report of a run
+    (``queue_app.outputs.execution_record_usage``), so the daily budgets
+    and the spend pages read a few rows instead of every run of the week
+    (queue_app.budgets). ``operator_id`` is the task creator's user id, 0 for
+    none; ``runs`` counts the runs that reported usage."""
+
+    id = models.BigAutoField(primary_key=True)
+    day = models.DateField()
+    operator_id = models.IntegerField(default=0)
+    executor = models.CharField(max_length=64, blank=True)
+    repository = models.CharField(max_length=500, blank=True)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    runs = models.PositiveIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "operator_id", "executor", "repository"], name="spend_day_unique_group"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.day} ${self.cost_usd}"
+
+
 class ExecutionStatus(models.TextChoices):
     RUNNING = "running", "Running"
     COMPLETED = "completed", "Completed"
@@ -203,8 +232,6 @@ class Execution(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "-started_at"], name="execution_status_started_idx"),
-            # Spend per day (queue_app.budgets): today's runs, the last N days'.
-            models.Index(fields=["started_at"], name="execution_started_idx"),
         ]
 
     def __str__(self):

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from agentvine import db, events
 from agentvine.errors import ExecutionFenced, IllegalTransition
-from queue_app.models import Execution, ExecutionOutputChunk, ExecutionStatus
+from queue_app.models import Execution, ExecutionOutputChunk, ExecutionStatus, SpendDay
+from tasks_app.models import Task
 
 # At most this much of one output chunk rides on a live event.
 LIVE_OUTPUT_CHARS = 8000
@@ -88,14 +89,56 @@ def execution_output_append_next(*, execution, seq, text):
 
 
 def execution_record_usage(*, execution, input_tokens=0, output_tokens=0, cost_usd=0):
-    """Add what the agent of ``execution`` reported, while it is the live run."""
-    rows = Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
-        input_tokens=F("input_tokens") + input_tokens,
-        output_tokens=F("output_tokens") + output_tokens,
-        cost_usd=F("cost_usd") + cost_usd,
+    """Add what the agent of ``execution`` reported, while it is the live run,
+    and to its day's spend (:class:`~queue_app.models.SpendDay`): one transaction."""
+    with transaction.atomic():
+        rows = Execution.objects.filter(pk=execution.pk, status=ExecutionStatus.RUNNING).update(
+            input_tokens=F("input_tokens") + input_tokens,
+            output_tokens=F("output_tokens") + output_tokens,
+            cost_usd=F("cost_usd") + cost_usd,
+        )
+        if rows != 1:
+            raise ExecutionFenced(ERR_FENCED.format(execution=execution.pk))
+        if input_tokens or output_tokens or cost_usd:
+            _spend_day_add(execution, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd)
+
+
+def _spend_day_add(execution, *, input_tokens, output_tokens, cost_usd):
+    """Add a usage report to the spend of its run's day, operator, executor
+    and repository: one upsert, the group read from the task. The run counts
+    once, on its first report (its totals are then this report's)."""
+    spend, connection = db.table(SpendDay)
+    tasks, _ = db.table(Task)
+    runs, _ = db.table(Execution)
+    s, t, e = spend.columns, tasks.columns, runs.columns
+    day = timezone.localtime(execution.started_at or timezone.now()).date()
+    group = [s["day"], s["operator_id"], s["executor"], s["repository"]]
+    totals = [s["cost_usd"], s["runs"], s["input_tokens"], s["output_tokens"]]
+    first = (
+        f"CASE WHEN e.{e['cost_usd']} = %s AND e.{e['input_tokens']} = %s AND e.{e['output_tokens']} = %s"
+        " THEN 1 ELSE 0 END"
     )
-    if rows != 1:
-        raise ExecutionFenced(ERR_FENCED.format(execution=execution.pk))
+    sql = (
+        f"INSERT INTO {spend.name} ({', '.join(group + totals)})"
+        f" SELECT %s, COALESCE(t.{t['created_by_id']}, 0), t.{t['executor']}, t.{t['repository_url']},"
+        f" %s, {first}, %s, %s"
+        f" FROM {runs.name} e JOIN {tasks.name} t ON t.{t['pk']} = e.{e['task_id']} WHERE e.{e['pk']} = %s"
+        f" ON CONFLICT ({', '.join(group)}) DO UPDATE SET "
+        + ", ".join(f"{column} = {spend.name}.{column} + excluded.{column}" for column in totals)
+    )
+    cost = runs.prepare("cost_usd", cost_usd, connection)
+    params = [
+        spend.prepare("day", day, connection),
+        spend.prepare("cost_usd", cost_usd, connection),
+        cost,
+        input_tokens,
+        output_tokens,
+        input_tokens,
+        output_tokens,
+        runs.prepare("pk", execution.pk, connection),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def execution_record_result(*, execution, base_commit, head_commit, changed_files):

@@ -69,7 +69,7 @@ def test_an_operators_daily_budget_makes_their_work_wait_for_the_next_day(settin
     first = task_create(title="First", created_by=operator)
     run_that_spends(first, "1.00", worker=slot)
     lifecycle.work_order_cancel(work_order=first.work_orders.get())
-    later = task_create(title="Later", created_by=operator)
+    later = task_create(title="Later", created_by=operator, budget_usd="10")  # its own budget is not the limit
     colleague = django_user_model.objects.create_user(username="colleague")
     theirs = task_create(title="Theirs", created_by=colleague)
 
@@ -110,3 +110,18 @@ def test_a_new_task_gets_its_types_default_budget(settings, operator):
     settings.AGENTVINE_TASK_BUDGET_USD = "feature=lots"
     with pytest.raises(ValueError, match="AGENTVINE_TASK_BUDGET_USD"):
         task_create(title="bad", created_by=operator)
+
+
+def test_every_usage_report_adds_to_its_days_spend_and_a_run_counts_once(operator, worker):
+    from queue_app.models import SpendDay
+    from queue_app.outputs import execution_record_usage
+
+    task = task_create(title="Chatty", created_by=operator, executor="noop", repository_url="https://git.example.com/a")
+    _, execution, _, _ = lifecycle.work_order_claim_start(worker=worker, work_order_id=None)
+    for cost in ("0.01", "0.02", "0.03"):
+        execution_record_usage(execution=execution, input_tokens=10, output_tokens=2, cost_usd=Decimal(cost))
+    row = SpendDay.objects.get()
+    assert (row.operator_id, row.executor, row.repository) == (operator.pk, "noop", task.repository_url)
+    assert (row.cost_usd, row.runs, row.input_tokens, row.output_tokens) == (Decimal("0.06"), 1, 30, 6)
+    assert row.day == budgets.day_start().date()
+    assert budgets.spent_today() == Decimal("0.06")
