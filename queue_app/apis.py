@@ -243,8 +243,16 @@ class WorkOrderFailApi(PlatformAPIView):
         work_order, execution = _run_write_target(request, work_order_id, values)
         task = work_order.task
         worker = request_worker(request)
+        rate_limited, resets_at = values.pop("rate_limited"), values.pop("resets_at")
         refused = budgets.refusal(task) if values["retryable"] and budgets.applies(task) else None
-        if refused is not None:
+        if rate_limited:
+            # Back in line with no retry spent, its key paused until the reset (queue_app.rate_limits).
+            lifecycle.work_order_assert_owner(work_order=work_order, worker=worker)
+            work_order = lifecycle.work_order_rate_limited(
+                work_order=work_order, reason=values["error"], resets_at=resets_at
+            )
+            worker_release(worker=worker)
+        elif refused is not None:
             # Spent: paused (or waiting for the next day) rather than retried (queue_app.budgets).
             lifecycle.work_order_assert_owner(work_order=work_order, worker=worker)
             work_order = lifecycle.work_order_over_budget(

@@ -110,6 +110,14 @@ class FailInput(RunWriteInput):
     error = serializers.CharField(max_length=MAX_ERROR_CHARS)
     exit_code = serializers.IntegerField(min_value=INT32_MIN, max_value=INT32_MAX, required=False, allow_null=True)
     retryable = serializers.BooleanField(default=True)
+    rate_limited = serializers.BooleanField(
+        default=False,
+        help_text="The provider refused the agent for now: no retry is spent, and the profile's concurrency key "
+        "pauses until resets_at (or a backoff); the work waits in line meanwhile.",
+    )
+    resets_at = serializers.FloatField(
+        required=False, allow_null=True, default=None, help_text="When the provider said the limit resets (epoch s)."
+    )
 
 
 class OutputInput(RunWriteInput):

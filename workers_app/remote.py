@@ -340,7 +340,7 @@ class RemoteWorker:
         buffer = _remote_output_buffer_class()(self.api, work_order_id, run)
         started = time.monotonic()
         next_check = started + STATUS_CHECK_SECONDS
-        stop_reason = budget_stop = None
+        stop_reason = budget_stop = rate_limit = None
         interrupted_at = None
         outcome = None
         try:
@@ -361,6 +361,10 @@ class RemoteWorker:
                     self._report_session(session, event.data.get("session_id"))
                 elif event.kind in ("completed", "error"):
                     outcome = event
+                elif event.kind == "rate_limited" and stop_reason is None:
+                    # Refused for now: the server pauses the key until the reset.
+                    rate_limit = event.data
+                    stop_reason = event.data.get("reason") or "rate limited"
                 buffer.maybe_flush()
                 if stop_reason is None and now - started > executor.context.time_limit:
                     stop_reason = ERR_TIME_LIMIT.format(seconds=executor.context.time_limit)
@@ -402,6 +406,16 @@ class RemoteWorker:
         # Every run ends with a commit, sent to the server before the run ends.
         self._send_results(summary=outcome.text if outcome is not None and outcome.kind == "completed" else "")
         exit_code = outcome.data.get("exit_code") if outcome else None
+        completed = outcome is not None and outcome.kind == "completed"
+        if rate_limit is not None and not completed:
+            return self._fail(
+                work_order_id,
+                stop_reason,
+                retryable=True,
+                exit_code=exit_code,
+                rate_limited=True,
+                resets_at=rate_limit.get("resets_at"),
+            )
         if budget_stop or (outcome is not None and outcome.data.get("budget_spent")):
             # The server decides: paused on the task's budget, or waiting for the next day.
             return self._fail(work_order_id, budget_stop or outcome.text, retryable=True, exit_code=exit_code)
@@ -514,11 +528,13 @@ class RemoteWorker:
         # Not empty once a budget is spent (queue_app.budgets): the run stops.
         return reply.get("over_budget") or ""
 
-    def _fail(self, work_order_id, error, *, retryable, exit_code=None):
+    def _fail(self, work_order_id, error, *, retryable, exit_code=None, **refusal):
+        """Report the run failed; ``refusal``: ``rate_limited`` and ``resets_at``
+        when the provider refused the agent for now."""
         try:
             self.api.post(
                 f"queue/work-orders/{work_order_id}/fail/",
-                {"error": error, "exit_code": exit_code, "retryable": retryable, **self._run_field()},
+                {"error": error, "exit_code": exit_code, "retryable": retryable, **refusal, **self._run_field()},
             )
         except ApiError as exc:
             if exc.status != 409:

@@ -444,3 +444,30 @@ def test_a_spent_budget_pauses_a_remote_run_with_its_changes_and_raising_it_resu
     second = task.executions.exclude(pk=first.pk).get()
     assert "after turn 3" in execution_output(execution=second)
     assert sorted(entry["path"] for entry in second.changed_files) == [f"turn-{n}.txt" for n in range(1, 6)]
+
+
+def test_a_rate_limited_remote_run_pauses_its_key_without_spending_a_retry(remote_factory, operator):
+    """The stand-in claude refuses with a reset 3 s ahead: the remote worker
+    stops it and says so, the server pauses the profile's key and puts the
+    work back in line until the reset; a later poll resumes its session."""
+    from queue_app.models import ConcurrencyKeyPause
+
+    task = task_create(title="Refactor scenario:ratelimitonce reset:3", executor="claude-replay", created_by=operator)
+    flags = ("--max-orders", "1", "--poll", "0.2", "--heartbeat", "0.3")
+    refused = remote_factory("remote-refused", *flags)
+    assert refused.wait(timeout=60) == 0, refused.output()
+
+    order = task.work_orders.get()
+    assert order.status == WorkOrderStatus.QUEUED and order.retry_count == 0, refused.output()
+    pause = ConcurrencyKeyPause.objects.get(key="claude-replay")
+    assert order.not_before == pause.paused_until
+    assert "rate limited until" in order.last_error
+    assert task.executions.get().status == ExecutionStatus.INTERRUPTED
+
+    resumed = remote_factory("remote-resumed", *flags)
+    assert resumed.wait(timeout=60) == 0, resumed.output()
+    order.refresh_from_db()
+    assert order.status == WorkOrderStatus.COMPLETED and order.retry_count == 0
+    second = task.executions.order_by("attempt").last()
+    assert second.started_at >= pause.paused_until
+    assert "Resumed session" in execution_output(execution=second)
