@@ -2,8 +2,17 @@ from django.contrib import admin
 from django.db.models import Q
 
 from agentvine.admin_tools import FastAdmin, ProtectActiveMixin, service_action
-from queue_app import lifecycle
-from queue_app.models import ACTIVE_STATUSES, AgentToken, Execution, WorkOrder, WorkOrderStatus
+from queue_app import lifecycle, rate_limits
+from queue_app.models import (
+    ACTIVE_STATUSES,
+    AgentToken,
+    ConcurrencyKeyPause,
+    ConcurrencyLimit,
+    Execution,
+    SpendDay,
+    WorkOrder,
+    WorkOrderStatus,
+)
 
 
 @admin.register(WorkOrder)
@@ -63,3 +72,46 @@ class AgentTokenAdmin(admin.ModelAdmin):
     list_display = ("work_order", "created_at", "revoked_at")
     readonly_fields = ("token_hash",)
     raw_id_fields = ("work_order", "execution")
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ConcurrencyKeyPause)
+class ConcurrencyKeyPauseAdmin(_ReadOnlyAdmin):
+    """Keys paused by a provider's rate limit (queue_app.rate_limits)."""
+
+    list_display = ("key", "paused_until", "reason", "strikes", "updated_at")
+    ordering = ("-paused_until",)
+    actions = [
+        service_action(
+            "Lift the pause now",
+            lambda pause, request: rate_limits.key_pause_lift(key=pause.key, by=request.user.username),
+            "keys resumed",
+        )
+    ]
+
+
+@admin.register(ConcurrencyLimit)
+class ConcurrencyLimitAdmin(_ReadOnlyAdmin):
+    """Keys with a limit and their seats taken (queue_app.concurrency); limits come from the settings."""
+
+    list_display = ("key", "running", "max_running")
+    ordering = ("key",)
+
+
+@admin.register(SpendDay)
+class SpendDayAdmin(_ReadOnlyAdmin):
+    """Spend per day, operator, executor and repository (queue_app.budgets)."""
+
+    list_display = ("day", "operator_id", "executor", "repository", "cost_usd", "runs")
+    list_filter = ("day",)
+    ordering = ("-day", "-cost_usd")

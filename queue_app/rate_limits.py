@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agentvine import events
+from agentvine.errors import IllegalTransition
 from queue_app import dispatch
 from queue_app.models import ConcurrencyKeyPause, WorkOrder, WorkOrderStatus
 
@@ -88,3 +89,28 @@ def rate_limited_keys(*, now=None):
     """The keys paused now, soonest reset first: ``[{key, until, reason}]``."""
     rows = ConcurrencyKeyPause.objects.filter(paused_until__gt=now or timezone.now()).order_by("paused_until")
     return [{"key": p.key, "until": p.paused_until, "reason": p.reason} for p in rows]
+
+
+ERR_NOT_PAUSED = "key {key} is not paused"
+
+
+def key_pause_lift(*, key, by="", now=None):
+    """End ``key``'s pause now (an operator knows the limit is back): its
+    work waiting for the reset may start at once, in its place in line.
+    Returns how many work orders were rung."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        pause = ConcurrencyKeyPause.objects.select_for_update().filter(key=key, paused_until__gt=now).first()
+        if pause is None:
+            raise IllegalTransition(ERR_NOT_PAUSED.format(key=key))
+        waiting = list(
+            WorkOrder.objects.filter(status=WorkOrderStatus.QUEUED, concurrency_key=key)
+            .filter(not_before__gt=now, not_before__lte=pause.paused_until)
+            .values_list("pk", flat=True)
+        )
+        WorkOrder.objects.filter(pk__in=waiting, status=WorkOrderStatus.QUEUED).update(not_before=None)
+        ConcurrencyKeyPause.objects.filter(key=key).update(paused_until=now, strikes=0)
+        for pk in waiting:
+            dispatch.dispatch_on_commit(pk)
+        events.publish("key.resumed", {"key": key, "by": by, "waiting": len(waiting)}, groups=[])
+    return len(waiting)

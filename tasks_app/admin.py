@@ -62,7 +62,8 @@ class TaskAdmin(ProtectActiveMixin, FastAdmin):
     list_filter = ("status", "review_status", "task_type", "priority")
     search_fields = ("search_text__title", "search_text__description", "search_text__repository_url")
     list_select_related = ("created_by",)
-    readonly_fields = READ_ONLY_STATE + ("priority", "created_by")
+    # The budget is set through the service (the task page or the API), which resumes a paused task.
+    readonly_fields = READ_ONLY_STATE + ("priority", "created_by", "budget_usd", "concurrency_key")
     fields = (
         "title",
         "description",
@@ -72,6 +73,8 @@ class TaskAdmin(ProtectActiveMixin, FastAdmin):
         "repository_url",
         "branch_name",
         "created_by",
+        "budget_usd",
+        "concurrency_key",
     ) + READ_ONLY_STATE
     inlines = [WorkOrderInline, ExecutionInline]
     date_hierarchy = None

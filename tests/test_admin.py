@@ -109,3 +109,25 @@ def test_status_cannot_be_edited_by_hand(admin_client, seeded):
     admin_client.post(url, {"title": "renamed", "task_type": "feature", "status": "completed", "executor": ""})
     seeded.refresh_from_db()
     assert seeded.status == TaskStatus.IN_PROGRESS
+
+
+def test_lifting_a_rate_limit_pause_lets_its_work_start_at_once(admin_client, worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agentvine.errors import IllegalTransition
+    from queue_app import rate_limits
+    from queue_app.models import ConcurrencyKeyPause
+
+    rate_limits.key_pause(key="claude-replay", resets_at=(timezone.now() + timedelta(hours=2)).timestamp(), reason="5h")
+    waiting = make_task(title="claude work", executor="claude-replay")
+    assert lifecycle.work_order_claim(worker=worker) is None  # waits for the reset
+
+    _act(admin_client, ConcurrencyKeyPause, "lift_the_pause_now", ["claude-replay"])
+    assert ConcurrencyKeyPause.objects.get().paused_until <= timezone.now()
+    assert lifecycle.work_order_claim(worker=worker).task_id == waiting.id
+    # Lifting a pause that is over already is refused, and changes nothing.
+    _act(admin_client, ConcurrencyKeyPause, "lift_the_pause_now", ["claude-replay"])
+    with pytest.raises(IllegalTransition, match="not paused"):
+        rate_limits.key_pause_lift(key="claude-replay")
