@@ -200,7 +200,8 @@ def tasks_show(task):
         if "Not found" in exc.message or "No Task matches" in exc.message:
             raise Failure(operations.ERR_UNKNOWN_TASK.format(value=task)) from None
         raise
-    for field in ("id", "title", "status", "priority", "task_type", "executor", "repository_url", "branch_name"):
+    fields = ("id", "title", "status", "priority", "task_type", "executor", "repository_url", "branch_name")
+    for field in (*fields, "budget_usd", "concurrency_key"):
         click.echo(f"{field + ':':<16}{data.get(field) or ''}")
     for field in ("created_by", "created_at", "updated_at", "completed_at"):
         click.echo(f"{field + ':':<16}{data.get(field) or ''}")
@@ -219,11 +220,21 @@ def tasks_show(task):
 @click.option(
     "--after", multiple=True, metavar="ID", help="start only once this task is completed (repeat for several)"
 )
+@click.option("--budget", "budget_usd", metavar="USD", help="what its agents may spend (default: its type's)")
 def tasks_create(**values):
     """Queue a new task for an agent."""
     operation = build(operations.task_create, **values)
     entry, data = submit(operation)
     report(entry, data, lambda task: f"created {_task_line(task)}")
+
+
+@tasks.command("budget")
+@click.argument("task")
+@click.argument("amount")
+def tasks_budget(task, amount):
+    """Set TASK's budget in US dollars (AMOUNT, or none); raising it resumes a task paused on its budget."""
+    entry, data = submit(build(operations.task_budget, task=task, amount=amount))
+    report(entry, data, lambda task: f"budget ${task['budget_usd'] or 'none'}: {_task_line(task)}")
 
 
 @tasks.command("tree")
@@ -446,6 +457,29 @@ def status():
         ],
     )
     _table("work orders", ["status", "count"], sorted(data["by_status"].items()))
+
+
+@cli.command()
+@click.option(
+    "--by", "group", type=click.Choice(["day", "operator", "executor", "repository"]), default="day", show_default=True
+)
+@click.option("--days", type=click.IntRange(1, 366), default=7, show_default=True)
+def spend(group, days):
+    """What agents spent over the last DAYS days, per day, operator, executor or repository."""
+    client = client_for_settings()
+    data = read(lambda: client.get(f"spend/?group={group}&days={days}"))
+    _table(
+        f"spend per {group}, last {days} days",
+        [group, "runs", "cost (US$)"],
+        [(row["key"] or "-", row["runs"], f"{float(row['cost_usd']):.4f}") for row in data["rows"]],
+    )
+    budgets = data["budgets"]
+    line = f"total ${float(data['total_usd']):.2f}; today ${float(budgets['spent_today_usd']):.2f}"
+    if budgets["daily_usd"] is not None:
+        line += f" of a ${budgets['daily_usd']:.2f} daily budget"
+    if budgets["paused_tasks"]:
+        line += f"; {budgets['paused_tasks']} tasks paused on their budget"
+    click.echo(line)
 
 
 @cli.command()

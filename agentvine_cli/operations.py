@@ -28,6 +28,7 @@ ERR_BATCH_SHAPE = (
     'batch file {path}: expected a JSON object {{"to": "<task, session or worker>", "messages": ["…", …]}}'
 )
 ERR_BATCH_MESSAGES = "batch file {path}: messages must be a list of 1 to {limit} non-empty strings"
+ERR_BUDGET = "a budget is a dollar figure of at least 0, like 5 or 0.50 (or none)"
 
 
 class InvalidInput(ValueError):
@@ -70,13 +71,38 @@ def _target(target):
     return target
 
 
+def budget(value):
+    """A budget as typed (``5``, ``0.50``, ``$2``; ``none`` for no limit): a
+    string the API takes, or None."""
+    text = str(value).strip().lstrip("$")
+    if text.lower() in ("none", "no", "off"):
+        return None
+    try:
+        amount = float(text)
+    except ValueError:
+        raise InvalidInput(ERR_BUDGET) from None
+    if not 0 <= amount < 1e8:
+        raise InvalidInput(ERR_BUDGET)
+    return f"{amount:.4f}"
+
+
 def task_create(
-    *, title, description="", priority="normal", task_type="feature", executor="", repository_url="", after=()
+    *,
+    title,
+    description="",
+    priority="normal",
+    task_type="feature",
+    executor="",
+    repository_url="",
+    after=(),
+    budget_usd=None,
 ):
     title = (title or "").strip()
     if not title or len(title) > MAX_TITLE_CHARS:
         raise InvalidInput(ERR_TITLE)
     body = {"title": title, "description": description, "priority": priority, "task_type": task_type}
+    if budget_usd is not None:
+        body["budget_usd"] = budget(budget_usd)
     if after:
         body["depends_on"] = [task_id(parent) for parent in after]
     if executor:
@@ -93,6 +119,21 @@ def task_action(*, action, task):
         summary=f"{action} task {task}",
         method="POST",
         path=f"tasks/{task}/{action}/",
+        not_found=ERR_UNKNOWN_TASK.format(value=task),
+    )
+
+
+def task_budget(*, task, amount):
+    """Set ``task``'s budget (``none``: no limit); raised above what it spent,
+    a task paused on its budget resumes."""
+    task = task_id(task)
+    value = budget(amount)
+    return Operation(
+        target=f"task:{task}",
+        summary=f"set the budget of task {task} to {'none' if value is None else '$' + value}",
+        method="PATCH",
+        path=f"tasks/{task}/",
+        body={"budget_usd": value},
         not_found=ERR_UNKNOWN_TASK.format(value=task),
     )
 
