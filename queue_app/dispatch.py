@@ -11,6 +11,7 @@ engine never imports the Celery task that runs a work order (an entry point,
 import logging
 import math
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -25,7 +26,15 @@ EXECUTE_WORK_ORDER = "queue_app.execute_work_order"
 
 
 def ring(work_order_id, *, queue, countdown=None):
-    """Send one doorbell now; False (logged) when the broker refused it."""
+    """Send one doorbell now; False (logged) when the broker refused it.
+
+    A countdown longer than a run's time limit (a rate limit's reset hours
+    away, a daily budget's midnight) is cut to it: a Redis broker would
+    otherwise deliver a doorbell held past its visibility timeout again, to
+    another worker, and again. The early doorbell finds the order not yet
+    ready and rings once more for the rest of the wait (workers_app.runner)."""
+    if countdown:
+        countdown = min(countdown, settings.AGENTVINE_MAX_RUN_SECONDS)
     if countdown and broker_is_amqp(app.conf.broker_url):
         # RabbitMQ's delayed delivery counts whole seconds (agentvine/brokers.py);
         # the work order's not_before keeps the exact time.

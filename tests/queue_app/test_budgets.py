@@ -125,3 +125,25 @@ def test_every_usage_report_adds_to_its_days_spend_and_a_run_counts_once(operato
     assert (row.cost_usd, row.runs, row.input_tokens, row.output_tokens) == (Decimal("0.06"), 1, 30, 6)
     assert row.day == budgets.day_start().date()
     assert budgets.spent_today() == Decimal("0.06")
+
+
+def test_a_doorbell_for_the_next_day_rings_within_a_runs_time_limit(settings, clean_broker, operator):
+    """A Redis broker hands a doorbell held past its visibility timeout to
+    another worker again: a wait until midnight is rung in steps no longer
+    than a run's time limit (the early ring rings again for the rest)."""
+    import json
+
+    from django.utils import timezone
+
+    from queue_app import dispatch
+
+    task = task_create(title="Tomorrow", created_by=operator)
+    order = task.work_orders.get()
+    before = timezone.now()
+    assert dispatch.work_order_dispatch(work_order_id=order.pk, countdown=20 * 3600)
+    message = json.loads(clean_broker.lrange("default", 0, -1)[-1])
+    eta = timezone.datetime.fromisoformat(message["headers"]["eta"])
+    assert message["headers"]["id"] and eta - before <= timezone.timedelta(
+        seconds=settings.AGENTVINE_MAX_RUN_SECONDS + 5
+    )
+    assert eta - before >= timezone.timedelta(seconds=settings.AGENTVINE_MAX_RUN_SECONDS - 5)
