@@ -57,7 +57,10 @@ ERR_METRICS_FORBIDDEN = "metrics are for operators"
 _MODEL_APPS = {
     "AgentSession": "workers_app",
     "ChatMessage": "chat_app",
+    "ConcurrencyKeyPause": "queue_app",
+    "ConcurrencyLimit": "queue_app",
     "Execution": "queue_app",
+    "SpendDay": "queue_app",
     "LiveEvent": "agentvine",
     "WorkOrder": "queue_app",
     "Worker": "workers_app",
@@ -126,6 +129,7 @@ class DatabaseCollector:
         yield from self._workers(now)
         yield from self._questions_waiting(now)
         yield from self._live_events()
+        yield from self._limits(now)
         yield from self._history_totals()
 
     def _history_totals(self):
@@ -164,6 +168,35 @@ class DatabaseCollector:
             oldest.add_metric([priority], max((now - row["oldest"]).total_seconds(), 0.0) if row else 0.0)
         yield depth
         yield oldest
+
+    def _limits(self, now):
+        """Concurrency keys (seats taken, limit, rate-limit pause) and
+        today's spend against the daily budget (queue_app.budgets)."""
+        running = GaugeMetricFamily(
+            "agentvine_concurrency_key_running", "Active runs of a limited concurrency key.", labels=["key"]
+        )
+        limit = GaugeMetricFamily("agentvine_concurrency_key_limit", "A concurrency key's limit.", labels=["key"])
+        for row in _model("ConcurrencyLimit").objects.values("key", "running", "max_running"):
+            running.add_metric([row["key"]], row["running"])
+            limit.add_metric([row["key"]], row["max_running"])
+        paused = GaugeMetricFamily(
+            "agentvine_concurrency_key_paused_seconds",
+            "Seconds until a key paused by a provider's rate limit may run again.",
+            labels=["key"],
+        )
+        for key, until in (
+            _model("ConcurrencyKeyPause").objects.filter(paused_until__gt=now).values_list("key", "paused_until")
+        ):
+            paused.add_metric([key], (until - now).total_seconds())
+        today = _model("SpendDay").objects.filter(day=timezone.localdate(now)).aggregate(usd=Sum("cost_usd"))["usd"]
+        spend = GaugeMetricFamily("agentvine_spend_today_usd", "What runs that started today spent, in USD.")
+        spend.add_metric([], float(today or 0))
+        budget = GaugeMetricFamily(
+            "agentvine_daily_budget_usd", "AGENTVINE_DAILY_BUDGET_USD (absent when there is none)."
+        )
+        if settings.AGENTVINE_DAILY_BUDGET_USD is not None:
+            budget.add_metric([], settings.AGENTVINE_DAILY_BUDGET_USD)
+        yield from (running, limit, paused, spend, budget)
 
     def _work_orders(self):
         WorkOrder = _model("WorkOrder")

@@ -309,6 +309,30 @@ def test_metrics_report_queue_work_orders_workers_questions_usage_from_the_datab
     assert value(samples, "agentvine_work_orders", status="completed") == 1
 
 
+def test_metrics_report_concurrency_keys_rate_limit_pauses_and_todays_spend(
+    client, metrics_token, worker, operator, settings
+):
+    from queue_app import rate_limits
+    from tasks_app.services import task_create
+
+    settings.AGENTVINE_CONCURRENCY_LIMITS = {"ticker": 2}
+    settings.AGENTVINE_DAILY_BUDGET_USD = 50.0
+    task = task_create(title="ticking", executor="ticker", created_by=operator)
+    work_order = lifecycle.work_order_claim(worker=worker, work_order_id=task.work_orders.get().id)
+    _, execution = lifecycle.work_order_start(work_order=work_order, worker=worker)
+    outputs.execution_record_usage(execution=execution, input_tokens=10, output_tokens=5, cost_usd=Decimal("1.25"))
+    rate_limits.key_pause(
+        key="claude-replay", resets_at=(timezone.now() + timedelta(minutes=10)).timestamp(), reason="5h"
+    )
+
+    samples = scrape(client)
+    assert value(samples, "agentvine_concurrency_key_running", key="ticker") == 1
+    assert value(samples, "agentvine_concurrency_key_limit", key="ticker") == 2
+    assert 590 < value(samples, "agentvine_concurrency_key_paused_seconds", key="claude-replay") <= 600
+    assert value(samples, "agentvine_spend_today_usd") == pytest.approx(1.25)
+    assert value(samples, "agentvine_daily_budget_usd") == 50.0
+
+
 # Transactional: the slot's before-task connection check (workers_app/slots.py)
 # closes connections, which a test transaction would not survive.
 @pytest.mark.django_db(transaction=True)
