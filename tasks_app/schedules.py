@@ -28,7 +28,8 @@ from tasks_app.models import ScheduleOverlap, Task, TaskSchedule, TaskStatus
 
 TICK_TASK = "tasks_app.schedule_tick"
 TICK_QUEUE = "guardians"
-GOING = (TaskStatus.BLOCKED, TaskStatus.QUEUED, TaskStatus.IN_PROGRESS)
+# A run that has not ended: a run paused on its spent budget waits to go on.
+GOING = (TaskStatus.BLOCKED, TaskStatus.QUEUED, TaskStatus.IN_PROGRESS, TaskStatus.PAUSED_BUDGET)
 ERR_ONE_SCHEDULE = "give exactly one of cron and interval_seconds"
 ERR_BAD_CRON = "cron needs five fields: minute hour day-of-month month day-of-week"
 ERR_BAD_OVERLAP = "overlap is skip or queue_one"

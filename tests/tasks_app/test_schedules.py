@@ -190,3 +190,17 @@ def test_admin_creates_and_edits_a_schedule_and_its_beat_row(admin_client):
     admin_client.post(f"/admin/tasks_app/taskschedule/{schedule.pk}/delete/", {"post": "yes"})
     assert not TaskSchedule.objects.exists()
     assert not PeriodicTask.objects.filter(task="tasks_app.schedule_tick").exists()
+
+
+def test_a_run_paused_on_its_budget_is_still_going_and_skips_the_next_tick(worker, settings):
+    from tests.factories import run_that_spends
+
+    settings.AGENTVINE_TASK_BUDGET_USD = "0.05"
+    schedule = schedules.schedule_save(name="budgeted", interval_seconds=60, title="nightly", executor="noop")
+    first = schedules.schedule_tick(schedule_id=schedule.pk, now=T0)
+    run_that_spends(first, "0.06", worker=worker)
+    assert lifecycle.work_order_claim_start(worker=worker, work_order_id=None) is None
+    assert Task.objects.get(pk=first.pk).status == TaskStatus.PAUSED_BUDGET
+    # Paused, not ended: the next tick starts no second run beside it.
+    assert schedules.schedule_tick(schedule_id=schedule.pk, now=T0 + timedelta(seconds=60)) is None
+    assert runs(schedule).count() == 1
