@@ -170,7 +170,7 @@ def tasks():
 
 
 @tasks.command("list")
-@click.option("--status", help="blocked, queued, in_progress, completed, failed, cancelled")
+@click.option("--status", help="blocked, queued, in_progress, paused_budget, completed, failed, cancelled")
 @click.option("--search", help="text in the title or description")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 def tasks_list(status, search, limit):
