@@ -130,13 +130,21 @@ def applies(task):
     return any(limit is not None for limit in _limits(task))
 
 
-def spent(task, *, now=None):
+def dollars_read(value):
+    """A sum of ``cost_usd`` as a raw query returns it (SQLite: a float)."""
+    return value if isinstance(value, Decimal) else Decimal(str(value or 0))
+
+
+def spent(task, *, now=None, task_spent=None):
     """``(task's spend, its operator's today, everyone's today)``; a figure
-    no budget asks for is None. One read per kind of budget: the task's runs,
-    and today's spend rows (:class:`~queue_app.models.SpendDay`)."""
+    no budget asks for is None. One read per kind of budget: the task's runs
+    (none when the caller read them just now: ``task_spent``, as the claim
+    does), and today's spend rows (:class:`~queue_app.models.SpendDay`)."""
     budget, operator, everyone = _limits(task)
-    task_spent = operator_spent = everyone_spent = None
-    if budget is not None:
+    operator_spent = everyone_spent = None
+    if budget is None:
+        task_spent = None
+    elif task_spent is None:
         task_spent = Execution.objects.filter(task_id=task.pk).aggregate(spent=Coalesce(Sum("cost_usd"), ZERO))["spent"]
     if operator is not None or everyone is not None:
         today = SpendDay.objects.filter(day=day_start(now).date()).aggregate(
@@ -147,13 +155,14 @@ def spent(task, *, now=None):
     return task_spent, operator_spent, everyone_spent
 
 
-def refusal(task, *, now=None):
-    """Why no run of ``task`` may go on now (a :class:`Refusal`), or None."""
+def refusal(task, *, now=None, task_spent=None):
+    """Why no run of ``task`` may go on now (a :class:`Refusal`), or None.
+    ``task_spent``: what its runs spent, when the caller has just read it."""
     if not applies(task):
         return None
     now = now or timezone.now()
     budget, operator, everyone = _limits(task)
-    task_spent, operator_spent, everyone_spent = spent(task, now=now)
+    task_spent, operator_spent, everyone_spent = spent(task, now=now, task_spent=task_spent)
     if budget is not None and task_spent >= budget:
         return Refusal("task", f"budget ${budget:.2f} spent (${task_spent:.4f})")
     if operator is not None and operator_spent >= Decimal(str(operator)):
@@ -171,13 +180,13 @@ def refusal(task, *, now=None):
     return None
 
 
-def remaining(task, *, now=None):
+def remaining(task, *, now=None, task_spent=None):
     """What ``task``'s next run may spend before some budget stops it, or None
     without a budget (``--max-budget-usd`` for claude)."""
     if not applies(task):
         return None
     left = []
-    for limit, used in zip(_limits(task), spent(task, now=now), strict=True):
+    for limit, used in zip(_limits(task), spent(task, now=now, task_spent=task_spent), strict=True):
         if limit is not None:
             left.append(max(Decimal(str(limit)) - used, ZERO))
     return min(left)

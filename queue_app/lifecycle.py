@@ -564,7 +564,9 @@ def _work_order_claim_start(*, worker, work_order_id, session_kinds):
         if claimed is None:
             return None
         fresh, fresh.task, attempts, current, last_status = claimed
-        if budgets.applies(fresh.task) and (refused := budgets.refusal(fresh.task, now=now)):
+        if budgets.applies(fresh.task) and (
+            refused := budgets.refusal(fresh.task, now=now, task_spent=fresh.task.spent_usd)
+        ):
             # Its budget is spent: no agent starts (queue_app.budgets).
             work_order_over_budget(work_order=fresh, worker=worker, refusal=refused)
             return None
@@ -615,11 +617,12 @@ def _claim_for_run(work_order_id, *, worker, now):
     session_sql, session_params = run_sessions.live_session_sql(
         task_column=f"claimed.{orders.columns['task_id']}", lock=True
     )
+    task_spent = _task_spent_sql(f"claimed.{orders.columns['task_id']}")
     sql = (
         f"WITH claimed AS ({claim_sql} RETURNING {orders.select_list()})"
         f" SELECT claimed.*, {tasks.select_list('t')},"
         f" (SELECT COUNT(*) FROM {executions.name} e"
-        f" WHERE e.{executions.columns['work_order_id']} = claimed.{orders.columns['pk']}), live.*"
+        f" WHERE e.{executions.columns['work_order_id']} = claimed.{orders.columns['pk']}), {task_spent}, live.*"
         f" FROM claimed JOIN {tasks.name} t ON t.{tasks.columns['pk']} = claimed.{orders.columns['task_id']}"
         f" LEFT JOIN LATERAL ({session_sql}) live ON true"
     )
@@ -662,8 +665,10 @@ def _run_context(work_order):
     session_sql, session_params = run_sessions.live_session_sql(task_id=work_order.task_id, lock=True)
     attempts_where, attempts_params = executions.where({"work_order_id": work_order.pk}, connection)
     task_where, task_params = tasks.where({"pk": work_order.task_id}, connection, alias="t")
+    task_spent = _task_spent_sql(f"t.{tasks.columns['pk']}")
     sql = (
-        f"SELECT {tasks.select_list('t')}, (SELECT COUNT(*) FROM {executions.name} WHERE {attempts_where}), live.*"
+        f"SELECT {tasks.select_list('t')}, (SELECT COUNT(*) FROM {executions.name} WHERE {attempts_where}),"
+        f" {task_spent}, live.*"
         f" FROM {tasks.name} t LEFT JOIN ({session_sql}) live ON 1 = 1 WHERE {task_where}"
     )
     with connection.cursor() as cursor:
@@ -672,13 +677,27 @@ def _run_context(work_order):
     return _run_context_from_row(row, connection)
 
 
+def _task_spent_sql(task_column):
+    """What the runs of the task in ``task_column`` spent, as a column: read
+    with the claim, so a task budget costs the claim no statement of its own
+    (queue_app.budgets)."""
+    executions, _ = db.table(Execution)
+    e = executions.columns
+    return (
+        f"(SELECT COALESCE(SUM(s.{e['cost_usd']}), 0) FROM {executions.name} s WHERE s.{e['task_id']} = {task_column})"
+    )
+
+
 def _run_context_from_row(row, connection):
     """``(task, attempts, session or None, last status)`` from a row of the
-    task's columns, the attempt count, then :func:`live_session_sql`'s."""
+    task's columns, the attempt count, what the task's runs spent (set on the
+    task as ``spent_usd``), then :func:`live_session_sql`'s."""
     tasks, _ = db.table(Task)
     width = len(tasks.attnames)
-    session, last_status = run_sessions.live_session_from_row(row[width + 1 :])
-    return tasks.from_row(row[:width], connection), row[width], session, last_status
+    task = tasks.from_row(row[:width], connection)
+    task.spent_usd = budgets.dollars_read(row[width + 1])
+    session, last_status = run_sessions.live_session_from_row(row[width + 2 :])
+    return task, row[width], session, last_status
 
 
 def _close_execution_sql(execution, *, status, now, exit_code=None, error=""):

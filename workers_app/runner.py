@@ -171,8 +171,11 @@ def _not_claimed(work_order_id):
 
 
 def run_budget(task):
-    """What this run may spend (queue_app.budgets), or None: no query without a budget."""
-    left = budgets.remaining(task) if budgets.applies(task) else None
+    """What this run may spend (queue_app.budgets), or None: no query without
+    a budget, nor with only a task budget when the claim read the task's
+    spend (``task.spent_usd``)."""
+    task_spent = getattr(task, "spent_usd", None)
+    left = budgets.remaining(task, task_spent=task_spent) if budgets.applies(task) else None
     return None if left is None else float(left)
 
 
