@@ -617,7 +617,7 @@ def _claim_for_run(work_order_id, *, worker, now):
     session_sql, session_params = run_sessions.live_session_sql(
         task_column=f"claimed.{orders.columns['task_id']}", lock=True
     )
-    task_spent = _task_spent_sql(f"claimed.{orders.columns['task_id']}")
+    task_spent = _task_spent_sql("t")
     sql = (
         f"WITH claimed AS ({claim_sql} RETURNING {orders.select_list()})"
         f" SELECT claimed.*, {tasks.select_list('t')},"
@@ -665,7 +665,7 @@ def _run_context(work_order):
     session_sql, session_params = run_sessions.live_session_sql(task_id=work_order.task_id, lock=True)
     attempts_where, attempts_params = executions.where({"work_order_id": work_order.pk}, connection)
     task_where, task_params = tasks.where({"pk": work_order.task_id}, connection, alias="t")
-    task_spent = _task_spent_sql(f"t.{tasks.columns['pk']}")
+    task_spent = _task_spent_sql("t")
     sql = (
         f"SELECT {tasks.select_list('t')}, (SELECT COUNT(*) FROM {executions.name} WHERE {attempts_where}),"
         f" {task_spent}, live.*"
@@ -677,15 +677,19 @@ def _run_context(work_order):
     return _run_context_from_row(row, connection)
 
 
-def _task_spent_sql(task_column):
-    """What the runs of the task in ``task_column`` spent, as a column: read
-    with the claim, so a task budget costs the claim no statement of its own
-    (queue_app.budgets)."""
+def _task_spent_sql(task_alias):
+    """What the runs of the task (``task_alias``, a row of its table) spent,
+    as a column, NULL when the task has no budget (the sum is then not
+    computed): read with the claim, so a task budget costs the claim no
+    statement of its own (queue_app.budgets)."""
     executions, _ = db.table(Execution)
-    e = executions.columns
-    return (
-        f"(SELECT COALESCE(SUM(s.{e['cost_usd']}), 0) FROM {executions.name} s WHERE s.{e['task_id']} = {task_column})"
+    tasks, _ = db.table(Task)
+    e, t = executions.columns, tasks.columns
+    total = (
+        f"(SELECT COALESCE(SUM(s.{e['cost_usd']}), 0) FROM {executions.name} s"
+        f" WHERE s.{e['task_id']} = {task_alias}.{t['pk']})"
     )
+    return f"CASE WHEN {task_alias}.{t['budget_usd']} IS NULL THEN NULL ELSE {total} END"
 
 
 def _run_context_from_row(row, connection):
@@ -695,7 +699,7 @@ def _run_context_from_row(row, connection):
     tasks, _ = db.table(Task)
     width = len(tasks.attnames)
     task = tasks.from_row(row[:width], connection)
-    task.spent_usd = budgets.dollars_read(row[width + 1])
+    task.spent_usd = None if row[width + 1] is None else budgets.dollars_read(row[width + 1])
     session, last_status = run_sessions.live_session_from_row(row[width + 2 :])
     return task, row[width], session, last_status
 
