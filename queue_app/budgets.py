@@ -89,6 +89,12 @@ def _dollars(text):
     return value
 
 
+def task_budget_default_check(text):
+    """ValueError, naming the setting, unless ``text`` is a valid
+    AGENTVINE_TASK_BUDGET_USD."""
+    _defaults(text)
+
+
 def task_budget_default(task_type):
     """A new task's budget when none is given: its type's, or None."""
     defaults = _defaults(settings.AGENTVINE_TASK_BUDGET_USD)

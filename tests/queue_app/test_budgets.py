@@ -2,6 +2,8 @@
 its work at the claim, raising it resumes the work in its place; daily
 budgets make work wait for the next day."""
 
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,6 +14,7 @@ from queue_app import budgets, lifecycle
 from queue_app.models import WorkOrderStatus
 from tasks_app.models import TaskStatus, TaskType
 from tasks_app.services import task_create, task_update
+from tests.conftest import ROOT, child_environ
 from tests.factories import run_that_spends
 from workers_app.services import worker_register
 
@@ -107,9 +110,21 @@ def test_a_new_task_gets_its_types_default_budget(settings, operator):
     assert task_create(title="n", created_by=operator, budget_usd=None).budget_usd is None
     settings.AGENTVINE_TASK_BUDGET_USD = "3"
     assert task_create(title="any", task_type=TaskType.BUGFIX, created_by=operator).budget_usd == Decimal("3")
-    settings.AGENTVINE_TASK_BUDGET_USD = "feature=lots"
-    with pytest.raises(ValueError, match="AGENTVINE_TASK_BUDGET_USD"):
-        task_create(title="bad", created_by=operator)
+    # A malformed setting stops the process at start, naming it.
+    check = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={
+            **child_environ(),
+            "DJANGO_SETTINGS_MODULE": "agentvine.settings_test",
+            "AGENTVINE_TASK_BUDGET_USD": "feature=lots",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode != 0
+    assert "AGENTVINE_TASK_BUDGET_USD must be a dollar figure or type=figure pairs" in check.stderr
 
 
 def test_every_usage_report_adds_to_its_days_spend_and_a_run_counts_once(operator, worker):
