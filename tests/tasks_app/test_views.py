@@ -305,6 +305,9 @@ def test_overview_shows_spend_per_day_operator_executor_and_repository(operator_
 
     settings.AGENTVINE_DAILY_BUDGET_USD = 20.0
     task = make_task(title="<b>costly</b>", repository_url="https://git.example.com/<team>/a.git", executor="noop")
+
+    # Runs that reported no cost (the demo agent's) spend nothing.
+    assert "No spend reported in the last 7 days." in operator_client.get(reverse("overview")).content.decode()
     Task.objects.filter(pk=task.pk).update(created_by=operator)
     run_that_spends(task, "1.25", worker=worker)
 
