@@ -59,7 +59,11 @@ def main(argv=None):
     )
     print(f"{args.processes} daphne processes on {args.bind}:{port}", flush=True)
 
+    asked = []
+
     def stop(signum, frame):
+        if frame is not None:
+            asked.append(signum)  # a supervisor's stop, not a daphne's death
         for process in started:
             if process.poll() is None:
                 process.send_signal(signum)
@@ -70,7 +74,12 @@ def main(argv=None):
     stop(signal.SIGTERM, None)
     for process in started:
         process.wait()
-    return os.waitstatus_to_exitcode(status) if pid else 0
+    code = os.waitstatus_to_exitcode(status) if pid else 0
+    if asked and code in (-signal.SIGTERM, -signal.SIGINT):
+        # A daphne still starting (no handler of its own yet) ends at the
+        # stop signal passed on to it: the stop asked for, not a failure.
+        return 0
+    return code
 
 
 if __name__ == "__main__":

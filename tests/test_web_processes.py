@@ -72,3 +72,29 @@ def test_two_daphnes_share_one_port_and_stop_together(tmp_path):
         if parent.poll() is None:
             parent.kill()
         log.close()
+
+
+def test_a_stop_while_the_daphnes_still_start_is_a_clean_stop(tmp_path):
+    """A supervisor may stop the set at once: daphnes still importing Django
+    have no stop handler yet and end at the signal passed on; that is the
+    stop asked for, so the set exits 0 (not 128 + SIGTERM)."""
+    log = open(tmp_path / "web.log", "w")
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "agentvine.web_processes", "--processes", "2", "--port", "0"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        assert parent.stdout.readline().startswith("2 daphne processes on 127.0.0.1:")
+        daphnes = _children(parent.pid)
+        assert len(daphnes) == 2
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) == 0
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in daphnes)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        log.close()
