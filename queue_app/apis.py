@@ -38,7 +38,7 @@ from queue_app.serializers import (
     WorkOrderOutput,
 )
 from tasks_app.models import Task, TaskStatus
-from tasks_app.repositories import repository_url_redacted
+from tasks_app.selectors import spend_overview
 from workers_app.authentication import IsOperator, IsOperatorOrWorker, IsWorker, request_worker
 from workers_app.runner import pull_run_start, run_budget, task_prompt
 from workers_app.services import worker_release
@@ -104,21 +104,21 @@ class SpendApi(PlatformAPIView):
     @extend_schema(parameters=[SpendParams], responses=SpendOutput, operation_id="spend", tags=["queue"])
     def get(self, request):
         params = query_params(SpendParams, request)
-        group = params["group"]
-        rows = budgets.spend(group=group, days=params["days"])
-        if group == "repository":
-            for row in rows:
-                row["key"] = repository_url_redacted(row["key"])
+        group, days = params["group"], params["days"]
+        paused = Task.objects.filter(status=TaskStatus.PAUSED_BUDGET).count()
+        # The Overview's read: every group from one read of the spend rows.
+        spend = spend_overview(paused=paused, days=days)
+        rows = spend["by"][group]
         body = {
             "group": group,
-            "since": budgets.day_start() - timedelta(days=params["days"] - 1),
+            "since": budgets.day_start() - timedelta(days=days - 1),
             "total_usd": sum((row["cost_usd"] for row in rows), budgets.ZERO),
             "rows": rows,
             "budgets": {
-                "daily_usd": settings.AGENTVINE_DAILY_BUDGET_USD,
-                "operator_daily_usd": settings.AGENTVINE_OPERATOR_DAILY_BUDGET_USD,
-                "spent_today_usd": budgets.spent_today(),
-                "paused_tasks": Task.objects.filter(status=TaskStatus.PAUSED_BUDGET).count(),
+                "daily_usd": spend["daily_budget"],
+                "operator_daily_usd": spend["operator_daily_budget"],
+                "spent_today_usd": spend["today"],
+                "paused_tasks": paused,
             },
         }
         return Response(SpendOutput(body).data)

@@ -45,9 +45,8 @@ ERR_BAD_DEFAULTS = (
     "AGENTVINE_TASK_BUDGET_USD must be a dollar figure or type=figure pairs (feature=5,docs=1,default=2), not {value!r}"
 )
 ERR_BAD_BUDGET = "a budget is a dollar figure of at least 0 (or null for none)"
-ERR_BAD_GROUP = "group must be one of: {groups}"
 
-# The groups of :func:`spend`.
+# The groups of :func:`spend_by_every_group`.
 SPEND_GROUPS = ("day", "operator", "executor", "repository")
 ZERO = Decimal("0")
 
@@ -198,20 +197,13 @@ def remaining(task, *, now=None, task_spent=None):
     return min(left)
 
 
-def spend(*, group, days=7, now=None):
-    """What runs that started in the last ``days`` days (today included)
-    spent, per ``group`` (:data:`SPEND_GROUPS`): ``[{key, cost_usd, runs,
-    input_tokens, output_tokens}]``, the most expensive first (by day: the
-    newest first)."""
-    if group not in SPEND_GROUPS:
-        raise ValidationFailed(ERR_BAD_GROUP.format(groups=", ".join(SPEND_GROUPS)), field="group")
-    return spend_by_every_group(days=days, now=now)[group]
-
-
 def spend_by_every_group(*, days=7, now=None):
-    """:func:`spend` for every group at once, from the spend rows of the
-    last ``days`` days (a row per day, operator, executor and repository:
-    a few hundred for a busy week, whatever the number of runs)."""
+    """What runs that started in the last ``days`` days (today included)
+    spent, per group of :data:`SPEND_GROUPS`: ``{group: [{key, cost_usd,
+    runs, input_tokens, output_tokens}]}``, the most expensive first (by
+    day: the newest first). From the spend rows of those days (a row per
+    day, operator, executor and repository: a few hundred for a busy week,
+    whatever the number of runs)."""
     since = day_start(now).date() - timedelta(days=days - 1)
     rows = list(SpendDay.objects.filter(day__gte=since))
     usernames = dict(
