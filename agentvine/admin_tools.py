@@ -15,6 +15,20 @@ class FastAdmin(admin.ModelAdmin):
     list_per_page = 50
 
 
+class ReadOnlyAdmin(FastAdmin):
+    """A changelist to read: rows are written by the platform (services,
+    triggers), never by hand in the admin."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 def service_action(description, call, success):
     """An admin action that applies a service to each selected row.
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.db.models import Q
 
-from agentvine.admin_tools import FastAdmin, ProtectActiveMixin, service_action
+from agentvine.admin_tools import FastAdmin, ProtectActiveMixin, ReadOnlyAdmin, service_action
 from queue_app import lifecycle, rate_limits
 from queue_app.models import (
     ACTIVE_STATUSES,
@@ -74,19 +74,8 @@ class AgentTokenAdmin(admin.ModelAdmin):
     raw_id_fields = ("work_order", "execution")
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(ConcurrencyKeyPause)
-class ConcurrencyKeyPauseAdmin(_ReadOnlyAdmin):
+class ConcurrencyKeyPauseAdmin(ReadOnlyAdmin):
     """Keys paused by a provider's rate limit (queue_app.rate_limits)."""
 
     list_display = ("key", "paused_until", "reason", "strikes", "updated_at")
@@ -101,7 +90,7 @@ class ConcurrencyKeyPauseAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(ConcurrencyLimit)
-class ConcurrencyLimitAdmin(_ReadOnlyAdmin):
+class ConcurrencyLimitAdmin(ReadOnlyAdmin):
     """Keys with a limit and their seats taken (queue_app.concurrency); limits come from the settings."""
 
     list_display = ("key", "running", "max_running")
@@ -109,7 +98,7 @@ class ConcurrencyLimitAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(SpendDay)
-class SpendDayAdmin(_ReadOnlyAdmin):
+class SpendDayAdmin(ReadOnlyAdmin):
     """Spend per day, operator, executor and repository (queue_app.budgets)."""
 
     list_display = ("day", "operator_id", "executor", "repository", "cost_usd", "runs")

@@ -35,9 +35,9 @@ def _cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
-def test_two_daphnes_share_one_port_and_stop_together(tmp_path):
-    log = open(tmp_path / "web.log", "w")
-    parent = subprocess.Popen(
+def _two_daphnes(log):
+    """``python -m agentvine.web_processes --processes 2`` on a free port."""
+    return subprocess.Popen(
         [sys.executable, "-m", "agentvine.web_processes", "--processes", "2", "--port", "0"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -45,6 +45,11 @@ def test_two_daphnes_share_one_port_and_stop_together(tmp_path):
         stderr=log,
         text=True,
     )
+
+
+def test_two_daphnes_share_one_port_and_stop_together(tmp_path):
+    log = open(tmp_path / "web.log", "w")
+    parent = _two_daphnes(log)
     try:
         line = parent.stdout.readline()
         assert line.startswith("2 daphne processes on 127.0.0.1:"), line
@@ -79,14 +84,7 @@ def test_a_stop_while_the_daphnes_still_start_is_a_clean_stop(tmp_path):
     have no stop handler yet and end at the signal passed on; that is the
     stop asked for, so the set exits 0 (not 128 + SIGTERM)."""
     log = open(tmp_path / "web.log", "w")
-    parent = subprocess.Popen(
-        [sys.executable, "-m", "agentvine.web_processes", "--processes", "2", "--port", "0"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
+    parent = _two_daphnes(log)
     try:
         assert parent.stdout.readline().startswith("2 daphne processes on 127.0.0.1:")
         daphnes = _children(parent.pid)

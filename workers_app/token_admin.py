@@ -6,7 +6,7 @@ through the API or ``manage.py api_token_create``, never here."""
 from django.contrib import admin
 from django.utils import timezone
 
-from agentvine.admin_tools import FastAdmin, service_action
+from agentvine.admin_tools import ReadOnlyAdmin, service_action
 from workers_app import services
 from workers_app.models import ApiToken, WorkerToken
 
@@ -16,19 +16,10 @@ def worker_token_revoke(*, token):
     WorkerToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
-class TokenAdmin(FastAdmin):
+class TokenAdmin(ReadOnlyAdmin):
+    # Revoked, not deleted: the row says who had access and until when.
     exclude = ("key_hash",)
     ordering = ("-created_at",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # Revoked, not deleted: the row says who had access and until when.
-        return False
 
 
 @admin.register(ApiToken)
