@@ -244,7 +244,7 @@ class WorkOrderFailApi(PlatformAPIView):
         task = work_order.task
         worker = request_worker(request)
         rate_limited, resets_at = values.pop("rate_limited"), values.pop("resets_at")
-        refused = budgets.refusal(task) if values["retryable"] and budgets.applies(task) else None
+        refused = budgets.refusal(task) if values["retryable"] else None
         if rate_limited:
             # Back in line with no retry spent, its key paused until the reset (queue_app.rate_limits).
             lifecycle.work_order_assert_owner(work_order=work_order, worker=worker)
@@ -310,7 +310,7 @@ class WorkOrderUsageApi(PlatformAPIView):
             raise IllegalTransition(ERR_NO_RUNNING_EXECUTION)
         execution_record_usage(execution=execution, **values)
         execution.refresh_from_db()
-        refused = budgets.refusal(work_order.task) if budgets.applies(work_order.task) else None
+        refused = budgets.refusal(work_order.task)
         execution.over_budget = refused.reason if refused else ""
         return Response(UsageOutput(execution).data)
 

@@ -477,7 +477,7 @@ def _work_order_claim(*, worker, work_order_id):
         if work_order is None:
             return None
         _sync_task_status(work_order, now=now)
-        if budgets.applies(work_order.task) and (refused := budgets.refusal(work_order.task, now=now)):
+        if refused := budgets.refusal(work_order.task, now=now):
             # Its budget is spent: the worker gets nothing (queue_app.budgets).
             work_order_over_budget(work_order=work_order, worker=worker, refusal=refused)
             return None
@@ -564,9 +564,7 @@ def _work_order_claim_start(*, worker, work_order_id, session_kinds):
         if claimed is None:
             return None
         fresh, fresh.task, attempts, current, last_status = claimed
-        if budgets.applies(fresh.task) and (
-            refused := budgets.refusal(fresh.task, now=now, task_spent=fresh.task.spent_usd)
-        ):
+        if refused := budgets.refusal(fresh.task, now=now, task_spent=fresh.task.spent_usd):
             # Its budget is spent: no agent starts (queue_app.budgets).
             work_order_over_budget(work_order=fresh, worker=worker, refusal=refused)
             return None

@@ -174,14 +174,8 @@ def run_budget(task):
     """What this run may spend (queue_app.budgets), or None: no query without
     a budget, nor with only a task budget when the claim read the task's
     spend (``task.spent_usd``)."""
-    task_spent = getattr(task, "spent_usd", None)
-    left = budgets.remaining(task, task_spent=task_spent) if budgets.applies(task) else None
+    left = budgets.remaining(task, task_spent=getattr(task, "spent_usd", None))
     return None if left is None else float(left)
-
-
-def _over_budget(task):
-    """The refusal once ``task``'s spend reached a budget, else None."""
-    return budgets.refusal(task) if budgets.applies(task) else None
 
 
 class Stop:
@@ -302,7 +296,7 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
             if budget_check:
                 # Spend was recorded: a budget it reached stops the run (queue_app.budgets).
                 with outage.tolerated():
-                    budget_refusal = _over_budget(work_order.task) if stop is None else None
+                    budget_refusal = budgets.refusal(work_order.task) if stop is None else None
                     budget_check.clear()
                 if budget_refusal is not None:
                     stop, stop_reason = Stop.BUDGET, budget_refusal.reason
@@ -364,10 +358,10 @@ def _drive_fenced(*, worker, work_order, execution, executor, wakeups, fence):
 
     completed = outcome_event is not None and outcome_event.kind == "completed"
     exit_code = outcome_event.data.get("exit_code") if outcome_event else None
-    if not completed and stop in (None, Stop.BUDGET) and (budget_check or budget_refusal is None):
+    if not completed and stop is None:
         # Usage that came with the agent's last words, or an agent that stopped
         # itself at its budget (claude's error_max_budget_usd).
-        budget_refusal = _with_database(lambda: _over_budget(work_order.task))
+        budget_refusal = _with_database(lambda: budgets.refusal(work_order.task))
         if budget_refusal is None and outcome_event is not None and outcome_event.data.get("budget_spent"):
             budget_refusal = budgets.Refusal(
                 "task", f"the agent stopped at its budget (${executor.context.budget_usd or 0:.4f} left)"
